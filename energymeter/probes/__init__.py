@@ -1,0 +1,101 @@
+"""Probe registry and discovery.
+
+Each hardware family lives in one module exposing ``discover(ctx) -> list[Probe | Unavailable]``.
+Adding hardware = adding one module and naming it in :data:`REGISTRY`. The estimated CPU model is
+opened only when no other probe measures a ``cpu`` channel.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from .base import Channel, DiscoveryContext, Probe, Unavailable
+
+__all__ = [
+    "Channel",
+    "Discovery",
+    "DiscoveryContext",
+    "Probe",
+    "Unavailable",
+    "discover",
+    "discover_cached",
+]
+
+log = logging.getLogger("energymeter")
+
+# Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``host`` (gauges
+# only) are added by discover() itself.
+REGISTRY: tuple[str, ...] = ("rapl", "nvml")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    probes: tuple[Probe, ...]
+    unavailable: tuple[Unavailable, ...]
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return tuple(c for p in self.probes for c in p.channels)
+
+
+def _run(name: str, ctx: DiscoveryContext, **kwargs: object) -> list[Probe | Unavailable]:
+    module = importlib.import_module(f"{__name__}.{name}")
+    try:
+        return list(module.discover(ctx, **kwargs))
+    except Exception as exc:  # a broken probe must never break the user's program
+        log.warning("probe %s failed during discovery: %r", name, exc)
+        return [Unavailable(name, f"discovery failed: {type(exc).__name__}: {exc}",
+                            "please report this with `energymeter probes --json` output")]
+
+
+def discover(ctx: DiscoveryContext) -> Discovery:
+    """Open every probe that works on this machine; list the others with reason and hint."""
+    probes: list[Probe] = []
+    missing: list[Unavailable] = []
+
+    def take(results: list[Probe | Unavailable]) -> None:
+        for r in results:
+            (missing if isinstance(r, Unavailable) else probes).append(r)  # type: ignore[arg-type]
+
+    for name in REGISTRY:
+        take(_run(name, ctx))
+    if not any(c.kind == "cpu" for p in probes for c in p.channels):
+        why = "; ".join(f"{u.source}: {u.reason}" for u in missing if u.source == "rapl")
+        take(_run("cpumodel", ctx, why=why or "no CPU energy counter found"))
+    take(_run("host", ctx))
+    return Discovery(tuple(probes), tuple(missing))
+
+
+_cache: dict[tuple, Discovery] = {}
+_cache_lock = threading.Lock()
+
+
+def discover_cached(ctx: DiscoveryContext) -> Discovery:
+    """:func:`discover` once per process and context (probes stay open until exit).
+
+    Keyed by pid, so a forked child never shares its parent's probe objects."""
+    key = (os.getpid(), ctx.pid, str(ctx.powercap_root), id(ctx.pynvml),
+           ctx.env.get("CUDA_VISIBLE_DEVICES"))
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is None:
+            found = discover(ctx)
+            _cache[key] = found
+        return found
+
+
+def close_cached() -> None:
+    """Close every cached probe (registered at exit; tests call it to start afresh)."""
+    with _cache_lock:
+        for found in _cache.values():
+            for probe in found.probes:
+                probe.close()
+        _cache.clear()
+
+
+atexit.register(close_cached)

@@ -1,0 +1,160 @@
+"""The probe interface shared by every hardware family.
+
+A probe owns one family of hardware and exposes :class:`Channel` objects. ``read()`` returns, for
+every channel, cumulative joules since the probe opened: monotone, wrap-around already undone,
+whatever the hardware gives (counter, polled power, model). ``gauges()`` returns instantaneous
+extras. Discovery yields working probes and :class:`Unavailable` entries; unavailability is data.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("cpu", "dram", "gpu", "psys", "soc")
+METHODS = ("counter", "integrated", "model")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One stream of energy from one device.
+
+    ``part_of`` names the parent channel of a sub-zone (e.g. RAPL ``core`` inside ``package``):
+    such channels are reported but never summed into ``by_kind`` or ``total``.
+    ``resolution_s`` is the hardware update period of the underlying counter (0 if unknown or
+    continuous); windows shorter than it are flagged in reports.
+    ``meta`` carries device facts for the report (NVML index, UUID, power limit, sysfs path...).
+    """
+
+    id: str
+    kind: str
+    device: str
+    source: str
+    method: str
+    part_of: str | None = None
+    resolution_s: float = 0.0
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"channel kind {self.kind!r} not in {KINDS}")
+        if self.method not in METHODS:
+            raise ValueError(f"channel method {self.method!r} not in {METHODS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "device": self.device,
+            "source": self.source,
+            "method": self.method,
+        }
+        if self.part_of is not None:
+            out["part_of"] = self.part_of
+        if self.resolution_s:
+            out["resolution_s"] = self.resolution_s
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Channel:
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            device=data.get("device", ""),
+            source=data.get("source", ""),
+            method=data.get("method", "counter"),
+            part_of=data.get("part_of"),
+            resolution_s=float(data.get("resolution_s", 0.0)),
+            meta=dict(data.get("meta", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A source that could not be opened: what, why, and what the user can do about it."""
+
+    source: str
+    reason: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class DiscoveryContext:
+    """Everything discovery may need; hardware access is injectable for tests and containers.
+
+    ``pynvml``: the NVML module object to use (``None``: import ``pynvml`` from nvidia-ml-py).
+    ``env``: the environment to read (``CUDA_VISIBLE_DEVICES``...).
+    """
+
+    powercap_root: Path = Path("/sys/class/powercap")
+    pid: int = 0
+    interval_s: float = 0.1
+    pynvml: Any = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Probe(ABC):
+    """Base class of probes. Subclasses implement :meth:`_read` (and optionally
+    :meth:`_gauges`, :meth:`describe`, :meth:`close`); the public methods are thread-safe."""
+
+    source: str = ""
+
+    def __init__(self, channels: tuple[Channel, ...], gauge_names: tuple[str, ...] = ()) -> None:
+        self.channels: tuple[Channel, ...] = channels
+        # Every key gauges() may return, known up front so samples.csv has a fixed header.
+        self.gauge_names: tuple[str, ...] = gauge_names
+        self._lock = threading.Lock()
+        self._warnings: list[str] = []
+
+    # -- public, thread-safe -------------------------------------------------------------
+    def read(self) -> dict[str, float]:
+        """Cumulative joules per channel id since the probe opened."""
+        with self._lock:
+            return self._read()
+
+    def gauges(self) -> dict[str, float]:
+        """Instantaneous extras keyed by names from ``gauge_names`` (units in the names)."""
+        with self._lock:
+            return self._gauges()
+
+    def warn(self, message: str) -> None:
+        """Record a warning for the run (e.g. a lost device); the meter collects it."""
+        with self._lock:
+            self._warn_locked(message)
+
+    def drain_warnings(self) -> list[str]:
+        """Warnings recorded since the last call."""
+        with self._lock:
+            out, self._warnings = self._warnings, []
+            return out
+
+    def check_interval(self, interval_s: float) -> list[str]:
+        """Warnings about sampling at ``interval_s`` (e.g. too slow to see every counter wrap)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``energymeter probes`` and the report's host block."""
+        return {"source": self.source, "channels": [c.to_dict() for c in self.channels]}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most probes hold nothing
+        """Release files and handles. Idempotent."""
+
+    # -- for subclasses ------------------------------------------------------------------
+    def _warn_locked(self, message: str) -> None:
+        if message not in self._warnings:
+            self._warnings.append(message)
+
+    @abstractmethod
+    def _read(self) -> dict[str, float]: ...
+
+    def _gauges(self) -> dict[str, float]:
+        return {}
