@@ -37,6 +37,9 @@ REGISTRY: tuple[str, ...] = ("rapl", "nvml")
 class Discovery:
     probes: tuple[Probe, ...]
     unavailable: tuple[Unavailable, ...]
+    # Warnings probes gave when they opened (e.g. "CPU energy is estimated"): they hold for
+    # every run that uses these probes, so discovery keeps them instead of the first run.
+    notes: tuple[str, ...] = ()
 
     @property
     def channels(self) -> tuple[Channel, ...]:
@@ -68,7 +71,8 @@ def discover(ctx: DiscoveryContext) -> Discovery:
         why = "; ".join(f"{u.source}: {u.reason}" for u in missing if u.source == "rapl")
         take(_run("cpumodel", ctx, why=why or "no CPU energy counter found"))
     take(_run("host", ctx))
-    return Discovery(tuple(probes), tuple(missing))
+    notes = tuple(w for p in probes for w in p.drain_warnings())
+    return Discovery(tuple(probes), tuple(missing), notes)
 
 
 _cache: dict[tuple, Discovery] = {}
@@ -90,12 +94,13 @@ def discover_cached(ctx: DiscoveryContext) -> Discovery:
 
 
 def close_cached() -> None:
-    """Close every cached probe (registered at exit; tests call it to start afresh)."""
+    """Close this process's cached probes (at exit; tests call it to start afresh).
+
+    A forked child never closes the probes it inherited from its parent."""
     with _cache_lock:
-        for found in _cache.values():
-            for probe in found.probes:
+        for key in [k for k in _cache if k[0] == os.getpid()]:
+            for probe in _cache.pop(key).probes:
                 probe.close()
-        _cache.clear()
 
 
 atexit.register(close_cached)

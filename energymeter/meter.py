@@ -1,0 +1,390 @@
+"""The user-facing session: :class:`Meter` and :func:`measure`.
+
+``start()`` discovers probes (cached per process), takes a boundary read and starts the sampler;
+``stop()`` takes a boundary read, stops the sampler and builds the :class:`Report`. Totals and
+phases come from boundary reads (exact for counters); the sampled stream gives the timeline,
+peaks and wrap protection.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._version import __version__
+from .aggregate import Aggregator, peak_window_s
+from .config import Settings, resolve_settings
+from .errors import UsageError
+from .probes import Discovery, DiscoveryContext, discover_cached
+from .report import LEDGER_COLUMNS, Phase, Report, channel_energies, counted, total_energy_j
+from .sampler import Sampler
+from .storage import (
+    EVENTS_NAME,
+    REPORT_NAME,
+    SAMPLES_NAME,
+    EventLog,
+    SamplesWriter,
+    append_ledger,
+    make_run_dir,
+    write_json_atomic,
+)
+
+log = logging.getLogger("energymeter")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Software whose version is worth recording when the user's program has already imported it
+# (we never import it ourselves just to ask).
+_SOFTWARE = ("numpy", "torch", "jax", "cupy", "tensorflow", "pynvml", "psutil", "pandas")
+
+_live_meters: weakref.WeakSet[Meter] = weakref.WeakSet()
+_fork_hook_installed = False
+_fork_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    for meter in list(_live_meters):
+        meter._abandon_in_child()
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook_installed
+    with _fork_lock:
+        if not _fork_hook_installed:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook_installed = True
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        if f.name == "origins":
+            continue
+        value = getattr(settings, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else value
+    out["origins"] = {k: settings.origin(k) for k in out}
+    return out
+
+
+def _software() -> dict[str, Any]:
+    info: dict[str, Any] = {"energymeter": __version__, "python": platform.python_version()}
+    for name in _SOFTWARE:
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None) if module else None
+        if version:
+            info[name] = str(version)
+    return info
+
+
+def _host(discovery: Discovery) -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "probes": [p.describe() for p in discovery.probes],
+    }
+
+
+class Meter:
+    """One measurement session. Use :func:`measure` to make one.
+
+    As a context manager it measures the block; as a decorator each call is its own run.
+    ``report`` holds the :class:`Report` once stopped.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        sync: Any = None,
+        command: list[str] | tuple[str, ...] | None = None,
+        pynvml: Any = None,
+        env: Mapping[str, str] | None = None,
+        ledger: bool = True,
+        **settings: Any,
+    ) -> None:
+        self.name = name or "run"
+        self._settings_args = settings
+        self.settings = resolve_settings(settings, env=env)
+        self._sync_arg = sync
+        self.command = tuple(command) if command is not None else None
+        self._pynvml = pynvml
+        self._env = dict(os.environ if env is None else env)
+        self._ledger = ledger
+        self.report: Report | None = None
+        self.path: Path | None = None
+        self._state = "new"
+        self._owner_pid = os.getpid()
+        self._phase_stack: list[tuple[str, float, dict[str, float]]] = []
+        self._phases: list[Phase] = []
+        self._logs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Meter:
+        """Discover probes, take the first boundary read and start sampling."""
+        if self._state != "new":
+            raise UsageError(f"meter {self.name!r} was already started; make a new one "
+                             "with measure() for another run")
+        from .carbon import CarbonAccount
+        from .sync import resolve_sync
+
+        self._sync = resolve_sync(self._sync_arg)
+        # Region errors surface here, before anything is measured or written.
+        self._carbon = CarbonAccount.start(self.settings, env=self._env)
+        s = self.settings
+        self._discovery = discover_cached(DiscoveryContext(
+            powercap_root=s.powercap_root, pid=os.getpid(), interval_s=s.interval_s,
+            pynvml=self._pynvml, env=self._env))
+        self._channels = self._discovery.channels
+        gauge_names = tuple(dict.fromkeys(
+            g for p in self._discovery.probes for g in p.gauge_names))
+        self.run_id = uuid.uuid4().hex
+        self.started_at = _utcnow()
+        self.path = make_run_dir(s.out, self.name, self.run_id, self.started_at)
+        self._events = EventLog(self.path / EVENTS_NAME)
+        writer = SamplesWriter(self.path / SAMPLES_NAME, [c.id for c in self._channels],
+                               gauge_names)
+        self._aggregator = Aggregator(
+            [c.id for c in self._channels],
+            peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]))
+        self._sampler = Sampler(
+            self._discovery.probes, interval_s=s.interval_s,
+            gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
+            counted_ids=[c.id for c in self._channels if counted(c) and c.kind != "psys"],
+            on_energy=self._carbon.update)
+        self._interval_warnings = [w for p in self._discovery.probes
+                                   for w in p.check_interval(s.interval_s)]
+        self._events.event(
+            "start", run_id=self.run_id, name=self.name, started_at=self.started_at.isoformat(),
+            command=list(self.command) if self.command else None,
+            channels=[c.to_dict() for c in self._channels], gauges=list(gauge_names),
+            settings=_settings_dict(s), carbon_region=self._carbon.region,
+            region_source=self._carbon.region_source,
+            notes=list(self._discovery.notes),
+            unavailable=[u.to_dict() for u in self._discovery.unavailable])
+        _install_fork_hook()
+        _live_meters.add(self)
+        self._run_sync()
+        self._sampler.begin()
+        self._sampler.start()
+        self._state = "running"
+        return self
+
+    def stop(self, status: str = "completed", exit_code: int | None = None) -> Report | None:
+        """Take the final boundary read, stop sampling, build, write and return the report.
+
+        In a forked child this does nothing and returns ``None``: only the process that
+        started a meter writes its run."""
+        if os.getpid() != self._owner_pid:
+            return None
+        if self._state != "running":
+            raise UsageError(f"meter {self.name!r} is {self._state}; stop() needs a started, "
+                             "running meter")
+        self._run_sync()
+        t_s, energy = self._sampler.stop()
+        ended_at = _utcnow()
+        self._state = "stopped"
+        _live_meters.discard(self)
+        while self._phase_stack:  # phases left open by an exception end with the run
+            self._end_phase(t_s, energy)
+        report = self._build_report(status, exit_code, t_s, energy, ended_at)
+        write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
+        self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
+                           duration_s=t_s, exit_code=exit_code)
+        self._events.close()
+        if self._ledger:
+            append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
+        self.report = report
+        return report
+
+    def _abandon_in_child(self) -> None:
+        if self._state == "running":
+            self._sampler.abandon()
+            self._events.abandon()
+            self._state = "forked"
+
+    # -- phases and logs -----------------------------------------------------------------
+    def _run_sync(self) -> None:
+        if self._sync is not None:
+            self._sync()
+
+    def _boundary(self) -> tuple[float, dict[str, float]]:
+        if self._state != "running":
+            raise UsageError(f"meter {self.name!r} is {self._state}; phase() and log() work "
+                             "only inside a running measurement")
+        self._run_sync()
+        return self._sampler.read()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Meter]:
+        """Measure a named part of the run; phases nest."""
+        t_s, energy = self._boundary()
+        with self._lock:
+            self._phase_stack.append((str(name), t_s, energy))
+        self._events.event("phase_start", name=str(name), t_s=t_s)
+        try:
+            yield self
+        finally:
+            if self._state == "running":
+                self._end_phase(*self._boundary())
+
+    def _end_phase(self, t_s: float, energy: Mapping[str, float]) -> None:
+        with self._lock:
+            name, start_s, start_energy = self._phase_stack.pop()
+            parent = self._phase_stack[-1][0] if self._phase_stack else None
+        resolution = max((c.resolution_s for c in self._channels), default=0.0)
+        phase = Phase(name, start_s, t_s,
+                      {cid: energy.get(cid, 0.0) - start_energy.get(cid, 0.0)
+                       for cid in energy},
+                      parent=parent, below_resolution=(t_s - start_s) < resolution)
+        self._phases.append(phase)
+        self._events.event("phase", **phase.to_dict(self._channels))
+
+    def log(self, **metrics: Any) -> None:
+        """Record user metrics stamped with run time and cumulative energy (joules)."""
+        t_s, energy = self._boundary()
+        entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
+                 "metrics": metrics}
+        self._logs.append(entry)
+        self._events.event("log", **entry)
+
+    # -- report --------------------------------------------------------------------------
+    def _build_report(self, status: str, exit_code: int | None, duration_s: float,
+                      energy: Mapping[str, float], ended_at: datetime) -> Report:
+        agg = self._aggregator
+        channels = channel_energies(self._channels, energy, duration_s, agg.peak_power_w)
+
+        carbon = self._carbon.finish(total_energy_j(self._channels, energy))
+        warnings = list(self._discovery.notes) + self._interval_warnings
+        warnings += self._sampler.warnings
+        for probe in self._discovery.probes:
+            warnings += probe.drain_warnings()
+        warnings += self._carbon.warnings
+        resolution = max((c.resolution_s for c in self._channels), default=0.0)
+        if duration_s < resolution:
+            warnings.append(f"the run lasted {duration_s * 1000:.0f} ms, shorter than the "
+                            f"{resolution * 1000:.0f} ms update period of an energy counter: "
+                            "its energy is below the counter's resolution")
+        short = [p.name for p in self._phases if p.below_resolution]
+        if short:
+            warnings.append(f"phases shorter than the energy counters' {resolution * 1000:.0f}"
+                            f" ms update period (below resolution): {', '.join(short)}")
+        resources = {**agg.resources(), "max_rss_bytes_rusage": _rusage_peak_rss_bytes()}
+        overhead = {
+            "sampler_cpu_s": self._sampler.thread_cpu_s,
+            "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
+                                     if duration_s > 0 else 0.0),
+            "ticks": self._sampler.ticks,
+            "interval_s": self.settings.interval_s,
+            "gauge_interval_s": self.settings.gauge_interval_s,
+            "peak_window_s": agg.window_s,
+        }
+        return Report(
+            run_id=self.run_id, name=self.name, status=status, started_at=self.started_at,
+            ended_at=ended_at, duration_s=duration_s, channels=channels,
+            phases=tuple(sorted(self._phases, key=lambda p: p.start_s)),
+            logs=tuple(self._logs), carbon=carbon, resources=resources, overhead=overhead,
+            host=_host(self._discovery), software=_software(),
+            settings=_settings_dict(self.settings),
+            unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
+            warnings=tuple(dict.fromkeys(warnings)), command=self.command,
+            exit_code=exit_code, path=self.path)
+
+    # -- context manager and decorator ---------------------------------------------------
+    def __enter__(self) -> Meter:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            status = "completed"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "interrupted"
+        else:
+            status = "failed"
+        self.stop(status)
+
+    async def __aenter__(self) -> Meter:
+        return self.start()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _fresh(self) -> Meter:
+        return Meter(self.name, sync=self._sync_arg, command=self.command,
+                     pynvml=self._pynvml, env=self._env, ledger=self._ledger,
+                     **self._settings_args)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate ``fn`` (sync or async): every call is measured as its own run; the latest
+        report is ``fn.last_report``."""
+        if self.name == "run":
+            self.name = getattr(fn, "__qualname__", "run")
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                meter = self._fresh()
+                try:
+                    async with meter:
+                        return await fn(*args, **kwargs)
+                finally:
+                    async_wrapper.last_report = meter.report  # type: ignore[attr-defined]
+
+            async_wrapper.last_report = None  # type: ignore[attr-defined]
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            meter = self._fresh()
+            try:
+                with meter:
+                    return fn(*args, **kwargs)
+            finally:
+                wrapper.last_report = meter.report  # type: ignore[attr-defined]
+
+        wrapper.last_report = None  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+
+def _rusage_peak_rss_bytes() -> int:
+    """The kernel's high-water mark of RSS for this process and its reaped children (over
+    their whole lifetime, so it also catches spikes between samples)."""
+    import resource
+
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int(max(self_kib, children_kib)) * 1024
+
+
+def measure(name: str | Callable[..., Any] | None = None, *, sync: Any = None,
+            **settings: Any) -> Any:
+    """Measure a block or a function.
+
+    ``with measure("train") as m: ...`` then ``m.report``; ``@measure("infer")`` on sync or
+    async functions (``fn.last_report``); ``@measure`` without arguments uses the function's
+    name. Keyword arguments are :class:`energymeter.config.Settings` fields (``out``,
+    ``interval_s``, ``region``, ``pue``...) plus ``sync`` (``"torch"``, ``"jax"``, ``"cupy"`` or a
+    callable run before every boundary read, because GPU work is asynchronous).
+    """
+    if callable(name):
+        return Meter(None, sync=sync, **settings)(name)
+    return Meter(name, sync=sync, **settings)

@@ -1,0 +1,102 @@
+"""Rebuild the report of a run that ended without writing ``report.json`` (SIGKILL, power
+loss, OOM killer) from its ``events.jsonl`` and ``samples.csv``.
+
+Energy covers everything up to the last flushed sample (the sampler flushes at least once a
+second), so at most about a second at the end is lost; the report says so and is marked
+``interrupted``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .aggregate import Aggregator, peak_window_s
+from .config import Settings, resolve_settings
+from .errors import ConfigError, ReportError
+from .probes.base import Channel
+from .report import Phase, Report, channel_energies, parse_timestamp, total_energy_j
+from .storage import EVENTS_NAME, SAMPLES_NAME, read_events, read_samples
+
+
+def _settings(stored: dict[str, Any], region: str | None) -> Settings:
+    """The run's settings as recorded, with the region it resolved and no live provider (a
+    rebuild never touches the network)."""
+    known = {f.name for f in dataclasses.fields(Settings)} - {"origins"}
+    overrides = {k: v for k, v in stored.items() if k in known}
+    overrides.update(region=region, carbon_provider="none")
+    return resolve_settings(overrides, env={})
+
+
+def _floats(row: list[str], columns: dict[str, int]) -> dict[str, float]:
+    return {name: float(row[i]) for name, i in columns.items() if row[i] != ""}
+
+
+def rebuild_report(run_dir: Path) -> Report:
+    run_dir = Path(run_dir)
+    events = read_events(run_dir / EVENTS_NAME)
+    start = next((e for e in events if e.get("event") == "start"), None)
+    if start is None:
+        raise ReportError(f"{run_dir / EVENTS_NAME} has no start event; cannot rebuild the run")
+    stop = next((e for e in events if e.get("event") == "stop"), None)
+    channels = [Channel.from_dict(c) for c in start.get("channels", [])]
+    stored_settings = dict(start.get("settings", {}))
+    header, rows = read_samples(run_dir / SAMPLES_NAME)
+    index = {name: i for i, name in enumerate(header)}
+    energy_cols = {c.id: index[f"{c.id}_j"] for c in channels if f"{c.id}_j" in index}
+    gauge_cols = {g: index[g] for g in start.get("gauges", []) if g in index}
+
+    aggregator = Aggregator([c.id for c in channels], peak_window_s(
+        float(stored_settings.get("interval_s", 0.1)), [c.resolution_s for c in channels]))
+    t_s, energy = 0.0, {}
+    for row in rows:
+        t_s = float(row[0])
+        energy = _floats(row, energy_cols)
+        aggregator.add_energy(t_s, energy)
+        gauges = _floats(row, gauge_cols)
+        if gauges:
+            aggregator.add_gauges(gauges)
+
+    warnings = list(start.get("notes", []))
+    if stop is None:
+        status = "interrupted"
+        warnings.append(
+            f"rebuilt from {SAMPLES_NAME}: the run ended without writing report.json (killed?); "
+            f"energy and duration cover up to the last flushed sample at {t_s:.2f} s")
+    else:
+        status = stop.get("status", "interrupted")
+        warnings.append(f"rebuilt from {SAMPLES_NAME}: report.json was missing")
+
+    carbon = None
+    try:
+        from .carbon import CarbonAccount
+
+        account = CarbonAccount.start(_settings(stored_settings, start.get("carbon_region")),
+                                      env={})
+        carbon = account.finish(total_energy_j(channels, energy))
+        carbon["region_source"] = start.get("region_source", carbon.get("region_source"))
+        warnings += account.warnings
+    except ConfigError as exc:
+        warnings.append(f"carbon not recomputed: {exc}")
+
+    begun = parse_timestamp(start["started_at"])
+    command = start.get("command")
+    return Report(
+        run_id=start["run_id"], name=start["name"], status=status, started_at=begun,
+        ended_at=begun + timedelta(seconds=t_s), duration_s=t_s,
+        channels=channel_energies(channels, energy, t_s, aggregator.peak_power_w),
+        phases=tuple(sorted((Phase.from_dict(e) for e in events if e.get("event") == "phase"),
+                            key=lambda p: p.start_s)),
+        logs=tuple({k: v for k, v in e.items() if k != "event"}
+                   for e in events if e.get("event") == "log"),
+        carbon=carbon, resources=aggregator.resources(),
+        overhead={"rebuilt_from_samples": True, "samples": len(rows)},
+        settings=stored_settings,
+        unavailable=tuple(start.get("unavailable", [])),
+        warnings=tuple(dict.fromkeys(warnings)),
+        command=tuple(command) if command else None,
+        exit_code=stop.get("exit_code") if stop else None,
+        path=run_dir,
+    )

@@ -1,0 +1,380 @@
+"""The :class:`Report` value: what one run cost, and how every number was obtained.
+
+Serialises to JSON (``energymeter.report/1``, round-trips through :meth:`Report.load`), one flat
+ledger row, a pandas DataFrame (pandas imported only there), Markdown and LaTeX.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ReportError
+from .probes.base import Channel
+
+SCHEMA = "energymeter.report/1"
+STATUSES = ("completed", "failed", "interrupted")
+
+LEDGER_COLUMNS = (
+    "run_id", "name", "status", "started_at", "ended_at", "duration_s",
+    "energy_total_j", "energy_cpu_j", "energy_dram_j", "energy_gpu_j", "energy_soc_j",
+    "energy_psys_j", "cpu_method", "gpu_method", "mean_power_w",
+    "region", "g_per_kwh", "pue", "emissions_g",
+    "cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes", "write_bytes",
+    "exit_code", "warnings", "command", "path",
+)
+
+
+def counted(channel: Channel) -> bool:
+    """Whether a channel's energy enters ``by_kind`` (sub-zones with ``part_of`` do not)."""
+    return channel.part_of is None
+
+
+def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> dict[str, Any]:
+    """``{"total": J, "by_kind": {kind: J}}``; ``total`` excludes ``psys`` (a platform counter
+    that already contains the others) and sub-zones are never summed."""
+    by_kind: dict[str, float] = {}
+    for ch in channels:
+        if counted(ch) and ch.id in energy_j:
+            by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
+    total = sum(v for k, v in by_kind.items() if k != "psys")
+    return {"total": total, "by_kind": by_kind}
+
+
+def total_energy_j(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> float:
+    return energy_summary(channels, energy_j)["total"]
+
+
+@dataclass(frozen=True)
+class ChannelEnergy:
+    channel: Channel
+    energy_j: float
+    mean_power_w: float
+    peak_power_w: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.channel.to_dict(), "energy_j": self.energy_j,
+                "mean_power_w": self.mean_power_w, "peak_power_w": self.peak_power_w}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelEnergy:
+        return cls(Channel.from_dict(data), float(data["energy_j"]),
+                   float(data.get("mean_power_w") or 0.0), data.get("peak_power_w"))
+
+
+def channel_energies(channels: Iterable[Channel], energy_j: Mapping[str, float],
+                     duration_s: float, peak_power_w: Mapping[str, float]
+                     ) -> tuple[ChannelEnergy, ...]:
+    """Per-channel energy, mean power over the run and peak power."""
+    return tuple(
+        ChannelEnergy(c, energy_j.get(c.id, 0.0),
+                      energy_j.get(c.id, 0.0) / duration_s if duration_s > 0 else 0.0,
+                      peak_power_w.get(c.id))
+        for c in channels)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start_s: float
+    end_s: float
+    energy_by_channel: Mapping[str, float]
+    parent: str | None = None
+    below_resolution: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def to_dict(self, channels: Sequence[Channel]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name, "parent": self.parent, "start_s": self.start_s,
+            "end_s": self.end_s, "duration_s": self.duration_s,
+            "energy_j": energy_summary(channels, self.energy_by_channel),
+            "energy_by_channel_j": dict(self.energy_by_channel),
+        }
+        if self.below_resolution:
+            out["below_resolution"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Phase:
+        return cls(data["name"], float(data["start_s"]), float(data["end_s"]),
+                   dict(data.get("energy_by_channel_j", {})), data.get("parent"),
+                   bool(data.get("below_resolution", False)))
+
+
+def parse_timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ReportError(f"timestamp {value!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise ReportError(f"timestamp {value!r} has no time zone; reports use UTC")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one run cost. Build it with :class:`energymeter.Meter`; read one with
+    :meth:`Report.load`. ``path`` is the run directory (not serialised)."""
+
+    run_id: str
+    name: str
+    status: str
+    started_at: datetime
+    ended_at: datetime
+    duration_s: float
+    channels: tuple[ChannelEnergy, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    logs: tuple[Mapping[str, Any], ...] = ()
+    carbon: Mapping[str, Any] | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    overhead: Mapping[str, Any] = field(default_factory=dict)
+    host: Mapping[str, Any] = field(default_factory=dict)
+    software: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    unavailable: tuple[Mapping[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+    command: tuple[str, ...] | None = None
+    exit_code: int | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ReportError(f"status {self.status!r} not in {STATUSES}")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def energy_j(self) -> dict[str, Any]:
+        """``{"total": J, "by_kind": {...}}`` (total excludes psys and sub-zones)."""
+        return energy_summary([c.channel for c in self.channels],
+                              {c.channel.id: c.energy_j for c in self.channels})
+
+    @property
+    def total_energy_j(self) -> float:
+        return float(self.energy_j["total"])
+
+    @property
+    def mean_power_w(self) -> float:
+        return self.total_energy_j / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def emissions_g(self) -> float | None:
+        return None if self.carbon is None else self.carbon.get("emissions_g")
+
+    def methods(self, kind: str) -> str:
+        """The methods by which channels of ``kind`` were measured, e.g. ``"counter"``."""
+        found = sorted({c.channel.method for c in self.channels
+                        if c.channel.kind == kind and counted(c.channel)})
+        return "+".join(found)
+
+    # -- JSON ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        channels = [c.channel for c in self.channels]
+        return {
+            "schema": SCHEMA,
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+            "duration_s": self.duration_s,
+            "command": list(self.command) if self.command is not None else None,
+            "exit_code": self.exit_code,
+            "energy_j": self.energy_j,
+            "mean_power_w": self.mean_power_w,
+            "channels": [c.to_dict() for c in self.channels],
+            "phases": [p.to_dict(channels) for p in self.phases],
+            "logs": [dict(entry) for entry in self.logs],
+            "carbon": dict(self.carbon) if self.carbon is not None else None,
+            "resources": dict(self.resources),
+            "overhead": dict(self.overhead),
+            "host": dict(self.host),
+            "software": dict(self.software),
+            "settings": dict(self.settings),
+            "unavailable": [dict(u) for u in self.unavailable],
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> Report:
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise ReportError(
+                f"unknown report schema {schema!r}; this energymeter reads {SCHEMA!r}"
+            )
+        try:
+            command = data.get("command")
+            return cls(
+                run_id=data["run_id"],
+                name=data["name"],
+                status=data["status"],
+                started_at=parse_timestamp(data["started_at"]),
+                ended_at=parse_timestamp(data["ended_at"]),
+                duration_s=float(data["duration_s"]),
+                channels=tuple(ChannelEnergy.from_dict(c) for c in data.get("channels", [])),
+                phases=tuple(Phase.from_dict(p) for p in data.get("phases", [])),
+                logs=tuple(data.get("logs", [])),
+                carbon=data.get("carbon"),
+                resources=data.get("resources", {}),
+                overhead=data.get("overhead", {}),
+                host=data.get("host", {}),
+                software=data.get("software", {}),
+                settings=data.get("settings", {}),
+                unavailable=tuple(data.get("unavailable", [])),
+                warnings=tuple(data.get("warnings", [])),
+                command=tuple(command) if command is not None else None,
+                exit_code=data.get("exit_code"),
+                path=path,
+            )
+        except KeyError as exc:
+            raise ReportError(f"report is missing the key {exc.args[0]!r}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """Read a ``report.json`` or a run directory. A run directory without ``report.json``
+        (killed with SIGKILL) is rebuilt from ``samples.csv`` and marked ``interrupted``."""
+        path = Path(path)
+        if path.is_dir():
+            if not (path / "report.json").exists():
+                from .rebuild import rebuild_report
+
+                return rebuild_report(path)
+            path = path / "report.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ReportError(
+                f"{path} does not exist; give a run directory or its report.json"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, path=path.parent)
+
+    # -- flat forms ----------------------------------------------------------------------
+    def to_row(self) -> dict[str, Any]:
+        """One flat row (the ``runs.csv`` ledger columns)."""
+        by_kind = self.energy_j["by_kind"]
+        res, carbon = self.resources, self.carbon or {}
+        return {
+            "run_id": self.run_id, "name": self.name, "status": self.status,
+            "started_at": self.started_at.isoformat(), "ended_at": self.ended_at.isoformat(),
+            "duration_s": self.duration_s, "energy_total_j": self.total_energy_j,
+            **{f"energy_{k}_j": by_kind.get(k) for k in ("cpu", "dram", "gpu", "soc", "psys")},
+            "cpu_method": self.methods("cpu"), "gpu_method": self.methods("gpu"),
+            "mean_power_w": self.mean_power_w,
+            "region": carbon.get("region"), "g_per_kwh": carbon.get("g_per_kwh"),
+            "pue": carbon.get("pue"), "emissions_g": carbon.get("emissions_g"),
+            "cpu_time_s": res.get("cpu_time_s"), "peak_rss_bytes": res.get("peak_rss_bytes"),
+            "peak_gpu_memory_bytes": res.get("peak_gpu_memory_bytes"),
+            "read_bytes": res.get("read_bytes"), "write_bytes": res.get("write_bytes"),
+            "exit_code": self.exit_code, "warnings": len(self.warnings),
+            "command": " ".join(self.command) if self.command else "",
+            "path": str(self.path) if self.path else "",
+        }
+
+    def to_dataframe(self, table: str = "summary") -> Any:
+        """A pandas DataFrame: ``summary`` (one row, the ledger columns), ``channels``,
+        ``phases`` or ``logs``."""
+        import pandas as pd
+
+        if table == "summary":
+            return pd.DataFrame([self.to_row()], columns=list(LEDGER_COLUMNS))
+        if table == "channels":
+            return pd.DataFrame([c.to_dict() for c in self.channels])
+        if table == "phases":
+            channels = [c.channel for c in self.channels]
+            rows = []
+            for p in self.phases:
+                d = p.to_dict(channels)
+                rows.append({"name": d["name"], "parent": d["parent"], "start_s": d["start_s"],
+                             "end_s": d["end_s"], "duration_s": d["duration_s"],
+                             "energy_j": d["energy_j"]["total"],
+                             **{f"{k}_j": v for k, v in d["energy_j"]["by_kind"].items()}})
+            return pd.DataFrame(rows)
+        if table == "logs":
+            return pd.DataFrame([{"t_s": e["t_s"], "energy_j": e["energy_j"], **e["metrics"]}
+                                 for e in self.logs])
+        raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, logs")
+
+    # -- human forms ---------------------------------------------------------------------
+    def _table_rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        for c in self.channels:
+            ch = c.channel
+            label = ch.id + (f" (part of {ch.part_of})" if ch.part_of else "")
+            peak = "" if c.peak_power_w is None else f"{c.peak_power_w:.1f}"
+            rows.append((label, ch.device or ch.kind, ch.method, f"{c.energy_j:.2f}",
+                         f"{c.mean_power_w:.1f} / {peak}" if peak else f"{c.mean_power_w:.1f}"))
+        return rows
+
+    def to_markdown(self) -> str:
+        lines = [f"### energymeter run `{self.name}` ({self.status})", "",
+                 f"Duration {self.duration_s:.2f} s, total energy {self.total_energy_j:.2f} J "
+                 f"({self.total_energy_j / 3600:.4f} Wh).", "",
+                 "| channel | device | method | energy (J) | mean / peak power (W) |",
+                 "|---|---|---|---:|---:|"]
+        lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in self._table_rows()]
+        if self.carbon:
+            cb = self.carbon
+            lines += ["", f"Emissions {cb.get('emissions_g', 0):.4g} gCO2e "
+                          f"(region {cb.get('region')}, {cb.get('g_per_kwh')} g/kWh "
+                          f"{cb.get('basis', '')}, {cb.get('source', '')}, PUE {cb.get('pue')})."]
+        if self.warnings:
+            lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        def esc(text: str) -> str:
+            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                         ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
+                text = text.replace(a, b)
+            return text
+
+        lines = [r"\begin{tabular}{lllrr}", r"\hline",
+                 r"Channel & Device & Method & Energy (J) & Mean / peak power (W) \\", r"\hline"]
+        lines += [" & ".join(esc(x) for x in row) + r" \\" for row in self._table_rows()]
+        lines += [r"\hline",
+                  rf"Total & & & {self.total_energy_j:.2f} & {self.mean_power_w:.1f} \\",
+                  r"\hline", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """A few human lines: energy by kind and method, power, carbon, resources, warnings."""
+        by_kind = self.energy_j["by_kind"]
+        parts = []
+        for kind, joules in by_kind.items():
+            method = self.methods(kind)
+            flag = " (estimated)" if "model" in method else ""
+            parts.append(f"{kind} {joules:.1f} J{flag}" + (" [not in total]"
+                                                           if kind == "psys" else ""))
+        lines = [f"energymeter: {self.name} {self.status} in {self.duration_s:.2f} s, "
+                 f"{self.total_energy_j:.1f} J ({self.total_energy_j / 3600:.4f} Wh), "
+                 f"mean {self.mean_power_w:.1f} W",
+                 "  energy: " + (", ".join(parts) if parts else "no energy channel")]
+        if self.carbon:
+            cb = self.carbon
+            lines.append(f"  carbon: {cb.get('emissions_g', 0):.4g} gCO2e at "
+                         f"{cb.get('g_per_kwh', 0):.4g} g/kWh ({cb.get('region')}, "
+                         f"{cb.get('basis', '')}, {cb.get('source', '')}), "
+                         f"PUE {cb.get('pue')}")
+        res = self.resources
+        if res:
+            rss = res.get("peak_rss_bytes")
+            lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, peak rss "
+                         f"{(rss or 0) / 2**20:.0f} MiB"
+                         + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
+                            if res.get("peak_gpu_memory_bytes") else ""))
+        for warning in self.warnings:
+            lines.append(f"  warning: {warning}")
+        if self.path:
+            lines.append(f"  report: {self.path / 'report.json'}")
+        return "\n".join(lines)

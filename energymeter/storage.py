@@ -1,0 +1,196 @@
+"""Run directories on disk: ``samples.csv``, ``events.jsonl``, ``report.json`` and the
+``runs.csv`` ledger.
+
+Writers use raw file descriptors and a buffer of our own rather than Python file objects, so a
+forked child (DataLoader workers) can drop the parent's unflushed rows without writing them twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ReportError
+
+LEDGER_NAME = "runs.csv"
+REPORT_NAME = "report.json"
+SAMPLES_NAME = "samples.csv"
+EVENTS_NAME = "events.jsonl"
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a run name (letters, digits, ``.``, ``_``, ``-``)."""
+    cleaned = _SAFE.sub("-", name).strip("-.")
+    return cleaned[:60] or "run"
+
+
+def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Path:
+    """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it."""
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if value == value else ""
+    return str(value)
+
+
+class _FdWriter:
+    """Append-only writer over a raw fd with a private buffer; safe to abandon in a fork child."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._pid = os.getpid()
+        self._buf: list[str] = []
+
+    def _write(self, text: str) -> None:
+        if self._fd is not None:
+            self._buf.append(text)
+
+    def flush(self) -> None:
+        if self._fd is None or not self._buf or os.getpid() != self._pid:
+            return
+        data = "".join(self._buf).encode()
+        self._buf.clear()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def abandon(self) -> None:
+        """In a forked child: forget the parent's buffered data and fd without writing."""
+        self._buf.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        if os.getpid() != self._pid:
+            self.abandon()
+            return
+        self.flush()
+        os.close(self._fd)
+        self._fd = None
+
+
+class SamplesWriter(_FdWriter):
+    """``samples.csv``: ``t_s``, one cumulative-joules column per channel (``<id>_j``), gauges."""
+
+    def __init__(self, path: Path, channel_ids: Sequence[str], gauge_names: Sequence[str]) -> None:
+        super().__init__(path)
+        self.channel_ids = tuple(channel_ids)
+        self.gauge_names = tuple(gauge_names)
+        header = ["t_s", *(f"{c}_j" for c in self.channel_ids), *self.gauge_names]
+        self._write(",".join(header) + "\n")
+        self.flush()
+
+    def row(self, t_s: float, energy_j: Mapping[str, float],
+            gauges: Mapping[str, float] | None) -> None:
+        cells = [f"{t_s:.6f}"]
+        cells.extend(_fmt(energy_j.get(c)) for c in self.channel_ids)
+        if gauges:
+            cells.extend(_fmt(gauges.get(g)) for g in self.gauge_names)
+        else:
+            cells.extend("" for _ in self.gauge_names)
+        self._write(",".join(cells) + "\n")
+
+
+class EventLog(_FdWriter):
+    """``events.jsonl``: one JSON object per line (start, phase, log, warning, stop)."""
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self._write(json.dumps({"event": kind, **fields}, default=str) + "\n")
+        self.flush()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temp file and ``os.replace`` (never a half file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_ledger(out: Path, row: Mapping[str, Any], columns: Sequence[str]) -> Path:
+    """Append one row to ``<out>/runs.csv`` under an exclusive ``fcntl`` lock.
+
+    The header is written when the file is new. Parallel jobs never interleave rows: the whole
+    row is written with one ``write`` while the lock is held."""
+    import fcntl
+
+    path = Path(out) / LEDGER_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    with open(path, "a+", encoding="utf-8", newline="") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+            fh.write(buf.getvalue())
+            fh.flush()
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return path
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Parse ``events.jsonl``; a torn last line (killed writer) is skipped."""
+    events: list[dict[str, Any]] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ReportError(f"{path} does not exist: not an energymeter run directory") from None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ReportError(f"{path}: line {i + 1} is not JSON") from None
+    return events
+
+
+def read_samples(path: Path) -> tuple[list[str], Iterable[list[str]]]:
+    """Header and complete rows of ``samples.csv`` (a torn last row is dropped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path} does not exist: not an energymeter run directory") from None
+    lines = text.split("\n")
+    if not lines or not lines[0]:
+        raise ReportError(f"{path} is empty")
+    header = lines[0].split(",")
+    body = [line for line in lines[1:-1]]  # the final element is '' or a torn line
+    rows = [r for r in csv.reader(body) if len(r) == len(header)]
+    return header, rows
