@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from energymeter.errors import ReportError
+from energymeter.storage import (
+    EventLog,
+    SamplesWriter,
+    append_ledger,
+    make_run_dir,
+    read_events,
+    read_samples,
+    safe_name,
+    write_json_atomic,
+)
+
+COLUMNS = ("run_id", "name", "payload")
+
+
+def _append_many(out: str, worker: int, rows: int) -> None:
+    for i in range(rows):
+        append_ledger(Path(out), {"run_id": f"{worker}-{i}", "name": "w" * 50,
+                                  "payload": "x" * 3000}, COLUMNS)
+
+
+def test_concurrent_ledger_appends_never_tear(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 40)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with open(tmp_path / "runs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 * 40
+    assert all(r["payload"] == "x" * 3000 and r["name"] == "w" * 50 for r in rows)
+    assert len({r["run_id"] for r in rows}) == 320
+    assert (tmp_path / "runs.csv").read_text().count("run_id,name,payload") == 1
+
+
+def test_run_dir_name(tmp_path: Path) -> None:
+    when = datetime(2026, 11, 21, 10, 0, 0, tzinfo=timezone.utc)
+    path = make_run_dir(tmp_path, "my run/1", "abcdef0123456789", when)
+    assert path.name == "20261121T100000Z-my-run-1-abcdef01" and path.is_dir()
+    assert safe_name("../..") == "run"
+
+
+def test_samples_writer_and_torn_last_row(tmp_path: Path) -> None:
+    w = SamplesWriter(tmp_path / "samples.csv", ["cpu0", "gpu0"], ["rss_bytes"])
+    w.row(0.0, {"cpu0": 0.0, "gpu0": 0.0}, {"rss_bytes": 10})
+    w.row(0.1, {"cpu0": 4.0}, None)
+    w.close()
+    with open(tmp_path / "samples.csv", "a") as fh:
+        fh.write("0.2,8.0")  # a writer killed mid-row
+    header, rows = read_samples(tmp_path / "samples.csv")
+    assert header == ["t_s", "cpu0_j", "gpu0_j", "rss_bytes"]
+    assert rows == [["0.000000", "0.0", "0.0", "10"], ["0.100000", "4.0", "", ""]]
+
+
+def test_writer_abandoned_in_fork_child_writes_nothing(tmp_path: Path) -> None:
+    w = SamplesWriter(tmp_path / "samples.csv", ["cpu0"], [])
+    w.row(0.0, {"cpu0": 1.0}, None)  # buffered, not flushed
+    pid = os.fork()
+    if pid == 0:  # child: its copy of the buffer must never reach the file
+        w.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    w.close()
+    assert (tmp_path / "samples.csv").read_text() == "t_s,cpu0_j\n0.000000,1.0\n"
+
+
+def test_events_round_trip(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl")
+    log.event("start", run_id="r")
+    log.event("log", t_s=1.5, metrics={"loss": 0.3})
+    log.close()
+    assert read_events(tmp_path / "events.jsonl") == [
+        {"event": "start", "run_id": "r"},
+        {"event": "log", "t_s": 1.5, "metrics": {"loss": 0.3}},
+    ]
+    with pytest.raises(ReportError, match="does not exist"):
+        read_events(tmp_path / "nope.jsonl")
+
+
+def test_write_json_atomic_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"a": 2})
+    assert target.read_text().strip().endswith("}") and '"a": 2' in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    with pytest.raises(ValueError):
+        write_json_atomic(target, {"a": float("nan")})
+    assert '"a": 2' in target.read_text()
