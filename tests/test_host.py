@@ -1,0 +1,150 @@
+"""The host probe: process-tree gauges through psutil, on this machine's real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from energymeter.errors import ProbeError
+from energymeter.probes.base import DiscoveryContext
+from energymeter.probes.host import (
+    GAUGE_NAMES,
+    HostProbe,
+    RusagePeaks,
+    discover,
+    peak_rss_bytes_from_rusage,
+)
+
+
+def poll(probe: HostProbe, until: Callable[[dict[str, float]], bool],
+         timeout_s: float = 5.0) -> list[dict[str, float]]:
+    """Sample every 20 ms until ``until(sample)`` or timeout; return every sample."""
+    samples = [probe.gauges()]
+    deadline = time.monotonic() + timeout_s
+    while not until(samples[-1]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        samples.append(probe.gauges())
+    return samples
+
+
+def test_discover_and_gauge_names() -> None:
+    (probe,) = discover(DiscoveryContext())
+    assert isinstance(probe, HostProbe)
+    assert probe.pid == os.getpid()
+    assert probe.channels == ()
+    assert probe.read() == {}
+    sample = probe.gauges()
+    assert set(sample) <= set(GAUGE_NAMES)
+    assert {"rss_bytes", "cpu_time_s", "system_memory_used_bytes", "children"} <= set(sample)
+    assert sample["rss_bytes"] > 0
+    assert sample["system_memory_used_bytes"] > 0
+    assert sample["cpu_time_s"] >= 0.0
+
+
+def test_tree_rss_includes_a_child() -> None:
+    probe = HostProbe()
+    before = probe.gauges()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; x = bytearray(50_000_000); time.sleep(2)"])
+    try:
+        samples = poll(probe, lambda s: s["rss_bytes"] - before["rss_bytes"] >= 40e6)
+        assert samples[-1]["rss_bytes"] - before["rss_bytes"] >= 40e6
+        assert samples[-1]["children"] >= 1
+    finally:
+        child.kill()
+        child.wait()
+    assert probe.gauges()["children"] == before["children"]
+
+
+def test_cpu_time_of_an_exited_child_is_kept() -> None:
+    probe = HostProbe()
+    start = probe.gauges()["cpu_time_s"]
+    child = subprocess.Popen([
+        sys.executable, "-c",
+        "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass",
+    ])
+    samples = [probe.gauges()]
+    while child.poll() is None:
+        time.sleep(0.02)
+        samples.append(probe.gauges())
+    child.wait()
+    samples.append(probe.gauges())  # the child is gone (reaped): its time must stay
+    samples.append(probe.gauges())
+    cpu = [s["cpu_time_s"] for s in samples]
+    assert all(b >= a for a, b in zip(cpu, cpu[1:], strict=False)), cpu
+    assert cpu[-1] - start >= 0.4  # 0.6 s burnt, less what came after the last sample
+
+
+def test_baseline_counts_from_opening() -> None:
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    probe = HostProbe()
+    assert probe.gauges()["cpu_time_s"] < 0.1  # the 0.2 s burnt before opening is not counted
+
+
+def test_write_bytes_grow_after_fsync(tmp_path) -> None:
+    try:
+        own = psutil.Process().io_counters()
+    except (psutil.AccessDenied, NotImplementedError, AttributeError) as exc:
+        pytest.skip(f"io_counters unavailable here: {exc!r}")
+    probe = HostProbe()
+    first = probe.gauges()
+    assert "write_bytes" in first and "read_bytes" in first
+    with open(tmp_path / "blob", "wb") as f:
+        f.write(os.urandom(4_000_000))
+        f.flush()
+        os.fsync(f.fileno())
+    if psutil.Process().io_counters().write_bytes - own.write_bytes < 1_000_000:
+        pytest.skip(f"the filesystem under {tmp_path} does not account write_bytes (tmpfs?)")
+    second = probe.gauges()
+    assert second["write_bytes"] - first["write_bytes"] >= 3_000_000
+    assert second["read_bytes"] >= first["read_bytes"]
+
+
+def test_missing_root_raises_probe_error() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(ProbeError):
+        HostProbe(child.pid)  # reaped: no such process (pid reuse within ms is not expected)
+    with pytest.raises(ProbeError):
+        HostProbe(2**22 + 12345)  # above Linux's maximum pid_max
+
+
+def test_root_vanishing_after_open_raises_probe_error() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        probe = HostProbe(child.pid)
+        assert probe.gauges()["rss_bytes"] > 0
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(ProbeError):
+        probe.gauges()
+    (missing,) = discover(DiscoveryContext(pid=child.pid))
+    assert missing.source == "host" and str(child.pid) in missing.reason
+
+
+def test_rusage_peaks() -> None:
+    peaks = peak_rss_bytes_from_rusage()
+    assert isinstance(peaks, RusagePeaks)
+    rss_now = psutil.Process().memory_info().rss
+    assert peaks.self_bytes >= rss_now * 0.9  # the high-water mark is at least today's RSS
+    assert peaks.max_bytes == max(peaks.self_bytes, peaks.children_bytes)
+    # a short-lived child's spike, never sampled, is in the kernel's mark for reaped children
+    subprocess.run([sys.executable, "-c", "x = bytearray(60_000_000)"], check=True)
+    peaks = HostProbe().peak_rss_bytes_from_rusage()
+    assert isinstance(peaks, RusagePeaks)
+    assert peaks.children_bytes >= 50e6
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert HostProbe(child.pid).peak_rss_bytes_from_rusage() is None
+    finally:
+        child.kill()
+        child.wait()
