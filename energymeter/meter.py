@@ -20,7 +20,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +29,8 @@ from ._version import __version__
 from .aggregate import Aggregator, peak_window_s
 from .config import Settings, resolve_settings
 from .errors import UsageError
-from .probes import Discovery, DiscoveryContext, discover_cached
+from .probes import Channel, Discovery, DiscoveryContext, discover_cached
+from .probes.host import peak_rss_bytes_from_rusage
 from .report import LEDGER_COLUMNS, Phase, Report, channel_energies, counted, total_energy_j
 from .sampler import Sampler
 from .storage import (
@@ -102,6 +103,18 @@ def _host(discovery: Discovery) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "probes": [p.describe() for p in discovery.probes],
     }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A live view of a running measurement: seconds since start, joules so far (total and
+    per channel, total excluding psys and sub-zones) and mean watts since the last snapshot."""
+
+    t_s: float
+    energy_j: float
+    power_w: float
+    energy_by_channel_j: Mapping[str, float]
+    power_by_channel_w: Mapping[str, float]
 
 
 class Meter:
@@ -185,7 +198,7 @@ class Meter:
         _install_fork_hook()
         _live_meters.add(self)
         self._run_sync()
-        self._sampler.begin()
+        self._last_snapshot = self._sampler.begin()
         self._sampler.start()
         self._state = "running"
         return self
@@ -216,6 +229,28 @@ class Meter:
             append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
         self.report = report
         return report
+
+    def snapshot(self) -> Snapshot:
+        """Energy so far and power since the previous snapshot (for live displays).
+
+        Reads the probes now (no ``sync``); cheap enough to call once a second."""
+        if self._state != "running":
+            raise UsageError(f"meter {self.name!r} is {self._state}; snapshot() needs a "
+                             "running measurement")
+        t_s, energy = self._sampler.read()
+        with self._lock:
+            prev_t, prev = self._last_snapshot
+            self._last_snapshot = (t_s, energy)
+        dt = t_s - prev_t
+        power = {cid: (e - prev.get(cid, 0.0)) / dt if dt > 0 else 0.0
+                 for cid, e in energy.items()}
+        return Snapshot(t_s, total_energy_j(self._channels, energy),
+                        total_energy_j(self._channels, power), energy, power)
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """The channels this run measures (known once started)."""
+        return getattr(self, "_channels", ())
 
     def _abandon_in_child(self) -> None:
         if self._state == "running":
@@ -289,7 +324,11 @@ class Meter:
         if short:
             warnings.append(f"phases shorter than the energy counters' {resolution * 1000:.0f}"
                             f" ms update period (below resolution): {', '.join(short)}")
-        resources = {**agg.resources(), "max_rss_bytes_rusage": _rusage_peak_rss_bytes()}
+        # The kernel's RSS high-water mark of this process and its reaped children catches
+        # spikes between samples, but covers their whole lifetime, so it is reported beside
+        # the sampled peak rather than merged into it.
+        resources = {**agg.resources(),
+                     "max_rss_bytes_rusage": peak_rss_bytes_from_rusage().max_bytes}
         overhead = {
             "sampler_cpu_s": self._sampler.thread_cpu_s,
             "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
@@ -363,16 +402,6 @@ class Meter:
 
         wrapper.last_report = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
-
-
-def _rusage_peak_rss_bytes() -> int:
-    """The kernel's high-water mark of RSS for this process and its reaped children (over
-    their whole lifetime, so it also catches spikes between samples)."""
-    import resource
-
-    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return int(max(self_kib, children_kib)) * 1024
 
 
 def measure(name: str | Callable[..., Any] | None = None, *, sync: Any = None,
