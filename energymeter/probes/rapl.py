@@ -1,0 +1,553 @@
+"""RAPL energy counters, read from Linux powercap sysfs directly.
+
+Layout (``/sys/class/powercap`` by default; override with ``ENERGYMETER_POWERCAP_ROOT``, i.e.
+``Settings.powercap_root``, which reaches here as ``DiscoveryContext.powercap_root``). Two control
+types are read, ``intel-rapl`` (MSR interface) and ``intel-rapl-mmio``; AMD CPUs (Zen, via
+``intel_rapl_msr``) expose the same ``intel-rapl`` tree. A zone is a directory named
+``<control>:<i>[:<j>...]`` holding ``name``, ``energy_uj`` and ``max_energy_range_uj``. On a real
+system ``/sys/class/powercap`` holds symlinks to every zone (flat) *and* to the control type
+directory, inside which zones nest (``intel-rapl/intel-rapl:0/intel-rapl:0:0``); both are walked
+and each zone is taken once (by its directory name, which is unique system-wide).
+
+Channels::
+
+    package-N          -> cpu<N>              kind cpu
+    package-N-die-M    -> cpu<N>-die<M>       kind cpu (part_of cpu<N> if a plain package-N exists)
+    dram (under pkg)   -> dram<N>             kind dram
+    core / uncore      -> cpu<N>-core / -uncore, kind cpu, part_of cpu<N> (never summed)
+    psys               -> psys                kind psys (reported beside, never summed)
+
+An ``intel-rapl-mmio`` zone that maps to a channel already served by an ``intel-rapl`` zone (the
+MMIO copy of ``package-0``) is dropped: the MSR zone is kept.
+
+Wrap-around. The kernel exposes a 32-bit hardware counter scaled to microjoules: ``energy_uj``
+runs from 0 up to ``max_energy_range_uj`` inclusive and then restarts at 0. The exact step over the
+top is one hardware energy unit (about 15-61 uJ), which sysfs does not expose, so the modulus used
+here is ``max_energy_range_uj + 1`` (every value 0..max is a possible reading). The error this
+choice can make is below one energy unit per wrap (< 61 uJ per ~262 kJ, i.e. < 1e-9 relative).
+The test fake (``tests/fakes/powercap.py``) wraps with the same modulus. A wrap is only seen if
+the counter is read at least once per wrap period; :meth:`RaplProbe.check_interval` warns about
+intervals that are too long and the probe warns when two reads were further apart than that.
+
+Permissions. Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus");
+unreadable zones become :class:`Unavailable` entries with a hint (see ``docs/permissions.md``).
+
+Nothing here touches hardware at import time; all work happens in :func:`discover`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProbeError
+from .base import Channel, DiscoveryContext, Probe, Unavailable
+
+__all__ = [
+    "CONTROL_TYPES",
+    "DEFAULT_MAX_POWER_W",
+    "PERMISSION_HINT",
+    "RaplProbe",
+    "Zone",
+    "discover",
+    "scan_zones",
+]
+
+log = logging.getLogger("energymeter")
+
+SOURCE = "rapl"
+CONTROL_TYPES = ("intel-rapl", "intel-rapl-mmio")
+# Assumed maximum power of a zone without a ``constraint_*_max_power_uw`` (for wrap warnings).
+DEFAULT_MAX_POWER_W = 500.0
+# RAPL counters update about every 976 us.
+RESOLUTION_S = 0.001
+DEFAULT_CPUINFO = Path("/proc/cpuinfo")
+_READ_BYTES = 64
+_ZONE_RE = re.compile(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
+_PACKAGE_RE = re.compile(r"^package-(\d+)(?:-die-(\d+))?$")
+_SAFE_NAME_RE = re.compile(r"[^a-z0-9]+")
+
+PERMISSION_REASON = (
+    "RAPL energy counters are root-only since Linux 5.10 (CVE-2020-8694)"
+)
+PERMISSION_HINT = (
+    "see docs/permissions.md: e.g. `sudo chmod o+r /sys/class/powercap/intel-rapl:*/energy_uj` "
+    "or a udev rule"
+)
+
+#: ``opener(path, flags) -> fd``; ``os.open`` by default, injectable for tests.
+Opener = Callable[[str, int], int]
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One powercap zone as found on disk (readability not yet checked)."""
+
+    path: Path  # the zone directory, as first reached from the root
+    control: str  # "intel-rapl" or "intel-rapl-mmio"
+    address: tuple[int, ...]  # (0,) for intel-rapl:0, (0, 2) for intel-rapl:0:2
+    name: str  # contents of ``name``: package-0, dram, core, psys...
+    max_energy_range_uj: int
+    max_power_w: float | None  # from constraint_*_max_power_uw, None if absent
+
+    @property
+    def dirname(self) -> str:
+        return self.control + "".join(f":{i}" for i in self.address)
+
+    @property
+    def energy_path(self) -> Path:
+        return self.path / "energy_uj"
+
+    @property
+    def parent_dirname(self) -> str | None:
+        if len(self.address) < 2:
+            return None
+        return self.control + "".join(f":{i}" for i in self.address[:-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Scanning the tree
+# --------------------------------------------------------------------------------------------
+
+
+def _read_small(path: Path) -> str:
+    with open(path, encoding="ascii", errors="replace") as fh:
+        return fh.read(4096).strip()
+
+
+def _read_max_power_w(zone_dir: Path) -> float | None:
+    """Largest ``constraint_<i>_max_power_uw`` of the zone (long and short term), in W."""
+    best_uw = 0
+    for i in range(3):
+        path = zone_dir / f"constraint_{i}_max_power_uw"
+        try:
+            value = int(_read_small(path))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            log.debug("rapl: ignoring %s: %r", path, exc)
+            continue
+        best_uw = max(best_uw, value)
+    return best_uw / 1e6 if best_uw > 0 else None
+
+
+def _walk(root: Path) -> Iterable[tuple[Path, str, tuple[int, ...]]]:
+    """Yield ``(zone_dir, control, address)`` for every RAPL zone reachable from ``root``."""
+    seen: set[str] = set()
+    stack: list[Path] = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            log.debug("rapl: cannot list %s: %r", directory, exc)
+            continue
+        for entry in entries:
+            match = _ZONE_RE.match(entry.name)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks, as sysfs needs
+            except OSError:
+                continue
+            if not is_dir:
+                continue
+            if match is None:
+                # Control type directory (``intel-rapl``) holding nested zones; only at the root.
+                if directory == root and entry.name in CONTROL_TYPES:
+                    stack.append(Path(entry.path))
+                continue
+            if entry.name in seen:
+                continue
+            seen.add(entry.name)
+            address = tuple(int(part) for part in match.group(2)[1:].split(":"))
+            yield Path(entry.path), match.group(1), address
+            stack.append(Path(entry.path))  # sub-zones nest inside
+
+
+def scan_zones(root: Path) -> tuple[list[Zone], list[Unavailable]]:
+    """Every RAPL zone under ``root`` (sorted: MSR before MMIO, then by address), plus an
+    :class:`Unavailable` for each zone whose ``name``/``max_energy_range_uj`` cannot be read."""
+    zones: list[Zone] = []
+    broken: list[Unavailable] = []
+    for zone_dir, control, address in _walk(root):
+        try:
+            name = _read_small(zone_dir / "name")
+            max_range_uj = int(_read_small(zone_dir / "max_energy_range_uj"))
+        except (OSError, ValueError) as exc:
+            broken.append(Unavailable(
+                SOURCE,
+                f"cannot read zone {zone_dir}: {type(exc).__name__}: {exc}",
+                "the powercap tree looks incomplete; check `ls -l` of that directory",
+            ))
+            continue
+        if max_range_uj <= 0:
+            broken.append(Unavailable(
+                SOURCE, f"zone {zone_dir} has max_energy_range_uj={max_range_uj}",
+                "a counter without a range cannot be unwrapped; please report this zone",
+            ))
+            continue
+        zones.append(Zone(zone_dir, control, address, name, max_range_uj,
+                          _read_max_power_w(zone_dir)))
+    zones.sort(key=lambda z: (CONTROL_TYPES.index(z.control), z.address))
+    return zones, broken
+
+
+# --------------------------------------------------------------------------------------------
+# Zones -> channels
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    zone: Zone
+    id: str
+    kind: str
+    part_of: str | None
+    socket: int | None
+
+
+def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str]]]:
+    """Map zones to channel ids. Returns the plans (MSR zones first, then MMIO ones; ids may
+    repeat across control types, deduplication happens after opening) and ignored zones."""
+    plans: list[_Plan] = []
+    ignored: list[tuple[Zone, str]] = []
+    by_dirname: dict[str, _Plan] = {}
+
+    for control in CONTROL_TYPES:
+        group = [z for z in zones if z.control == control]
+        plain_packages = {
+            int(m.group(1)) for z in group if len(z.address) == 1
+            if (m := _PACKAGE_RE.match(z.name)) and m.group(2) is None
+        }
+        taken: set[str] = set()
+
+        def unique(base: str, zone: Zone, taken: set[str] = taken) -> str:
+            ident, k = base, 1
+            while ident in taken:
+                ident, k = f"{base}-{k}", k + 1
+            if ident != base:
+                log.warning("rapl: zone %s maps to channel %s, already taken; using %s",
+                            zone.path, base, ident)
+            taken.add(ident)
+            return ident
+
+        for zone in sorted(group, key=lambda z: (len(z.address), z.address)):
+            plan: _Plan | None = None
+            parent = by_dirname.get(zone.parent_dirname or "")
+            if len(zone.address) == 1:
+                m = _PACKAGE_RE.match(zone.name)
+                if m is not None:
+                    socket = int(m.group(1))
+                    if m.group(2) is None:
+                        plan = _Plan(zone, unique(f"cpu{socket}", zone), "cpu", None, socket)
+                    else:
+                        part_of = f"cpu{socket}" if socket in plain_packages else None
+                        plan = _Plan(zone, unique(f"cpu{socket}-die{m.group(2)}", zone), "cpu",
+                                     part_of, socket)
+                elif zone.name == "psys":
+                    plan = _Plan(zone, unique("psys", zone), "psys", None, None)
+                elif zone.name == "dram":
+                    plan = _Plan(zone, unique(f"dram{zone.address[0]}", zone), "dram", None,
+                                 None)
+                else:
+                    ignored.append((zone, f"unknown top-level RAPL zone name {zone.name!r}"))
+            elif parent is None:
+                ignored.append((zone, "parent zone not measured"))
+            elif zone.name == "dram":
+                suffix = parent.id[3:] if parent.id.startswith("cpu") else f"-{parent.id}"
+                part_of = None
+                if parent.part_of is not None and f"dram{parent.socket}" in taken:
+                    part_of = f"dram{parent.socket}"
+                plan = _Plan(zone, unique(f"dram{suffix}", zone), "dram", part_of, parent.socket)
+            else:
+                # core, uncore and anything else inside a package: a part, never summed.
+                label = _SAFE_NAME_RE.sub("-", zone.name.lower()).strip("-") or "zone"
+                plan = _Plan(zone, unique(f"{parent.id}-{label}", zone), parent.kind, parent.id,
+                             parent.socket)
+            if plan is not None:
+                by_dirname[zone.dirname] = plan
+                plans.append(plan)
+    return plans, ignored
+
+
+def _cpu_models(cpuinfo_path: Path | None) -> dict[int, str]:
+    """``{physical id: model name}`` from /proc/cpuinfo; key -1 holds the first model seen."""
+    path = DEFAULT_CPUINFO if cpuinfo_path is None else cpuinfo_path
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        log.debug("rapl: cannot read %s: %r", path, exc)
+        return {}
+    models: dict[int, str] = {}
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+        model = fields.get("model name")
+        if not model:
+            continue
+        models.setdefault(-1, model)
+        socket = fields.get("physical id", "")
+        if socket.isdigit():  # absent in some VMs: the -1 entry then serves every socket
+            models.setdefault(int(socket), model)
+    return models
+
+
+def _device(plan: _Plan, models: dict[int, str]) -> str:
+    if plan.kind == "psys":
+        return "platform (psys)"
+    model = models.get(plan.socket if plan.socket is not None else -1) or models.get(-1)
+    return model or f"RAPL {plan.zone.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# The probe
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_uj(data: bytes, path: Path) -> int:
+    try:
+        value = int(data.strip() or b"?")  # int() accepts leading zeros and whitespace
+    except ValueError:
+        raise ValueError(f"{path} holds {data[:32]!r}, not an integer of microjoules") from None
+    if value < 0:
+        raise ValueError(f"{path} holds a negative energy {value}")
+    return value
+
+
+class _Counter:
+    """An open ``energy_uj`` with its unwrapping state."""
+
+    __slots__ = ("channel", "zone", "fd", "last_uj", "total_uj", "wraps", "last_read_ns",
+                 "modulus_uj", "wrap_time_s", "max_power_w", "max_power_basis")
+
+    def __init__(self, channel: Channel, zone: Zone, fd: int, first_uj: int) -> None:
+        self.channel = channel
+        self.zone = zone
+        self.fd = fd
+        self.last_uj = first_uj
+        self.total_uj = 0
+        self.wraps = 0
+        self.last_read_ns = time.monotonic_ns()
+        self.modulus_uj = zone.max_energy_range_uj + 1
+        if zone.max_power_w is not None:
+            self.max_power_w, self.max_power_basis = zone.max_power_w, "constraint_max_power_uw"
+        else:
+            self.max_power_w, self.max_power_basis = DEFAULT_MAX_POWER_W, "assumed"
+        self.wrap_time_s = zone.max_energy_range_uj / 1e6 / self.max_power_w
+
+
+class RaplProbe(Probe):
+    """Cumulative joules per RAPL zone since discovery, wrap-around undone.
+
+    Built by :func:`discover`; keeps every ``energy_uj`` open and reads it with ``os.pread``.
+    """
+
+    source = SOURCE
+
+    def __init__(self, root: Path, counters: list[_Counter],
+                 dropped: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(tuple(c.channel for c in counters))
+        self.root = root
+        self._counters = counters
+        self._dropped = list(dropped or [])
+        self._closed = False
+
+    def _read(self) -> dict[str, float]:
+        if self._closed:
+            raise ProbeError(f"RAPL probe on {self.root} is closed")
+        now_ns = time.monotonic_ns()
+        out: dict[str, float] = {}
+        for c in self._counters:
+            path = c.zone.energy_path
+            try:
+                raw_uj = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
+            except (OSError, ValueError) as exc:
+                raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
+            if raw_uj >= c.last_uj:
+                delta_uj = raw_uj - c.last_uj
+            else:  # wrapped past max_energy_range_uj back to 0
+                delta_uj = raw_uj + c.modulus_uj - c.last_uj
+                c.wraps += 1
+            gap_s = (now_ns - c.last_read_ns) / 1e9
+            if gap_s > c.wrap_time_s:
+                self._warn_locked(
+                    f"RAPL zone {c.zone.path} ({c.zone.name}) went unread for longer than its "
+                    f"wrap time at {c.max_power_w:g} W ({c.wrap_time_s:.3g} s): a counter "
+                    "wrap may have been missed and its energy undercounted"
+                )
+            c.total_uj += delta_uj
+            c.last_uj = raw_uj
+            c.last_read_ns = now_ns
+            out[c.channel.id] = c.total_uj / 1e6
+        return out
+
+    def check_interval(self, interval_s: float) -> list[str]:
+        """One warning per zone for which ``interval_s`` exceeds half its wrap time at maximum
+        power (``max_energy_range_uj`` / max power; the maximum comes from the zone's
+        ``constraint_*_max_power_uw`` or else :data:`DEFAULT_MAX_POWER_W`)."""
+        warnings = []
+        for c in self._counters:
+            if interval_s > c.wrap_time_s / 2:
+                basis = ("its constraint_*_max_power_uw" if c.max_power_basis != "assumed"
+                         else "an assumed maximum")
+                warnings.append(
+                    f"RAPL zone {c.zone.path} ({c.zone.name}, channel {c.channel.id}) wraps every "
+                    f"{c.wrap_time_s:.3g} s at {c.max_power_w:g} W ({basis}; "
+                    f"max_energy_range_uj={c.zone.max_energy_range_uj}); sampling every "
+                    f"{interval_s:g} s may miss wraps: use interval_s <= {c.wrap_time_s / 2:.3g}"
+                )
+        return warnings
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["root"] = str(self.root)
+        info["zones"] = [
+            {
+                "path": str(c.zone.path),
+                "name": c.zone.name,
+                "control": c.zone.control,
+                "channel": c.channel.id,
+                "max_energy_range_uj": c.zone.max_energy_range_uj,
+                "max_power_w": c.max_power_w,
+                "max_power_basis": c.max_power_basis,
+                "wrap_time_s": c.wrap_time_s,
+                "wraps": c.wraps,
+            }
+            for c in self._counters
+        ]
+        info["dropped"] = list(self._dropped)
+        return info
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for c in self._counters:
+                try:
+                    os.close(c.fd)
+                except OSError as exc:
+                    log.debug("rapl: closing %s: %r", c.zone.energy_path, exc)
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------
+
+
+def _open_counter(plan: _Plan, opener: Opener, device: str) -> _Counter:
+    """Open and take the first reading; raises OSError (PermissionError...) or ValueError."""
+    path = plan.zone.energy_path
+    fd = opener(str(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        first_uj = _parse_uj(os.pread(fd, _READ_BYTES, 0), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    channel = Channel(
+        id=plan.id,
+        kind=plan.kind,
+        device=device,
+        source=SOURCE,
+        method="counter",
+        part_of=plan.part_of,
+        resolution_s=RESOLUTION_S,
+        meta={
+            "zone": plan.zone.name,
+            "path": str(plan.zone.path),
+            "control": plan.zone.control,
+            "max_energy_range_uj": plan.zone.max_energy_range_uj,
+        },
+    )
+    return _Counter(channel, plan.zone, fd, first_uj)
+
+
+def discover(
+    ctx: DiscoveryContext,
+    *,
+    opener: Opener | None = None,
+    cpuinfo_path: Path | None = None,
+) -> list[Probe | Unavailable]:
+    """Open every readable RAPL zone under ``ctx.powercap_root`` as one :class:`RaplProbe`.
+
+    ``opener(path, flags) -> fd`` opens the ``energy_uj`` files (default :func:`os.open`; tests
+    inject one that raises ``PermissionError``, since root ignores file modes).
+    ``cpuinfo_path`` is where CPU model names are read from (default ``/proc/cpuinfo``).
+    Unreadable zones are returned as :class:`Unavailable` entries beside the probe.
+    """
+    root = Path(ctx.powercap_root)
+    opener = os.open if opener is None else opener
+    if not root.is_dir():
+        return [Unavailable(
+            SOURCE,
+            f"powercap root {root} does not exist: no Linux powercap sysfs here "
+            "(not Linux, or /sys is not mounted in this container)",
+            "on Linux, load the RAPL driver (`sudo modprobe intel_rapl_msr`); in a container, "
+            "bind-mount the host's /sys/devices/virtual/powercap read-only and set "
+            "ENERGYMETER_POWERCAP_ROOT to it; see docs/permissions.md",
+        )]
+    zones, broken = scan_zones(root)
+    if not zones:
+        return [*broken, Unavailable(
+            SOURCE,
+            f"no RAPL zones (intel-rapl*, intel-rapl-mmio*) under {root}",
+            "load the RAPL driver (`sudo modprobe intel_rapl_msr`, or intel_rapl_mmio); virtual "
+            "machines and non-x86 CPUs usually expose no RAPL; container runtimes hide it by "
+            "default (bind-mount /sys/devices/virtual/powercap read-only and set "
+            "ENERGYMETER_POWERCAP_ROOT to it); see docs/permissions.md",
+        )]
+
+    plans, ignored = _plan_channels(zones)
+    dropped: list[dict[str, Any]] = [
+        {"path": str(z.path), "name": z.name, "reason": why} for z, why in ignored
+    ]
+    models = _cpu_models(cpuinfo_path)
+    counters: list[_Counter] = []
+    served: dict[str, _Counter] = {}
+    denied: dict[str, Path] = {}  # channel id -> energy_uj path
+    failed: dict[str, Unavailable] = {}
+    for plan in plans:  # MSR zones come before MMIO ones
+        if plan.id in served:
+            dup = served[plan.id]
+            dropped.append({"path": str(plan.zone.path), "name": plan.zone.name,
+                            "reason": f"duplicate of {dup.zone.path} (channel {plan.id})"})
+            log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, dup.zone.path)
+            continue
+        try:
+            counter = _open_counter(plan, opener, _device(plan, models))
+        except PermissionError:
+            denied.setdefault(plan.id, plan.zone.energy_path)
+            continue
+        except (OSError, ValueError) as exc:
+            failed.setdefault(plan.id, Unavailable(
+                SOURCE,
+                f"cannot read {plan.zone.energy_path}: {type(exc).__name__}: {exc}",
+                "the zone is listed but its counter cannot be read; see docs/permissions.md",
+            ))
+            continue
+        served[plan.id] = counter
+        counters.append(counter)
+
+    results: list[Probe | Unavailable] = []
+    if counters:
+        results.append(RaplProbe(root, counters, dropped))
+    # A zone that failed but whose channel another zone serves (MSR denied, MMIO copy readable)
+    # is not worth reporting.
+    denied_paths = [str(p) for ident, p in denied.items() if ident not in served]
+    if denied_paths:
+        shown = ", ".join(denied_paths[:3])
+        if len(denied_paths) > 3:
+            shown += f" (and {len(denied_paths) - 3} more)"
+        results.append(Unavailable(SOURCE, f"PermissionError on {shown}: {PERMISSION_REASON}",
+                                   PERMISSION_HINT))
+    results.extend(u for ident, u in failed.items() if ident not in served)
+    results.extend(broken)
+    return results

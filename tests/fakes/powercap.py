@@ -1,0 +1,494 @@
+"""A fake Linux powercap (RAPL) sysfs tree in a temporary directory, shared by all tests.
+
+Build one, point the code under test at its root, drive its counters::
+
+    from tests.fakes.powercap import FakePowercap
+
+    fake = FakePowercap(tmp_path / "powercap", sockets=2, dram=True,
+                        power_w={"package-0": 40.0, "package-1/dram": 5.0})
+    ctx = fake.context()                     # DiscoveryContext(powercap_root=fake.root)
+    monkeypatch.setenv(*fake.env_item())     # or ENERGYMETER_POWERCAP_ROOT=<fake.root>
+    fake.advance(2.5)                        # deterministic: integrate 2.5 s of power exactly
+    fake.true_energy_j("package-0")          # -> 100.0 (truth since creation, never wrapped)
+    with fake.start(period_s=0.001):         # real time: counters follow time.monotonic()
+        ...                                  # a 5 s measurement at 40 W sees 200 J
+    fake.close()                             # (or use it as a fixture and close at teardown)
+
+Zones and keys. Each zone has a *key*: the zone name for top-level zones (``package-0``,
+``package-0-die-1``, ``psys``), ``<parent name>/<name>`` for sub-zones (``package-0/dram``,
+``package-1/core``) and ``mmio:<name>`` for MMIO copies (``mmio:package-0``). Wherever a key is
+expected, a bare zone name that is unique among non-MMIO zones also works (``"dram"`` on a
+one-socket tree). :attr:`FakePowercap.keys` lists them.
+
+Which zones (``FakePowercap(root, ...)`` keyword arguments):
+
+- ``sockets`` packages ``package-N`` at ``intel-rapl:N``; ``dies=M`` replaces each package with
+  M top-level ``package-N-die-D`` zones (``dies_with_package=True`` keeps the plain package too);
+- per package (or per die): sub-zones ``core``, ``uncore``, ``dram`` (in that order, like a
+  desktop Intel part), each switched by its flag; ``psys`` is a top-level zone after the packages;
+- ``mmio_duplicate``: an ``intel-rapl-mmio:N`` zone named ``package-N`` counting the same energy
+  as ``package-N`` (the probe must deduplicate it);
+- :meth:`FakePowercap.amd` builds the AMD Zen shape (``package-N`` with a ``core`` sub-zone, no
+  DRAM, a 15.26 uJ energy unit).
+
+Power. ``power_w`` maps keys to a power source: a number (constant watts), a sequence of
+``(duration_s, power_w)`` segments (piecewise constant from creation; the last power holds after
+the end) or a callable ``t_s -> watts`` (integrated with the midpoint rule on steps of at most
+1 ms, so "truth" is that integral). Defaults: package 40 W, die 20 W, core 25 W, uncore 2 W,
+dram 5 W, psys 60 W. :meth:`FakePowercap.set_power` changes a source from the current time on.
+
+Counters. ``energy_uj = (initial_energy_uj + floor(energy since creation in uJ)) mod
+(max_energy_range_uj + 1)``: values run 0..max_energy_range_uj, the convention the RAPL probe
+unwraps with. ``max_energy_range_uj`` (int or per-key mapping) may be tiny so counters wrap every
+few seconds (120_000_000 uJ wraps every 3 s at 40 W). ``initial_energy_uj`` sets where counters
+start (e.g. just below the range, to wrap at once). Values are written as fixed-width zero-padded
+integers with a single ``os.pwrite`` on a descriptor kept open (never truncated), so a concurrent
+``pread`` never sees a torn or shortened number.
+
+Layouts (``layout=``): ``"sysfs"`` (default) is what a real ``/sys/class/powercap`` looks like:
+the zone directories nest under a control-type directory (kept in ``<root>/.sysfs-devices``) and
+the root holds symlinks to the control type and to every zone, and each zone has a
+``subsystem`` symlink back to the root (a loop for naive walkers). ``"flat"`` puts every zone
+directory straight under the root (no control-type dir); ``"nested"`` has real directories
+``<root>/intel-rapl/intel-rapl:0/intel-rapl:0:0`` and no symlinks.
+
+Permissions. Tests run as root here, and root ignores file modes, so ``chmod 000`` cannot make
+``energy_uj`` unreadable. :meth:`FakePowercap.deny` therefore does both: ``chmod 000`` (effective
+for non-root users) and marks the zone so that :meth:`FakePowercap.opener` — a drop-in
+``os.open`` to pass as ``rapl.discover(ctx, opener=fake.opener)`` — raises a real
+``PermissionError(EACCES)`` for it, exactly as the kernel does for non-root on Linux >= 5.10.
+
+Other helpers: :meth:`~FakePowercap.write_raw` (garbage or odd formatting in ``energy_uj``),
+:meth:`~FakePowercap.write_cpuinfo` (a /proc/cpuinfo to pass as ``cpuinfo_path``),
+:meth:`~FakePowercap.energy_path`, :meth:`~FakePowercap.zone_path`,
+:meth:`~FakePowercap.counter_uj`.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PowerSource = float | Sequence[tuple[float, float]] | Callable[[float], float]
+
+DEFAULT_MAX_ENERGY_RANGE_UJ = 262_143_328_850  # 2**32 - 1 units of 61.035 uJ (Intel)
+AMD_MAX_ENERGY_RANGE_UJ = 65_532_610_987  # 2**32 - 1 units of 15.259 uJ (AMD Zen)
+DEFAULT_POWER_W = {
+    "package": 40.0, "die": 20.0, "core": 25.0, "uncore": 2.0, "dram": 5.0, "psys": 60.0,
+}
+CALLABLE_STEP_S = 0.001
+LAYOUTS = ("sysfs", "flat", "nested")
+
+
+def integrate_j(source: PowerSource, t0_s: float, t1_s: float) -> float:
+    """Energy in J of ``source`` over ``[t0_s, t1_s]`` (times relative to the source's start)."""
+    if t1_s <= t0_s:
+        return 0.0
+    if isinstance(source, (int, float)):
+        return float(source) * (t1_s - t0_s)
+    if callable(source):
+        steps = max(1, math.ceil((t1_s - t0_s) / CALLABLE_STEP_S))
+        dt = (t1_s - t0_s) / steps
+        return sum(float(source(t0_s + (i + 0.5) * dt)) for i in range(steps)) * dt
+    energy_j = 0.0
+    start = 0.0
+    last_w = 0.0
+    for duration_s, power_w in source:
+        end = start + duration_s
+        lo, hi = max(start, t0_s), min(end, t1_s)
+        if hi > lo:
+            energy_j += power_w * (hi - lo)
+        start, last_w = end, power_w
+    if t1_s > start:  # the last power holds after the trace ends
+        energy_j += last_w * (t1_s - max(start, t0_s))
+    return energy_j
+
+
+def _check_source(key: str, source: PowerSource) -> None:
+    if isinstance(source, (int, float)):
+        if source < 0 or not math.isfinite(source):
+            raise ValueError(f"power for {key!r} must be a finite number >= 0 W, got {source!r}")
+    elif not callable(source):
+        for segment in source:
+            duration_s, power_w = segment
+            if duration_s < 0 or power_w < 0:
+                raise ValueError(f"power trace for {key!r} has a negative segment {segment!r}")
+
+
+@dataclass
+class _FakeZone:
+    key: str
+    name: str
+    control: str
+    address: tuple[int, ...]
+    kind: str  # key of DEFAULT_POWER_W
+    max_energy_range_uj: int
+    initial_uj: int
+    max_power_w: float | None
+    mirror_of: str | None = None  # MMIO copies count their package's energy
+    source: PowerSource = 0.0
+    source_start_s: float = 0.0
+    energy_uj: float = 0.0  # truth since creation, in uJ (not wrapped, not floored)
+    real_dir: Path | None = None
+    visible_dir: Path | None = None
+    fd: int = -1
+    width: int = 1
+    truncate_next: bool = False
+
+    @property
+    def dirname(self) -> str:
+        return self.control + "".join(f":{i}" for i in self.address)
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            continue
+    fds.clear()
+
+
+class FakePowercap:
+    """A powercap tree under ``root`` with simulated RAPL counters (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        sockets: int = 1,
+        dies: int = 0,
+        dies_with_package: bool = False,
+        dram: bool = True,
+        core: bool = False,
+        uncore: bool = False,
+        psys: bool = False,
+        mmio_duplicate: bool = False,
+        max_energy_range_uj: int | Mapping[str, int] = DEFAULT_MAX_ENERGY_RANGE_UJ,
+        power_w: Mapping[str, PowerSource] | None = None,
+        initial_energy_uj: int | Mapping[str, int] = 0,
+        max_power_w: float | Mapping[str, float] | None = None,
+        layout: str = "sysfs",
+        model_name: str = "Intel(R) Xeon(R) Fake CPU @ 2.00GHz",
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r} not in {LAYOUTS}")
+        if sockets < 1 or dies < 0:
+            raise ValueError("sockets must be >= 1 and dies >= 0")
+        self.root = Path(root)
+        self.layout = layout
+        self.model_name = model_name
+        self.sockets = sockets
+        self._lock = threading.RLock()
+        self._now_s = 0.0
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._denied: set[str] = set()
+        self._fds: list[int] = []
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+
+        self._zones: dict[str, _FakeZone] = {}
+        self._build_zones(sockets, dies, dies_with_package, dram, core, uncore, psys,
+                          mmio_duplicate)
+        for zone in self._zones.values():
+            zone.max_energy_range_uj = int(self._per_key(max_energy_range_uj, zone,
+                                                         DEFAULT_MAX_ENERGY_RANGE_UJ))
+            if zone.max_energy_range_uj <= 0:
+                raise ValueError(f"max_energy_range_uj of {zone.key!r} must be > 0")
+            zone.initial_uj = int(self._per_key(initial_energy_uj, zone, 0))
+            zone.width = len(str(zone.max_energy_range_uj))
+            # A number applies to package, die and psys zones; a mapping to the keys it names.
+            if zone.kind in ("package", "die", "psys") or isinstance(max_power_w, Mapping):
+                zone.max_power_w = self._per_key(max_power_w, zone, None)
+            zone.source = DEFAULT_POWER_W[zone.kind]
+        for key, source in (power_w or {}).items():
+            zone = self._zone(key)
+            _check_source(zone.key, source)
+            zone.source = source
+        self._write_tree()
+
+    @classmethod
+    def amd(cls, root: Path | str, **kwargs: Any) -> FakePowercap:
+        """The tree of an AMD Zen CPU: ``package-N`` with a ``core`` sub-zone, no DRAM zone."""
+        options: dict[str, Any] = {
+            "dram": False, "core": True, "max_energy_range_uj": AMD_MAX_ENERGY_RANGE_UJ,
+            "model_name": "AMD EPYC 7763 64-Core Processor",
+        }
+        options.update(kwargs)
+        return cls(root, **options)
+
+    # -- construction -----------------------------------------------------------------------
+    def _build_zones(self, sockets: int, dies: int, dies_with_package: bool, dram: bool,
+                     core: bool, uncore: bool, psys: bool, mmio_duplicate: bool) -> None:
+        index = 0
+
+        def add(key: str, name: str, control: str, address: tuple[int, ...], kind: str,
+                mirror_of: str | None = None) -> None:
+            self._zones[key] = _FakeZone(key, name, control, address, kind, 0, 0, None,
+                                         mirror_of=mirror_of)
+
+        def add_subzones(parent: str, address: tuple[int, ...]) -> None:
+            sub = 0
+            for flag, name in ((core, "core"), (uncore, "uncore"), (dram, "dram")):
+                if flag:
+                    add(f"{parent}/{name}", name, "intel-rapl", (*address, sub), name)
+                    sub += 1
+
+        for socket in range(sockets):
+            if dies == 0 or dies_with_package:
+                name = f"package-{socket}"
+                add(name, name, "intel-rapl", (index,), "package")
+                add_subzones(name, (index,))
+                index += 1
+            for die in range(dies):
+                name = f"package-{socket}-die-{die}"
+                add(name, name, "intel-rapl", (index,), "die")
+                if not dies_with_package:
+                    add_subzones(name, (index,))
+                index += 1
+        if psys:
+            add("psys", "psys", "intel-rapl", (index,), "psys")
+        if mmio_duplicate:
+            for socket in range(sockets):
+                name = f"package-{socket}"
+                if name in self._zones:
+                    add(f"mmio:{name}", name, "intel-rapl-mmio", (socket,), "package",
+                        mirror_of=name)
+
+    def _per_key(self, value: Any, zone: _FakeZone, default: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return default if value is None else value
+        for key, item in value.items():
+            if self._zone(key) is zone:
+                return item
+        if zone.mirror_of is not None:
+            return self._per_key(value, self._zones[zone.mirror_of], default)
+        return default
+
+    def _write_tree(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        base = self.root / ".sysfs-devices" if self.layout == "sysfs" else self.root
+        for zone in self._zones.values():
+            if self.layout == "flat":
+                real = self.root / zone.dirname
+            else:
+                real = base / zone.control
+                for depth in range(1, len(zone.address) + 1):
+                    real = real / (zone.control + "".join(f":{i}" for i in zone.address[:depth]))
+            zone.real_dir = real
+            zone.visible_dir = self.root / zone.dirname if self.layout != "nested" else real
+            real.mkdir(parents=True, exist_ok=True)
+            self._write_file(real / "name", zone.name + "\n")
+            self._write_file(real / "max_energy_range_uj", f"{zone.max_energy_range_uj}\n")
+            self._write_file(real / "enabled", "1\n")
+            if zone.max_power_w is not None:
+                uw = round(zone.max_power_w * 1e6)
+                self._write_file(real / "constraint_0_name", "long_term\n")
+                self._write_file(real / "constraint_0_max_power_uw", f"{uw}\n")
+                self._write_file(real / "constraint_0_power_limit_uw", f"{uw}\n")
+                self._write_file(real / "constraint_0_time_window_us", "999424\n")
+            fd = os.open(real / "energy_uj", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o444)
+            self._fds.append(fd)
+            zone.fd = fd
+        for control in {z.control for z in self._zones.values()}:
+            if self.layout != "flat":
+                self._write_file(base / control / "enabled", "1\n")
+            if self.layout == "sysfs":
+                os.symlink(os.path.relpath(base / control, self.root), self.root / control)
+        if self.layout == "sysfs":
+            for zone in self._zones.values():
+                assert zone.real_dir is not None and zone.visible_dir is not None
+                os.symlink(os.path.relpath(zone.real_dir, self.root), zone.visible_dir)
+                os.symlink(os.path.relpath(self.root, zone.real_dir), zone.real_dir / "subsystem")
+        with self._lock:
+            for zone in self._zones.values():
+                self._write_counter(zone)
+
+    @staticmethod
+    def _write_file(path: Path, text: str) -> None:
+        path.write_text(text, encoding="ascii")
+
+    # -- lookups ----------------------------------------------------------------------------
+    @property
+    def keys(self) -> list[str]:
+        """Every zone key, in creation order."""
+        return list(self._zones)
+
+    def _zone(self, key: str) -> _FakeZone:
+        zone = self._zones.get(key)
+        if zone is not None:
+            return zone
+        matches = [z for z in self._zones.values() if z.name == key and z.mirror_of is None]
+        if len(matches) == 1:
+            return matches[0]
+        what = "ambiguous" if matches else "unknown"
+        raise KeyError(f"{what} fake powercap zone {key!r}; keys: {', '.join(self._zones)}")
+
+    def zone_path(self, key: str) -> Path:
+        """The zone directory as reached from the root (a symlink in the sysfs layout)."""
+        path = self._zone(key).visible_dir
+        assert path is not None
+        return path
+
+    def energy_path(self, key: str) -> Path:
+        return self.zone_path(key) / "energy_uj"
+
+    def context(self, **kwargs: Any) -> Any:
+        """A ``DiscoveryContext`` reading this tree (extra fields as keyword arguments)."""
+        from energymeter.probes.base import DiscoveryContext
+
+        return DiscoveryContext(powercap_root=self.root, **kwargs)
+
+    def env_item(self) -> tuple[str, str]:
+        """``("ENERGYMETER_POWERCAP_ROOT", str(root))``, e.g. for ``monkeypatch.setenv``."""
+        return "ENERGYMETER_POWERCAP_ROOT", str(self.root)
+
+    def write_cpuinfo(self, path: Path | str, model_name: str | None = None) -> Path:
+        """Write a minimal /proc/cpuinfo (2 logical CPUs per socket) to ``path``."""
+        model = model_name or self.model_name
+        blocks = []
+        for cpu in range(2 * self.sockets):
+            blocks.append(f"processor\t: {cpu}\nvendor_id\t: Fake\nmodel name\t: {model}\n"
+                          f"physical id\t: {cpu // 2}\ncore id\t\t: {cpu % 2}\n")
+        path = Path(path)
+        path.write_text("\n".join(blocks) + "\n", encoding="ascii")
+        return path
+
+    # -- simulation -------------------------------------------------------------------------
+    @property
+    def now_s(self) -> float:
+        """Simulated seconds since creation."""
+        with self._lock:
+            return self._now_s
+
+    def true_energy_j(self, key: str) -> float:
+        """Energy of the zone since creation in J: exact, never wrapped."""
+        with self._lock:
+            zone = self._zone(key)
+            if zone.mirror_of is not None:
+                zone = self._zones[zone.mirror_of]
+            return zone.energy_uj / 1e6
+
+    def counter_uj(self, key: str) -> int:
+        """The value ``energy_uj`` holds now."""
+        with self._lock:
+            return self._counter_value(self._zone(key))
+
+    def set_power(self, key: str, source: PowerSource) -> None:
+        """Use ``source`` for the zone from the current simulated time on (traces and callables
+        see t = 0 at this moment)."""
+        with self._lock:
+            zone = self._zone(key)
+            _check_source(zone.key, source)
+            zone.source = source
+            zone.source_start_s = self._now_s
+
+    def advance(self, seconds: float) -> None:
+        """Deterministic mode: integrate ``seconds`` of power and write the new counters."""
+        if seconds < 0:
+            raise ValueError(f"cannot advance by a negative time {seconds!r}")
+        if self._thread is not None:
+            raise RuntimeError("advance() while running in real time; call stop() first")
+        with self._lock:
+            self._advance_to(self._now_s + seconds)
+
+    def _advance_to(self, t_s: float) -> None:
+        t0 = self._now_s
+        if t_s <= t0:
+            return
+        for zone in self._zones.values():
+            if zone.mirror_of is None:
+                zone.energy_uj += 1e6 * integrate_j(
+                    zone.source, t0 - zone.source_start_s, t_s - zone.source_start_s)
+        self._now_s = t_s
+        for zone in self._zones.values():
+            self._write_counter(zone)
+
+    def _counter_value(self, zone: _FakeZone) -> int:
+        energy_uj = (self._zones[zone.mirror_of] if zone.mirror_of else zone).energy_uj
+        return (zone.initial_uj + math.floor(energy_uj)) % (zone.max_energy_range_uj + 1)
+
+    def _write_counter(self, zone: _FakeZone) -> None:
+        data = f"{self._counter_value(zone):0{zone.width}d}\n".encode("ascii")
+        if zone.truncate_next:
+            os.ftruncate(zone.fd, 0)
+            zone.truncate_next = False
+        os.pwrite(zone.fd, data, 0)
+
+    def write_raw(self, key: str, text: str) -> None:
+        """Write ``text`` verbatim as the zone's ``energy_uj`` (garbage, odd padding...). The next
+        counter update overwrites it."""
+        with self._lock:
+            zone = self._zone(key)
+            os.ftruncate(zone.fd, 0)
+            os.pwrite(zone.fd, text.encode("ascii", errors="replace"), 0)
+            zone.truncate_next = True
+
+    # -- real time --------------------------------------------------------------------------
+    def start(self, period_s: float = 0.001) -> FakePowercap:
+        """Real-time mode: a thread advances the simulation with ``time.monotonic()`` every
+        ``period_s``. Returns ``self`` (``with fake.start(): ...`` stops on exit)."""
+        if self._thread is not None:
+            return self
+        self._stop_event.clear()
+        t0_real, t0_sim = time.monotonic(), self.now_s
+
+        def run() -> None:
+            while not self._stop_event.wait(period_s):
+                with self._lock:
+                    self._advance_to(t0_sim + time.monotonic() - t0_real)
+            with self._lock:
+                self._advance_to(t0_sim + time.monotonic() - t0_real)
+
+        self._thread = threading.Thread(target=run, name="fake-powercap", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop real-time mode (counters are brought up to date first). Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop_event.set()
+            thread.join()
+
+    def __enter__(self) -> FakePowercap:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def close(self) -> None:
+        """Stop the thread and close the counter files (the tree stays on disk)."""
+        self.stop()
+        with self._lock:
+            self._finalizer()
+
+    # -- permissions ------------------------------------------------------------------------
+    def deny(self, key: str) -> None:
+        """Make the zone's ``energy_uj`` unreadable: ``chmod 000`` and, because root ignores
+        modes, :meth:`opener` raises ``PermissionError`` for it."""
+        path = self._zone(key).real_dir
+        assert path is not None
+        os.chmod(path / "energy_uj", 0)
+        self._denied.add(os.path.realpath(path / "energy_uj"))
+
+    def allow(self, key: str) -> None:
+        """Undo :meth:`deny`."""
+        path = self._zone(key).real_dir
+        assert path is not None
+        os.chmod(path / "energy_uj", 0o444)
+        self._denied.discard(os.path.realpath(path / "energy_uj"))
+
+    def opener(self, path: str, flags: int, mode: int = 0o777) -> int:
+        """``os.open`` that fails with ``PermissionError(EACCES)`` on denied zones."""
+        if os.path.realpath(path) in self._denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return os.open(path, flags, mode)
