@@ -199,7 +199,7 @@ def test_gb_live_value_in_block(tmp_path: Path, grid: tuple[FakeGrid, str]) -> N
     block = acct.finish(3.6e6)
     assert block["provider"] == "gb" and block["emissions_g"] == pytest.approx(150.0)
     assert block["g_per_kwh"] == pytest.approx(150.0) and block["live_energy_share"] == 1.0
-    assert block["basis"] == "generation" and "GB Carbon Intensity API" in block["source"]
+    assert block["basis"] == "consumption" and "GB Carbon Intensity API" in block["source"]
     assert block["table_g_per_kwh"] == intensity("GB").g_per_kwh
     assert [e["g_per_kwh"] for e in block["intensity_timeline"]] == [
         intensity("GB").g_per_kwh, 150.0]
@@ -260,6 +260,7 @@ def test_intensity_changes_during_run_time_weighted_exact(
         {"t_s": 30.0, "g_per_kwh": 50.0, "live": True},
     ]
     assert "while it failed (20% of the energy)" in block["source"]
+    assert block["basis"] == "mixed"  # live GB (consumption) + Ember table (generation)
     warnings = acct.warnings
     assert len(warnings) == 1 and "HTTP 500" in warnings[0] and str(static) in warnings[0]
 

@@ -8,7 +8,8 @@ energymeter makes no network connection at all.
   consumption-based). Token from ``ENERGYMETER_ELECTRICITYMAPS_TOKEN``; base URL
   ``https://api.electricitymap.org``, overridable with ``ENERGYMETER_ELECTRICITYMAPS_URL``.
 * GB Carbon Intensity API (National Energy System Operator, Great Britain only, no key):
-  ``GET {base}/intensity``; ``data[0].intensity.actual``, else ``.forecast`` (gCO2/kWh).
+  ``GET {base}/intensity``; ``data[0].intensity.actual``, else ``.forecast`` (gCO2/kWh,
+  per kWh consumed, direct emission factors).
   Base URL ``https://api.carbonintensity.org.uk``, overridable with ``ENERGYMETER_GB_CARBON_URL``.
 
 Every request has a timeout; every failure becomes a :class:`LiveError` with a ``kind``
@@ -140,8 +141,10 @@ class GBCarbonProvider:
     """GB Carbon Intensity API (Great Britain, national, current half hour)."""
 
     name = "gb"
-    basis = "generation"
-    source = "GB Carbon Intensity API (NESO, api.carbonintensity.org.uk, live)"
+    # NESO: CO2 per kWh *consumed* in GB (imports and transmission losses counted), with
+    # direct (operational) emission factors, not lifecycle ones.
+    basis = "consumption"
+    source = "GB Carbon Intensity API (NESO, live; direct CO2 per kWh consumed)"
 
     def __init__(
         self, *, base_url: str | None = None, env: Mapping[str, str] | None = None
