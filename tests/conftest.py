@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from energymeter.probes import close_cached
+from tests.fakes.powercap import FakePowercap
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts with fresh probes, no ENERGYMETER_* settings from the caller, a known
+    region (no time-zone guess), and runs written under its own tmp dir."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ENERGYMETER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ENERGYMETER_OUT", str(tmp_path / "runs"))
+    close_cached()
+    yield
+    close_cached()
+
+
+@pytest.fixture
+def rapl40(tmp_path: Path) -> Iterator[FakePowercap]:
+    """A real-time fake RAPL tree: package at 40 W, DRAM at 5 W, wrapping every ~3 s."""
+    fake = FakePowercap(tmp_path / "powercap", power_w={"package-0": 40.0, "package-0/dram": 5.0},
+                        max_energy_range_uj=120_000_000)
+    with fake.start():
+        yield fake

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from energymeter import Report, measure
+from energymeter.errors import ConfigError, UsageError
+from energymeter.storage import read_samples
+from tests.fakes.powercap import FakePowercap
+
+
+def test_steady_40w_over_5s_is_200j_with_wraps(rapl40: FakePowercap, tmp_path: Path) -> None:
+    with measure("steady", powercap_root=rapl40.root, region="SE") as m:
+        time.sleep(5.0)
+    r = m.report
+    cpu = next(c for c in r.channels if c.channel.id == "cpu0")
+    assert cpu.channel.method == "counter" and cpu.channel.source == "rapl"
+    expected_j = 40.0 * r.duration_s
+    assert abs(cpu.energy_j - expected_j) / expected_j < 0.005
+    assert abs(cpu.energy_j - 200.0) / 200.0 < 0.005
+    assert r.energy_j["by_kind"]["dram"] == pytest.approx(5.0 * r.duration_s, rel=0.005)
+    assert cpu.peak_power_w == pytest.approx(40.0, rel=0.1)
+    assert r.overhead["sampler_cpu_fraction"] < 0.01  # < 1 % of one core
+    assert r.overhead["ticks"] >= 40
+    assert r.status == "completed" and r.carbon["region"] == "SE"
+    assert r.carbon["emissions_g"] == pytest.approx(
+        r.total_energy_j / 3.6e6 * r.carbon["g_per_kwh"])
+
+
+def test_no_rapl_falls_back_to_estimated_model(tmp_path: Path) -> None:
+    with measure("est", powercap_root=tmp_path / "absent", region="SE") as m:
+        sum(i * i for i in range(300_000))
+    r = m.report
+    cpu = [c for c in r.channels if c.channel.kind == "cpu"]
+    assert [c.channel.method for c in cpu] == ["model"]
+    assert cpu[0].energy_j > 0
+    assert any("ESTIMATED" in w and "absent" in w for w in r.warnings)
+    assert any(u["source"] == "rapl" for u in r.unavailable)
+    assert "(estimated)" in r.summary()
+
+
+def test_nested_phases_and_logs(rapl40: FakePowercap) -> None:
+    with measure("phases", powercap_root=rapl40.root, region="SE") as m:
+        with m.phase("epoch-1"):
+            time.sleep(0.3)
+            with m.phase("forward"):
+                time.sleep(0.2)
+        m.log(epoch=1, loss=0.5)
+        with m.phase("epoch-2"):
+            time.sleep(0.2)
+        m.log(epoch=2, loss=0.25)
+    r = m.report
+    names = [(p.name, p.parent) for p in r.phases]
+    assert names == [("epoch-1", None), ("forward", "epoch-1"), ("epoch-2", None)]
+    for p in r.phases:
+        assert p.energy_by_channel["cpu0"] == pytest.approx(40.0 * p.duration_s, rel=0.05)
+    epoch1, forward = r.phases[0], r.phases[1]
+    assert epoch1.start_s <= forward.start_s and forward.end_s <= epoch1.end_s
+    assert [e["metrics"]["epoch"] for e in r.logs] == [1, 2]
+    assert r.logs[0]["energy_j"] < r.logs[1]["energy_j"] <= r.total_energy_j
+    d = r.to_dict()["phases"][0]
+    assert d["energy_j"]["by_kind"]["cpu"] == pytest.approx(epoch1.energy_by_channel["cpu0"])
+
+
+def test_report_files_and_round_trip(rapl40: FakePowercap, tmp_path: Path) -> None:
+    with measure("files", powercap_root=rapl40.root, region="SE", interval_s=0.02) as m:
+        time.sleep(0.5)
+    r = m.report
+    assert r.path.parent == tmp_path / "runs"
+    assert Report.load(r.path) == r
+    header, rows = read_samples(r.path / "samples.csv")
+    assert header[:3] == ["t_s", "cpu0_j", "dram0_j"] and "rss_bytes" in header
+    assert len(rows) >= 15
+    assert float(rows[-1][1]) == pytest.approx(r.channels[0].energy_j)
+    events = [json.loads(line)["event"] for line in (r.path / "events.jsonl").open()]
+    assert events[0] == "start" and events[-1] == "stop"
+    ledger = (tmp_path / "runs" / "runs.csv").read_text().splitlines()
+    assert len(ledger) == 2 and r.run_id in ledger[1]
+
+
+def test_decorator_sync_and_async(rapl40: FakePowercap) -> None:
+    @measure("infer", powercap_root=rapl40.root, region="SE")
+    def infer(x: int) -> int:
+        time.sleep(0.1)
+        return x * 2
+
+    @measure(powercap_root=rapl40.root, region="SE")
+    async def ainfer(x: int) -> int:
+        await asyncio.sleep(0.1)
+        return x + 1
+
+    assert infer(2) == 4 and infer.last_report.name == "infer"
+    first = infer.last_report
+    assert infer(3) == 6 and infer.last_report.run_id != first.run_id
+    assert asyncio.run(ainfer(1)) == 2
+    assert ainfer.last_report.name.endswith("ainfer")
+    assert ainfer.last_report.total_energy_j == pytest.approx(
+        40.0 * ainfer.last_report.duration_s + 5.0 * ainfer.last_report.duration_s, rel=0.1)
+
+
+def test_bare_decorator(rapl40: FakePowercap, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENERGYMETER_POWERCAP_ROOT", str(rapl40.root))
+    monkeypatch.setenv("ENERGYMETER_REGION", "SE")
+
+    @measure
+    def work() -> str:
+        return "done"
+
+    assert work() == "done" and work.last_report.name.endswith("work")
+    assert work.last_report.settings["origins"]["region"] == "env"
+
+
+def test_exception_marks_failed_and_propagates(rapl40: FakePowercap) -> None:
+    m = measure("boom", powercap_root=rapl40.root, region="SE")
+    with pytest.raises(ZeroDivisionError), m, m.phase("open-phase"):
+        1 / 0  # noqa: B018
+    assert m.report.status == "failed"
+    assert [p.name for p in m.report.phases] == ["open-phase"]
+    m2 = measure("ctrl-c", powercap_root=rapl40.root, region="SE")
+    with pytest.raises(KeyboardInterrupt), m2:
+        raise KeyboardInterrupt
+    assert m2.report.status == "interrupted"
+
+
+def test_sync_runs_before_every_boundary_read(rapl40: FakePowercap) -> None:
+    calls: list[float] = []
+    with measure("sync", powercap_root=rapl40.root, region="SE",
+                 sync=lambda: calls.append(time.monotonic())) as m:
+        assert len(calls) == 1
+        with m.phase("p"):
+            pass
+        m.log(step=1)
+    assert len(calls) == 5  # start, phase enter, phase exit, log, stop
+
+
+def test_misuse_and_bad_settings(rapl40: FakePowercap) -> None:
+    m = measure("x", powercap_root=rapl40.root, region="SE")
+    with pytest.raises(UsageError, match="phase"):
+        m.log(a=1)
+    with pytest.raises(UsageError):
+        m.stop()
+    with pytest.raises(ConfigError, match="pue"):
+        measure("x", pue=0.5)
+    with pytest.raises(ConfigError, match="XX"):
+        measure("x", region="XX").start()
+
+
+def test_probe_error_mid_run_becomes_warning(rapl40: FakePowercap) -> None:
+    with measure("garbled", powercap_root=rapl40.root, region="SE", interval_s=0.02) as m:
+        time.sleep(0.1)
+        rapl40.stop()
+        rapl40.write_raw("package-0", "garbage")
+        time.sleep(0.2)
+    r = m.report
+    assert r.status == "completed"
+    assert any("rapl" in w and "dropped" in w for w in r.warnings)
+
+
+def test_forked_child_never_writes_parent_run(rapl40: FakePowercap) -> None:
+    with measure("fork", powercap_root=rapl40.root, region="SE", interval_s=0.01) as m:
+        time.sleep(0.1)
+        pid = os.fork()
+        if pid == 0:  # the child's meter is inert: log() refuses, stop() does nothing
+            code = 1
+            try:
+                m.log(child=True)
+            except UsageError:
+                code = 0 if m.stop() is None else 2
+            time.sleep(0.2)
+            os._exit(code)
+        time.sleep(0.3)
+        assert os.waitpid(pid, 0)[1] == 0
+    r = m.report
+    header, rows = read_samples(r.path / "samples.csv")
+    times = [float(row[0]) for row in rows]
+    assert times == sorted(times)  # no duplicated or interleaved rows from the child
+    text = (r.path / "samples.csv").read_text()
+    assert text.count("t_s,") == 1
+    assert len(list((r.path.parent).glob("*-fork-*"))) == 1
+    assert not r.logs
+
+
+def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import time
+        from energymeter import measure
+        with measure("victim", out={str(out)!r}, powercap_root={str(rapl40.root)!r},
+                     region="SE") as m:
+            with m.phase("done-phase"):
+                time.sleep(0.2)
+            print("ready", flush=True)
+            time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(1.5)  # let the sampler flush
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = out.glob("*-victim-*")
+    assert not (run_dir / "report.json").exists()
+    r = Report.load(run_dir)
+    assert r.status == "interrupted"
+    assert r.duration_s > 1.0
+    assert r.channels[0].energy_j == pytest.approx(40.0 * r.duration_s, rel=0.05)
+    assert [p.name for p in r.phases] == ["done-phase"]
+    assert any("rebuilt from samples.csv" in w for w in r.warnings)
+    assert r.carbon["region"] == "SE" and r.carbon["emissions_g"] > 0
