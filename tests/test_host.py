@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -145,6 +146,25 @@ def test_rusage_peaks() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
     try:
         assert HostProbe(child.pid).peak_rss_bytes_from_rusage() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_tree_walk_through_task_children_files(tmp_path: Path) -> None:
+    """Where the kernel lists children in /proc/<pid>/task/<tid>/children, only the tree is read
+    (this VM's kernel lacks those files, so a proc tree naming real processes stands in)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        me = os.getpid()
+        for pid, kids in ((me, f"{child.pid} "), (child.pid, "")):
+            task = tmp_path / str(pid) / "task" / str(pid)
+            task.mkdir(parents=True)
+            (task / "children").write_text(kids)
+        probe = HostProbe(proc_root=str(tmp_path))
+        assert probe._children_files
+        assert [p.pid for p in probe._descendants(probe._root)] == [child.pid]
+        assert probe.gauges()["children"] == 1
     finally:
         child.kill()
         child.wait()
