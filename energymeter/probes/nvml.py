@@ -1,0 +1,753 @@
+"""NVIDIA GPUs through NVML (``nvidia-ml-py``, imported as ``pynvml``).
+
+One channel per GPU visible to the process (``CUDA_VISIBLE_DEVICES``), named ``gpu0``, ``gpu1``...
+in the process's own CUDA order. Energy comes from one of two methods:
+
+* ``counter`` (Volta and newer): ``nvmlDeviceGetTotalEnergyConsumption``, the GPU's own energy
+  accumulator in mJ since the driver loaded. It sees every burst, whatever our sampling rate,
+  but only moves about every :data:`COUNTER_UPDATE_PERIOD_S`.
+* ``integrated`` (older GPUs, or when the counter is not supported): instantaneous power
+  (``NVML_FI_DEV_POWER_INSTANT``, else ``nvmlDeviceGetPowerUsage``) polled by the probe's own
+  thread at :data:`DEFAULT_POLL_HZ` and integrated with the trapezoid rule, independently of the
+  sampler's interval; every ``read()`` also takes a sample, so boundary reads integrate up to
+  the moment they are taken.
+
+NVML is initialised in :func:`discover`, never at import, and shut down by ``close()``.
+Methodology and caveats (MIG, per-GPU not per-process energy): ``docs/methodology.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, ProbeError
+from .base import Channel, DiscoveryContext, Probe, Unavailable
+
+log = logging.getLogger("energymeter")
+
+SOURCE = "nvml"
+# The NVML energy counter moves about every 100 ms (measured by scripts/validate_gpu.py).
+COUNTER_UPDATE_PERIOD_S = 0.1
+# Power polling for the ``integrated`` method: default and lowest accepted rate.
+DEFAULT_POLL_HZ = 50.0
+MIN_POLL_HZ = 20.0
+
+# nvmlDeviceArchitecture_t values (nvml.h); used when the module lacks the constants.
+_ARCH_NAMES = {
+    2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing", 7: "ampere", 8: "ada",
+    9: "hopper", 10: "blackwell",
+}
+_ARCH_VOLTA = 5
+_FI_DEV_POWER_INSTANT = 186
+_CLOCK_SM = 1
+_TEMPERATURE_GPU = 0
+_VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
+                6: "usVal"}
+
+ACCEPTED_VISIBLE_DEVICES = (
+    "accepted: comma-separated GPU indices ('0,2'), GPU UUIDs ('GPU-8932f937-...' or a unique "
+    "prefix such as 'GPU-8932f937'), MIG UUIDs ('MIG-<uuid>' or 'MIG-GPU-<uuid>/<gi>/<ci>'), "
+    "or '', '-1' or 'NoDevFiles' to hide every GPU"
+)
+HIDES_EVERY_GPU = "CUDA_VISIBLE_DEVICES hides every GPU"
+
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+# -- NVML error helpers ------------------------------------------------------------------
+def _errors(nvml: Any, *names: str) -> tuple[type[BaseException], ...]:
+    """The NVMLError subclasses ``names`` that this pynvml defines (an old one may lack some)."""
+    found = (getattr(nvml, f"NVMLError_{n}", None) for n in names)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
+
+def _base_error(nvml: Any) -> tuple[type[BaseException], ...]:
+    cls = getattr(nvml, "NVMLError", None)
+    return (cls,) if isinstance(cls, type) and issubclass(cls, BaseException) else ()
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# -- CUDA_VISIBLE_DEVICES ------------------------------------------------------------------
+@dataclass(frozen=True)
+class GpuIdentity:
+    """What :func:`select_visible` needs to know about one NVML device."""
+
+    nvml_index: int
+    uuid: str
+    name: str = ""
+    mig_uuids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VisibleGpu:
+    """One GPU to measure: its NVML index and, if it was named through MIG, the MIG UUIDs."""
+
+    nvml_index: int
+    mig_uuids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Selection:
+    gpus: tuple[VisibleGpu, ...]
+    warnings: tuple[str, ...] = ()
+    by_index: bool = True  # some GPU was chosen by index (or the variable was unset)
+
+
+def _match_prefix(entry: str, candidates: Iterable[tuple[str, int]]) -> tuple[list[int], str]:
+    want = entry.lower()
+    hits = [(uuid, i) for uuid, i in candidates if uuid.lower().startswith(want)]
+    return [i for _, i in hits], ", ".join(u for u, _ in hits)
+
+
+def select_visible(value: str | None, gpus: Sequence[GpuIdentity]) -> Selection:
+    """The GPUs a process sees under ``CUDA_VISIBLE_DEVICES=value``, in its CUDA order.
+
+    Mirrors CUDA: unset means every GPU in NVML order; entries are indices, ``GPU-`` UUIDs (or
+    unique prefixes) and ``MIG-`` UUIDs (mapped to the parent GPU, whose whole energy is
+    measured); the empty string, ``NoDevFiles`` or a leading negative index hide every GPU;
+    parsing stops at the first invalid entry and the GPUs listed before it stay visible (a
+    warning names the ignored rest; a negative index is CUDA's documented terminator and
+    gives no warning). A GPU named twice also ends the list (it would be counted twice).
+
+    Raises :class:`~energymeter.errors.ConfigError` when the *first* entry is invalid, with a
+    message saying which forms are accepted. Returns an empty selection when the value hides
+    every GPU on purpose.
+    """
+    if value is None:
+        return Selection(tuple(VisibleGpu(g.nvml_index) for g in gpus))
+    text = value.strip()
+    if text == "" or text.lower() == "nodevfiles":
+        return Selection(())
+    by_uuid = [(g.uuid, g.nvml_index) for g in gpus]
+    mig_parent = [(m, g.nvml_index) for g in gpus for m in g.mig_uuids]
+    chosen: list[int] = []
+    migs: dict[int, list[str]] = {}
+    warnings: list[str] = []
+    by_index = False
+    entries = text.split(",")
+    for position, raw in enumerate(entries):
+        entry = raw.strip()
+        problem = ""
+        mig_uuid = ""
+        index: int | None = None
+        if _INT_RE.fullmatch(entry):
+            number = int(entry)
+            if number < 0:
+                break  # CUDA's terminator: '-1' alone hides every GPU, '0,-1,1' keeps 0
+            if number < len(gpus):
+                index = gpus[number].nvml_index
+                by_index = True
+            else:
+                problem = (f"there is no GPU with index {number} (NVML sees {len(gpus)}: "
+                           f"0..{len(gpus) - 1})")
+        elif entry.upper().startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>
+            parent = entry[4:].split("/", 1)[0]
+            hits, names = _match_prefix(parent, by_uuid)
+            if len(hits) == 1:
+                index, mig_uuid = hits[0], entry
+            else:
+                problem = (f"{parent!r} matches no GPU" if not hits
+                           else f"{parent!r} is ambiguous: it matches {names}")
+        elif entry.upper().startswith("MIG-"):
+            hits, names = _match_prefix(entry, mig_parent)
+            if len(hits) == 1:
+                index = hits[0]
+                mig_uuid = next(m for m, _ in mig_parent if m.lower().startswith(entry.lower()))
+            else:
+                problem = ("it matches no MIG device of this machine" if not hits
+                           else f"it is ambiguous: it matches {names}")
+        elif entry.upper().startswith("GPU-"):
+            hits, names = _match_prefix(entry, by_uuid)
+            if len(hits) == 1:
+                index = hits[0]
+            else:
+                problem = ("it matches no GPU of this machine" if not hits
+                           else f"it is ambiguous: it matches {names}")
+        else:
+            problem = "it is not a GPU index, a GPU-<uuid> or a MIG-<uuid>"
+
+        if index is not None and mig_uuid:
+            if mig_uuid in migs.get(index, []):
+                problem = "this MIG device is listed twice"
+            else:
+                migs.setdefault(index, []).append(mig_uuid)
+                if index not in chosen:
+                    chosen.append(index)
+                continue
+        elif index is not None:
+            if index in chosen:
+                problem = "this GPU is listed twice"
+            else:
+                chosen.append(index)
+                continue
+
+        message = f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is invalid: {problem}"
+        if position == 0:
+            raise ConfigError(f"{message}. CUDA stops at the first invalid entry, so this "
+                              f"hides every GPU; {ACCEPTED_VISIBLE_DEVICES}")
+        ignored = ",".join(entries[position:])
+        warnings.append(f"{message}. Like CUDA, energymeter ignores it and everything after it "
+                        f"({ignored!r}) and measures only the {len(chosen)} GPU(s) listed "
+                        f"before; {ACCEPTED_VISIBLE_DEVICES}")
+        break
+
+    for index, mig_list in migs.items():
+        label = ", ".join(mig_list)
+        warnings.append(
+            f"CUDA_VISIBLE_DEVICES names MIG device(s) {label} on GPU {index}: NVML measures "
+            "energy per physical GPU, so the energy reported for it is the whole GPU's, shared "
+            "by every MIG slice and process on it, not this slice's")
+    gpus_out = tuple(VisibleGpu(i, tuple(migs.get(i, ()))) for i in chosen)
+    return Selection(gpus_out, tuple(warnings), by_index)
+
+
+# -- the probe -------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Gpu:
+    """State of one measured GPU (mutated only under the probe's lock)."""
+
+    channel: Channel
+    handle: Any
+    power_source: str | None  # "power_instant" | "power_usage" | None
+    counter_mj: int | None = None  # last counter value (counter method)
+    energy_mj: int = 0  # accumulated counter energy (counter method)
+    energy_j: float = 0.0  # accumulated trapezoid energy (integrated method)
+    last_t_s: float | None = None
+    last_power_w: float | None = None
+    lost: bool = False
+    failed_gauges: set[str] = field(default_factory=set)
+
+    @property
+    def value_j(self) -> float:
+        return self.energy_mj / 1000 if self.channel.method == "counter" else self.energy_j
+
+
+class NvmlProbe(Probe):
+    """Energy of NVIDIA GPUs (see the module docstring). Made by :func:`discover`."""
+
+    source = SOURCE
+
+    def __init__(
+        self,
+        nvml: Any,
+        gpus: Sequence[_Gpu],
+        *,
+        pid: int = 0,
+        poll_hz: float = DEFAULT_POLL_HZ,
+        clock: Callable[[], float] = time.monotonic,
+        start_poller: bool = True,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        gauge_names: list[str] = []
+        for g in gpus:
+            cid = g.channel.id
+            gauge_names += [f"{cid}_memory_used_bytes", f"{cid}_process_memory_bytes",
+                            f"{cid}_utilization_pct", f"{cid}_temperature_c",
+                            f"{cid}_sm_clock_mhz", f"{cid}_power_w"]
+        gauge_names.append("gpu_process_memory_bytes")
+        super().__init__(tuple(g.channel for g in gpus), tuple(gauge_names))
+        self._nvml = nvml
+        self._gpus = list(gpus)
+        self._pid = pid
+        self._poll_hz = float(poll_hz)
+        self._clock = clock
+        self._info = dict(info or {})
+        self._closed = False
+        self._lost_errors = _errors(nvml, "GpuIsLost", "Unknown")
+        self._skip_errors = _errors(nvml, "NotSupported", "FunctionNotFound")
+        self._nvml_error = _base_error(nvml)
+        self._poll_failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        with self._lock:
+            for g in self._gpus:
+                if g.channel.method == "integrated":
+                    self._sample_locked(g)
+        if start_poller and any(g.channel.method == "integrated" for g in self._gpus):
+            self._thread = threading.Thread(target=self._poll_loop, name="energymeter-nvml-poll",
+                                            daemon=True)
+            self._thread.start()
+
+    # -- energy ---------------------------------------------------------------------------
+    def _read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for g in self._gpus:
+            if not g.lost and not self._closed:
+                try:
+                    if g.channel.method == "counter":
+                        self._advance_counter_locked(g)
+                    else:
+                        self._sample_locked(g)
+                except self._lost_errors as exc:
+                    self._mark_lost_locked(g, exc)
+                except self._nvml_error as exc:
+                    raise ProbeError(f"NVML read of {g.channel.id} ({g.channel.device}) failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            out[g.channel.id] = g.value_j
+        return out
+
+    def _advance_counter_locked(self, g: _Gpu) -> None:
+        mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+        previous = g.counter_mj
+        if previous is not None and mj < previous:
+            self._warn_locked(
+                f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
+                "driver reload or GPU reset?): the energy measured so far is kept and counting "
+                "resumes from the new value; energy since the previous read is lost")
+        elif previous is not None:
+            g.energy_mj += mj - previous
+        g.counter_mj = mj
+
+    def _power_w(self, g: _Gpu) -> float:
+        if g.power_source == "power_instant":
+            value = self._nvml.nvmlDeviceGetFieldValues(g.handle, [_fi_power_instant(self._nvml)])
+            power = _field_value(value[0])
+            if power is not None:
+                return power / 1000
+            g.power_source = "power_usage"  # the field stopped answering: fall back for good
+        return self._nvml.nvmlDeviceGetPowerUsage(g.handle) / 1000
+
+    def _sample_locked(self, g: _Gpu) -> None:
+        power_w = self._power_w(g)
+        t_s = self._clock()
+        if g.last_t_s is not None and g.last_power_w is not None:
+            if t_s <= g.last_t_s:
+                return
+            g.energy_j += 0.5 * (power_w + g.last_power_w) * (t_s - g.last_t_s)
+        g.last_t_s, g.last_power_w = t_s, power_w
+
+    def _mark_lost_locked(self, g: _Gpu, exc: BaseException) -> None:
+        g.lost = True
+        message = (f"{g.channel.id} ({g.channel.device}, {g.channel.meta.get('uuid', '?')}) was "
+                   f"lost ({type(exc).__name__}: {exc}); its energy stays at the last good "
+                   f"reading, {g.value_j:.3f} J, for the rest of the run")
+        log.warning("%s", message)
+        self._warn_locked(message)
+
+    def poll(self) -> None:
+        """Take one power sample of every ``integrated`` GPU (what the polling thread does;
+        tests call it to drive the integration deterministically)."""
+        with self._lock:
+            if self._closed:
+                return
+            for g in self._gpus:
+                if g.lost or g.channel.method != "integrated":
+                    continue
+                try:
+                    self._sample_locked(g)
+                except self._lost_errors as exc:
+                    self._mark_lost_locked(g, exc)
+                except self._nvml_error as exc:
+                    # Skipped sample: the trapezoid bridges the gap from the last good one.
+                    self._poll_failures += 1
+                    log.debug("NVML power poll of %s failed: %r", g.channel.id, exc)
+                    self._warn_locked(f"{g.channel.id}: some NVML power polls failed ("
+                                      f"{type(exc).__name__}: {exc}); the energy between the "
+                                      "neighbouring good samples is interpolated")
+
+    def _poll_loop(self) -> None:
+        period_s = 1.0 / self._poll_hz
+        next_s = time.monotonic()
+        while not self._stop.is_set():
+            self.poll()
+            with self._lock:
+                if all(g.lost for g in self._gpus if g.channel.method == "integrated"):
+                    return
+            next_s += period_s
+            delay_s = next_s - time.monotonic()
+            if delay_s < 0:  # fell behind (suspended, overloaded): do not burst to catch up
+                next_s, delay_s = time.monotonic(), 0.0
+            self._stop.wait(delay_s)
+
+    # -- gauges ------------------------------------------------------------------------------
+    def _gauges(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self._closed:
+            return out
+        pids = self._process_tree()
+        total_process_bytes: int | None = None
+        nvml = self._nvml
+        for g in self._gpus:
+            if g.lost:
+                continue
+            cid = g.channel.id
+            calls: list[tuple[str, Callable[[], float | None]]] = [
+                ("memory_used_bytes",
+                 lambda g=g: float(nvml.nvmlDeviceGetMemoryInfo(g.handle).used)),
+                ("process_memory_bytes", lambda g=g: self._process_memory(g, pids)),
+                ("utilization_pct",
+                 lambda g=g: float(nvml.nvmlDeviceGetUtilizationRates(g.handle).gpu)),
+                ("temperature_c", lambda g=g: float(nvml.nvmlDeviceGetTemperature(
+                    g.handle, getattr(nvml, "NVML_TEMPERATURE_GPU", _TEMPERATURE_GPU)))),
+                ("sm_clock_mhz", lambda g=g: float(nvml.nvmlDeviceGetClockInfo(
+                    g.handle, getattr(nvml, "NVML_CLOCK_SM", _CLOCK_SM)))),
+                ("power_w", lambda g=g: self._power_w(g) if g.power_source else None),
+            ]
+            for name, call in calls:
+                try:
+                    value = call()
+                except self._skip_errors:
+                    continue  # this GPU does not report it: the gauge is simply absent
+                except self._lost_errors as exc:
+                    self._mark_lost_locked(g, exc)
+                    break
+                except self._nvml_error as exc:
+                    if name not in g.failed_gauges:
+                        g.failed_gauges.add(name)
+                        self._warn_locked(f"{cid}: gauge {name} unavailable ("
+                                          f"{type(exc).__name__}: {exc})")
+                    continue
+                if value is None:
+                    continue
+                out[f"{cid}_{name}"] = value
+                if name == "process_memory_bytes":
+                    total_process_bytes = (total_process_bytes or 0) + int(value)
+        if total_process_bytes is not None:
+            out["gpu_process_memory_bytes"] = float(total_process_bytes)
+        return out
+
+    def _process_memory(self, g: _Gpu, pids: set[int]) -> float | None:
+        """GPU memory used by the measured process tree on this GPU (None: not reported)."""
+        per_pid: dict[int, int] = {}
+        answered = False
+        for function in ("nvmlDeviceGetComputeRunningProcesses",
+                         "nvmlDeviceGetGraphicsRunningProcesses"):
+            call = getattr(self._nvml, function, None)
+            if call is None:
+                continue
+            try:
+                processes = call(g.handle)
+            except self._skip_errors:
+                continue
+            answered = True
+            for p in processes:
+                used = getattr(p, "usedGpuMemory", None)
+                if p.pid in pids and used is not None:
+                    # A process doing compute and graphics is listed twice with one footprint.
+                    per_pid[p.pid] = max(per_pid.get(p.pid, 0), int(used))
+        return float(sum(per_pid.values())) if answered else None
+
+    def _process_tree(self) -> set[int]:
+        pid = self._pid or os.getpid()
+        try:
+            import psutil
+        except ImportError:
+            return {pid}
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return {pid}
+        return {pid} | {c.pid for c in children}
+
+    # -- lifecycle and facts -------------------------------------------------------------------
+    def check_interval(self, interval_s: float) -> list[str]:
+        if interval_s < COUNTER_UPDATE_PERIOD_S and any(
+                c.method == "counter" for c in self.channels):
+            return [f"sampling every {interval_s * 1000:g} ms is faster than the NVML energy "
+                    f"counter's ~{COUNTER_UPDATE_PERIOD_S * 1000:g} ms update period: the "
+                    "timeline's GPU power will look stepped (totals are unaffected)"]
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(self._info)
+        if any(c.method == "integrated" for c in self.channels):
+            out["poll_hz"] = self._poll_hz
+        return out
+
+    def close(self) -> None:
+        """Stop the polling thread and shut NVML down (once; idempotent)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml_error as exc:
+            log.debug("nvmlShutdown failed: %r", exc)
+
+
+def _fi_power_instant(nvml: Any) -> int:
+    return getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", _FI_DEV_POWER_INSTANT)
+
+
+def _field_value(item: Any) -> float | None:
+    """The number in one nvmlFieldValue_t, or None if NVML returned an error for it."""
+    if getattr(item, "nvmlReturn", 0) != 0:
+        return None
+    attr = _VALUE_ATTRS.get(int(getattr(item, "valueType", 1)), "uiVal")
+    return float(getattr(item.value, attr))
+
+
+# -- discovery ---------------------------------------------------------------------------
+_INIT_HINTS = {
+    "LibraryNotFound": (
+        "the NVML library (libnvidia-ml.so.1) was not found: no NVIDIA driver is visible to "
+        "this process",
+        "install the NVIDIA driver (`nvidia-smi` must work); in Docker start the container "
+        "with `--gpus all` (NVIDIA Container Toolkit), in Kubernetes request nvidia.com/gpu. "
+        "Machines without an NVIDIA GPU can ignore this"),
+    "DriverNotLoaded": (
+        "the NVIDIA kernel driver is not loaded",
+        "check `nvidia-smi`; load the driver (`sudo modprobe nvidia`) or reboot after a "
+        "driver install; in a container, start it with `--gpus all`"),
+    "NoPermission": (
+        "no permission to open the NVIDIA devices (/dev/nvidiactl, /dev/nvidia*)",
+        "give this user access to /dev/nvidia* (often the 'video' group: `sudo usermod -aG "
+        "video $USER`, then log in again); in a container use `--gpus all` rather than "
+        "bind-mounting /dev/nvidia* by hand"),
+    "LibRmVersionMismatch": (
+        "the NVML library and the loaded NVIDIA kernel driver have different versions",
+        "reboot (or reload the nvidia kernel modules) after a driver upgrade"),
+}
+
+
+def _arch_code(nvml: Any, handle: Any) -> int | None:
+    try:
+        return int(nvml.nvmlDeviceGetArchitecture(handle))
+    except (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound")):
+        return None
+
+
+def _optional(nvml: Any, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound", "NoPermission")):
+        return None
+
+
+def _power_source(nvml: Any, handle: Any) -> str | None:
+    skip = (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound",
+                                     "InvalidArgument", "NoPermission"))
+    try:
+        values = nvml.nvmlDeviceGetFieldValues(handle, [_fi_power_instant(nvml)])
+    except skip as exc:  # no POWER_INSTANT field on this GPU or driver: try the averaged one
+        log.debug("NVML_FI_DEV_POWER_INSTANT unavailable: %r", exc)
+        values = []
+    if values and _field_value(values[0]) is not None:
+        return "power_instant"
+    try:
+        nvml.nvmlDeviceGetPowerUsage(handle)
+        return "power_usage"
+    except skip:
+        return None
+
+
+def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
+    """UUIDs of the MIG devices of one GPU (empty when MIG is off or unsupported)."""
+    skip = (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound",
+                                     "InvalidArgument", "NotFound", "NoPermission"))
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        if not current:
+            return ()
+        count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except skip:
+        return ()
+    out = []
+    for i in range(count):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            out.append(_text(nvml.nvmlDeviceGetUUID(mig)))
+        except skip:
+            continue  # an empty slot
+    return tuple(out)
+
+
+def _load_nvml(ctx: DiscoveryContext) -> Any:
+    if ctx.pynvml is not None:
+        return ctx.pynvml
+    import pynvml
+
+    return pynvml
+
+
+def discover(
+    ctx: DiscoveryContext,
+    *,
+    poll_hz: float = DEFAULT_POLL_HZ,
+    clock: Callable[[], float] | None = None,
+    start_poller: bool = True,
+) -> list[Probe | Unavailable]:
+    """Open NVML and return one :class:`NvmlProbe` for the visible GPUs, plus an
+    :class:`Unavailable` for anything that cannot be measured (never raises for hardware
+    trouble: NVML missing, no GPU, a hidden or unmeasurable GPU are all data).
+
+    ``poll_hz``: power polling rate of the ``integrated`` method (>= 20 Hz). ``clock`` and
+    ``start_poller=False`` let tests drive the integration deterministically via
+    :meth:`NvmlProbe.poll`.
+    """
+    if poll_hz < MIN_POLL_HZ:
+        raise ConfigError(f"NVML poll_hz is {poll_hz!r}; accepted: at least {MIN_POLL_HZ:g} Hz "
+                          f"(default {DEFAULT_POLL_HZ:g})")
+    try:
+        nvml = _load_nvml(ctx)
+    except ImportError as exc:
+        return [Unavailable(SOURCE, f"the nvidia-ml-py package (module pynvml) is not "
+                                    f"installed ({exc})",
+                            "`pip install nvidia-ml-py` (NVIDIA's NVML bindings); the NVIDIA "
+                            "driver must be installed too")]
+    nvml_error = _base_error(nvml)
+    try:
+        nvml.nvmlInit()
+    except nvml_error as exc:
+        name = type(exc).__name__.removeprefix("NVMLError_")
+        reason, hint = _INIT_HINTS.get(name, (
+            f"nvmlInit failed: {type(exc).__name__}: {exc}",
+            "check that `nvidia-smi` works for this user"))
+        log.debug("NVML unavailable: %r", exc)
+        return [Unavailable(SOURCE, reason, hint)]
+
+    try:
+        found = _open(nvml, ctx, poll_hz=poll_hz, clock=clock or time.monotonic,
+                      start_poller=start_poller)
+    except BaseException:
+        _shutdown(nvml)
+        raise
+    if not any(isinstance(r, NvmlProbe) for r in found):
+        _shutdown(nvml)
+    return found
+
+
+def _shutdown(nvml: Any) -> None:
+    try:
+        nvml.nvmlShutdown()
+    except _base_error(nvml) as exc:
+        log.debug("nvmlShutdown failed: %r", exc)
+
+
+def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[], float],
+          start_poller: bool) -> list[Probe | Unavailable]:
+    nvml_error = _base_error(nvml)
+    try:
+        count = int(nvml.nvmlDeviceGetCount())
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        identities = [GpuIdentity(i, _text(nvml.nvmlDeviceGetUUID(h)),
+                                  _text(nvml.nvmlDeviceGetName(h)))
+                      for i, h in enumerate(handles)]
+    except nvml_error as exc:
+        return [Unavailable(SOURCE, f"NVML could not list the GPUs: {type(exc).__name__}: {exc}",
+                            "check that `nvidia-smi` lists the GPUs for this user")]
+    if count == 0:
+        return [Unavailable(SOURCE, "NVML found no NVIDIA GPU",
+                            "check `nvidia-smi -L`; in a container start it with `--gpus all`")]
+
+    visible = ctx.env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and "MIG-" in visible.upper():
+        identities = [GpuIdentity(g.nvml_index, g.uuid, g.name, _mig_uuids(nvml, handles[i]))
+                      for i, g in enumerate(identities)]
+    try:
+        selection = select_visible(visible, identities)
+    except ConfigError as exc:
+        log.warning("%s", exc)
+        return [Unavailable(SOURCE, str(exc),
+                            "fix or unset CUDA_VISIBLE_DEVICES (`nvidia-smi -L` lists indices "
+                            "and UUIDs)")]
+    if not selection.gpus:
+        return [Unavailable(SOURCE, HIDES_EVERY_GPU,
+                            f"CUDA_VISIBLE_DEVICES={visible!r}; unset it or list the GPUs to "
+                            "measure (e.g. CUDA_VISIBLE_DEVICES=0)")]
+    warnings = list(selection.warnings)
+    order = ctx.env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper()
+    models = {identities[v.nvml_index].name for v in selection.gpus}
+    if selection.by_index and order != "PCI_BUS_ID" and len({g.name for g in identities}) > 1:
+        warnings.append(
+            "this machine mixes GPU models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA "
+            "numbers GPUs fastest first while NVML (and energymeter) number them by PCI bus, "
+            "so gpu<i> may not be cuda:<i>; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name GPUs by "
+            f"UUID (models: {', '.join(sorted(models))})")
+
+    gpus: list[_Gpu] = []
+    missing: list[Unavailable] = []
+    for cuda_index, vis in enumerate(selection.gpus):
+        cid = f"gpu{len(gpus)}"
+        ident = identities[vis.nvml_index]
+        handle = handles[vis.nvml_index]
+        try:
+            gpu = _open_gpu(nvml, cid, cuda_index, ident, vis, handle, poll_hz)
+        except _errors(nvml, "GpuIsLost", "Unknown") as exc:
+            missing.append(Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}, "
+                                               f"{ident.uuid}) is lost: {exc}",
+                                       "check `nvidia-smi`; the GPU may need a reset"))
+            continue
+        except nvml_error as exc:
+            missing.append(Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}) could not "
+                                               f"be opened: {type(exc).__name__}: {exc}",
+                                       "check that `nvidia-smi -q -d POWER` works"))
+            continue
+        if gpu is None:
+            missing.append(Unavailable(
+                SOURCE, f"GPU {vis.nvml_index} ({ident.name}) reports neither an energy counter "
+                        "nor power readings",
+                "this GPU cannot be measured through NVML"))
+            continue
+        gpus.append(gpu)
+    if not gpus:
+        return list(missing)
+
+    info: dict[str, Any] = {}
+    driver = _optional(nvml, lambda: nvml.nvmlSystemGetDriverVersion())
+    version = _optional(nvml, lambda: nvml.nvmlSystemGetNVMLVersion())
+    if driver is not None:
+        info["driver_version"] = _text(driver)
+    if version is not None:
+        info["nvml_version"] = _text(version)
+    probe = NvmlProbe(nvml, gpus, pid=ctx.pid, poll_hz=poll_hz, clock=clock,
+                      start_poller=start_poller, info=info)
+    for message in warnings:
+        log.warning("%s", message)
+        probe.warn(message)
+    return [probe, *missing]
+
+
+def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: VisibleGpu,
+              handle: Any, poll_hz: float) -> _Gpu | None:
+    arch = _arch_code(nvml, handle)
+    volta = getattr(nvml, "NVML_DEVICE_ARCH_VOLTA", _ARCH_VOLTA)
+    counter_mj: int | None = None
+    if arch is not None and arch >= volta:
+        try:
+            counter_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+        except (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound")):
+            counter_mj = None
+    power_source = _power_source(nvml, handle)
+    if counter_mj is None and power_source is None:
+        return None
+    meta: dict[str, Any] = {
+        "nvml_index": ident.nvml_index,
+        "cuda_index": cuda_index,
+        "uuid": ident.uuid,
+        "name": ident.name,
+        "architecture": _ARCH_NAMES.get(arch, "unknown") if arch is not None else "unknown",
+    }
+    limit_mw = _optional(nvml, lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+    if limit_mw is not None:
+        meta["power_limit_w"] = limit_mw / 1000
+    pci = _optional(nvml, lambda: nvml.nvmlDeviceGetPciInfo(handle))
+    if pci is not None and getattr(pci, "busId", None):
+        meta["pci_bus_id"] = _text(pci.busId)
+    if vis.mig_uuids:
+        meta["mig_uuids"] = list(vis.mig_uuids)
+    if power_source is not None:
+        meta["power_source"] = power_source
+    if counter_mj is not None:
+        method, resolution_s = "counter", COUNTER_UPDATE_PERIOD_S
+    else:
+        method, resolution_s = "integrated", 1.0 / poll_hz
+    channel = Channel(id=cid, kind="gpu", device=ident.name, source=SOURCE, method=method,
+                      resolution_s=resolution_s, meta=meta)
+    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter_mj=counter_mj)
