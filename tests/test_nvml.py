@@ -75,7 +75,7 @@ def test_missing_pynvml_is_unavailable_with_install_hint() -> None:
     code = ("import sys; sys.modules['pynvml'] = None\n"
             "from energymeter.probes.base import DiscoveryContext\n"
             "from energymeter.probes.nvml import discover\n"
-            "[u] = discover(DiscoveryContext())\n"
+            "[u] = discover(DiscoveryContext(), driver_paths=(sys.executable,))\n"
             "print(u.source, '|', u.reason, '|', u.hint)")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -83,6 +83,20 @@ def test_missing_pynvml_is_unavailable_with_install_hint() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("nvml |")
     assert "pip install nvidia-ml-py" in result.stdout
+
+
+def test_no_driver_device_skips_importing_pynvml(tmp_path: Path) -> None:
+    code = ("import sys\n"
+            "from energymeter.probes.base import DiscoveryContext\n"
+            "from energymeter.probes.nvml import discover\n"
+            f"[u] = discover(DiscoveryContext(), driver_paths=({str(tmp_path / 'none')!r},))\n"
+            "print(u.source, '|', u.reason, '|', 'pynvml' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    source, reason, imported = result.stdout.strip().split(" | ")
+    assert source == "nvml" and "no NVIDIA driver" in reason and imported == "False"
 
 
 @pytest.mark.parametrize(("error", "reason_word", "hint_word"), [

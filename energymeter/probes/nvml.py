@@ -568,6 +568,14 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Where a loaded NVIDIA driver shows itself: the control device (bare metal, containers started
+# with the NVIDIA runtime), the driver's proc entry, and WSL2's GPU paravirtualisation device.
+DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
+_NO_DRIVER_HINT = ("install the NVIDIA driver (`nvidia-smi` must work); in Docker start the "
+                   "container with `--gpus all` (NVIDIA Container Toolkit). Machines without "
+                   "an NVIDIA GPU can ignore this")
+
+
 def _load_nvml(ctx: DiscoveryContext) -> Any:
     if ctx.pynvml is not None:
         return ctx.pynvml
@@ -582,6 +590,7 @@ def discover(
     poll_hz: float = DEFAULT_POLL_HZ,
     clock: Callable[[], float] | None = None,
     start_poller: bool = True,
+    driver_paths: tuple[str, ...] = DRIVER_PATHS,
 ) -> list[Probe | Unavailable]:
     """Open NVML and return one :class:`NvmlProbe` for the visible GPUs, plus an
     :class:`Unavailable` for anything that cannot be measured (never raises for hardware
@@ -589,11 +598,16 @@ def discover(
 
     ``poll_hz``: power polling rate of the ``integrated`` method (>= 20 Hz). ``clock`` and
     ``start_poller=False`` let tests drive the integration deterministically via
-    :meth:`NvmlProbe.poll`.
+    :meth:`NvmlProbe.poll`. ``driver_paths``: files whose existence shows a loaded NVIDIA
+    driver; when none exists (and no ``pynvml`` is injected) pynvml is not even imported.
     """
     if poll_hz < MIN_POLL_HZ:
         raise ConfigError(f"NVML poll_hz is {poll_hz!r}; accepted: at least {MIN_POLL_HZ:g} Hz "
                           f"(default {DEFAULT_POLL_HZ:g})")
+    if ctx.pynvml is None and not any(os.path.exists(p) for p in driver_paths):
+        # Saves importing pynvml (~10 ms) on the many machines without an NVIDIA driver.
+        return [Unavailable(SOURCE, "no NVIDIA driver is visible to this process (none of "
+                                    f"{', '.join(driver_paths)} exists)", _NO_DRIVER_HINT)]
     try:
         nvml = _load_nvml(ctx)
     except ImportError as exc:
