@@ -564,3 +564,30 @@ def test_measure_reports_gpu_energy_and_peak_process_memory(tmp_path: Path) -> N
     assert r.energy_j["by_kind"]["gpu"] == pytest.approx(
         by_id["gpu0"].energy_j + by_id["gpu1"].energy_j)
     assert r.to_dict()["resources"]["peak_gpu_memory_bytes"] == 3 * 2**30
+
+
+def test_report_of_two_volta_gpus_equals_simulated_energy_exactly(tmp_path: Path) -> None:
+    """The whole chain — probe, sampler, boundary reads, report — adds no error to counters."""
+    from energymeter import measure
+
+    clock = FakeClock()
+    gpus = [FakeGPU(name="Tesla V100-SXM2-16GB", arch="volta", power_w=250.0),
+            FakeGPU(name="Tesla V100-SXM2-16GB", arch="volta", power_w=120.0)]
+    fake = FakeNVML(gpus, clock=clock)
+    clock.advance(0.05)  # between two counter updates
+    m = measure("volta", pynvml=fake, env={}, powercap_root=tmp_path / "absent", region="SE",
+                interval_s=0.01)
+    m.start()
+    start_mj = [fake.counter_mj(0), fake.counter_mj(1)]
+    with m.phase("half"):
+        clock.advance(1.5)
+        time.sleep(0.05)  # let the sampler tick on the frozen clock
+    clock.advance(1.5)
+    report = m.stop()
+    by_id = {c.channel.id: c for c in report.channels}
+    simulated = [(fake.counter_mj(i) - start_mj[i]) / 1000 for i in (0, 1)]
+    assert simulated == [750.0, 360.0]  # 250 W and 120 W for 3.0 s
+    assert [by_id["gpu0"].energy_j, by_id["gpu1"].energy_j] == simulated
+    assert report.energy_j["by_kind"]["gpu"] == 1110.0
+    assert report.phases[0].energy_by_channel["gpu0"] == 375.0
+    assert all(c.channel.method == "counter" for c in by_id.values() if c.channel.kind == "gpu")
