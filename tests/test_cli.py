@@ -1,0 +1,367 @@
+"""The ``energymeter`` commands through click's CliRunner (formats, options, help, version),
+plus a real SIGKILLed ``energymeter run`` read back by ``energymeter report``."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from energymeter import __version__, measure
+from energymeter.cli import cli
+from energymeter.inspect_probes import format_probes, inspect_probes
+from energymeter.report import LEDGER_COLUMNS, Report
+from tests.fakes.nvml import FakeGPU, FakeNVML
+from tests.fakes.powercap import FakePowercap
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("run", "report", "compare", "probes", "monitor", "carbon")
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean ENERGYMETER_* environment with runs under tmp_path/runs; cwd = tmp_path."""
+    for key in list(os.environ):
+        if key.startswith("ENERGYMETER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ENERGYMETER_OUT", str(tmp_path / "runs"))
+    monkeypatch.setenv("ENERGYMETER_REGION", "SE")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "runs"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters \
+        else {}
+    result = CliRunner(**kwargs).invoke(cli, list(args), prog_name="energymeter",
+                                        catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def make_run(out: Path, name: str, seconds: float = 0.02) -> Report:
+    with measure(name, out=out, interval_s=0.01) as m, m.phase("work"):
+        time.sleep(seconds)
+    assert m.report is not None
+    return m.report
+
+
+# -- version and help --------------------------------------------------------------------------
+def test_version() -> None:
+    code, out, _ = invoke("--version")
+    assert code == 0
+    assert out.strip() == f"energymeter {__version__}"
+
+
+def test_help_lists_commands() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in out
+    assert "energymeter run -- python train.py" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    code, out, _ = invoke(command, "--help")
+    assert code == 0
+    assert "Examples:" in out
+    assert f"energymeter {command}" in out.split("Examples:", 1)[1]
+
+
+def test_run_help_shows_settings_defaults_from_settings() -> None:
+    from energymeter.config import Settings
+
+    _, out, _ = invoke("run", "--help")
+    for option in ("--name", "--out", "--interval", "--region", "--pue", "--carbon-table",
+                   "--price", "--currency", "--json", "--quiet", "--shell"):
+        assert option in out
+    assert str(Settings.out) in out
+
+
+def test_run_without_command_is_a_usage_error() -> None:
+    code, _, err = invoke("run")
+    assert code == 2
+    assert "COMMAND" in err
+
+
+# -- report ------------------------------------------------------------------------------------
+def test_report_table(env: Path) -> None:
+    report = make_run(env, "train")
+    code, out, _ = invoke("report", str(report.path))
+    assert code == 0
+    assert out.startswith("energymeter: train completed")
+    assert "channel" in out and "method" in out and "energy (J)" in out
+    assert "cpu0" in out
+    assert "phase" in out and "work" in out  # phase table
+    assert "(estimated)" in out  # the CPU model is never shown as measured
+
+
+def test_report_json_one_and_several(env: Path) -> None:
+    a, b = make_run(env, "a"), make_run(env, "b")
+    code, out, _ = invoke("report", "--format", "json", str(a.path / "report.json"))
+    assert code == 0
+    data = json.loads(out)
+    assert data["run_id"] == a.run_id and data["schema"] == "energymeter.report/1"
+    code, out, _ = invoke("report", "--format", "json", str(a.path), str(b.path))
+    assert [d["run_id"] for d in json.loads(out)] == [a.run_id, b.run_id]
+
+
+def test_report_csv_ledger_columns_and_folder(env: Path) -> None:
+    runs = [make_run(env, name) for name in ("x", "y", "z")]
+    code, out, _ = invoke("report", "--format", "csv", str(env))
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert tuple(rows[0]) == LEDGER_COLUMNS
+    assert [r[0] for r in rows[1:]] == [r.run_id for r in runs]  # a folder: oldest first
+
+
+def test_report_markdown_and_latex(env: Path) -> None:
+    report = make_run(env, "paper")
+    code, out, _ = invoke("report", "--format", "markdown", str(report.path))
+    assert code == 0 and "| channel |" in out and "`paper`" in out
+    code, out, _ = invoke("report", "--format", "latex", str(report.path))
+    assert code == 0 and r"\begin{tabular}" in out and r"\end{tabular}" in out
+
+
+def test_report_bad_paths_exit_2(env: Path, tmp_path: Path) -> None:
+    code, out, err = invoke("report", str(tmp_path / "missing"))
+    assert code == 2 and out == ""
+    assert "does not exist" in err and "missing" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = invoke("report", str(tmp_path / "empty"))
+    assert code == 2 and "neither a run directory" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = invoke("report", str(bad))
+    assert code == 2 and "not valid JSON" in err
+    code, _, err = invoke("report", "--format", "yaml", str(bad))
+    assert code == 2
+
+
+def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_report_of_a_sigkilled_run(env: Path, tmp_path: Path) -> None:
+    """kill -9 of energymeter and its child: no report.json, yet `report` rebuilds the run
+    from samples.csv and shows it as interrupted."""
+    child_env = {**os.environ, "ENERGYMETER_OUT": str(env), "ENERGYMETER_INTERVAL_S": "0.05",
+                 "PYTHONPATH": os.pathsep.join(
+                     p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "energymeter.cli", "run", "--", sys.executable, "-c",
+         "import time; time.sleep(30)"],
+        env=child_env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(env.glob("*/samples.csv")))
+        time.sleep(1.5)  # the sampler flushes at least once a second
+        os.killpg(proc.pid, signal.SIGKILL)  # energymeter and its child together
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    (run_dir,) = [p for p in env.iterdir() if p.is_dir()]
+    assert not (run_dir / "report.json").exists()
+    code, out, _ = invoke("report", str(run_dir))
+    assert code == 0
+    assert "interrupted" in out.splitlines()[0]
+    assert "rebuilt from samples.csv" in out
+    code, out, _ = invoke("report", "--format", "json", str(run_dir))
+    data = json.loads(out)
+    assert data["status"] == "interrupted"
+    assert data["duration_s"] > 0.5
+    assert data["command"][-1] == "import time; time.sleep(30)"
+
+
+# -- compare -----------------------------------------------------------------------------------
+def test_compare_groups_by_name(env: Path) -> None:
+    for name in ("base", "base", "fast", "fast", "fast"):
+        make_run(env, name)
+    code, out, _ = invoke("compare", str(env))
+    assert code == 0
+    header = out.splitlines()[0]
+    assert "base (n=2)" in header and "fast (n=3)" in header
+    assert "±" in out and "(×" in out
+    assert "energy total (J)" in out and "peak RSS (MiB)" in out
+    code, out, _ = invoke("compare", "--format", "json", str(env))
+    rows = json.loads(out)
+    assert [(r["name"], r["n"]) for r in rows] == [("base", 2), ("fast", 3)]
+    assert rows[0]["energy_total_j_ratio"] == 1.0
+
+
+def test_compare_formats_and_no_group(env: Path) -> None:
+    a, b = make_run(env, "same"), make_run(env, "same")
+    code, out, _ = invoke("compare", "--no-group", "--format", "csv", str(a.path), str(b.path))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["run_ids"] for r in rows] == [a.run_id, b.run_id]
+    assert float(rows[0]["energy_total_j_ratio"]) == 1.0
+    for fmt, marker in (("markdown", "|---|"), ("latex", r"\begin{tabular}")):
+        code, out, _ = invoke("compare", "--format", fmt, str(a.path), str(b.path))
+        assert code == 0 and marker in out
+
+
+def test_compare_bad_path_exit_2(env: Path, tmp_path: Path) -> None:
+    code, _, err = invoke("compare", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err
+
+
+# -- probes ------------------------------------------------------------------------------------
+def test_probes_text_and_json(env: Path, tmp_path: Path) -> None:
+    code, out, _ = invoke("probes")
+    assert code == 0
+    assert out.startswith("CPU:")
+    assert "Channels a run measures:" in out
+    code, out, _ = invoke("probes", "--json")
+    info = json.loads(out)
+    assert info["cpu"]["logical_cpus"] == os.cpu_count()
+    for item in info["unavailable"]:
+        assert set(item) == {"source", "reason", "hint"} and item["reason"]
+
+
+def test_probes_with_a_fake_powercap_tree(env: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakePowercap(tmp_path / "powercap", sockets=2, dram=True)
+    try:
+        monkeypatch.setenv(*fake.env_item())
+        code, out, _ = invoke("probes", "--json")
+        assert code == 0
+        info = json.loads(out)
+        assert info["powercap_root"] == str(fake.root)
+        assert info["powercap_root_origin"] == "env"
+        assert len(info["rapl_zones"]) >= 4
+        assert info["measurable"]["cpu"] == "counter"
+        assert info["measurable"]["dram"] == "counter"
+        assert all(c["measured"] for c in info["channels"])
+        code, out, _ = invoke("probes")
+        assert "RAPL:" in out and "zones under" in out
+        assert "hardware energy counter (measured)" in out
+    finally:
+        fake.close()
+
+
+def test_probes_unavailable_reason_and_fix(env: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENERGYMETER_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    code, out, _ = invoke("probes")
+    assert code == 0
+    assert "Unavailable:" in out
+    assert "rapl: powercap root" in out and "    fix: " in out
+    assert "model" in out and "estimated by a model" in out
+
+
+def test_probes_bad_setting_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENERGYMETER_INTERVAL_S", "fast")
+    code, _, err = invoke("probes")
+    assert code == 2 and "ENERGYMETER_INTERVAL_S" in err
+
+
+def test_inspect_probes_lists_gpus_from_a_fake_nvml(env: Path, tmp_path: Path) -> None:
+    info = inspect_probes(env={"ENERGYMETER_POWERCAP_ROOT": str(tmp_path / "none")},
+                          pynvml=FakeNVML([FakeGPU(uuid="GPU-aaaa"), FakeGPU(arch="pascal")]))
+    assert [g["name"] for g in info["gpus"]] == ["NVIDIA H100 80GB HBM3"] * 2
+    assert [g["method"] for g in info["gpus"]] == ["counter", "integrated"]
+    assert info["gpus"][0]["uuid"] == "GPU-aaaa"
+    assert info["measurable"]["gpu"] == "counter+integrated"
+    text = format_probes(info)
+    assert "GPUs:  2" in text and "gpu0: NVIDIA H100" in text
+    json.dumps(info, default=str)
+
+
+# -- carbon ------------------------------------------------------------------------------------
+def test_carbon_region(env: Path) -> None:
+    code, out, _ = invoke("carbon", "FR")
+    assert code == 0
+    assert "FR (France), given" in out
+    for field in ("intensity:", "basis:", "source:", "year:", "table:"):
+        assert field in out
+    code, out, _ = invoke("carbon", "se-se3", "--json")
+    data = json.loads(out)
+    assert data["region"] == "SE-SE3" and data["basis"] == "consumption"
+    assert {"g_per_kwh", "source", "year", "table", "name"} <= set(data)
+
+
+def test_carbon_default_region_from_env(env: Path) -> None:
+    code, out, _ = invoke("carbon")
+    assert code == 0
+    assert "SE (Sweden), from $ENERGYMETER_REGION" in out
+
+
+def test_carbon_list(env: Path) -> None:
+    code, out, _ = invoke("carbon", "--list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["code", "name", "gCO2e/kWh"]
+    assert lines[2].startswith("WLD")
+    code, out, _ = invoke("carbon", "--list", "--carbon-table", "electricitymaps", "--json")
+    rows = json.loads(out)
+    assert any(r["code"] == "SE-SE3" for r in rows)
+    assert {r["basis"] for r in rows if r["code"] != "WLD"} == {"consumption"}
+
+
+def test_carbon_errors_exit_2(env: Path) -> None:
+    code, out, err = invoke("carbon", "XX")
+    assert code == 2 and out == ""
+    assert "XX" in err and "energymeter carbon --list" in err
+    code, _, err = invoke("carbon", "SE", "--list")
+    assert code == 2
+    code, _, _ = invoke("carbon", "--carbon-table", "nope")
+    assert code == 2
+
+
+# -- monitor -----------------------------------------------------------------------------------
+def test_monitor_duration_writes_a_run(env: Path) -> None:
+    code, out, err = invoke("monitor", "--interval", "0.1", "--duration", "0.45")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("#") and "total" in lines[0] and "cpu0" in lines[0]
+    assert lines[1].startswith("#") and "W" in lines[1]
+    assert len(lines) >= 5  # header, units, about four rows
+    (run_dir,) = [p for p in env.iterdir() if p.is_dir()]
+    report = Report.load(run_dir)
+    assert report.name == "monitor" and report.status == "completed"
+    assert str(run_dir) in err
+
+
+def test_monitor_bad_interval_exit_2(env: Path) -> None:
+    code, _, err = invoke("monitor", "--interval", "0", "--duration", "1")
+    assert code == 2 and "refresh_s" in err
+    assert not env.exists()
+
+
+def test_monitor_stops_on_sigint(env: Path, tmp_path: Path) -> None:
+    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "energymeter", "monitor", "--interval", "0.1", "--quiet"],
+        env=child_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None
+        for _ in range(3):  # header, units, a first row
+            proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert b"monitor run written to" in err
+    (run_dir,) = [p for p in env.iterdir() if p.is_dir()]
+    assert Report.load(run_dir).status == "completed"
