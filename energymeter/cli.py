@@ -248,7 +248,7 @@ def report(runs: tuple[str, ...], fmt: str) -> None:
 
 
 # -- compare -----------------------------------------------------------------------------------
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Compare runs side by side (mean ± std, ratios).")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @_options(_FORMAT)
 @click.option("--group/--no-group", default=True, show_default=True,
@@ -274,7 +274,7 @@ def compare(runs: tuple[str, ...], fmt: str, group: bool) -> None:
 
 
 # -- probes ------------------------------------------------------------------------------------
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="What can be measured here, how, and fixes.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def probes(as_json: bool) -> None:
     """Show what can be measured here, how, and how to fix what cannot.
@@ -305,7 +305,7 @@ def probes(as_json: bool) -> None:
 
 
 # -- monitor -----------------------------------------------------------------------------------
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Live power per channel, one line per interval.")
 @click.option("--interval", "refresh_s", type=float, default=None, metavar="SECONDS",
               help=f"Seconds between lines [default {MONITOR_REFRESH_S:g}].")
 @click.option("--duration", "duration_s", type=float, default=None, metavar="SECONDS",
@@ -336,7 +336,11 @@ def monitor(refresh_s: float | None, duration_s: float | None, json_path: str | 
             click.echo(line)
 
     def on_row(row: MonitorRow) -> None:
-        click.echo(monitor_line(row))
+        try:
+            click.echo(monitor_line(row))
+        except BrokenPipeError:
+            _silence_stdout()  # so that the exit flush does not fail again
+            raise
 
     try:
         report = run_monitor(refresh_s=refresh_s, duration_s=duration_s, on_row=on_row,
@@ -359,7 +363,7 @@ _REGION_SOURCES = {
 }
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Carbon intensity of a region, or --list.")
 @click.argument("region", required=False)
 @click.option("--list", "list_all", is_flag=True, help="List every region code and intensity.")
 @_options(_TABLE)
@@ -423,16 +427,22 @@ def carbon(region: str | None, list_all: bool, carbon_table: str | None, as_json
 
 
 # -- entry point -------------------------------------------------------------------------------
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null (its reader has gone), so that no later flush fails."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``energymeter`` console script."""
     try:
         cli.main(args=argv, prog_name="energymeter")
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as other Unix tools do.
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         sys.exit(1)
 
 

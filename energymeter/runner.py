@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -67,6 +68,8 @@ _POLL_S = 0.25
 MONITOR_REFRESH_S = 1.0
 
 log = logging.getLogger("energymeter")
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 RUN_ID_ENV = "ENERGYMETER_RUN_ID"
 RUN_DIR_ENV = "ENERGYMETER_RUN_DIR"
@@ -172,6 +175,9 @@ def default_name(cmd: Sequence[str], *, shell: bool = False) -> str:
     first = str(cmd[0]) if cmd else ""
     if shell:
         words = " ".join(str(c) for c in cmd).split()
+        # Skip leading variable assignments (``FOO=1 python x.py``).
+        words = words[next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)),
+                           len(words)):]
         first = words[0] if words else "sh"
     return os.path.basename(first.rstrip("/")) or "run"
 
@@ -348,6 +354,9 @@ def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: _SignalGate,
             except OSError as exc:  # e.g. the terminal went away: stop the display, not the run
                 log.debug("live status disabled: %r", exc)
                 on_status = None
+            except Exception as exc:  # noqa: BLE001 - a display must never end a measured run
+                log.warning("live status callback failed, disabled for this run: %r", exc)
+                on_status = None
             next_status = time.monotonic() + status_period_s
     return interrupted
 
@@ -414,7 +423,11 @@ def monitor(
             now = time.monotonic()
             if now >= next_row:
                 if on_row is not None:
-                    on_row(MonitorRow(meter.snapshot(), meter.channels))
+                    try:
+                        on_row(MonitorRow(meter.snapshot(), meter.channels))
+                    except BrokenPipeError:  # `energymeter monitor | head`: the reader left
+                        log.debug("monitor output closed; ending the monitor run")
+                        break
                 next_row += refresh * max(1, int((now - next_row) / refresh) + 1)
             if end is not None and now >= end:
                 break

@@ -118,6 +118,19 @@ def test_not_executable_126_no_run_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+def test_exec_format_error_126(tmp_path: Path) -> None:
+    """Executable but not a program the kernel can run (no #! line): the meter had started,
+    so the run is recorded as failed with 126."""
+    script = tmp_path / "noshebang"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    proc = run_em(tmp_path, "run", "--", str(script))
+    assert proc.returncode == 126
+    assert b"cannot execute" in proc.stderr
+    report = only_report(tmp_path)
+    assert (report.status, report.exit_code) == ("failed", 126)
+
+
 @pytest.mark.parametrize("option", [["--pue", "0.5"], ["--region", "XX"],
                                     ["--interval", "0"], ["--carbon-table", "nope"]])
 def test_bad_settings_exit_2_before_child(tmp_path: Path, option: list[str]) -> None:
@@ -310,6 +323,16 @@ def test_shell_option(tmp_path: Path) -> None:
     assert report.name == "echo"
 
 
+def test_child_starts_with_no_blocked_or_ignored_signal(tmp_path: Path) -> None:
+    """energymeter blocks signals in itself; the child must not inherit that mask."""
+    proc = run_em(tmp_path, "run", "--quiet", "--", "grep", "-E", "^Sig(Blk|Ign)",
+                  "/proc/self/status")
+    assert proc.returncode == 0, proc.stderr
+    masks = dict(line.split(":\t") for line in proc.stdout.decode().splitlines())
+    assert int(masks["SigBlk"], 16) == 0
+    assert int(masks["SigIgn"], 16) == 0
+
+
 def test_child_sees_run_id_and_dir(tmp_path: Path) -> None:
     proc = run_em(tmp_path, "run", "--quiet", "--", "sh", "-c",
                   'echo "$ENERGYMETER_RUN_ID"; echo "$ENERGYMETER_RUN_DIR"')
@@ -380,6 +403,7 @@ def test_argv_name_and_codes() -> None:
         build_argv([])
     assert default_name(["/usr/bin/python3", "x.py"]) == "python3"
     assert default_name(["  make -j8 && ./test"], shell=True) == "make"
+    assert default_name(["CUDA_VISIBLE_DEVICES=0 python x.py"], shell=True) == "python"
     assert exit_code_of(0) == 0
     assert exit_code_of(3) == 3
     assert exit_code_of(-signal.SIGTERM) == 143
