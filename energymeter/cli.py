@@ -92,11 +92,13 @@ class _StderrHandler(logging.Handler):
 
 
 def _setup_logging(quiet: bool = False) -> None:
-    logger = logging.getLogger("energymeter")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
-    logger.propagate = False
+    """Show the library's warnings (errors only with ``quiet``) on stderr. The level is the
+    handler's: the logger itself is left as the host application configured it."""
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        log.addHandler(handler)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 class _LiveLine:
