@@ -220,3 +220,18 @@ def test_on_this_machine_energy_increases_over_busy_loop() -> None:
     assert second > first >= 0.0
     # at most TDP for the elapsed time (with a generous margin for the first read's interval)
     assert second <= probe.tdp_w * 2.0
+
+
+def test_candidate_filter_agrees_with_the_whole_table() -> None:
+    """Discovery matches against only the lines sharing a digit run with the model name; that
+    must give exactly what the whole indexed table gives."""
+    from energymeter.probes.cpumodel import _tdp_table_text
+
+    full = load_tdp_table()
+    names = [line.split(",")[0].strip('"') for line in _tdp_table_text().splitlines()[1::41]]
+    names += ["Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", "AMD EPYC 7763 64-Core Processor",
+              "AMD Ryzen 9 5950X 16-Core Processor", "Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz",
+              "Intel(R) Xeon(R) Processor", "AMD Opteron(tm) Processor 6238"]
+    for name in names:
+        assert match_tdp(name) == match_tdp(name, full), name
+    assert match_tdp("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz") is not None
