@@ -389,7 +389,7 @@ def carbon(region: str | None, list_all: bool, carbon_table: str | None, as_json
     from dataclasses import asdict
 
     from .carbon import intensity, list_regions, resolve_region
-    from .compare import format_number, render_table
+    from .tables import format_number, render_table
     from .config import resolve_settings
 
     try:

@@ -306,23 +306,13 @@ class Report:
         raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, logs")
 
     # -- human forms ---------------------------------------------------------------------
-    def _table_rows(self) -> list[tuple[str, str, str, str, str]]:
-        rows = []
-        for c in self.channels:
-            ch = c.channel
-            label = ch.id + (f" (part of {ch.part_of})" if ch.part_of else "")
-            peak = "" if c.peak_power_w is None else f"{c.peak_power_w:.1f}"
-            rows.append((label, ch.device or ch.kind, ch.method, f"{c.energy_j:.2f}",
-                         f"{c.mean_power_w:.1f} / {peak}" if peak else f"{c.mean_power_w:.1f}"))
-        return rows
-
     def to_markdown(self) -> str:
+        from .tables import CHANNEL_HEADERS, channel_rows, render_markdown
+
         lines = [f"### energymeter run `{self.name}` ({self.status})", "",
                  f"Duration {self.duration_s:.2f} s, total energy {self.total_energy_j:.2f} J "
                  f"({self.total_energy_j / 3600:.4f} Wh).", "",
-                 "| channel | device | method | energy (J) | mean / peak power (W) |",
-                 "|---|---|---|---:|---:|"]
-        lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in self._table_rows()]
+                 render_markdown(CHANNEL_HEADERS, channel_rows(self))]
         if self.carbon:
             cb = self.carbon
             lines += ["", f"Emissions {cb.get('emissions_g', 0):.4g} gCO2e "
@@ -333,19 +323,12 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        def esc(text: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                         ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
-                text = text.replace(a, b)
-            return text
+        """A ``tabular`` of the channels with a total row (special characters escaped)."""
+        from .tables import CHANNEL_HEADERS, channel_rows, format_number, render_latex
 
-        lines = [r"\begin{tabular}{lllrr}", r"\hline",
-                 r"Channel & Device & Method & Energy (J) & Mean / peak power (W) \\", r"\hline"]
-        lines += [" & ".join(esc(x) for x in row) + r" \\" for row in self._table_rows()]
-        lines += [r"\hline",
-                  rf"Total & & & {self.total_energy_j:.2f} & {self.mean_power_w:.1f} \\",
-                  r"\hline", r"\end{tabular}"]
-        return "\n".join(lines) + "\n"
+        total = ["total", "", "", "", format_number(self.total_energy_j, 2),
+                 format_number(self.mean_power_w, 1), ""]
+        return render_latex(CHANNEL_HEADERS, [*channel_rows(self), total]) + "\n"
 
     def summary(self) -> str:
         """A few human lines: energy by kind and method, power, carbon, resources, warnings."""

@@ -19,16 +19,14 @@ from energymeter.compare import (
     comparison_warnings,
     expand_runs,
     format_comparison,
-    format_number,
     format_reports,
-    latex_escape,
     load_reports,
-    render_table,
 )
 from energymeter.errors import ReportError
 from energymeter.probes.base import Channel
 from energymeter.report import LEDGER_COLUMNS, ChannelEnergy, Report
 from energymeter.storage import write_json_atomic
+from energymeter.tables import format_number, latex_escape, render_table
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 CPU = Channel("cpu0", "cpu", "Xeon", "rapl", "counter")

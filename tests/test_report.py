@@ -99,9 +99,10 @@ def test_ledger_row_and_dataframes() -> None:
 def test_markdown_latex_summary() -> None:
     r = make_report()
     md = r.to_markdown()
-    assert "| cpu0 | Xeon | counter | 100.00 |" in md and "310.00 J" in md
+    assert "| cpu0 | cpu | Xeon | counter | 100.00 | 10.0 | 20.0 |" in md and "310.00 J" in md
     tex = r.to_latex()
-    assert r"\begin{tabular}" in tex and r"cpu0-core (part of cpu0)" in tex
+    assert r"\begin{tabular}" in tex and r"cpu0-core (in cpu0)" in tex
+    assert r"total &  &  &  & 310.00 & 31.0 &  \\" in tex
     text = r.summary()
     assert "310.0 J" in text and "psys 500.0 J [not in total]" in text
     assert "warning: CPU energy is estimated" in text
@@ -113,3 +114,9 @@ def test_model_method_flagged_as_estimated() -> None:
     assert r.methods("cpu") == "model"
     assert "cpu 50.0 J (estimated)" in r.summary()
     assert r.to_row()["cpu_method"] == "model"
+
+
+def test_latex_escapes_every_special_character_once() -> None:
+    ch = Channel("gpu0", "gpu", "A\\B & C_{1} 100% #2 $x", "nvml", "counter")
+    tex = make_report(channels=(ChannelEnergy(ch, 1.0, 0.1),), phases=()).to_latex()
+    assert (r"A\textbackslash{}B \& C\_\{1\} 100\% \#2 \$x") in tex
