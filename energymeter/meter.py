@@ -198,6 +198,7 @@ class Meter:
         _install_fork_hook()
         _live_meters.add(self)
         self._run_sync()
+        self._rusage_cpu_s = _rusage_cpu_s()
         self._last_snapshot = self._sampler.begin()
         self._sampler.start()
         self._state = "running"
@@ -329,6 +330,11 @@ class Meter:
         # the sampled peak rather than merged into it.
         resources = {**agg.resources(),
                      "max_rss_bytes_rusage": peak_rss_bytes_from_rusage().max_bytes}
+        # Sampling sees live processes; the kernel's accounting sees this process and every
+        # child reaped during the run, including ones too short-lived to be sampled (the usual
+        # case for `energymeter run -- short-command`). Both are lower bounds: take the larger.
+        rusage_cpu_s = _rusage_cpu_s() - self._rusage_cpu_s
+        resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, rusage_cpu_s)
         overhead = {
             "sampler_cpu_s": self._sampler.thread_cpu_s,
             "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
@@ -402,6 +408,15 @@ class Meter:
 
         wrapper.last_report = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+
+def _rusage_cpu_s() -> float:
+    """User + system CPU seconds of this process and its reaped children."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def measure(name: str | Callable[..., Any] | None = None, *, sync: Any = None,

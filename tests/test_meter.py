@@ -216,3 +216,11 @@ def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Pa
     assert [p.name for p in r.phases] == ["done-phase"]
     assert any("rebuilt from samples.csv" in w for w in r.warnings)
     assert r.carbon["region"] == "SE" and r.carbon["emissions_g"] > 0
+
+
+def test_cpu_time_counts_children_too_short_to_sample(rapl40: FakePowercap) -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    with measure("short-child", powercap_root=rapl40.root, region="SE",
+                 gauge_interval_s=30.0) as m:  # no gauge read during the child's life
+        subprocess.run([sys.executable, "-c", burn], check=True)
+    assert m.report.resources["cpu_time_s"] >= 0.3
