@@ -170,16 +170,36 @@ def build_argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
     return cmd
 
 
+# Programs that run a script named by a later argument: a run of ``python train.py`` is named
+# after ``train``, which is what a user looks for in a list of runs.
+_INTERPRETERS = re.compile(r"^(python[0-9.]*|pypy[0-9.]*|bash|sh|zsh|node|ruby|perl|Rscript"
+                           r"|julia|torchrun|accelerate|deepspeed)$")
+
+
 def default_name(cmd: Sequence[str], *, shell: bool = False) -> str:
-    """A run's default name: the base name of the program (the first word with ``shell``)."""
-    first = str(cmd[0]) if cmd else ""
+    """A run's default name: the script's stem when the program is an interpreter
+    (``python train.py`` → ``train``, not with ``-c``/``-m``), else the program's base name (the
+    first word with ``shell``)."""
+    words = [str(c) for c in cmd]
     if shell:
-        words = " ".join(str(c) for c in cmd).split()
+        words = " ".join(words).split()
         # Skip leading variable assignments (``FOO=1 python x.py``).
         words = words[next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)),
-                           len(words)):]
-        first = words[0] if words else "sh"
-    return os.path.basename(first.rstrip("/")) or "run"
+                           len(words)):] or ["sh"]
+    if not words:
+        return "run"
+    program = os.path.basename(words[0].rstrip("/")) or "run"
+    if _INTERPRETERS.match(program):
+        args = iter(words[1:])
+        for arg in args:
+            if arg in ("-c", "-m", "-e", "--"):
+                break
+            if arg in ("-X", "-W"):  # python options whose value is the next word
+                next(args, None)
+            elif not arg.startswith("-") and any(ch.isalpha() for ch in arg):
+                stem = os.path.splitext(os.path.basename(arg.rstrip("/")))[0]
+                return stem or program
+    return program
 
 
 # -- signals -----------------------------------------------------------------------------------

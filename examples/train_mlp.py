@@ -58,7 +58,7 @@ def train(m: Meter, epochs: int, n: int, hidden: int, seed: int = 0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=60_000)
     parser.add_argument("--hidden", type=int, default=768)
     args = parser.parse_args()

@@ -401,9 +401,16 @@ def test_argv_name_and_codes() -> None:
     assert build_argv(["echo hi", "| wc"], shell=True) == ["sh", "-c", "echo hi | wc"]
     with pytest.raises(CommandNotFoundError):
         build_argv([])
-    assert default_name(["/usr/bin/python3", "x.py"]) == "python3"
+    assert default_name(["/usr/bin/python3", "x.py"]) == "x"
+    assert default_name(["python", "-u", "examples/train_mlp.py", "--lr", "3"]) == "train_mlp"
+    assert default_name(["python3", "-c", "print(1)"]) == "python3"
+    assert default_name(["python", "-m", "pkg.train"]) == "python"
+    assert default_name(["torchrun", "--nproc_per_node=8", "train.py"]) == "train"
+    assert default_name(["./run.sh"]) == "run.sh"
+    assert default_name(["python", "-X", "importtime", "-W", "ignore", "t.py"]) == "t"
+    assert default_name(["torchrun", "--nproc-per-node", "8", "fit.py"]) == "fit"
     assert default_name(["  make -j8 && ./test"], shell=True) == "make"
-    assert default_name(["CUDA_VISIBLE_DEVICES=0 python x.py"], shell=True) == "python"
+    assert default_name(["CUDA_VISIBLE_DEVICES=0 python x.py"], shell=True) == "x"
     assert exit_code_of(0) == 0
     assert exit_code_of(3) == 3
     assert exit_code_of(-signal.SIGTERM) == 143
