@@ -389,8 +389,8 @@ def carbon(region: str | None, list_all: bool, carbon_table: str | None, as_json
     from dataclasses import asdict
 
     from .carbon import intensity, list_regions, resolve_region
-    from .tables import format_number, render_table
     from .config import resolve_settings
+    from .tables import format_number, render_table
 
     try:
         settings = resolve_settings({"carbon_table": carbon_table, "region": region})

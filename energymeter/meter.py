@@ -172,6 +172,7 @@ class Meter:
         gauge_names = tuple(dict.fromkeys(
             g for p in self._discovery.probes for g in p.gauge_names))
         self.run_id = uuid.uuid4().hex
+        self.parent_run_id = self._env.get("ENERGYMETER_RUN_ID") or None
         self.started_at = _utcnow()
         self.path = make_run_dir(s.out, self.name, self.run_id, self.started_at)
         self._events = EventLog(self.path / EVENTS_NAME)
@@ -189,6 +190,7 @@ class Meter:
                                    for w in p.check_interval(s.interval_s)]
         self._events.event(
             "start", run_id=self.run_id, name=self.name, started_at=self.started_at.isoformat(),
+            parent_run_id=self.parent_run_id,
             command=list(self.command) if self.command else None,
             channels=[c.to_dict() for c in self._channels], gauges=list(gauge_names),
             settings=_settings_dict(s), carbon_region=self._carbon.region,
@@ -353,7 +355,7 @@ class Meter:
             settings=_settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
             warnings=tuple(dict.fromkeys(warnings)), command=self.command,
-            exit_code=exit_code, path=self.path)
+            exit_code=exit_code, parent_run_id=self.parent_run_id, path=self.path)
 
     # -- context manager and decorator ---------------------------------------------------
     def __enter__(self) -> Meter:

@@ -98,5 +98,6 @@ def rebuild_report(run_dir: Path) -> Report:
         warnings=tuple(dict.fromkeys(warnings)),
         command=tuple(command) if command else None,
         exit_code=stop.get("exit_code") if stop else None,
+        parent_run_id=start.get("parent_run_id"),
         path=run_dir,
     )

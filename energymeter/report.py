@@ -25,7 +25,7 @@ LEDGER_COLUMNS = (
     "energy_psys_j", "cpu_method", "gpu_method", "mean_power_w",
     "region", "g_per_kwh", "pue", "emissions_g",
     "cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes", "write_bytes",
-    "exit_code", "warnings", "command", "path",
+    "exit_code", "warnings", "command", "path", "parent_run_id",
 )
 
 
@@ -142,6 +142,8 @@ class Report:
     warnings: tuple[str, ...] = ()
     command: tuple[str, ...] | None = None
     exit_code: int | None = None
+    # The run of an enclosing `energymeter run` (its ENERGYMETER_RUN_ID), for nested runs.
+    parent_run_id: str | None = None
     path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -186,6 +188,7 @@ class Report:
             "duration_s": self.duration_s,
             "command": list(self.command) if self.command is not None else None,
             "exit_code": self.exit_code,
+            "parent_run_id": self.parent_run_id,
             "energy_j": self.energy_j,
             "mean_power_w": self.mean_power_w,
             "channels": [c.to_dict() for c in self.channels],
@@ -233,6 +236,7 @@ class Report:
                 warnings=tuple(data.get("warnings", [])),
                 command=tuple(command) if command is not None else None,
                 exit_code=data.get("exit_code"),
+                parent_run_id=data.get("parent_run_id"),
                 path=path,
             )
         except KeyError as exc:
@@ -279,6 +283,7 @@ class Report:
             "exit_code": self.exit_code, "warnings": len(self.warnings),
             "command": " ".join(self.command) if self.command else "",
             "path": str(self.path) if self.path else "",
+            "parent_run_id": self.parent_run_id or "",
         }
 
     def to_dataframe(self, table: str = "summary") -> Any:

@@ -3,6 +3,7 @@ process tree; and the runner library in-process."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pty
@@ -340,6 +341,22 @@ def test_child_sees_run_id_and_dir(tmp_path: Path) -> None:
     report = only_report(tmp_path)
     assert run_id == report.run_id
     assert Path(run_dir) == report.path
+
+
+def test_measure_inside_a_wrapped_script_links_to_the_outer_run(tmp_path: Path) -> None:
+    script = ("from energymeter import measure\n"
+              "with measure('inner'):\n"
+              "    sum(range(1000))\n")
+    proc = run_em(tmp_path, "run", "--quiet", "--name", "outer", "--", sys.executable, "-c",
+                  script)
+    assert proc.returncode == 0, proc.stderr
+    reports = {r.name: r for r in (Report.load(d) for d in run_dirs(tmp_path))}
+    assert reports["inner"].parent_run_id == reports["outer"].run_id
+    assert reports["outer"].parent_run_id is None
+    with open(tmp_path / "runs" / "runs.csv", newline="") as fh:
+        ledger = list(csv.DictReader(fh))  # the command's newlines are quoted in the CSV
+    assert [row["name"] for row in ledger] == ["inner", "outer"]
+    assert ledger[0]["parent_run_id"] == ledger[1]["run_id"]
 
 
 def test_options_override_env(tmp_path: Path) -> None:
