@@ -29,7 +29,7 @@ class Settings:
 
     out: Path = Path("energymeter-runs")
     interval_s: float = 0.1
-    gauge_interval_s: float = 0.5
+    gauge_interval_s: float = 1.0
     region: str | None = None
     pue: float = 1.0
     carbon_table: str = "auto"
