@@ -551,7 +551,7 @@ def test_measure_reports_gpu_energy_and_peak_process_memory(tmp_path: Path) -> N
                     processes=[FakeProcess(os.getpid(), 3 * 2**30)]),
             FakeGPU(arch="pascal", power_w=80.0)]
     fake = FakeNVML(gpus)
-    with measure("gpu", pynvml=fake, env={"CUDA_VISIBLE_DEVICES": "1,0"},
+    with measure("gpu", pynvml=fake, env={"CUDA_VISIBLE_DEVICES": "1,0"}, out=tmp_path,
                  powercap_root=tmp_path / "absent", region="SE") as m:
         time.sleep(0.6)
     r = m.report
@@ -575,8 +575,8 @@ def test_report_of_two_volta_gpus_equals_simulated_energy_exactly(tmp_path: Path
             FakeGPU(name="Tesla V100-SXM2-16GB", arch="volta", power_w=120.0)]
     fake = FakeNVML(gpus, clock=clock)
     clock.advance(0.05)  # between two counter updates
-    m = measure("volta", pynvml=fake, env={}, powercap_root=tmp_path / "absent", region="SE",
-                interval_s=0.01)
+    m = measure("volta", pynvml=fake, env={}, out=tmp_path, powercap_root=tmp_path / "absent",
+                region="SE", interval_s=0.01)
     m.start()
     start_mj = [fake.counter_mj(0), fake.counter_mj(1)]
     with m.phase("half"):
