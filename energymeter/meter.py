@@ -8,6 +8,7 @@ peaks and wrap protection.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -224,14 +225,20 @@ class Meter:
         while self._phase_stack:  # phases left open by an exception end with the run
             self._end_phase(t_s, energy)
         report = self._build_report(status, exit_code, t_s, energy, ended_at)
-        write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
-        self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
-                           duration_s=t_s, exit_code=exit_code)
-        self._events.close()
-        if self._ledger:
-            append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
-        self.report = report
-        return report
+        self.report = report  # kept whatever happens to the disk below
+        try:
+            write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
+            self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
+                               duration_s=t_s, exit_code=exit_code)
+            self._events.close()
+            if self._ledger:
+                append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
+        except OSError as exc:  # full disk, read-only or vanished directory: the program goes on
+            message = (f"the report could not be written ({exc}); it exists only in memory "
+                       "as Meter.report (Report.to_json() to save it elsewhere)")
+            log.error("energymeter: %s", message)
+            self.report = dataclasses.replace(report, warnings=(*report.warnings, message))
+        return self.report
 
     def snapshot(self) -> Snapshot:
         """Energy so far and power since the previous snapshot (for live displays).

@@ -224,3 +224,14 @@ def test_cpu_time_counts_children_too_short_to_sample(rapl40: FakePowercap) -> N
                  gauge_interval_s=30.0) as m:  # no gauge read during the child's life
         subprocess.run([sys.executable, "-c", burn], check=True)
     assert m.report.resources["cpu_time_s"] >= 0.3
+
+
+def test_unwritable_run_directory_keeps_the_report_in_memory(rapl40: FakePowercap) -> None:
+    import shutil
+
+    m = measure("disk", powercap_root=rapl40.root, region="SE")
+    with m:
+        time.sleep(0.05)
+        shutil.rmtree(m.path)  # the run directory vanishes under us
+    assert m.report.status == "completed" and m.report.total_energy_j > 0
+    assert "could not be written" in m.report.warnings[-1]
