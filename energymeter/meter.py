@@ -41,6 +41,7 @@ from .storage import (
     EventLog,
     SamplesWriter,
     append_ledger,
+    json_safe,
     make_run_dir,
     write_json_atomic,
 )
@@ -306,10 +307,13 @@ class Meter:
         self._events.event("phase", **phase.to_dict(self._channels))
 
     def log(self, **metrics: Any) -> None:
-        """Record user metrics stamped with run time and cumulative energy (joules)."""
+        """Record user metrics stamped with run time and cumulative energy (joules).
+
+        Values are stored as JSON: numpy/torch scalars and arrays as numbers and lists, NaN and
+        infinities as ``None``, other objects as their ``str()``."""
         t_s, energy = self._boundary()
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
-                 "metrics": metrics}
+                 "metrics": json_safe(metrics)}
         self._logs.append(entry)
         self._events.event("log", **entry)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -40,6 +41,29 @@ def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Pat
     path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
     path.mkdir(parents=True, exist_ok=False)
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy/torch scalars and arrays become Python numbers and
+    lists (through their ``tolist()``), NaN and infinities become ``None`` (strict JSON has no
+    such numbers), mapping keys become strings, anything else unknown becomes its ``str()``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        try:
+            plain = tolist()
+        except (TypeError, ValueError, RuntimeError):
+            return str(value)
+        if plain is not value:
+            return json_safe(plain)
+    return str(value)
 
 
 def _fmt(value: Any) -> str:

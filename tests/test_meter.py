@@ -235,3 +235,18 @@ def test_unwritable_run_directory_keeps_the_report_in_memory(rapl40: FakePowerca
         shutil.rmtree(m.path)  # the run directory vanishes under us
     assert m.report.status == "completed" and m.report.total_energy_j > 0
     assert "could not be written" in m.report.warnings[-1]
+
+
+def test_log_accepts_numpy_and_non_finite_values(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    with measure("np-log", powercap_root=tmp_path / "absent", region="SE") as m:
+        m.log(loss=np.float32(0.5), step=np.int64(3), acc=np.array([0.25, 1.0]),
+              grad=float("nan"), ok=np.bool_(True), lr=float("inf"))
+    r = m.report
+    assert not any("could not be written" in w for w in r.warnings)
+    assert r.logs[0]["metrics"] == {"loss": 0.5, "step": 3, "acc": [0.25, 1.0], "grad": None,
+                                    "ok": True, "lr": None}
+    assert Report.load(r.path) == r
+    (event,) = [json.loads(line) for line in (r.path / "events.jsonl").open()
+                if '"log"' in line]
+    assert event["metrics"]["loss"] == 0.5 and event["metrics"]["grad"] is None
