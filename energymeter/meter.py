@@ -235,6 +235,7 @@ class Meter:
             if self._ledger:
                 append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
         except OSError as exc:  # full disk, read-only or vanished directory: the program goes on
+            self._events.abandon()  # close events.jsonl if the failure came before its close
             message = (f"the report could not be written ({exc}); it exists only in memory "
                        "as Meter.report (Report.to_json() to save it elsewhere)")
             log.error("energymeter: %s", message)

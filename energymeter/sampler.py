@@ -145,11 +145,13 @@ class Sampler:
             self._writer.flush()  # type: ignore[union-attr]
         except OSError as exc:  # disk full etc.: keep measuring, say so
             self._warn(f"samples.csv could not be written: {exc}")
+            self._writer.abandon()  # type: ignore[union-attr]  # drop the rows, close the fd
             self._writer = None
         self._last_flush_s = t_s
 
     def stop(self) -> tuple[float, dict[str, float]]:
-        """Final boundary read (with gauges), stop the thread, flush. Returns the final read."""
+        """Final boundary read (with gauges), stop the thread, flush and close ``samples.csv``.
+        Returns the final read."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -157,6 +159,12 @@ class Sampler:
             final = self._read_locked(gauges=True)
             if self._writer is not None:
                 self._flush_locked(final[0])
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except OSError as exc:
+                    self._warn(f"samples.csv could not be closed: {exc}")
+                self._writer = None
         return final
 
     def abandon(self) -> None:

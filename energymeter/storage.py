@@ -98,7 +98,8 @@ class _FdWriter:
             view = view[written:]
 
     def abandon(self) -> None:
-        """In a forked child: forget the parent's buffered data and fd without writing."""
+        """Forget the buffered data and close the fd without writing (in a forked child, which
+        must not write its parent's rows; or after a write failed)."""
         self._buf.clear()
         if self._fd is not None:
             os.close(self._fd)

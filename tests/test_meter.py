@@ -250,3 +250,18 @@ def test_log_accepts_numpy_and_non_finite_values(tmp_path: Path) -> None:
     (event,) = [json.loads(line) for line in (r.path / "events.jsonl").open()
                 if '"log"' in line]
     assert event["metrics"]["loss"] == 0.5 and event["metrics"]["grad"] is None
+
+
+def test_runs_leave_no_file_descriptor_open(tmp_path: Path) -> None:
+    import shutil
+
+    def run(vanish: bool = False) -> None:
+        with measure("fds", powercap_root=tmp_path / "absent", region="SE") as m:
+            if vanish:  # the report cannot be written
+                shutil.rmtree(m.path)
+
+    run()  # discovery opens (and caches) the probes' files once
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(6):
+        run(vanish=i % 2 == 1)
+    assert len(os.listdir("/proc/self/fd")) == before
