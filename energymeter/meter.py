@@ -176,7 +176,10 @@ class Meter:
         self.run_id = uuid.uuid4().hex
         self.parent_run_id = self._env.get("ENERGYMETER_RUN_ID") or None
         self.started_at = _utcnow()
-        self.path = make_run_dir(s.out, self.name, self.run_id, self.started_at)
+        # Absolute now: a program that changes directory during the run (Hydra does) must not
+        # send report.json and the ledger somewhere else.
+        self._out = Path(s.out).absolute()
+        self.path = make_run_dir(self._out, self.name, self.run_id, self.started_at)
         self._events = EventLog(self.path / EVENTS_NAME)
         writer = SamplesWriter(self.path / SAMPLES_NAME, [c.id for c in self._channels],
                                gauge_names)
@@ -233,7 +236,7 @@ class Meter:
                                duration_s=t_s, exit_code=exit_code)
             self._events.close()
             if self._ledger:
-                append_ledger(self.settings.out, report.to_row(), LEDGER_COLUMNS)
+                append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
         except OSError as exc:  # full disk, read-only or vanished directory: the program goes on
             self._events.abandon()  # close events.jsonl if the failure came before its close
             message = (f"the report could not be written ({exc}); it exists only in memory "

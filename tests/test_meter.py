@@ -265,3 +265,17 @@ def test_runs_leave_no_file_descriptor_open(tmp_path: Path) -> None:
     for i in range(6):
         run(vanish=i % 2 == 1)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_relative_out_is_fixed_at_start_when_the_program_changes_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "later").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with measure("cd", out="rel-runs", powercap_root=tmp_path / "absent", region="SE") as m:
+        os.chdir(tmp_path / "later")  # e.g. Hydra moving into its output directory
+    r = m.report
+    assert not any("could not be written" in w for w in r.warnings)
+    assert r.path.is_absolute() and r.path.parent == tmp_path / "rel-runs"
+    assert (r.path / "report.json").exists()
+    assert (tmp_path / "rel-runs" / "runs.csv").exists()
+    assert not (tmp_path / "later" / "rel-runs").exists()
