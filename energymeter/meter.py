@@ -21,6 +21,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,6 +71,19 @@ def _install_fork_hook() -> None:
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _fork_hook_installed = True
+
+
+@dataclass(eq=False)  # compared by identity: two phases may share a name
+class _OpenPhase:
+    name: str
+    start_s: float
+    energy: dict[str, float]
+    parent: str | None
+
+
+# The phases open in the current thread or asyncio task, innermost last (contextvars keep
+# concurrent threads and tasks apart): a new phase's parent is the innermost one of its meter.
+_flow_phases: ContextVar[tuple[_OpenPhase, ...]] = ContextVar("energymeter_phases", default=())
 
 
 def _utcnow() -> datetime:
@@ -149,7 +163,7 @@ class Meter:
         self.path: Path | None = None
         self._state = "new"
         self._owner_pid = os.getpid()
-        self._phase_stack: list[tuple[str, float, dict[str, float]]] = []
+        self._open_phases: list[_OpenPhase] = []
         self._phases: list[Phase] = []
         self._logs: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -226,8 +240,8 @@ class Meter:
         ended_at = _utcnow()
         self._state = "stopped"
         _live_meters.discard(self)
-        while self._phase_stack:  # phases left open by an exception end with the run
-            self._end_phase(t_s, energy)
+        while self._open_phases:  # phases left open by an exception end with the run
+            self._end_phase(self._open_phases[-1], t_s, energy)
         report = self._build_report(status, exit_code, t_s, energy, ended_at)
         self.report = report  # kept whatever happens to the disk below
         try:
@@ -287,21 +301,33 @@ class Meter:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[Meter]:
-        """Measure a named part of the run; phases nest."""
+        """Measure a named part of the run; phases nest. Phases of concurrent threads or asyncio
+        tasks are measured apart; a phase's parent is the one enclosing it in its thread or task."""
         t_s, energy = self._boundary()
+        flow = _flow_phases.get()
         with self._lock:
-            self._phase_stack.append((str(name), t_s, energy))
-        self._events.event("phase_start", name=str(name), t_s=t_s)
+            parent = next((p.name for p in reversed(flow) if p in self._open_phases), None)
+            entry = _OpenPhase(str(name), t_s, energy, parent)
+            self._open_phases.append(entry)
+        token = _flow_phases.set((*flow, entry))
+        self._events.event("phase_start", name=entry.name, t_s=t_s)
         try:
             yield self
         finally:
+            try:
+                _flow_phases.reset(token)
+            except ValueError:  # closed in another thread than it was opened in
+                log.debug("phase %r closed outside the context it was opened in", entry.name)
             if self._state == "running":
-                self._end_phase(*self._boundary())
+                self._end_phase(entry, *self._boundary())
 
-    def _end_phase(self, t_s: float, energy: Mapping[str, float]) -> None:
+    def _end_phase(self, entry: _OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
         with self._lock:
-            name, start_s, start_energy = self._phase_stack.pop()
-            parent = self._phase_stack[-1][0] if self._phase_stack else None
+            if entry not in self._open_phases:  # already ended with the run
+                return
+            self._open_phases.remove(entry)
+        name, start_s, start_energy, parent = (entry.name, entry.start_s, entry.energy,
+                                               entry.parent)
         resolution = max((c.resolution_s for c in self._channels), default=0.0)
         phase = Phase(name, start_s, t_s,
                       {cid: energy.get(cid, 0.0) - start_energy.get(cid, 0.0)

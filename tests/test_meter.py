@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from energymeter import Report, measure
+from energymeter import Meter, Report, measure
 from energymeter.errors import ConfigError, UsageError
 from energymeter.storage import read_samples
 from tests.fakes.powercap import FakePowercap
@@ -279,3 +279,55 @@ def test_relative_out_is_fixed_at_start_when_the_program_changes_directory(
     assert (r.path / "report.json").exists()
     assert (tmp_path / "rel-runs" / "runs.csv").exists()
     assert not (tmp_path / "later" / "rel-runs").exists()
+
+
+def test_phases_of_concurrent_tasks_and_threads_keep_their_own_times(tmp_path: Path) -> None:
+    import threading
+
+    async def main() -> Meter:
+        with measure("async", powercap_root=tmp_path / "absent", region="SE") as m:
+            async def task(name: str, seconds: float) -> None:
+                with m.phase(name):
+                    await asyncio.sleep(seconds)
+
+            with m.phase("outer"):
+                await asyncio.gather(task("short", 0.05), task("long", 0.3))
+        return m
+
+    r = asyncio.run(main()).report
+    phases = {p.name: p for p in r.phases}
+    assert phases["short"].duration_s == pytest.approx(0.05, abs=0.04)
+    assert phases["long"].duration_s == pytest.approx(0.3, abs=0.04)
+    assert phases["short"].parent == phases["long"].parent == "outer"
+
+    with measure("threads", powercap_root=tmp_path / "absent", region="SE") as m:
+        def loader() -> None:
+            with m.phase("load"):
+                time.sleep(0.3)
+
+        t = threading.Thread(target=loader)
+        t.start()
+        time.sleep(0.05)
+        with m.phase("step"):  # opened and closed while "load" is open in another thread
+            time.sleep(0.05)
+        t.join()
+    phases = {p.name: p for p in m.report.phases}
+    assert phases["step"].parent is None and phases["load"].parent is None
+    assert phases["load"].duration_s == pytest.approx(0.3, abs=0.04)
+
+
+def test_phase_opened_in_one_thread_and_closed_in_another(tmp_path: Path) -> None:
+    import threading
+
+    with measure("handover", powercap_root=tmp_path / "absent", region="SE") as m:
+        ph = m.phase("handed-over")
+        t = threading.Thread(target=ph.__enter__)
+        t.start()
+        t.join()
+        with m.phase("mine"):
+            pass
+        ph.__exit__(None, None, None)
+        with m.phase("after"):
+            pass
+    assert [(p.name, p.parent) for p in m.report.phases] == [
+        ("handed-over", None), ("mine", None), ("after", None)]
