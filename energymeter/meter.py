@@ -166,6 +166,7 @@ class Meter:
         self._open_phases: list[_OpenPhase] = []
         self._phases: list[Phase] = []
         self._logs: list[dict[str, Any]] = []
+        self._warnings: list[str] = []
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -235,7 +236,15 @@ class Meter:
         if self._state != "running":
             raise UsageError(f"meter {self.name!r} is {self._state}; stop() needs a started, "
                              "running meter")
-        self._run_sync()
+        try:
+            self._run_sync()
+        # The run must end and be reported whatever the sync does (a CUDA error raised again
+        # by synchronize() while the user's own exception is on its way out, typically).
+        except Exception as exc:
+            message = (f"sync before the final read failed ({type(exc).__name__}: {exc}); "
+                       "energy of device work still queued then may be missing")
+            log.warning("energymeter: %s", message)
+            self._warnings.append(message)
         t_s, energy = self._sampler.stop()
         ended_at = _utcnow()
         self._state = "stopped"
@@ -359,6 +368,7 @@ class Meter:
         for probe in self._discovery.probes:
             warnings += probe.drain_warnings()
         warnings += self._carbon.warnings
+        warnings += self._warnings
         resolution = max((c.resolution_s for c in self._channels), default=0.0)
         if duration_s < resolution:
             warnings.append(f"the run lasted {duration_s * 1000:.0f} ms, shorter than the "

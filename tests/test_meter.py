@@ -331,3 +331,20 @@ def test_phase_opened_in_one_thread_and_closed_in_another(tmp_path: Path) -> Non
             pass
     assert [(p.name, p.parent) for p in m.report.phases] == [
         ("handed-over", None), ("mine", None), ("after", None)]
+
+
+def test_sync_failing_at_stop_still_stops_and_reports(tmp_path: Path) -> None:
+    armed = []
+
+    def sync() -> None:  # e.g. torch.cuda.synchronize() after a device-side assert
+        if armed:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    m = measure("sync-fails", powercap_root=tmp_path / "absent", region="SE", sync=sync)
+    with pytest.raises(ValueError, match="the user's error"), m:
+        armed.append(True)
+        raise ValueError("the user's error")  # not masked by the sync's error
+    assert m.report is not None and m.report.status == "failed"
+    assert any("device-side assert" in w for w in m.report.warnings)
+    assert not m._sampler._thread.is_alive()
+    assert (m.report.path / "report.json").exists()
