@@ -33,7 +33,15 @@ from .config import Settings, resolve_settings
 from .errors import UsageError
 from .probes import Channel, Discovery, DiscoveryContext, discover_cached
 from .probes.host import peak_rss_bytes_from_rusage
-from .report import LEDGER_COLUMNS, Phase, Report, channel_energies, counted, total_energy_j
+from .report import (
+    LEDGER_COLUMNS,
+    STATUSES,
+    Phase,
+    Report,
+    channel_energies,
+    counted,
+    total_energy_j,
+)
 from .sampler import Sampler
 from .storage import (
     EVENTS_NAME,
@@ -236,6 +244,9 @@ class Meter:
         if self._state != "running":
             raise UsageError(f"meter {self.name!r} is {self._state}; stop() needs a started, "
                              "running meter")
+        if status not in STATUSES:
+            raise UsageError(f"stop() status {status!r} is unknown; accepted: "
+                             f"{', '.join(STATUSES)}")
         try:
             self._run_sync()
         # The run must end and be reported whatever the sync does (a CUDA error raised again

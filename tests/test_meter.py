@@ -348,3 +348,10 @@ def test_sync_failing_at_stop_still_stops_and_reports(tmp_path: Path) -> None:
     assert any("device-side assert" in w for w in m.report.warnings)
     assert not m._sampler._thread.is_alive()
     assert (m.report.path / "report.json").exists()
+
+
+def test_stop_with_an_unknown_status_is_refused_before_anything_ends(tmp_path: Path) -> None:
+    m = measure("status", powercap_root=tmp_path / "absent", region="SE").start()
+    with pytest.raises(UsageError, match="accepted: completed, failed, interrupted"):
+        m.stop("done")
+    assert m.stop("failed").status == "failed"  # the run was still running, nothing lost
