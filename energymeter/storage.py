@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -75,19 +76,27 @@ def _fmt(value: Any) -> str:
 
 
 class _FdWriter:
-    """Append-only writer over a raw fd with a private buffer; safe to abandon in a fork child."""
+    """Append-only writer over a raw fd with a private buffer; safe to abandon in a fork child.
+
+    Thread-safe: the user's threads log phases and metrics concurrently."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._pid = os.getpid()
         self._buf: list[str] = []
+        self._lock = threading.Lock()
 
     def _write(self, text: str) -> None:
-        if self._fd is not None:
-            self._buf.append(text)
+        with self._lock:
+            if self._fd is not None:
+                self._buf.append(text)
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if self._fd is None or not self._buf or os.getpid() != self._pid:
             return
         data = "".join(self._buf).encode()
@@ -99,21 +108,24 @@ class _FdWriter:
 
     def abandon(self) -> None:
         """Forget the buffered data and close the fd without writing (in a forked child, which
-        must not write its parent's rows; or after a write failed)."""
+        must not write its parent's rows; or after a write failed).
+
+        Takes no lock: in a forked child a parent's thread may have held it at the fork."""
         self._buf.clear()
         if self._fd is not None:
             os.close(self._fd)
         self._fd = None
 
     def close(self) -> None:
-        if self._fd is None:
-            return
         if os.getpid() != self._pid:
             self.abandon()
             return
-        self.flush()
-        os.close(self._fd)
-        self._fd = None
+        with self._lock:
+            if self._fd is None:
+                return
+            self._flush_locked()
+            os.close(self._fd)
+            self._fd = None
 
 
 class SamplesWriter(_FdWriter):
@@ -142,8 +154,11 @@ class EventLog(_FdWriter):
     """``events.jsonl``: one JSON object per line (start, phase, log, warning, stop)."""
 
     def event(self, kind: str, **fields: Any) -> None:
-        self._write(json.dumps({"event": kind, **fields}, default=str) + "\n")
-        self.flush()
+        line = json.dumps({"event": kind, **fields}, default=str) + "\n"
+        with self._lock:  # written and flushed together: events stay whole and in order
+            if self._fd is not None:
+                self._buf.append(line)
+                self._flush_locked()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

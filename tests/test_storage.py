@@ -98,3 +98,24 @@ def test_write_json_atomic_replaces(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_json_atomic(target, {"a": float("nan")})
     assert '"a": 2' in target.read_text()
+
+
+def test_event_log_from_several_threads_writes_each_event_once(tmp_path: Path) -> None:
+    import threading
+
+    log = EventLog(tmp_path / "events.jsonl")
+    other: list[threading.Thread] = []
+
+    class Interleaving(list):
+        def clear(self) -> None:  # another thread logs between a flush's join and its clear
+            if not other:
+                other.append(threading.Thread(target=log.event, args=("other",)))
+                other[0].start()
+                other[0].join(timeout=0.2)
+            super().clear()
+
+    log._buf = Interleaving()
+    log.event("first")
+    other[0].join()
+    log.close()
+    assert [e["event"] for e in read_events(tmp_path / "events.jsonl")] == ["first", "other"]
