@@ -424,8 +424,9 @@ class Meter:
         return self.start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            status = "completed"
+        if exc_type is None or (issubclass(exc_type, SystemExit)
+                                and getattr(exc, "code", None) in (None, 0)):
+            status = "completed"  # sys.exit(0) is a normal end
         elif issubclass(exc_type, KeyboardInterrupt):
             status = "interrupted"
         else:

@@ -355,3 +355,13 @@ def test_stop_with_an_unknown_status_is_refused_before_anything_ends(tmp_path: P
     with pytest.raises(UsageError, match="accepted: completed, failed, interrupted"):
         m.stop("done")
     assert m.stop("failed").status == "failed"  # the run was still running, nothing lost
+
+
+def test_sys_exit_status(tmp_path: Path) -> None:
+    statuses = []
+    for code in (0, None, 3, "bad input"):
+        m = measure("exit", powercap_root=tmp_path / "absent", region="SE")
+        with pytest.raises(SystemExit), m:
+            sys.exit(code)
+        statuses.append(m.report.status)
+    assert statuses == ["completed", "completed", "failed", "failed"]
