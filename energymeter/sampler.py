@@ -11,11 +11,13 @@ raises into user code: a probe error becomes a warning, and a probe failing
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from .aggregate import Aggregator
+from .errors import ProbeError
 from .probes.base import Probe
 from .storage import SamplesWriter
 
@@ -45,6 +47,8 @@ class Sampler:
         self._on_energy = on_energy
         self._active: list[Probe] = list(probes)
         self._failures: dict[int, int] = {id(p): 0 for p in probes}
+        self._declared: dict[int, frozenset[str]] = {
+            id(p): frozenset(c.id for c in p.channels) for p in probes}
         self._base: dict[str, float] = {}
         self._last: dict[str, float] = {}
         self._warnings: dict[str, None] = {}
@@ -73,12 +77,28 @@ class Sampler:
             log.warning("%s", message)
             self._warnings[message] = None
 
+    def _checked(self, probe: Probe, energy: dict[str, float]) -> dict[str, float]:
+        """A probe's read as finite floats of the channels it declared; anything else is that
+        probe's error (raised) or, for an undeclared channel, a warning."""
+        declared = self._declared[id(probe)]
+        out: dict[str, float] = {}
+        for cid, joules in energy.items():
+            if cid not in declared:
+                self._warn(f"probe {probe.source}: returned channel {cid!r} it does not "
+                           "declare; ignored")
+                continue
+            value = float(joules)
+            if not math.isfinite(value):
+                raise ProbeError(f"channel {cid} read {joules!r}, not a finite number of joules")
+            out[cid] = value
+        return out
+
     def _read_locked(self, gauges: bool) -> tuple[float, dict[str, float]]:
         raw: dict[str, float] = {}
         values: dict[str, float] = {}
         for probe in tuple(self._active):
             try:
-                raw.update(probe.read())
+                raw.update(self._checked(probe, probe.read()))
                 if gauges and probe.gauge_names:
                     values.update(probe.gauges())
             # The sampler is the boundary between hardware and the user's program: any

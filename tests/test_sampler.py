@@ -98,3 +98,38 @@ def test_memory_is_constant_in_run_length(tmp_path: Path) -> None:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert after - before < 200_000  # 20k rows of 5 floats would be megabytes
+
+
+class _BadValueProbe(ConstantPowerProbe):
+    """Good reads, then ``value`` (what a buggy probe or driver might hand back)."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(channel_id="gpu0", kind="gpu")
+        self.value = value
+
+    def _read(self) -> dict[str, float]:
+        good = super()._read()
+        return good if self.reads <= 2 else self.value  # type: ignore[return-value]
+
+
+def test_non_numbers_and_undeclared_channels_from_a_probe_never_reach_the_user() -> None:
+    for value in ({"gpu0": None}, {"gpu0": "garbage"}, {"gpu0": float("nan")},
+                  {"gpu0": float("inf")}):
+        s = make([_BadValueProbe(value), ConstantPowerProbe(power_w=5.0)])
+        s.begin()
+        s.start()
+        time.sleep(0.1)
+        assert s._thread.is_alive(), value  # the sampler thread did not die
+        t_s, energy = s.stop()
+        assert set(energy) == {"gpu0", "cpu0"} and energy["cpu0"] > 0
+        assert 0 <= energy["gpu0"] < float("inf"), value  # frozen at its last good value
+        assert any("dropped" in w and "gpu0" in w for w in s.warnings), value
+
+    ghost = _BadValueProbe({"gpu0": 1.0, "ghost": 2.0})
+    s = make([ghost])
+    s.begin()
+    for _ in range(4):
+        _, energy = s.read()
+    assert set(energy) == {"gpu0"}
+    assert any("'ghost'" in w and "not declare" in w for w in s.warnings)
+    assert not any("dropped" in w for w in s.warnings)
