@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ReportError
+from .errors import ConfigError, ReportError
 
 LEDGER_NAME = "runs.csv"
 REPORT_NAME = "report.json"
@@ -37,10 +37,18 @@ def safe_name(name: str) -> str:
 
 
 def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Path:
-    """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it."""
+    """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it.
+
+    Raises :class:`ConfigError` when ``out`` cannot hold it (a file, not writable, full)."""
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
-    path.mkdir(parents=True, exist_ok=False)
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:  # a file, not writable, read-only or full file system
+        raise ConfigError(
+            f"cannot create the run directory {path} ({exc.strerror or exc}); out is {out}; "
+            "accepted: a directory this user can write (out=, ENERGYMETER_OUT or --out)"
+        ) from exc
     return path
 
 

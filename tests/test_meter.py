@@ -365,3 +365,12 @@ def test_sys_exit_status(tmp_path: Path) -> None:
             sys.exit(code)
         statuses.append(m.report.status)
     assert statuses == ["completed", "completed", "failed", "failed"]
+
+
+def test_out_that_is_not_a_directory_is_a_config_error_before_anything_runs(
+        tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    m = measure("out", out=tmp_path / "a-file", powercap_root=tmp_path / "absent", region="SE")
+    with pytest.raises(ConfigError, match="a-file.*accepted: a directory"):
+        m.start()
+    assert m._state == "new"
