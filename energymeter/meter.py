@@ -203,9 +203,20 @@ class Meter:
         # send report.json and the ledger somewhere else.
         self._out = Path(s.out).absolute()
         self.path = make_run_dir(self._out, self.name, self.run_id, self.started_at)
-        self._events = EventLog(self.path / EVENTS_NAME)
-        writer = SamplesWriter(self.path / SAMPLES_NAME, [c.id for c in self._channels],
+        try:
+            self._start_in(self.path, gauge_names)
+        except BaseException:  # e.g. the sync raised: no run, nothing left open or on disk
+            self._undo_start()
+            raise
+        self._state = "running"
+        return self
+
+    def _start_in(self, path: Path, gauge_names: tuple[str, ...]) -> None:
+        s = self.settings
+        self._events = EventLog(path / EVENTS_NAME)
+        writer = SamplesWriter(path / SAMPLES_NAME, [c.id for c in self._channels],
                                gauge_names)
+        self._writer = writer
         self._aggregator = Aggregator(
             [c.id for c in self._channels],
             peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]))
@@ -231,8 +242,24 @@ class Meter:
         self._rusage_cpu_s = _rusage_cpu_s()
         self._last_snapshot = self._sampler.begin()
         self._sampler.start()
-        self._state = "running"
-        return self
+
+    def _undo_start(self) -> None:
+        """Forget a start that failed part-way: close its files, remove its run directory."""
+        _live_meters.discard(self)
+        for name in ("_events", "_writer"):
+            writer = self.__dict__.pop(name, None)
+            if writer is not None:
+                writer.abandon()
+        self._carbon.finish(0.0)  # stops a live carbon poller
+        path, self.path = self.path, None
+        if path is not None:
+            try:
+                for name in (EVENTS_NAME, SAMPLES_NAME):
+                    (path / name).unlink(missing_ok=True)
+                path.rmdir()
+            except OSError as exc:
+                log.warning("energymeter: could not remove the run directory %s of a start "
+                            "that failed: %s", path, exc)
 
     def stop(self, status: str = "completed", exit_code: int | None = None) -> Report | None:
         """Take the final boundary read, stop sampling, build, write and return the report.

@@ -374,3 +374,20 @@ def test_out_that_is_not_a_directory_is_a_config_error_before_anything_runs(
     with pytest.raises(ConfigError, match="a-file.*accepted: a directory"):
         m.start()
     assert m._state == "new"
+
+
+def test_a_start_that_fails_leaves_no_run_directory_and_no_open_file(tmp_path: Path) -> None:
+    from energymeter import meter as meter_module
+
+    def sync() -> None:
+        raise RuntimeError("no CUDA device")
+
+    with measure("warm", powercap_root=tmp_path / "absent", region="SE"):
+        pass  # discovery opens (and caches) the probes' files once
+    before = len(os.listdir("/proc/self/fd"))
+    m = measure("no-gpu", powercap_root=tmp_path / "absent", region="SE", sync=sync)
+    with pytest.raises(RuntimeError, match="no CUDA"), m:
+        pass
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert not list((tmp_path / "runs").glob("*-no-gpu-*"))  # no phantom 'interrupted' run
+    assert m not in meter_module._live_meters and m._state == "new"
