@@ -18,7 +18,7 @@ from .config import Settings, resolve_settings
 from .errors import ConfigError, ReportError
 from .probes.base import Channel
 from .report import Phase, Report, channel_energies, parse_timestamp, total_energy_j
-from .storage import EVENTS_NAME, SAMPLES_NAME, read_events, read_samples
+from .storage import EVENTS_NAME, SAMPLES_NAME, iter_samples, read_events
 
 
 def _settings(stored: dict[str, Any], region: str | None) -> Settings:
@@ -43,15 +43,16 @@ def rebuild_report(run_dir: Path) -> Report:
     stop = next((e for e in events if e.get("event") == "stop"), None)
     channels = [Channel.from_dict(c) for c in start.get("channels", [])]
     stored_settings = dict(start.get("settings", {}))
-    header, rows = read_samples(run_dir / SAMPLES_NAME)
+    header, rows = iter_samples(run_dir / SAMPLES_NAME)
     index = {name: i for i, name in enumerate(header)}
     energy_cols = {c.id: index[f"{c.id}_j"] for c in channels if f"{c.id}_j" in index}
     gauge_cols = {g: index[g] for g in start.get("gauges", []) if g in index}
 
     aggregator = Aggregator([c.id for c in channels], peak_window_s(
         float(stored_settings.get("interval_s", 0.1)), [c.resolution_s for c in channels]))
-    t_s, energy = 0.0, {}
-    for row in rows:
+    t_s, energy, samples = 0.0, {}, 0
+    for row in rows:  # streamed: a long run's samples are never all in memory
+        samples += 1
         t_s = float(row[0])
         energy = _floats(row, energy_cols)
         aggregator.add_energy(t_s, energy)
@@ -92,7 +93,7 @@ def rebuild_report(run_dir: Path) -> Report:
         logs=tuple({k: v for k, v in e.items() if k != "event"}
                    for e in events if e.get("event") == "log"),
         carbon=carbon, resources=aggregator.resources(),
-        overhead={"rebuilt_from_samples": True, "samples": len(rows)},
+        overhead={"rebuilt_from_samples": True, "samples": samples},
         settings=stored_settings,
         unavailable=tuple(start.get("unavailable", [])),
         warnings=tuple(dict.fromkeys(warnings)),

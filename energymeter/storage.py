@@ -15,10 +15,10 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .errors import ConfigError, ReportError
 
@@ -229,16 +229,30 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def read_samples(path: Path) -> tuple[list[str], Iterable[list[str]]]:
-    """Header and complete rows of ``samples.csv`` (a torn last row is dropped)."""
+def iter_samples(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    """Header and the complete rows of ``samples.csv``, read as they are iterated (a long run's
+    file is never held in memory); a torn last row is dropped."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        fh = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by _complete_rows
     except FileNotFoundError:
         raise ReportError(f"{path} does not exist: not an energymeter run directory") from None
-    lines = text.split("\n")
-    if not lines or not lines[0]:
+    first = fh.readline().rstrip("\n")
+    if not first:
+        fh.close()
         raise ReportError(f"{path} is empty")
-    header = lines[0].split(",")
-    body = [line for line in lines[1:-1]]  # the final element is '' or a torn line
-    rows = [r for r in csv.reader(body) if len(r) == len(header)]
-    return header, rows
+    header = first.split(",")
+    return header, _complete_rows(fh, len(header))
+
+
+def _complete_rows(fh: TextIO, width: int) -> Iterator[list[str]]:
+    with fh:
+        lines = (line for line in fh if line.endswith("\n"))  # the last may be torn
+        for row in csv.reader(lines):
+            if len(row) == width:
+                yield row
+
+
+def read_samples(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and complete rows of ``samples.csv`` (a torn last row is dropped)."""
+    header, rows = iter_samples(path)
+    return header, list(rows)

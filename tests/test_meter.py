@@ -391,3 +391,24 @@ def test_a_start_that_fails_leaves_no_run_directory_and_no_open_file(tmp_path: P
     assert len(os.listdir("/proc/self/fd")) == before
     assert not list((tmp_path / "runs").glob("*-no-gpu-*"))  # no phantom 'interrupted' run
     assert m not in meter_module._live_meters and m._state == "new"
+
+
+def test_rebuilding_a_long_run_streams_its_samples(tmp_path: Path) -> None:
+    import tracemalloc
+
+    with measure("long", powercap_root=tmp_path / "absent", region="SE") as m:
+        pass
+    run_dir = m.report.path
+    (run_dir / "report.json").unlink()
+    header = (run_dir / "samples.csv").read_text().splitlines()[0]
+    width = header.count(",")
+    with (run_dir / "samples.csv").open("w") as fh:  # 8 hours at 1 Hz, then a torn row
+        fh.write(header + "\n")
+        fh.writelines(f"{i:.6f}" + f",{i * 10.0}" * width + "\n" for i in range(28_800))
+        fh.write("28800.0,12")
+    tracemalloc.start()
+    r = Report.load(run_dir)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert r.duration_s == 28_799.0 and r.overhead["samples"] == 28_800
+    assert peak < 5_000_000  # the whole file as rows took 23 MB
