@@ -50,17 +50,24 @@ def rebuild_report(run_dir: Path) -> Report:
 
     aggregator = Aggregator([c.id for c in channels], peak_window_s(
         float(stored_settings.get("interval_s", 0.1)), [c.resolution_s for c in channels]))
-    t_s, energy, samples = 0.0, {}, 0
+    t_s, energy, samples, unreadable = 0.0, {}, 0, 0
     for row in rows:  # streamed: a long run's samples are never all in memory
+        try:  # a crash or power loss can leave garbage in the file
+            row_t_s = float(row[0])
+            row_energy = _floats(row, energy_cols)
+            gauges = _floats(row, gauge_cols)
+        except ValueError:
+            unreadable += 1
+            continue
         samples += 1
-        t_s = float(row[0])
-        energy = _floats(row, energy_cols)
+        t_s, energy = row_t_s, row_energy
         aggregator.add_energy(t_s, energy)
-        gauges = _floats(row, gauge_cols)
         if gauges:
             aggregator.add_gauges(gauges)
 
     warnings = list(start.get("notes", []))
+    if unreadable:
+        warnings.append(f"{unreadable} unreadable row(s) of {SAMPLES_NAME} skipped")
     if stop is None:
         status = "interrupted"
         warnings.append(

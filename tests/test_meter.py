@@ -412,3 +412,17 @@ def test_rebuilding_a_long_run_streams_its_samples(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert r.duration_s == 28_799.0 and r.overhead["samples"] == 28_800
     assert peak < 5_000_000  # the whole file as rows took 23 MB
+
+
+def test_rebuild_skips_garbled_sample_rows(tmp_path: Path) -> None:
+    with measure("garbled", powercap_root=tmp_path / "absent", region="SE") as m:
+        pass
+    run_dir = m.report.path
+    (run_dir / "report.json").unlink()
+    width = (run_dir / "samples.csv").read_text().splitlines()[0].count(",")
+    with (run_dir / "samples.csv").open("a") as fh:
+        fh.write("2.5" + ",7.0" * width + "\n")
+        fh.write("x\x00" + ",??" * width + "\n")  # what a power loss can leave behind
+    r = Report.load(run_dir)
+    assert r.duration_s == 2.5
+    assert "1 unreadable row(s) of samples.csv skipped" in r.warnings
