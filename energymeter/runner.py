@@ -330,6 +330,9 @@ def run_command(
             report = meter.stop("failed", exit_code=code)
             raise RunError(f"{argv[0]}: cannot execute: {exc.strerror or exc}", code,
                            report) from None
+        except ValueError as exc:  # e.g. an argument or variable holding a NUL byte
+            report = meter.stop("failed", exit_code=126)
+            raise RunError(f"{argv[0]}: cannot execute: {exc}", 126, report) from None
         interrupted = _wait_child(proc, meter, gate, on_status, status_period_s)
         # Signals arriving from here on are taken and dropped: the child is gone.
         gate.drain()

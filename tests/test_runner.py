@@ -132,6 +132,18 @@ def test_exec_format_error_126(tmp_path: Path) -> None:
     assert (report.status, report.exit_code) == ("failed", 126)
 
 
+def test_argument_with_nul_byte_is_126_and_the_run_is_closed(tmp_path: Path) -> None:
+    """Popen refuses a NUL byte with ValueError after the meter started: the run must still
+    be stopped and recorded, not left running."""
+    from energymeter.runner import RunError
+
+    with pytest.raises(RunError) as caught:
+        run_command(["echo", "a\x00b"], out=tmp_path / "runs", region="SE")
+    assert caught.value.exit_code == 126
+    report = only_report(tmp_path)
+    assert (report.status, report.exit_code) == ("failed", 126)
+
+
 @pytest.mark.parametrize("option", [["--pue", "0.5"], ["--region", "XX"],
                                     ["--interval", "0"], ["--carbon-table", "nope"]])
 def test_bad_settings_exit_2_before_child(tmp_path: Path, option: list[str]) -> None:
