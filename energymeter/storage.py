@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import ConfigError, ReportError
+
+log = logging.getLogger("energymeter")
 
 LEDGER_NAME = "runs.csv"
 REPORT_NAME = "report.json"
@@ -189,20 +192,29 @@ def append_ledger(out: Path, row: Mapping[str, Any], columns: Sequence[str]) -> 
     """Append one row to ``<out>/runs.csv`` under an exclusive ``fcntl`` lock.
 
     The header is written when the file is new. Parallel jobs never interleave rows: the whole
-    row is written with one ``write`` while the lock is held."""
+    row is written with one ``write`` while the lock is held. A file whose header differs
+    (another version of energymeter) gets the row under its own columns, matched by name, so no
+    value ever lands in another column; columns it lacks are dropped with a logged warning."""
     import fcntl
 
     path = Path(out) / LEDGER_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
     with open(path, "a+", encoding="utf-8", newline="") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
+            fh.seek(0)
+            existing = next(csv.reader([fh.readline()]), [])
+            fieldnames = existing or list(columns)
+            writer = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore",
+                                    lineterminator="\n")
+            if not existing:
                 writer.writeheader()
+            elif existing != list(columns):
+                dropped = [c for c in columns if c not in existing and row.get(c) is not None]
+                log.warning("%s has other columns than this energymeter writes; the row is "
+                            "written under its header%s", path,
+                            f" without {', '.join(dropped)}" if dropped else "")
             writer.writerow({k: _fmt(v) for k, v in row.items()})
             fh.write(buf.getvalue())
             fh.flush()

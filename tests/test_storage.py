@@ -119,3 +119,11 @@ def test_event_log_from_several_threads_writes_each_event_once(tmp_path: Path) -
     other[0].join()
     log.close()
     assert [e["event"] for e in read_events(tmp_path / "events.jsonl")] == ["first", "other"]
+
+
+def test_ledger_with_other_columns_is_written_by_name(tmp_path: Path) -> None:
+    (tmp_path / "runs.csv").write_text("name,run_id\nold,1\n")  # an older ledger's columns
+    append_ledger(tmp_path, {"run_id": "2", "name": "new", "payload": "p"}, COLUMNS)
+    with open(tmp_path / "runs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [{"name": "old", "run_id": "1"}, {"name": "new", "run_id": "2"}]
