@@ -21,25 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workload import calibrate, spin  # noqa: E402
+
 from energymeter import measure  # noqa: E402
-
-
-def spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
-
-
-def calibrate(seconds: float) -> int:
-    n = 200_000
-    while True:
-        t0 = time.perf_counter()
-        spin(n)
-        dt = time.perf_counter() - t0
-        if dt > 0.2:
-            return int(n * seconds / dt)
-        n *= 2
 
 
 def bare(n: int) -> float:

@@ -45,6 +45,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workload import calibrate, spin  # noqa: E402
+
 TOOLS = ("energymeter", "codecarbon", "eco2ai")
 MODULE = {"energymeter": "energymeter", "codecarbon": "codecarbon", "eco2ai": "eco2ai"}
 DEFAULT_INTERVAL_S = {"energymeter": 0.1, "codecarbon": 15.0, "eco2ai": 10.0}
@@ -158,24 +160,6 @@ def machine_busy_s() -> float:
         return float("nan")
     busy = sum(fields[:8]) - fields[3] - fields[4]  # minus idle, iowait; guest is in user
     return busy / os.sysconf("SC_CLK_TCK")
-
-
-def spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
-
-
-def calibrate(seconds: float) -> int:
-    n = 200_000
-    while True:
-        t0 = time.perf_counter()
-        spin(n)
-        dt = time.perf_counter() - t0
-        if dt > 0.5:
-            return int(n * seconds / dt)
-        n *= 2
 
 
 def loop_run(tool: str | None, interval_s: float | None, n: int, out: str) -> dict[str, Any]:
@@ -310,7 +294,7 @@ def main() -> None:
 
     # Loop runs: ABBA pairs, interleaved over every (tool, setting).
     configs = [(t, s) for t in tools for s in ("default", "matched")]
-    n = calibrate(args.loop_s)
+    n = calibrate(args.loop_s, probe_s=0.5)
     res: dict[tuple[str, str], dict[str, list[Any]]] = {
         c: {"slow": [], "bg": [], "bare_bg": [], "edge": [], "energy": [], "sampler": [],
             "how": [], "foreign": []}
