@@ -89,8 +89,8 @@ def main(args: Sequence[str] | None = None) -> int:
                 ("python -c pass", [sys.executable, "-c", "pass"]),
                 ("python -c 'import energymeter.cli'",
                  [sys.executable, "-c", "import energymeter.cli"]),
-                ("python -c 'import energymeter.meter'",
-                 [sys.executable, "-c", "import energymeter.meter"]),
+                ("python -c 'import energymeter.session'",
+                 [sys.executable, "-c", "import energymeter.session"]),
             ):
                 context.append((label, [timed(argv, env) for _ in range(opts.pairs)]))
         runs = len([p for p in Path(out).iterdir() if p.is_dir()])

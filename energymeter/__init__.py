@@ -13,15 +13,16 @@ on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from ._version import __version__
 from .errors import ConfigError, EnergyMeterError, ProbeError, ReportError, UsageError
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .meter import Meter, measure
     from .report import Report
+    from .session import Meter, measure
+    from .settings import Settings
 
 __all__ = [
     "ConfigError",
@@ -36,15 +37,5 @@ __all__ = [
     "measure",
 ]
 
-_LAZY = {"measure": "meter", "Meter": "meter", "Report": "report", "Settings": "config"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'energymeter' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
+                                       "Report": "report", "Settings": "settings"})

@@ -22,8 +22,8 @@ from energymeter.carbon import (
     tz_country,
 )
 from energymeter.carbon.region import build_tz_country_map, normalize_tz_name
-from energymeter.config import resolve_settings
 from energymeter.errors import ConfigError
+from energymeter.settings import resolve_settings
 
 DATA = Path(__file__).resolve().parents[1] / "energymeter" / "data"
 EMBER = "Ember (2025), Yearly Electricity Data"
@@ -162,8 +162,8 @@ def test_list_regions() -> None:
 def test_import_is_cheap_and_loads_no_table() -> None:
     code = (
         "import sys, energymeter, energymeter.carbon\n"
-        "from energymeter.carbon import tables\n"
-        "assert tables._tables.cache_info().currsize == 0\n"
+        "from energymeter.carbon import static\n"
+        "assert static._tables.cache_info().currsize == 0\n"
         "assert 'urllib.request' not in sys.modules, 'urllib imported'\n"
         "assert 'energymeter.carbon.live' not in sys.modules\n"
         "assert 'difflib' not in sys.modules and 'csv' not in sys.modules\n"

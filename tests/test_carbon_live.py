@@ -25,7 +25,7 @@ from energymeter.carbon.live import (
     GBCarbonProvider,
     LiveError,
 )
-from energymeter.config import resolve_settings
+from energymeter.settings import resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-123"
@@ -396,7 +396,7 @@ def _run_audited(tmp_path: Path, env_extra: dict[str, str], wait: bool) -> dict[
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("energymeter.meter") is None,
+@pytest.mark.skipif(importlib.util.find_spec("energymeter.session.meter") is None,
                     reason="energymeter.meter (measure()) has not landed yet")
 def test_default_measurement_makes_no_network_connection(tmp_path: Path) -> None:
     result = _run_audited(tmp_path, {}, wait=False)
@@ -404,7 +404,7 @@ def test_default_measurement_makes_no_network_connection(tmp_path: Path) -> None
     assert result["carbon"]["provider"] == "table"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("energymeter.meter") is None,
+@pytest.mark.skipif(importlib.util.find_spec("energymeter.session.meter") is None,
                     reason="energymeter.meter (measure()) has not landed yet")
 def test_audit_hook_sees_a_configured_provider(tmp_path: Path,
                                                grid: tuple[FakeGrid, str]) -> None:

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from energymeter import __version__, measure
 from energymeter.cli import cli
-from energymeter.inspect_probes import format_probes, inspect_probes
+from energymeter.cli.probes import format_probes
+from energymeter.probes.inspect import inspect_probes
 from energymeter.report import LEDGER_COLUMNS, Report
 from tests.fakes.nvml import FakeGPU, FakeNVML
 from tests.fakes.powercap import FakePowercap
@@ -79,7 +80,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 
 
 def test_run_help_shows_settings_defaults_from_settings() -> None:
-    from energymeter.config import Settings
+    from energymeter.settings import Settings
 
     _, out, _ = invoke("run", "--help")
     for option in ("--name", "--out", "--interval", "--region", "--pue", "--carbon-table",
@@ -327,7 +328,7 @@ def test_carbon_errors_exit_2(env: Path) -> None:
 
 # -- monitor -----------------------------------------------------------------------------------
 def test_monitor_duration_writes_a_run(env: Path) -> None:
-    code, out, err = invoke("monitor", "--interval", "0.1", "--duration", "0.45")
+    code, out, err = invoke("monitor", "--refresh", "0.1", "--duration", "0.45")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("#") and "total" in lines[0] and "cpu0" in lines[0]
@@ -339,17 +340,30 @@ def test_monitor_duration_writes_a_run(env: Path) -> None:
     assert str(run_dir) in err
 
 
-def test_monitor_bad_interval_exit_2(env: Path) -> None:
-    code, _, err = invoke("monitor", "--interval", "0", "--duration", "1")
+def test_monitor_bad_refresh_exit_2(env: Path) -> None:
+    code, _, err = invoke("monitor", "--refresh", "0", "--duration", "1")
     assert code == 2 and "refresh_s" in err
     assert not env.exists()
+
+
+def test_monitor_interval_is_the_sampling_interval_as_in_run(env: Path) -> None:
+    """--interval means the same in `run` and `monitor` (the sampler's period); --refresh is
+    monitor's print period."""
+    code, _, _ = invoke("monitor", "--interval", "0.05", "--refresh", "0.2", "--duration", "0.3")
+    assert code == 0
+    (run_dir,) = [p for p in env.iterdir() if p.is_dir()]
+    report = Report.load(run_dir)
+    assert report.settings["interval_s"] == 0.05
+    assert report.settings["origins"]["interval_s"] == "argument"
+    code, _, err = invoke("monitor", "--interval", "0", "--duration", "1")
+    assert code == 2 and "interval_s" in err
 
 
 def test_monitor_stops_on_sigint(env: Path, tmp_path: Path) -> None:
     child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "energymeter", "monitor", "--interval", "0.1", "--quiet"],
+        [sys.executable, "-m", "energymeter", "monitor", "--refresh", "0.1", "--quiet"],
         env=child_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

@@ -1,4 +1,4 @@
-"""energymeter.compare: loading, grouping (mean ± std, n), ratios and output formats."""
+"""energymeter.analysis: loading, grouping (mean ± std, n), ratios and output formats."""
 
 from __future__ import annotations
 
@@ -11,22 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from energymeter.compare import (
-    FORMATS,
+from energymeter.analysis import (
     compare,
     comparison_columns,
     comparison_table,
     comparison_warnings,
     expand_runs,
     format_comparison,
-    format_reports,
     load_reports,
 )
 from energymeter.errors import ReportError
 from energymeter.probes.base import Channel
 from energymeter.report import LEDGER_COLUMNS, ChannelEnergy, Report
-from energymeter.storage import write_json_atomic
-from energymeter.tables import format_number, latex_escape, render_table
+from energymeter.report.render import FORMATS, format_reports
+from energymeter.report.tables import format_number, latex_escape, render_table
+from energymeter.store import write_json_atomic
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 CPU = Channel("cpu0", "cpu", "Xeon", "rapl", "counter")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from energymeter.config import Settings, resolve_settings
 from energymeter.errors import ConfigError
+from energymeter.settings import Settings, resolve_settings
 
 
 def test_defaults(tmp_path: Path) -> None:

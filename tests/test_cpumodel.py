@@ -12,14 +12,13 @@ from energymeter.probes.cpumodel import (
     DEFAULT_W_PER_LOGICAL_CPU,
     IDLE_FRACTION,
     CpuModelProbe,
-    count_packages,
     discover,
     load_tdp_table,
     match_tdp,
-    model_name_from_cpuinfo,
     normalise_cpu_name,
     parse_tdp_table,
 )
+from energymeter.probes.proc import count_packages, model_name_from_cpuinfo
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
 

@@ -14,16 +14,11 @@ import pytest
 
 from energymeter.errors import ProbeError
 from energymeter.probes.base import DiscoveryContext
-from energymeter.probes.host import (
-    GAUGE_NAMES,
-    HostProbe,
-    RusagePeaks,
-    discover,
-    peak_rss_bytes_from_rusage,
-)
+from energymeter.probes.proc import RusagePeaks, descendants, peak_rss_bytes_from_rusage
+from energymeter.probes.process import GAUGE_NAMES, ProcessTreeProbe, discover
 
 
-def poll(probe: HostProbe, until: Callable[[dict[str, float]], bool],
+def poll(probe: ProcessTreeProbe, until: Callable[[dict[str, float]], bool],
          timeout_s: float = 5.0) -> list[dict[str, float]]:
     """Sample every 20 ms until ``until(sample)`` or timeout; return every sample."""
     samples = [probe.gauges()]
@@ -36,7 +31,7 @@ def poll(probe: HostProbe, until: Callable[[dict[str, float]], bool],
 
 def test_discover_and_gauge_names() -> None:
     (probe,) = discover(DiscoveryContext())
-    assert isinstance(probe, HostProbe)
+    assert isinstance(probe, ProcessTreeProbe)
     assert probe.pid == os.getpid()
     assert probe.channels == ()
     assert probe.read() == {}
@@ -49,7 +44,7 @@ def test_discover_and_gauge_names() -> None:
 
 
 def test_tree_rss_includes_a_child() -> None:
-    probe = HostProbe()
+    probe = ProcessTreeProbe()
     before = probe.gauges()
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; x = bytearray(50_000_000); time.sleep(2)"])
@@ -64,7 +59,7 @@ def test_tree_rss_includes_a_child() -> None:
 
 
 def test_cpu_time_of_an_exited_child_is_kept() -> None:
-    probe = HostProbe()
+    probe = ProcessTreeProbe()
     start = probe.gauges()["cpu_time_s"]
     child = subprocess.Popen([
         sys.executable, "-c",
@@ -86,7 +81,7 @@ def test_baseline_counts_from_opening() -> None:
     end = time.process_time() + 0.2
     while time.process_time() < end:
         pass
-    probe = HostProbe()
+    probe = ProcessTreeProbe()
     assert probe.gauges()["cpu_time_s"] < 0.1  # the 0.2 s burnt before opening is not counted
 
 
@@ -95,7 +90,7 @@ def test_write_bytes_grow_after_fsync(tmp_path) -> None:
         own = psutil.Process().io_counters()
     except (psutil.AccessDenied, NotImplementedError, AttributeError) as exc:
         pytest.skip(f"io_counters unavailable here: {exc!r}")
-    probe = HostProbe()
+    probe = ProcessTreeProbe()
     first = probe.gauges()
     assert "write_bytes" in first and "read_bytes" in first
     with open(tmp_path / "blob", "wb") as f:
@@ -113,15 +108,15 @@ def test_missing_root_raises_probe_error() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     with pytest.raises(ProbeError):
-        HostProbe(child.pid)  # reaped: no such process (pid reuse within ms is not expected)
+        ProcessTreeProbe(child.pid)  # reaped: no such process (pid reuse within ms is not expected)
     with pytest.raises(ProbeError):
-        HostProbe(2**22 + 12345)  # above Linux's maximum pid_max
+        ProcessTreeProbe(2**22 + 12345)  # above Linux's maximum pid_max
 
 
 def test_root_vanishing_after_open_raises_probe_error() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        probe = HostProbe(child.pid)
+        probe = ProcessTreeProbe(child.pid)
         assert probe.gauges()["rss_bytes"] > 0
     finally:
         child.kill()
@@ -140,12 +135,12 @@ def test_rusage_peaks() -> None:
     assert peaks.max_bytes == max(peaks.self_bytes, peaks.children_bytes)
     # a short-lived child's spike, never sampled, is in the kernel's mark for reaped children
     subprocess.run([sys.executable, "-c", "x = bytearray(60_000_000)"], check=True)
-    peaks = HostProbe().peak_rss_bytes_from_rusage()
+    peaks = ProcessTreeProbe().peak_rss_bytes_from_rusage()
     assert isinstance(peaks, RusagePeaks)
     assert peaks.children_bytes >= 50e6
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
     try:
-        assert HostProbe(child.pid).peak_rss_bytes_from_rusage() is None
+        assert ProcessTreeProbe(child.pid).peak_rss_bytes_from_rusage() is None
     finally:
         child.kill()
         child.wait()
@@ -161,9 +156,9 @@ def test_tree_walk_through_task_children_files(tmp_path: Path) -> None:
             task = tmp_path / str(pid) / "task" / str(pid)
             task.mkdir(parents=True)
             (task / "children").write_text(kids)
-        probe = HostProbe(proc_root=str(tmp_path))
+        probe = ProcessTreeProbe(proc_root=str(tmp_path))
         assert probe._children_files
-        assert [p.pid for p in probe._descendants(probe._root)] == [child.pid]
+        assert [p.pid for p in descendants(probe._root, proc_root=str(tmp_path))] == [child.pid]
         assert probe.gauges()["children"] == 1
     finally:
         child.kill()

@@ -14,7 +14,7 @@ import pytest
 
 from energymeter import Meter, Report, measure
 from energymeter.errors import ConfigError, UsageError
-from energymeter.storage import read_samples
+from energymeter.store import read_samples
 from tests.fakes.powercap import FakePowercap
 
 
@@ -377,7 +377,7 @@ def test_out_that_is_not_a_directory_is_a_config_error_before_anything_runs(
 
 
 def test_a_start_that_fails_leaves_no_run_directory_and_no_open_file(tmp_path: Path) -> None:
-    from energymeter import meter as meter_module
+    from energymeter.session import forks
 
     def sync() -> None:
         raise RuntimeError("no CUDA device")
@@ -390,7 +390,7 @@ def test_a_start_that_fails_leaves_no_run_directory_and_no_open_file(tmp_path: P
         pass
     assert len(os.listdir("/proc/self/fd")) == before
     assert not list((tmp_path / "runs").glob("*-no-gpu-*"))  # no phantom 'interrupted' run
-    assert m not in meter_module._live_meters and m._state == "new"
+    assert not forks.registered(m) and m._state == "new"
 
 
 def test_rebuilding_a_long_run_streams_its_samples(tmp_path: Path) -> None:

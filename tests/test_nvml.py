@@ -12,13 +12,11 @@ import pytest
 
 from energymeter.errors import ConfigError, ProbeError
 from energymeter.probes.base import DiscoveryContext, Unavailable
-from energymeter.probes.nvml import (
+from energymeter.probes.nvml import COUNTER_UPDATE_PERIOD_S, NvmlProbe, discover
+from energymeter.probes.visible import (
     ACCEPTED_VISIBLE_DEVICES,
-    COUNTER_UPDATE_PERIOD_S,
     HIDES_EVERY_GPU,
     GpuIdentity,
-    NvmlProbe,
-    discover,
     select_visible,
 )
 from tests.fakes.nvml import (
@@ -62,7 +60,7 @@ def nvml_indices(probe: NvmlProbe) -> list[int]:
 
 # -- import and initialisation ---------------------------------------------------------------
 def test_import_neither_imports_pynvml_nor_initialises_nvml() -> None:
-    code = ("import sys, energymeter.probes.nvml, energymeter.sync; "
+    code = ("import sys, energymeter.probes.nvml, energymeter.session.sync; "
             "assert 'pynvml' not in sys.modules, 'pynvml imported'; "
             "assert 'psutil' not in sys.modules, 'psutil imported'")
     env = dict(os.environ, PYTHONPATH=str(ROOT))

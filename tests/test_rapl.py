@@ -468,7 +468,7 @@ def test_fake_rejects_unknown_or_ambiguous_keys(make_fake):
 
 
 def test_fake_env_points_settings_at_the_tree(make_fake):
-    from energymeter.config import resolve_settings
+    from energymeter.settings import resolve_settings
 
     fake = make_fake()
     name, value = fake.env_item()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from energymeter.errors import ReportError
-from energymeter.probes.base import Channel
-from energymeter.report import SCHEMA, ChannelEnergy, Phase, Report, energy_summary
+from energymeter.probes.base import Channel, energy_summary
+from energymeter.report import SCHEMA, ChannelEnergy, Phase, Report
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
 CHANNELS = (

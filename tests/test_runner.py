@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from energymeter.cli.run import status_line
 from energymeter.errors import ConfigError
 from energymeter.report import Report
-from energymeter.runner import (
+from energymeter.session.command import (
     CommandNotExecutableError,
     CommandNotFoundError,
     build_argv,
     default_name,
-    exit_code_of,
     resolve_program,
     run_command,
-    status_line,
 )
+from energymeter.session.signals import exit_code_of
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -135,7 +135,7 @@ def test_exec_format_error_126(tmp_path: Path) -> None:
 def test_argument_with_nul_byte_is_126_and_the_run_is_closed(tmp_path: Path) -> None:
     """Popen refuses a NUL byte with ValueError after the meter started: the run must still
     be stopped and recorded, not left running."""
-    from energymeter.runner import RunError
+    from energymeter.session.command import RunError
 
     with pytest.raises(RunError) as caught:
         run_command(["echo", "a\x00b"], out=tmp_path / "runs", region="SE")

@@ -4,9 +4,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from energymeter.aggregate import Aggregator, peak_window_s
-from energymeter.sampler import MAX_CONSECUTIVE_FAILURES, Sampler
-from energymeter.storage import SamplesWriter, read_samples
+from energymeter.sampling.aggregate import Aggregator, peak_window_s
+from energymeter.sampling.sampler import MAX_CONSECUTIVE_FAILURES, Sampler
+from energymeter.store import SamplesWriter, read_samples
 from tests.fakes.probes import ConstantPowerProbe, FailingProbe
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from energymeter.errors import ReportError
-from energymeter.storage import (
+from energymeter.store import (
     EventLog,
     SamplesWriter,
     append_ledger,

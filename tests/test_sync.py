@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from energymeter.errors import ConfigError
-from energymeter.sync import resolve_sync
+from energymeter.session.sync import resolve_sync
 
 
 def test_none_means_no_sync() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .account import J_PER_KWH, CarbonAccount
 from .region import detect_timezone, resolve_region, tz_country
-from .tables import Intensity, RegionInfo, intensity, list_regions
+from .static import Intensity, RegionInfo, intensity, list_regions
 
 __all__ = [
     "J_PER_KWH",

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..settings import CARBON_PROVIDERS
 from .region import resolve_region
-from .tables import WORLD, Intensity, intensity
+from .static import WORLD, Intensity, intensity
 
 if TYPE_CHECKING:
     from .live import LiveError, Poller, Provider
@@ -60,7 +61,7 @@ def _make_provider(
             ]
         return live.GBCarbonProvider(env=env), []
     raise ConfigError(
-        f"carbon_provider {kind!r} is unknown; accepted: none, electricitymaps, gb"
+        f"carbon_provider {kind!r} is unknown; accepted: {', '.join(CARBON_PROVIDERS)}"
     )
 
 

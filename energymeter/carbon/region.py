@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
-from .tables import LIST_HINT, WORLD, intensity
+from .static import LIST_HINT, WORLD, intensity
 
 log = logging.getLogger("energymeter")
 

@@ -28,8 +28,8 @@ __all__ = [
 
 log = logging.getLogger("energymeter")
 
-# Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``host`` (gauges
-# only) are added by discover() itself.
+# Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``process`` (gauges
+# of the process tree only) are added by discover() itself.
 REGISTRY: tuple[str, ...] = ("rapl", "nvml")
 
 
@@ -70,7 +70,7 @@ def discover(ctx: DiscoveryContext) -> Discovery:
     if not any(c.kind == "cpu" for p in probes for c in p.channels):
         why = "; ".join(f"{u.source}: {u.reason}" for u in missing if u.source == "rapl")
         take(_run("cpumodel", ctx, why=why or "no CPU energy counter found"))
-    take(_run("host", ctx))
+    take(_run("process", ctx))
     notes = tuple(w for p in probes for w in p.drain_warnings())
     return Discovery(tuple(probes), tuple(missing), notes)
 

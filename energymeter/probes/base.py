@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("cpu", "dram", "gpu", "psys", "soc")
+from ..settings import default
+
+#: Energy kinds, in the order reports show them. ``psys`` (a platform counter that already
+#: contains the others) is reported beside the rest and never summed into a total.
+KINDS = ("cpu", "dram", "gpu", "soc", "psys")
+NOT_IN_TOTAL = frozenset({"psys"})
 METHODS = ("counter", "integrated", "model")
+#: What each measurement method means, for people reading a listing or a report.
+METHOD_MEANING = {
+    "counter": "hardware energy counter (measured)",
+    "integrated": "power readings integrated over time (measured)",
+    "model": "estimated by a model, not measured",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,16 @@ class Channel:
             raise ValueError(f"channel kind {self.kind!r} not in {KINDS}")
         if self.method not in METHODS:
             raise ValueError(f"channel method {self.method!r} not in {METHODS}")
+
+    @property
+    def is_subzone(self) -> bool:
+        """A part of another channel (``part_of`` set): shown, never summed."""
+        return self.part_of is not None
+
+    @property
+    def in_total(self) -> bool:
+        """Whether this channel's energy enters ``energy_j.total`` (not a sub-zone, not psys)."""
+        return not self.is_subzone and self.kind not in NOT_IN_TOTAL
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -75,6 +96,22 @@ class Channel:
         )
 
 
+def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> dict[str, Any]:
+    """``{"total": J, "by_kind": {kind: J}}`` of per-channel joules: sub-zones enter neither,
+    ``psys`` enters ``by_kind`` but not ``total`` (it already contains the others)."""
+    by_kind: dict[str, float] = {}
+    for ch in channels:
+        if not ch.is_subzone and ch.id in energy_j:
+            by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
+    total = sum(v for k, v in by_kind.items() if k not in NOT_IN_TOTAL)
+    return {"total": total, "by_kind": by_kind}
+
+
+def total_energy_j(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> float:
+    """The ``total`` of :func:`energy_summary`."""
+    return float(energy_summary(channels, energy_j)["total"])
+
+
 @dataclass(frozen=True)
 class Unavailable:
     """A source that could not be opened: what, why, and what the user can do about it."""
@@ -91,13 +128,14 @@ class Unavailable:
 class DiscoveryContext:
     """Everything discovery may need; hardware access is injectable for tests and containers.
 
+    ``powercap_root``: the RAPL sysfs root (default: the ``powercap_root`` setting's default).
+    ``pid``: the root of the measured process tree (0: this process).
     ``pynvml``: the NVML module object to use (``None``: import ``pynvml`` from nvidia-ml-py).
     ``env``: the environment to read (``CUDA_VISIBLE_DEVICES``...).
     """
 
-    powercap_root: Path = Path("/sys/class/powercap")
+    powercap_root: Path = field(default_factory=lambda: default("powercap_root"))
     pid: int = 0
-    interval_s: float = 0.1
     pynvml: Any = None
     env: Mapping[str, str] = field(default_factory=dict)
 

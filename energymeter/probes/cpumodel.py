@@ -42,13 +42,13 @@ import functools
 import io
 import logging
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .proc import count_packages, cpu_model_name, read_cpuinfo
 
 log = logging.getLogger("energymeter")
 
@@ -212,38 +212,6 @@ def match_tdp(model_name: str, table: TdpTable | None = None) -> TdpEntry | None
     return best
 
 
-# -- /proc/cpuinfo -----------------------------------------------------------------------------
-
-
-def _cpuinfo_values(cpuinfo_text: str, key: str) -> list[str]:
-    out = []
-    for line in cpuinfo_text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.strip().lower() == key:
-            out.append(value.strip())
-    return out
-
-
-def model_name_from_cpuinfo(cpuinfo_text: str) -> str | None:
-    """The first ``model name`` of ``/proc/cpuinfo`` text (``None`` if there is none)."""
-    names = [v for v in _cpuinfo_values(cpuinfo_text, "model name") if v]
-    return names[0] if names else None
-
-
-def count_packages(cpuinfo_text: str) -> int:
-    """Number of physical packages (sockets): distinct ``physical id`` values, 1 if absent."""
-    return max(1, len(set(_cpuinfo_values(cpuinfo_text, "physical id"))))
-
-
-def _read_cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError as exc:
-        log.debug("cannot read /proc/cpuinfo: %r", exc)
-        return ""
-
-
 # -- the probe ---------------------------------------------------------------------------------
 
 
@@ -379,10 +347,9 @@ def discover(
         return [Unavailable("cpumodel", "psutil is not installed",
                             "pip install psutil (a dependency of energymeter)")]
     if cpuinfo_text is None:
-        cpuinfo_text = _read_cpuinfo()
+        cpuinfo_text = read_cpuinfo()
     if model_name is None:
-        model_name = (model_name_from_cpuinfo(cpuinfo_text) or platform.processor()
-                      or "unknown CPU")
+        model_name = cpu_model_name(cpuinfo_text)
     if logical_cpus is None:
         logical_cpus = psutil.cpu_count(logical=True) or os.cpu_count() or 1
     packages = count_packages(cpuinfo_text)

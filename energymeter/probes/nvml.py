@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .counter import CumulativeCounter
+from .integrate import TrapezoidIntegrator
+from .proc import process_tree_pids
+from .visible import HIDES_EVERY_GPU, GpuIdentity, VisibleGpu, select_visible
 
 log = logging.getLogger("energymeter")
 
@@ -51,15 +54,6 @@ _TEMPERATURE_GPU = 0
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
                 6: "usVal"}
 
-ACCEPTED_VISIBLE_DEVICES = (
-    "accepted: comma-separated GPU indices ('0,2'), GPU UUIDs ('GPU-8932f937-...' or a unique "
-    "prefix such as 'GPU-8932f937'), MIG UUIDs ('MIG-<uuid>' or 'MIG-GPU-<uuid>/<gi>/<ci>'), "
-    "or '', '-1' or 'NoDevFiles' to hide every GPU"
-)
-HIDES_EVERY_GPU = "CUDA_VISIBLE_DEVICES hides every GPU"
-
-_INT_RE = re.compile(r"[+-]?\d+")
-
 
 # -- NVML error helpers ------------------------------------------------------------------
 def _errors(nvml: Any, *names: str) -> tuple[type[BaseException], ...]:
@@ -77,140 +71,6 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-# -- CUDA_VISIBLE_DEVICES ------------------------------------------------------------------
-@dataclass(frozen=True)
-class GpuIdentity:
-    """What :func:`select_visible` needs to know about one NVML device."""
-
-    nvml_index: int
-    uuid: str
-    name: str = ""
-    mig_uuids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class VisibleGpu:
-    """One GPU to measure: its NVML index and, if it was named through MIG, the MIG UUIDs."""
-
-    nvml_index: int
-    mig_uuids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Selection:
-    gpus: tuple[VisibleGpu, ...]
-    warnings: tuple[str, ...] = ()
-    by_index: bool = True  # some GPU was chosen by index (or the variable was unset)
-
-
-def _match_prefix(entry: str, candidates: Iterable[tuple[str, int]]) -> tuple[list[int], str]:
-    want = entry.lower()
-    hits = [(uuid, i) for uuid, i in candidates if uuid.lower().startswith(want)]
-    return [i for _, i in hits], ", ".join(u for u, _ in hits)
-
-
-def select_visible(value: str | None, gpus: Sequence[GpuIdentity]) -> Selection:
-    """The GPUs a process sees under ``CUDA_VISIBLE_DEVICES=value``, in its CUDA order.
-
-    Mirrors CUDA: unset means every GPU in NVML order; entries are indices, ``GPU-`` UUIDs (or
-    unique prefixes) and ``MIG-`` UUIDs (mapped to the parent GPU, whose whole energy is
-    measured); the empty string, ``NoDevFiles`` or a leading negative index hide every GPU;
-    parsing stops at the first invalid entry and the GPUs listed before it stay visible (a
-    warning names the ignored rest; a negative index is CUDA's documented terminator and
-    gives no warning). A GPU named twice also ends the list (it would be counted twice).
-
-    Raises :class:`~energymeter.errors.ConfigError` when the *first* entry is invalid, with a
-    message saying which forms are accepted. Returns an empty selection when the value hides
-    every GPU on purpose.
-    """
-    if value is None:
-        return Selection(tuple(VisibleGpu(g.nvml_index) for g in gpus))
-    text = value.strip()
-    if text == "" or text.lower() == "nodevfiles":
-        return Selection(())
-    by_uuid = [(g.uuid, g.nvml_index) for g in gpus]
-    mig_parent = [(m, g.nvml_index) for g in gpus for m in g.mig_uuids]
-    chosen: list[int] = []
-    migs: dict[int, list[str]] = {}
-    warnings: list[str] = []
-    by_index = False
-    entries = text.split(",")
-    for position, raw in enumerate(entries):
-        entry = raw.strip()
-        problem = ""
-        mig_uuid = ""
-        index: int | None = None
-        if _INT_RE.fullmatch(entry):
-            number = int(entry)
-            if number < 0:
-                break  # CUDA's terminator: '-1' alone hides every GPU, '0,-1,1' keeps 0
-            if number < len(gpus):
-                index = gpus[number].nvml_index
-                by_index = True
-            else:
-                problem = (f"there is no GPU with index {number} (NVML sees {len(gpus)}: "
-                           f"0..{len(gpus) - 1})")
-        elif entry.upper().startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>
-            parent = entry[4:].split("/", 1)[0]
-            hits, names = _match_prefix(parent, by_uuid)
-            if len(hits) == 1:
-                index, mig_uuid = hits[0], entry
-            else:
-                problem = (f"{parent!r} matches no GPU" if not hits
-                           else f"{parent!r} is ambiguous: it matches {names}")
-        elif entry.upper().startswith("MIG-"):
-            hits, names = _match_prefix(entry, mig_parent)
-            if len(hits) == 1:
-                index = hits[0]
-                mig_uuid = next(m for m, _ in mig_parent if m.lower().startswith(entry.lower()))
-            else:
-                problem = ("it matches no MIG device of this machine" if not hits
-                           else f"it is ambiguous: it matches {names}")
-        elif entry.upper().startswith("GPU-"):
-            hits, names = _match_prefix(entry, by_uuid)
-            if len(hits) == 1:
-                index = hits[0]
-            else:
-                problem = ("it matches no GPU of this machine" if not hits
-                           else f"it is ambiguous: it matches {names}")
-        else:
-            problem = "it is not a GPU index, a GPU-<uuid> or a MIG-<uuid>"
-
-        if index is not None and mig_uuid:
-            if mig_uuid in migs.get(index, []):
-                problem = "this MIG device is listed twice"
-            else:
-                migs.setdefault(index, []).append(mig_uuid)
-                if index not in chosen:
-                    chosen.append(index)
-                continue
-        elif index is not None:
-            if index in chosen:
-                problem = "this GPU is listed twice"
-            else:
-                chosen.append(index)
-                continue
-
-        message = f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is invalid: {problem}"
-        if position == 0:
-            raise ConfigError(f"{message}. CUDA stops at the first invalid entry, so this "
-                              f"hides every GPU; {ACCEPTED_VISIBLE_DEVICES}")
-        ignored = ",".join(entries[position:])
-        warnings.append(f"{message}. Like CUDA, energymeter ignores it and everything after it "
-                        f"({ignored!r}) and measures only the {len(chosen)} GPU(s) listed "
-                        f"before; {ACCEPTED_VISIBLE_DEVICES}")
-        break
-
-    for index, mig_list in migs.items():
-        label = ", ".join(mig_list)
-        warnings.append(
-            f"CUDA_VISIBLE_DEVICES names MIG device(s) {label} on GPU {index}: NVML measures "
-            "energy per physical GPU, so the energy reported for it is the whole GPU's, shared "
-            "by every MIG slice and process on it, not this slice's")
-    gpus_out = tuple(VisibleGpu(i, tuple(migs.get(i, ()))) for i in chosen)
-    return Selection(gpus_out, tuple(warnings), by_index)
-
-
 # -- the probe -------------------------------------------------------------------------------
 @dataclass(eq=False)
 class _Gpu:
@@ -219,17 +79,16 @@ class _Gpu:
     channel: Channel
     handle: Any
     power_source: str | None  # "power_instant" | "power_usage" | None
-    counter_mj: int | None = None  # last counter value (counter method)
-    energy_mj: int = 0  # accumulated counter energy (counter method)
-    energy_j: float = 0.0  # accumulated trapezoid energy (integrated method)
-    last_t_s: float | None = None
-    last_power_w: float | None = None
+    counter: CumulativeCounter | None = None  # counter method: NVML's mJ since driver load
+    integrator: TrapezoidIntegrator = field(default_factory=TrapezoidIntegrator)
     lost: bool = False
     failed_gauges: set[str] = field(default_factory=set)
 
     @property
     def value_j(self) -> float:
-        return self.energy_mj / 1000 if self.channel.method == "counter" else self.energy_j
+        if self.counter is not None:
+            return self.counter.total / 1000
+        return self.integrator.energy_j
 
 
 class NvmlProbe(Probe):
@@ -297,16 +156,16 @@ class NvmlProbe(Probe):
         return out
 
     def _advance_counter_locked(self, g: _Gpu) -> None:
+        counter = g.counter
+        assert counter is not None  # the counter method has one
         mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
-        previous = g.counter_mj
-        if previous is not None and mj < previous:
+        previous, resets = counter.last, counter.resets
+        counter.advance(mj)
+        if counter.resets > resets:
             self._warn_locked(
                 f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
                 "driver reload or GPU reset?): the energy measured so far is kept and counting "
                 "resumes from the new value; energy since the previous read is lost")
-        elif previous is not None:
-            g.energy_mj += mj - previous
-        g.counter_mj = mj
 
     def _power_w(self, g: _Gpu) -> float:
         if g.power_source == "power_instant":
@@ -319,12 +178,7 @@ class NvmlProbe(Probe):
 
     def _sample_locked(self, g: _Gpu) -> None:
         power_w = self._power_w(g)
-        t_s = self._clock()
-        if g.last_t_s is not None and g.last_power_w is not None:
-            if t_s <= g.last_t_s:
-                return
-            g.energy_j += 0.5 * (power_w + g.last_power_w) * (t_s - g.last_t_s)
-        g.last_t_s, g.last_power_w = t_s, power_w
+        g.integrator.add(self._clock(), power_w)
 
     def _mark_lost_locked(self, g: _Gpu, exc: BaseException) -> None:
         g.lost = True
@@ -374,7 +228,7 @@ class NvmlProbe(Probe):
         out: dict[str, float] = {}
         if self._closed:
             return out
-        pids = self._process_tree()
+        pids = process_tree_pids(self._pid)
         total_process_bytes: int | None = None
         nvml = self._nvml
         for g in self._gpus:
@@ -436,18 +290,6 @@ class NvmlProbe(Probe):
                     # A process doing compute and graphics is listed twice with one footprint.
                     per_pid[p.pid] = max(per_pid.get(p.pid, 0), int(used))
         return float(sum(per_pid.values())) if answered else None
-
-    def _process_tree(self) -> set[int]:
-        pid = self._pid or os.getpid()
-        try:
-            import psutil
-        except ImportError:
-            return {pid}
-        try:
-            children = psutil.Process(pid).children(recursive=True)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return {pid}
-        return {pid} | {c.pid for c in children}
 
     # -- lifecycle and facts -------------------------------------------------------------------
     def check_interval(self, interval_s: float) -> list[str]:
@@ -764,4 +606,5 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
         method, resolution_s = "integrated", 1.0 / poll_hz
     channel = Channel(id=cid, kind="gpu", device=ident.name, source=SOURCE, method=method,
                       resolution_s=resolution_s, meta=meta)
-    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter_mj=counter_mj)
+    return _Gpu(channel=channel, handle=handle, power_source=power_source,
+                counter=CumulativeCounter(counter_mj) if counter_mj is not None else None)

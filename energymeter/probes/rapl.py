@@ -48,6 +48,8 @@ from typing import Any
 
 from ..errors import ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .counter import CumulativeCounter
+from .proc import CPUINFO, cpu_models_by_socket, read_cpuinfo
 
 __all__ = [
     "CONTROL_TYPES",
@@ -67,7 +69,6 @@ CONTROL_TYPES = ("intel-rapl", "intel-rapl-mmio")
 DEFAULT_MAX_POWER_W = 500.0
 # RAPL counters update about every 976 us.
 RESOLUTION_S = 0.001
-DEFAULT_CPUINFO = Path("/proc/cpuinfo")
 _READ_BYTES = 64
 _ZONE_RE = re.compile(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
 _PACKAGE_RE = re.compile(r"^package-(\d+)(?:-die-(\d+))?$")
@@ -275,31 +276,6 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
     return plans, ignored
 
 
-def _cpu_models(cpuinfo_path: Path | None) -> dict[int, str]:
-    """``{physical id: model name}`` from /proc/cpuinfo; key -1 holds the first model seen."""
-    path = DEFAULT_CPUINFO if cpuinfo_path is None else cpuinfo_path
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        log.debug("rapl: cannot read %s: %r", path, exc)
-        return {}
-    models: dict[int, str] = {}
-    for block in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields.setdefault(key.strip(), value.strip())
-        model = fields.get("model name")
-        if not model:
-            continue
-        models.setdefault(-1, model)
-        socket = fields.get("physical id", "")
-        if socket.isdigit():  # absent in some VMs: the -1 entry then serves every socket
-            models.setdefault(int(socket), model)
-    return models
-
-
 def _device(plan: _Plan, models: dict[int, str]) -> str:
     if plan.kind == "psys":
         return "platform (psys)"
@@ -325,18 +301,16 @@ def _parse_uj(data: bytes, path: Path) -> int:
 class _Counter:
     """An open ``energy_uj`` with its unwrapping state."""
 
-    __slots__ = ("channel", "zone", "fd", "last_uj", "total_uj", "wraps", "last_read_ns",
-                 "modulus_uj", "wrap_time_s", "max_power_w", "max_power_basis")
+    __slots__ = ("channel", "zone", "fd", "uj", "last_read_ns", "wrap_time_s", "max_power_w",
+                 "max_power_basis")
 
     def __init__(self, channel: Channel, zone: Zone, fd: int, first_uj: int) -> None:
         self.channel = channel
         self.zone = zone
         self.fd = fd
-        self.last_uj = first_uj
-        self.total_uj = 0
-        self.wraps = 0
+        # energy_uj runs 0..max_energy_range_uj inclusive, then restarts at 0.
+        self.uj = CumulativeCounter(first_uj, modulus=zone.max_energy_range_uj + 1)
         self.last_read_ns = time.monotonic_ns()
-        self.modulus_uj = zone.max_energy_range_uj + 1
         if zone.max_power_w is not None:
             self.max_power_w, self.max_power_basis = zone.max_power_w, "constraint_max_power_uw"
         else:
@@ -371,11 +345,7 @@ class RaplProbe(Probe):
                 raw_uj = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
             except (OSError, ValueError) as exc:
                 raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
-            if raw_uj >= c.last_uj:
-                delta_uj = raw_uj - c.last_uj
-            else:  # wrapped past max_energy_range_uj back to 0
-                delta_uj = raw_uj + c.modulus_uj - c.last_uj
-                c.wraps += 1
+            c.uj.advance(raw_uj)
             gap_s = (now_ns - c.last_read_ns) / 1e9
             if gap_s > c.wrap_time_s:
                 self._warn_locked(
@@ -383,10 +353,8 @@ class RaplProbe(Probe):
                     f"wrap time at {c.max_power_w:g} W ({c.wrap_time_s:.3g} s): a counter "
                     "wrap may have been missed and its energy undercounted"
                 )
-            c.total_uj += delta_uj
-            c.last_uj = raw_uj
             c.last_read_ns = now_ns
-            out[c.channel.id] = c.total_uj / 1e6
+            out[c.channel.id] = c.uj.total / 1e6
         return out
 
     def check_interval(self, interval_s: float) -> list[str]:
@@ -419,7 +387,7 @@ class RaplProbe(Probe):
                 "max_power_w": c.max_power_w,
                 "max_power_basis": c.max_power_basis,
                 "wrap_time_s": c.wrap_time_s,
-                "wraps": c.wraps,
+                "wraps": c.uj.wraps,
             }
             for c in self._counters
         ]
@@ -509,7 +477,7 @@ def discover(
     dropped: list[dict[str, Any]] = [
         {"path": str(z.path), "name": z.name, "reason": why} for z, why in ignored
     ]
-    models = _cpu_models(cpuinfo_path)
+    models = cpu_models_by_socket(read_cpuinfo(cpuinfo_path or CPUINFO))
     counters: list[_Counter] = []
     served: dict[str, _Counter] = {}
     denied: dict[str, Path] = {}  # channel id -> energy_uj path

@@ -1,15 +1,15 @@
-"""Text tables shared by reports and comparisons: plain, Markdown and LaTeX renderers, number
-formatting, and the per-channel / per-phase rows of a report."""
+"""Text tables shared by reports, comparisons and the CLI: plain, Markdown, LaTeX and CSV
+renderers and number formatting. Knows nothing of reports: headers and rows of strings in,
+text out."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .report import Report
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 # -- number formatting -------------------------------------------------------------------------
@@ -96,31 +96,32 @@ def render_latex(headers: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join(lines)
 
 
-def channel_rows(report: Report) -> list[list[str]]:
-    """Per-channel rows: channel, kind, device, method, energy (J), mean and peak power (W)."""
-    rows = []
-    for c in report.channels:
-        ch = c.channel
-        label = ch.id + (f" (in {ch.part_of})" if ch.part_of else "")
-        method = ch.method + (" (estimated)" if ch.method == "model" else "")
-        rows.append([label, ch.kind + (" (not in total)" if ch.kind == "psys" else ""),
-                     ch.device or "-", method, format_number(c.energy_j, 2),
-                     format_number(c.mean_power_w, 1), format_number(c.peak_power_w, 1)])
-    return rows
+def render_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV with a header of ``columns``; None is empty, mappings ``k=v;...``, lists ``a;b``."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return out.getvalue()
 
 
-CHANNEL_HEADERS = ("channel", "kind", "device", "method", "energy (J)", "mean (W)", "peak (W)")
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    return value
 
 
-def phase_rows(report: Report) -> list[list[str]]:
-    """Per-phase rows: phase, parent, start, duration (s), energy (J)."""
-    return [[p.name, p.parent or "-", format_number(p.start_s, 2),
-             format_number(p.duration_s, 3),
-             format_number(p.to_dict([c.channel for c in report.channels])
-                           ["energy_j"]["total"], 2)]
-            for p in report.phases]
-
-
-PHASE_HEADERS = ("phase", "parent", "start (s)", "duration (s)", "energy (J)")
-
-
+def render(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
+           align: Sequence[str] | None = None) -> str:
+    """``headers`` and ``rows`` as a ``table``, ``markdown`` or ``latex`` table."""
+    if fmt == "markdown":
+        return render_markdown(headers, rows, align)
+    if fmt == "latex":
+        return render_latex(headers, rows, align)
+    return render_table(headers, rows, align)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..errors import ConfigError
+from ..settings import CARBON_TABLES
 
 EMBER = "ember"
 ELECTRICITYMAPS = "electricitymaps"
-TABLE_CHOICES = ("auto", EMBER, ELECTRICITYMAPS)
 
 EMBER_FILE = "country_intensity_ember.csv"
 ELECTRICITYMAPS_FILE = "zone_intensity_electricitymaps_2025.csv"
@@ -111,9 +111,9 @@ def _tables() -> _Tables:
 
 def _check_table(table: str) -> str:
     choice = str(table).strip().lower()
-    if choice not in TABLE_CHOICES:
+    if choice not in CARBON_TABLES:
         raise ConfigError(
-            f"carbon table {table!r} is unknown; accepted: {', '.join(TABLE_CHOICES)}"
+            f"carbon table {table!r} is unknown; accepted: {', '.join(CARBON_TABLES)}"
         )
     return choice
 

@@ -13,37 +13,24 @@ import functools
 import inspect
 import logging
 import os
-import platform
-import socket
-import sys
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._version import __version__
-from .aggregate import Aggregator, peak_window_s
-from .config import Settings, resolve_settings
-from .errors import UsageError
-from .probes import Channel, Discovery, DiscoveryContext, discover_cached
-from .probes.host import peak_rss_bytes_from_rusage
-from .report import (
-    LEDGER_COLUMNS,
-    STATUSES,
-    Phase,
-    Report,
-    channel_energies,
-    counted,
-    total_energy_j,
-)
-from .sampler import Sampler
-from .storage import (
+from ..carbon import CarbonAccount
+from ..errors import UsageError
+from ..probes import Channel, DiscoveryContext, discover_cached
+from ..probes.base import total_energy_j
+from ..probes.proc import peak_rss_bytes_from_rusage, rusage_cpu_s
+from ..report import LEDGER_COLUMNS, STATUSES, Report, channel_energies
+from ..sampling import Aggregator, Sampler, peak_window_s
+from ..settings import resolve_settings, settings_dict
+from ..store import (
     EVENTS_NAME,
     REPORT_NAME,
     SAMPLES_NAME,
@@ -54,79 +41,20 @@ from .storage import (
     make_run_dir,
     write_json_atomic,
 )
+from . import facts, forks
+from .phases import OpenPhase, Phases
+from .sync import resolve_sync
 
 log = logging.getLogger("energymeter")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Software whose version is worth recording when the user's program has already imported it
-# (we never import it ourselves just to ask).
-_SOFTWARE = ("numpy", "torch", "jax", "cupy", "tensorflow", "pynvml", "psutil", "pandas")
-
-_live_meters: weakref.WeakSet[Meter] = weakref.WeakSet()
-_fork_hook_installed = False
-_fork_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    for meter in list(_live_meters):
-        meter._abandon_in_child()
-
-
-def _install_fork_hook() -> None:
-    global _fork_hook_installed
-    with _fork_lock:
-        if not _fork_hook_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_installed = True
-
-
-@dataclass(eq=False)  # compared by identity: two phases may share a name
-class _OpenPhase:
-    name: str
-    start_s: float
-    energy: dict[str, float]
-    parent: str | None
-
-
-# The phases open in the current thread or asyncio task, innermost last (contextvars keep
-# concurrent threads and tasks apart): a new phase's parent is the innermost one of its meter.
-_flow_phases: ContextVar[tuple[_OpenPhase, ...]] = ContextVar("energymeter_phases", default=())
-
+#: The variable through which ``energymeter run`` tells a measured command its run id (a meter
+#: started inside records it as ``parent_run_id``).
+RUN_ID_ENV = "ENERGYMETER_RUN_ID"
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _settings_dict(settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in fields(settings):
-        if f.name == "origins":
-            continue
-        value = getattr(settings, f.name)
-        out[f.name] = str(value) if isinstance(value, Path) else value
-    out["origins"] = {k: settings.origin(k) for k in out}
-    return out
-
-
-def _software() -> dict[str, Any]:
-    info: dict[str, Any] = {"energymeter": __version__, "python": platform.python_version()}
-    for name in _SOFTWARE:
-        module = sys.modules.get(name)
-        version = getattr(module, "__version__", None) if module else None
-        if version:
-            info[name] = str(version)
-    return info
-
-
-def _host(discovery: Discovery) -> dict[str, Any]:
-    return {
-        "hostname": socket.gethostname(),
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "probes": [p.describe() for p in discovery.probes],
-    }
 
 
 @dataclass(frozen=True)
@@ -171,8 +99,6 @@ class Meter:
         self.path: Path | None = None
         self._state = "new"
         self._owner_pid = os.getpid()
-        self._open_phases: list[_OpenPhase] = []
-        self._phases: list[Phase] = []
         self._logs: list[dict[str, Any]] = []
         self._warnings: list[str] = []
         self._lock = threading.Lock()
@@ -183,21 +109,18 @@ class Meter:
         if self._state != "new":
             raise UsageError(f"meter {self.name!r} was already started; make a new one "
                              "with measure() for another run")
-        from .carbon import CarbonAccount
-        from .sync import resolve_sync
-
         self._sync = resolve_sync(self._sync_arg)
         # Region errors surface here, before anything is measured or written.
         self._carbon = CarbonAccount.start(self.settings, env=self._env)
         s = self.settings
         self._discovery = discover_cached(DiscoveryContext(
-            powercap_root=s.powercap_root, pid=os.getpid(), interval_s=s.interval_s,
-            pynvml=self._pynvml, env=self._env))
+            powercap_root=s.powercap_root, pid=os.getpid(), pynvml=self._pynvml, env=self._env))
         self._channels = self._discovery.channels
+        self._phases = Phases(self._channels)
         gauge_names = tuple(dict.fromkeys(
             g for p in self._discovery.probes for g in p.gauge_names))
         self.run_id = uuid.uuid4().hex
-        self.parent_run_id = self._env.get("ENERGYMETER_RUN_ID") or None
+        self.parent_run_id = self._env.get(RUN_ID_ENV) or None
         self.started_at = _utcnow()
         # Absolute now: a program that changes directory during the run (Hydra does) must not
         # send report.json and the ledger somewhere else.
@@ -223,7 +146,7 @@ class Meter:
         self._sampler = Sampler(
             self._discovery.probes, interval_s=s.interval_s,
             gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
-            counted_ids=[c.id for c in self._channels if counted(c) and c.kind != "psys"],
+            counted_ids=[c.id for c in self._channels if c.in_total],
             on_energy=self._carbon.update)
         self._interval_warnings = [w for p in self._discovery.probes
                                    for w in p.check_interval(s.interval_s)]
@@ -232,20 +155,19 @@ class Meter:
             parent_run_id=self.parent_run_id,
             command=list(self.command) if self.command else None,
             channels=[c.to_dict() for c in self._channels], gauges=list(gauge_names),
-            settings=_settings_dict(s), carbon_region=self._carbon.region,
+            settings=settings_dict(s), carbon_region=self._carbon.region,
             region_source=self._carbon.region_source,
             notes=list(self._discovery.notes),
             unavailable=[u.to_dict() for u in self._discovery.unavailable])
-        _install_fork_hook()
-        _live_meters.add(self)
+        forks.register(self)
         self._run_sync()
-        self._rusage_cpu_s = _rusage_cpu_s()
+        self._rusage_cpu_s = rusage_cpu_s()
         self._last_snapshot = self._sampler.begin()
         self._sampler.start()
 
     def _undo_start(self) -> None:
         """Forget a start that failed part-way: close its files, remove its run directory."""
-        _live_meters.discard(self)
+        forks.unregister(self)
         for name in ("_events", "_writer"):
             writer = self.__dict__.pop(name, None)
             if writer is not None:
@@ -286,9 +208,9 @@ class Meter:
         t_s, energy = self._sampler.stop()
         ended_at = _utcnow()
         self._state = "stopped"
-        _live_meters.discard(self)
-        while self._open_phases:  # phases left open by an exception end with the run
-            self._end_phase(self._open_phases[-1], t_s, energy)
+        forks.unregister(self)
+        for phase in self._phases.end_all(t_s, energy):  # left open by an exception
+            self._events.event("phase", **phase.to_dict(self._channels))
         report = self._build_report(status, exit_code, t_s, energy, ended_at)
         self.report = report  # kept whatever happens to the disk below
         try:
@@ -351,37 +273,19 @@ class Meter:
         """Measure a named part of the run; phases nest. Phases of concurrent threads or asyncio
         tasks are measured apart; a phase's parent is the one enclosing it in its thread or task."""
         t_s, energy = self._boundary()
-        flow = _flow_phases.get()
-        with self._lock:
-            parent = next((p.name for p in reversed(flow) if p in self._open_phases), None)
-            entry = _OpenPhase(str(name), t_s, energy, parent)
-            self._open_phases.append(entry)
-        token = _flow_phases.set((*flow, entry))
+        entry, token = self._phases.open(name, t_s, energy)
         self._events.event("phase_start", name=entry.name, t_s=t_s)
         try:
             yield self
         finally:
-            try:
-                _flow_phases.reset(token)
-            except ValueError:  # closed in another thread than it was opened in
-                log.debug("phase %r closed outside the context it was opened in", entry.name)
+            self._phases.leave(entry, token)
             if self._state == "running":
                 self._end_phase(entry, *self._boundary())
 
-    def _end_phase(self, entry: _OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
-        with self._lock:
-            if entry not in self._open_phases:  # already ended with the run
-                return
-            self._open_phases.remove(entry)
-        name, start_s, start_energy, parent = (entry.name, entry.start_s, entry.energy,
-                                               entry.parent)
-        resolution = max((c.resolution_s for c in self._channels), default=0.0)
-        phase = Phase(name, start_s, t_s,
-                      {cid: energy.get(cid, 0.0) - start_energy.get(cid, 0.0)
-                       for cid in energy},
-                      parent=parent, below_resolution=(t_s - start_s) < resolution)
-        self._phases.append(phase)
-        self._events.event("phase", **phase.to_dict(self._channels))
+    def _end_phase(self, entry: OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
+        phase = self._phases.end(entry, t_s, energy)
+        if phase is not None:
+            self._events.event("phase", **phase.to_dict(self._channels))
 
     def log(self, **metrics: Any) -> None:
         """Record user metrics stamped with run time and cumulative energy (joules).
@@ -407,12 +311,13 @@ class Meter:
             warnings += probe.drain_warnings()
         warnings += self._carbon.warnings
         warnings += self._warnings
-        resolution = max((c.resolution_s for c in self._channels), default=0.0)
+        resolution = self._phases.resolution_s  # of the slowest counter
         if duration_s < resolution:
             warnings.append(f"the run lasted {duration_s * 1000:.0f} ms, shorter than the "
                             f"{resolution * 1000:.0f} ms update period of an energy counter: "
                             "its energy is below the counter's resolution")
-        short = [p.name for p in self._phases if p.below_resolution]
+        phases = self._phases.ended
+        short = [p.name for p in phases if p.below_resolution]
         if short:
             warnings.append(f"phases shorter than the energy counters' {resolution * 1000:.0f}"
                             f" ms update period (below resolution): {', '.join(short)}")
@@ -424,8 +329,8 @@ class Meter:
         # Sampling sees live processes; the kernel's accounting sees this process and every
         # child reaped during the run, including ones too short-lived to be sampled (the usual
         # case for `energymeter run -- short-command`). Both are lower bounds: take the larger.
-        rusage_cpu_s = _rusage_cpu_s() - self._rusage_cpu_s
-        resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, rusage_cpu_s)
+        cpu_s = rusage_cpu_s() - self._rusage_cpu_s
+        resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, cpu_s)
         overhead = {
             "sampler_cpu_s": self._sampler.thread_cpu_s,
             "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
@@ -438,10 +343,10 @@ class Meter:
         return Report(
             run_id=self.run_id, name=self.name, status=status, started_at=self.started_at,
             ended_at=ended_at, duration_s=duration_s, channels=channels,
-            phases=tuple(sorted(self._phases, key=lambda p: p.start_s)),
+            phases=phases,
             logs=tuple(self._logs), carbon=carbon, resources=resources, overhead=overhead,
-            host=_host(self._discovery), software=_software(),
-            settings=_settings_dict(self.settings),
+            host=facts.host(self._discovery), software=facts.software(),
+            settings=settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
             warnings=tuple(dict.fromkeys(warnings)), command=self.command,
             exit_code=exit_code, parent_run_id=self.parent_run_id, path=self.path)
@@ -502,22 +407,13 @@ class Meter:
         return wrapper  # type: ignore[return-value]
 
 
-def _rusage_cpu_s() -> float:
-    """User + system CPU seconds of this process and its reaped children."""
-    import resource
-
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def measure(name: str | Callable[..., Any] | None = None, *, sync: Any = None,
             **settings: Any) -> Any:
     """Measure a block or a function.
 
     ``with measure("train") as m: ...`` then ``m.report``; ``@measure("infer")`` on sync or
     async functions (``fn.last_report``); ``@measure`` without arguments uses the function's
-    name. Keyword arguments are :class:`energymeter.config.Settings` fields (``out``,
+    name. Keyword arguments are :class:`energymeter.Settings` fields (``out``,
     ``interval_s``, ``region``, ``pue``...) plus ``sync`` (``"torch"``, ``"jax"``, ``"cupy"`` or a
     callable run before every boundary read, because GPU work is asynchronous).
     """

@@ -7,115 +7,18 @@ ledger row, a pandas DataFrame (pandas imported only there), Markdown and LaTeX.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ReportError
-from .probes.base import Channel
-
-SCHEMA = "energymeter.report/1"
-STATUSES = ("completed", "failed", "interrupted")
-
-LEDGER_COLUMNS = (
-    "run_id", "name", "status", "started_at", "ended_at", "duration_s",
-    "energy_total_j", "energy_cpu_j", "energy_dram_j", "energy_gpu_j", "energy_soc_j",
-    "energy_psys_j", "cpu_method", "gpu_method", "mean_power_w",
-    "region", "g_per_kwh", "pue", "emissions_g",
-    "cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes", "write_bytes",
-    "exit_code", "warnings", "command", "path", "parent_run_id",
-)
-
-
-def counted(channel: Channel) -> bool:
-    """Whether a channel's energy enters ``by_kind`` (sub-zones with ``part_of`` do not)."""
-    return channel.part_of is None
-
-
-def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> dict[str, Any]:
-    """``{"total": J, "by_kind": {kind: J}}``; ``total`` excludes ``psys`` (a platform counter
-    that already contains the others) and sub-zones are never summed."""
-    by_kind: dict[str, float] = {}
-    for ch in channels:
-        if counted(ch) and ch.id in energy_j:
-            by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
-    total = sum(v for k, v in by_kind.items() if k != "psys")
-    return {"total": total, "by_kind": by_kind}
-
-
-def total_energy_j(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> float:
-    return energy_summary(channels, energy_j)["total"]
-
-
-@dataclass(frozen=True)
-class ChannelEnergy:
-    channel: Channel
-    energy_j: float
-    mean_power_w: float
-    peak_power_w: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.channel.to_dict(), "energy_j": self.energy_j,
-                "mean_power_w": self.mean_power_w, "peak_power_w": self.peak_power_w}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ChannelEnergy:
-        return cls(Channel.from_dict(data), float(data["energy_j"]),
-                   float(data.get("mean_power_w") or 0.0), data.get("peak_power_w"))
-
-
-def channel_energies(channels: Iterable[Channel], energy_j: Mapping[str, float],
-                     duration_s: float, peak_power_w: Mapping[str, float]
-                     ) -> tuple[ChannelEnergy, ...]:
-    """Per-channel energy, mean power over the run and peak power."""
-    return tuple(
-        ChannelEnergy(c, energy_j.get(c.id, 0.0),
-                      energy_j.get(c.id, 0.0) / duration_s if duration_s > 0 else 0.0,
-                      peak_power_w.get(c.id))
-        for c in channels)
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    start_s: float
-    end_s: float
-    energy_by_channel: Mapping[str, float]
-    parent: str | None = None
-    below_resolution: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-    def to_dict(self, channels: Sequence[Channel]) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name, "parent": self.parent, "start_s": self.start_s,
-            "end_s": self.end_s, "duration_s": self.duration_s,
-            "energy_j": energy_summary(channels, self.energy_by_channel),
-            "energy_by_channel_j": dict(self.energy_by_channel),
-        }
-        if self.below_resolution:
-            out["below_resolution"] = True
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Phase:
-        return cls(data["name"], float(data["start_s"]), float(data["end_s"]),
-                   dict(data.get("energy_by_channel_j", {})), data.get("parent"),
-                   bool(data.get("below_resolution", False)))
-
-
-def parse_timestamp(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ReportError(f"timestamp {value!r} is not ISO 8601") from None
-    if parsed.tzinfo is None:
-        raise ReportError(f"timestamp {value!r} has no time zone; reports use UTC")
-    return parsed
+from ..errors import ReportError
+from ..probes.base import KINDS, energy_summary
+from ..store.rundir import REPORT_NAME
+from . import render
+from .rebuild import rebuild_fields
+from .values import LEDGER_COLUMNS, SCHEMA, STATUSES, ChannelEnergy, Phase, parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -172,7 +75,7 @@ class Report:
     def methods(self, kind: str) -> str:
         """The methods by which channels of ``kind`` were measured, e.g. ``"counter"``."""
         found = sorted({c.channel.method for c in self.channels
-                        if c.channel.kind == kind and counted(c.channel)})
+                        if c.channel.kind == kind and not c.channel.is_subzone})
         return "+".join(found)
 
     # -- JSON ----------------------------------------------------------------------------
@@ -248,11 +151,9 @@ class Report:
         (killed with SIGKILL) is rebuilt from ``samples.csv`` and marked ``interrupted``."""
         path = Path(path)
         if path.is_dir():
-            if not (path / "report.json").exists():
-                from .rebuild import rebuild_report
-
-                return rebuild_report(path)
-            path = path / "report.json"
+            if not (path / REPORT_NAME).exists():
+                return cls(**rebuild_fields(path))
+            path = path / REPORT_NAME
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -272,7 +173,7 @@ class Report:
             "run_id": self.run_id, "name": self.name, "status": self.status,
             "started_at": self.started_at.isoformat(), "ended_at": self.ended_at.isoformat(),
             "duration_s": self.duration_s, "energy_total_j": self.total_energy_j,
-            **{f"energy_{k}_j": by_kind.get(k) for k in ("cpu", "dram", "gpu", "soc", "psys")},
+            **{f"energy_{k}_j": by_kind.get(k) for k in KINDS},
             "cpu_method": self.methods("cpu"), "gpu_method": self.methods("gpu"),
             "mean_power_w": self.mean_power_w,
             "region": carbon.get("region"), "g_per_kwh": carbon.get("g_per_kwh"),
@@ -310,59 +211,15 @@ class Report:
                                  for e in self.logs])
         raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, logs")
 
-    # -- human forms ---------------------------------------------------------------------
-    def to_markdown(self) -> str:
-        from .tables import CHANNEL_HEADERS, channel_rows, render_markdown
+    # -- human forms (rendered by :mod:`.render`) ----------------------------------------
+    def summary(self) -> str:
+        """A few human lines: energy by kind and method, power, carbon, resources, warnings."""
+        return render.summary(self)
 
-        lines = [f"### energymeter run `{self.name}` ({self.status})", "",
-                 f"Duration {self.duration_s:.2f} s, total energy {self.total_energy_j:.2f} J "
-                 f"({self.total_energy_j / 3600:.4f} Wh).", "",
-                 render_markdown(CHANNEL_HEADERS, channel_rows(self))]
-        if self.carbon:
-            cb = self.carbon
-            lines += ["", f"Emissions {cb.get('emissions_g', 0):.4g} gCO2e "
-                          f"(region {cb.get('region')}, {cb.get('g_per_kwh')} g/kWh "
-                          f"{cb.get('basis', '')}, {cb.get('source', '')}, PUE {cb.get('pue')})."]
-        if self.warnings:
-            lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
-        return "\n".join(lines) + "\n"
+    def to_markdown(self) -> str:
+        """The channel table with duration, total, carbon and warnings, in Markdown."""
+        return render.markdown(self)
 
     def to_latex(self) -> str:
         """A ``tabular`` of the channels with a total row (special characters escaped)."""
-        from .tables import CHANNEL_HEADERS, channel_rows, format_number, render_latex
-
-        total = ["total", "", "", "", format_number(self.total_energy_j, 2),
-                 format_number(self.mean_power_w, 1), ""]
-        return render_latex(CHANNEL_HEADERS, [*channel_rows(self), total]) + "\n"
-
-    def summary(self) -> str:
-        """A few human lines: energy by kind and method, power, carbon, resources, warnings."""
-        by_kind = self.energy_j["by_kind"]
-        parts = []
-        for kind, joules in by_kind.items():
-            method = self.methods(kind)
-            flag = " (estimated)" if "model" in method else ""
-            parts.append(f"{kind} {joules:.1f} J{flag}" + (" [not in total]"
-                                                           if kind == "psys" else ""))
-        lines = [f"energymeter: {self.name} {self.status} in {self.duration_s:.2f} s, "
-                 f"{self.total_energy_j:.1f} J ({self.total_energy_j / 3600:.4f} Wh), "
-                 f"mean {self.mean_power_w:.1f} W",
-                 "  energy: " + (", ".join(parts) if parts else "no energy channel")]
-        if self.carbon:
-            cb = self.carbon
-            lines.append(f"  carbon: {cb.get('emissions_g', 0):.4g} gCO2e at "
-                         f"{cb.get('g_per_kwh', 0):.4g} g/kWh ({cb.get('region')}, "
-                         f"{cb.get('basis', '')}, {cb.get('source', '')}), "
-                         f"PUE {cb.get('pue')}")
-        res = self.resources
-        if res:
-            rss = res.get("peak_rss_bytes")
-            lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, peak rss "
-                         f"{(rss or 0) / 2**20:.0f} MiB"
-                         + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
-                            if res.get("peak_gpu_memory_bytes") else ""))
-        for warning in self.warnings:
-            lines.append(f"  warning: {warning}")
-        if self.path:
-            lines.append(f"  report: {self.path / 'report.json'}")
-        return "\n".join(lines)
+        return render.latex(self)

@@ -1,4 +1,5 @@
-"""Host and process-tree gauges through psutil: memory, CPU time, disk I/O. No energy channels.
+"""Gauges of the measured process tree through psutil: memory, CPU time, disk I/O (and the
+host's used memory). No energy channels.
 
 The probe watches the process tree rooted at ``pid`` (the measuring process by default): the root,
 its children and their descendants, so that ``energymeter run -- cmd`` (which runs ``cmd`` as a
@@ -10,7 +11,7 @@ process); processes present at opening count from their first observation, proce
 count from zero, and a process that ends keeps the last value seen for it. The root's
 ``children_user``/``children_system`` times are deliberately not used: they would count reaped
 children a second time. What a process does between its last sample and its exit is missed; the
-kernel's own accounting for reaped children (:func:`peak_rss_bytes_from_rusage`) lets the meter
+kernel's own accounting for reaped children (``proc.peak_rss_bytes_from_rusage``) lets the meter
 bound peaks that sampling did not see. A grandchild reparented to init when its parent dies leaves
 the tree and is counted up to its last observation.
 
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import ProbeError
 from .base import DiscoveryContext, Probe, Unavailable
+from .proc import RusagePeaks, descendants, has_children_files, peak_rss_bytes_from_rusage
 
 log = logging.getLogger("energymeter")
 
@@ -41,43 +42,6 @@ GAUGE_NAMES: tuple[str, ...] = (
     "system_memory_used_bytes",
     "children",
 )
-
-
-class RusagePeaks(NamedTuple):
-    """Peak resident set sizes the kernel recorded (``getrusage``), in bytes.
-
-    ``self_bytes``: this process, over its whole life (not only since a probe opened).
-    ``children_bytes``: the largest single reaped descendant (children waited for, and their
-    own reaped descendants), over this process's whole life. Not a sum over children.
-    """
-
-    self_bytes: int
-    children_bytes: int
-
-    @property
-    def max_bytes(self) -> int:
-        return max(self.self_bytes, self.children_bytes)
-
-
-def peak_rss_bytes_from_rusage() -> RusagePeaks:
-    """The kernel's peak RSS of this process and of its reaped children, in bytes.
-
-    Sampling the tree every interval misses a spike that comes and goes between two samples;
-    the kernel's high-water marks do not. The meter reports
-    ``max(sampled tree peak, rusage peaks)``. ``ru_maxrss`` is in KiB on Linux (bytes on macOS).
-    Caveat: the marks cover the whole life of the process, so for a block measured inside a
-    long-lived process (a notebook) ``self_bytes`` may predate the measurement; for
-    ``energymeter run -- cmd`` ``children_bytes`` is exactly the command's peak. Returns zeros
-    where ``resource`` does not exist (Windows).
-    """
-    try:
-        import resource
-    except ImportError:
-        return RusagePeaks(0, 0)
-    scale = 1 if sys.platform == "darwin" else 1024
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return RusagePeaks(int(own) * scale, int(kids) * scale)
 
 
 @dataclass
@@ -108,7 +72,7 @@ class _Track:
         return self.last_cpu_s - self.base_cpu_s, read, write
 
 
-class HostProbe(Probe):
+class ProcessTreeProbe(Probe):
     """Gauges of the process tree rooted at ``pid`` (0: this process) and of the host.
 
     ``gauges()`` returns ``rss_bytes`` (live tree now), ``cpu_time_s`` (user + system seconds of
@@ -127,7 +91,7 @@ class HostProbe(Probe):
         self._ps = psutil
         self.pid = pid or os.getpid()
         self._proc = proc_root
-        self._children_files = os.path.exists(f"{proc_root}/{self.pid}/task/{self.pid}/children")
+        self._children_files = has_children_files(self.pid, proc_root)
         self._has_io = hasattr(psutil.Process, "io_counters")
         self._io_seen = False
         self._tracks: dict[tuple[int, float], _Track] = {}
@@ -159,36 +123,6 @@ class HostProbe(Probe):
             io = None if zombie else self._io(proc)
         return rss, float(times.user + times.system), io, zombie
 
-    def _descendants(self, root: Any) -> list[Any]:
-        """Every live descendant of ``root``.
-
-        Where the kernel has ``/proc/<pid>/task/<tid>/children`` (CONFIG_PROC_CHILDREN) only the
-        tree itself is read; psutil's ``children(recursive=True)`` reads ``/proc/<pid>/stat`` of
-        every process on the machine, which costs milliseconds on a busy server."""
-        if not self._children_files:
-            return list(root.children(recursive=True))
-        found: list[Any] = []
-        stack = [root.pid]
-        while stack:
-            pid = stack.pop()
-            try:
-                tids = os.listdir(f"{self._proc}/{pid}/task")
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            for tid in tids:
-                try:
-                    with open(f"{self._proc}/{pid}/task/{tid}/children", "rb") as fh:
-                        kids = [int(k) for k in fh.read().split()]
-                except (FileNotFoundError, ProcessLookupError):  # thread or process ended
-                    continue
-                for kid in kids:
-                    try:
-                        found.append(self._ps.Process(kid))
-                    except self._ps.NoSuchProcess:
-                        continue
-                    stack.append(kid)
-        return found
-
     def _observe(self, key: tuple[int, float], cpu_s: float, io: tuple[int, int] | None,
                  opening: bool) -> None:
         track = self._tracks.get(key)
@@ -206,7 +140,8 @@ class HostProbe(Probe):
             if not root.is_running():
                 raise ps.NoSuchProcess(self.pid, msg="process ended or its pid was reused")
             rss_total, cpu_s, io, _ = self._stats(root)
-            kids = self._descendants(root)
+            kids = descendants(root, proc_root=self._proc,
+                               children_files=self._children_files)
         except (ps.NoSuchProcess, ps.AccessDenied) as exc:
             raise ProbeError(f"host probe: cannot read root process {self.pid}: {exc}") from exc
         seen = {(root.pid, root.create_time())}
@@ -265,8 +200,8 @@ class HostProbe(Probe):
         return self._collect()
 
     def peak_rss_bytes_from_rusage(self) -> RusagePeaks | None:
-        """:func:`peak_rss_bytes_from_rusage` when the root is this process, else ``None``
-        (the kernel's marks describe the calling process only)."""
+        """:func:`~energymeter.probes.proc.peak_rss_bytes_from_rusage` when the root is this
+        process, else ``None`` (the kernel's marks describe the calling process only)."""
         if self.pid != os.getpid():
             return None
         return peak_rss_bytes_from_rusage()
@@ -287,7 +222,7 @@ def discover(ctx: DiscoveryContext) -> list[Probe | Unavailable]:
                             "pip install psutil (a dependency of energymeter)")]
     pid = ctx.pid or os.getpid()
     try:
-        return [HostProbe(pid)]
+        return [ProcessTreeProbe(pid)]
     except ProbeError as exc:
         return [Unavailable("host", str(exc),
                             f"check that process {pid} exists and belongs to this user")]

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX", "cupy": "CuPy"}
 ACCEPTED = "accepted: 'torch', 'jax', 'cupy', a callable, or None"

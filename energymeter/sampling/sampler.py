@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ..errors import ProbeError
+from ..probes.base import Probe
+from ..store.writers import SamplesWriter
 from .aggregate import Aggregator
-from .errors import ProbeError
-from .probes.base import Probe
-from .storage import SamplesWriter
 
 log = logging.getLogger("energymeter")
 

@@ -8,24 +8,23 @@ second), so at most about a second at the end is lost; the report says so and is
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .aggregate import Aggregator, peak_window_s
-from .config import Settings, resolve_settings
-from .errors import ConfigError, ReportError
-from .probes.base import Channel
-from .report import Phase, Report, channel_energies, parse_timestamp, total_energy_j
-from .storage import EVENTS_NAME, SAMPLES_NAME, iter_samples, read_events
+from ..carbon import CarbonAccount
+from ..errors import ConfigError, ReportError
+from ..probes.base import Channel, total_energy_j
+from ..sampling.aggregate import Aggregator, peak_window_s
+from ..settings import FIELD_NAMES, Settings, default, resolve_settings
+from ..store import EVENTS_NAME, SAMPLES_NAME, iter_samples, read_events
+from .values import Phase, channel_energies, parse_timestamp
 
 
 def _settings(stored: dict[str, Any], region: str | None) -> Settings:
     """The run's settings as recorded, with the region it resolved and no live provider (a
     rebuild never touches the network)."""
-    known = {f.name for f in dataclasses.fields(Settings)} - {"origins"}
-    overrides = {k: v for k, v in stored.items() if k in known}
+    overrides = {k: v for k, v in stored.items() if k in FIELD_NAMES}
     overrides.update(region=region, carbon_provider="none")
     return resolve_settings(overrides, env={})
 
@@ -34,7 +33,11 @@ def _floats(row: list[str], columns: dict[str, int]) -> dict[str, float]:
     return {name: float(row[i]) for name, i in columns.items() if row[i] != ""}
 
 
-def rebuild_report(run_dir: Path) -> Report:
+def rebuild_fields(run_dir: Path) -> dict[str, Any]:
+    """The fields of the :class:`~energymeter.report.Report` of ``run_dir`` rebuilt from its
+    ``events.jsonl`` and ``samples.csv`` (``Report(**rebuild_fields(run_dir))``).
+
+    Raises :class:`~energymeter.errors.ReportError` when they cannot be read."""
     run_dir = Path(run_dir)
     events = read_events(run_dir / EVENTS_NAME)
     start = next((e for e in events if e.get("event") == "start"), None)
@@ -48,8 +51,9 @@ def rebuild_report(run_dir: Path) -> Report:
     energy_cols = {c.id: index[f"{c.id}_j"] for c in channels if f"{c.id}_j" in index}
     gauge_cols = {g: index[g] for g in start.get("gauges", []) if g in index}
 
-    aggregator = Aggregator([c.id for c in channels], peak_window_s(
-        float(stored_settings.get("interval_s", 0.1)), [c.resolution_s for c in channels]))
+    interval_s = float(stored_settings.get("interval_s", default("interval_s")))
+    aggregator = Aggregator([c.id for c in channels],
+                            peak_window_s(interval_s, [c.resolution_s for c in channels]))
     t_s, energy, samples, unreadable = 0.0, {}, 0, 0
     for row in rows:  # streamed: a long run's samples are never all in memory
         try:  # a crash or power loss can leave garbage in the file
@@ -79,8 +83,6 @@ def rebuild_report(run_dir: Path) -> Report:
 
     carbon = None
     try:
-        from .carbon import CarbonAccount
-
         account = CarbonAccount.start(_settings(stored_settings, start.get("carbon_region")),
                                       env={})
         carbon = account.finish(total_energy_j(channels, energy))
@@ -91,7 +93,7 @@ def rebuild_report(run_dir: Path) -> Report:
 
     begun = parse_timestamp(start["started_at"])
     command = start.get("command")
-    return Report(
+    return dict(
         run_id=start["run_id"], name=start["name"], status=status, started_at=begun,
         ended_at=begun + timedelta(seconds=t_s), duration_s=t_s,
         channels=channel_energies(channels, energy, t_s, aggregator.peak_power_w),

@@ -1,0 +1,67 @@
+"""Finding runs: run directories, their ``report.json`` files and ``out`` folders holding many
+runs, loaded as :class:`~energymeter.Report` values in a stable order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ReportError
+from ..report import Report
+from ..store import EVENTS_NAME, REPORT_NAME
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _is_run_dir(path: Path) -> bool:
+    return (path / REPORT_NAME).is_file() or (path / EVENTS_NAME).is_file()
+
+
+def _expand_one(raw: str | Path) -> tuple[list[Path], bool]:
+    """The runs ``raw`` names, and whether it was a folder of runs."""
+    path = Path(raw)
+    if path.is_dir() and not _is_run_dir(path):
+        runs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run_dir(p))
+        if not runs:
+            raise ReportError(f"{path} is neither a run directory (it has no report.json or "
+                              "events.jsonl) nor a folder of runs; give a run directory, "
+                              "its report.json or the out folder of runs")
+        return runs, True
+    return [path], False
+
+
+def expand_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories and ``report.json`` files named by ``paths``; a directory holding run
+    directories (an ``out`` folder) stands for all of them."""
+    return [run for raw in paths for run in _expand_one(raw)[0]]
+
+
+def _load_one(path: Path) -> Report:
+    if not path.exists():
+        raise ReportError(f"{path} does not exist; give a run directory, its report.json "
+                          "or a folder of runs")
+    try:
+        return Report.load(path)
+    except ReportError as exc:
+        message = str(exc)
+        raise ReportError(message if str(path) in message else f"{path}: {message}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from None
+
+
+def load_reports(paths: Iterable[str | Path]) -> list[Report]:
+    """:meth:`Report.load` every run named by ``paths`` (see :func:`expand_runs`), in the order
+    given; the runs of a folder come in the order they started. A run killed without writing
+    ``report.json`` is rebuilt from its samples and marked ``interrupted``.
+
+    Raises :class:`~energymeter.errors.ReportError` naming the path that could not be read."""
+    paths = list(paths)
+    if not paths:
+        raise ReportError("no run given; pass run directories, report.json files or an out "
+                          "folder (default energymeter-runs/)")
+    reports: list[Report] = []
+    for raw in paths:
+        runs, folder = _expand_one(raw)
+        block = [_load_one(run) for run in runs]
+        # Directory names have one-second resolution: order a folder's runs by their start.
+        reports += sorted(block, key=lambda r: r.started_at) if folder else block
+    return reports

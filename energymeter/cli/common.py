@@ -1,0 +1,132 @@
+"""What every command of the CLI shares: options generated from the settings' own metadata,
+output helpers and the exit code for bad input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ..report.render import FORMATS
+from ..settings import ENV_PREFIX, setting_field
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("energymeter")
+
+#: Exit code for bad options, settings or runs (as click's own usage errors).
+EXIT_USAGE = 2
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def setting_option(name: str) -> Callable[[F], F]:
+    """The option of setting ``name`` (flag, help, accepted values, default shown) as its
+    field metadata in :mod:`energymeter.settings` declares it. It defaults to ``None`` so that
+    the usual resolution applies (option > ``ENERGYMETER_*`` > ``pyproject.toml`` > default)."""
+    f = setting_field(name)
+    meta = f.metadata
+    if meta["flag"] is None:
+        raise ValueError(f"setting {name} has no command-line flag")
+    help_text = meta["help"]
+    if "[default" not in help_text:
+        default = "" if f.default is None else f"; default {f.default}"
+        help_text = f"{help_text.rstrip('.')} [env {ENV_PREFIX}{name.upper()}{default}]."
+    annotation = str(f.type)  # a string: the settings module uses postponed annotations
+    if meta["choices"]:
+        kind: Any = click.Choice(meta["choices"])
+    elif annotation.startswith("float"):
+        kind = float
+    elif annotation.startswith("Path"):
+        kind = click.Path(file_okay=False)
+    else:
+        kind = None
+    return click.option(meta["flag"], name, type=kind, default=None, metavar=meta["metavar"],
+                        help=help_text)
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply ``decorators`` in the order written (the first is the top option in --help)."""
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+#: The carbon options shared by ``run`` and ``monitor``.
+CARBON_OPTIONS = tuple(setting_option(n) for n in
+                       ("region", "pue", "carbon_table", "price_per_kwh", "currency"))
+
+JSON_OUT = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                        metavar="PATH", help="Also write the report's JSON to PATH.")
+FORMAT = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                      show_default=True, help="Output format.")
+
+
+# -- output ------------------------------------------------------------------------------------
+def err(message: str) -> None:
+    """One line on stderr, prefixed ``energymeter:``."""
+    click.echo(f"energymeter: {message}", err=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Say ``error: message`` on stderr and exit with ``code``."""
+    err(f"error: {message}")
+    sys.exit(code)
+
+
+class _StderrHandler(logging.Handler):
+    """Library warnings, one line each on stderr (``energymeter: warning: ...``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err(f"{record.levelname.lower()}: {record.getMessage()}")
+        except (OSError, ValueError):  # stderr closed: nothing left to tell
+            self.handleError(record)
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Show the library's warnings (errors only with ``quiet``) on stderr. The level is the
+    handler's: the logger itself is left as the host application configured it."""
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        log.addHandler(handler)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def write_report_json(report: Any, path: str) -> bool:
+    """Write ``report``'s JSON to ``path`` (atomically); say so and return False on failure."""
+    from ..store import write_json_atomic
+
+    try:
+        write_json_atomic(path, report.to_dict())
+    except OSError as exc:
+        err(f"error: cannot write the report JSON to {path}: {exc}")
+        return False
+    return True
+
+
+def load_runs(runs: tuple[str, ...]) -> list[Any]:
+    """The reports named by ``runs`` (see :func:`energymeter.analysis.load_reports`), or exit 2
+    naming the run that could not be read."""
+    from ..analysis import load_reports
+    from ..errors import ReportError
+
+    try:
+        return load_reports(runs)
+    except ReportError as exc:
+        fail(str(exc))
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null (its reader has gone), so that no later flush fails."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -1,0 +1,115 @@
+"""``energymeter run -- COMMAND``: measure a command (:func:`..session.command.run_command`)
+with a live status line on a terminal and the summary on stderr."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from ..errors import EnergyMeterError
+from .common import (
+    CARBON_OPTIONS,
+    CONTEXT,
+    JSON_OUT,
+    err,
+    fail,
+    log,
+    options,
+    setting_option,
+    setup_logging,
+    write_report_json,
+)
+
+if TYPE_CHECKING:
+    from ..session.meter import Snapshot
+
+
+def status_line(snapshot: Snapshot) -> str:
+    """The one-line live status of ``energymeter run``: elapsed, energy so far, power now."""
+    t = snapshot.t_s
+    elapsed = f"{int(t // 3600)}:{int(t % 3600 // 60):02d}:{int(t % 60):02d}" if t >= 3600 \
+        else f"{int(t // 60)}:{int(t % 60):02d}"
+    energy = snapshot.energy_j
+    shown = f"{energy / 3600:.3f} Wh" if energy >= 3600 else f"{energy:.1f} J"
+    return f"energymeter: {elapsed} elapsed, {shown}, {snapshot.power_w:.1f} W"
+
+
+class LiveLine:
+    """The one-line live status of ``energymeter run`` on a terminal's stderr."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.shown = False
+
+    def __call__(self, snapshot: Snapshot) -> None:
+        self.stream.write("\r\x1b[2K" + status_line(snapshot))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            try:
+                self.stream.write("\r\x1b[2K")
+                self.stream.flush()
+            except OSError as exc:  # the terminal is gone: no line is left to clear
+                log.debug("cannot clear the live status line: %r", exc)
+            self.shown = False
+
+
+@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--name", default=None, help="Run name [default: the program's name].")
+@options(setting_option("out"), setting_option("interval_s"), *CARBON_OPTIONS, JSON_OUT)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
+                                                  "status); errors still go to stderr.")
+@click.option("--shell", is_flag=True,
+              help="Run the command through `sh -c` (pipes, globs, &&), its words joined by "
+                   "spaces.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet: bool,
+        shell: bool, **settings: Any) -> None:
+    """Run COMMAND and measure its energy, power, carbon and memory.
+
+    The command's stdin, stdout and stderr are its own (nothing is piped); energymeter's
+    summary goes to stderr. The exit code is the command's, 128+N if it died of signal N,
+    127 if it was not found, 126 if it cannot be executed, 2 for bad settings. SIGINT,
+    SIGTERM, SIGHUP and SIGQUIT are forwarded to it (the run is then `interrupted`),
+    SIGUSR1/SIGUSR2 too. The run directory goes to --out; the command sees its id and path
+    in ENERGYMETER_RUN_ID and ENERGYMETER_RUN_DIR.
+
+    \b
+    Examples:
+      energymeter run -- python train.py --epochs 3
+      energymeter run --name bert-base --region SE --pue 1.2 -- python train.py
+      energymeter run --json cost.json --quiet -- ./bench.sh
+      energymeter run --shell -- 'make -j8 && ./test'
+    """
+    from ..session.command import RunError, run_command
+
+    setup_logging(quiet)
+    live = None
+    if not quiet and sys.stderr.isatty():
+        live = LiveLine(sys.stderr)
+    try:
+        result = run_command(list(command), shell=shell, name=name, on_status=live, **settings)
+    except RunError as exc:
+        if live is not None:
+            live.clear()
+        err(str(exc))
+        sys.exit(exc.exit_code)
+    except EnergyMeterError as exc:
+        fail(str(exc))
+    if live is not None:
+        live.clear()
+    report = result.report
+    if not quiet:
+        try:
+            click.echo(report.summary(), err=True)
+        except OSError as exc:  # stderr is gone (closed pipe, hung-up terminal)
+            log.debug("cannot print the summary (the report is in %s): %r", report.path, exc)
+    if json_path is not None and not write_report_json(report, json_path) and \
+            result.exit_code == 0:
+        sys.exit(1)
+    sys.exit(result.exit_code)

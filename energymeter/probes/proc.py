@@ -1,0 +1,182 @@
+"""What probes read from ``/proc`` and the kernel's process accounting, one copy each:
+``/proc/cpuinfo`` (CPU model per socket, package count), the process tree under a pid, and
+``getrusage`` figures (CPU seconds, peak RSS).
+
+psutil is imported only inside the functions that need it, never at module import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+log = logging.getLogger("energymeter")
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+# -- /proc/cpuinfo ---------------------------------------------------------------------------------
+def read_cpuinfo(path: Path | str = CPUINFO) -> str:
+    """The text of ``/proc/cpuinfo`` (or ``path``); empty when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError as exc:
+        log.debug("cannot read %s: %r", path, exc)
+        return ""
+
+
+def cpuinfo_processors(cpuinfo_text: str) -> list[dict[str, str]]:
+    """One ``{key: value}`` per processor block of ``/proc/cpuinfo`` text (keys lower case;
+    the first value of a key repeated within a block wins)."""
+    blocks: list[dict[str, str]] = []
+    for block in cpuinfo_text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip().lower(), value.strip())
+        if fields:
+            blocks.append(fields)
+    return blocks
+
+
+def model_name_from_cpuinfo(cpuinfo_text: str) -> str | None:
+    """The first ``model name`` of ``/proc/cpuinfo`` text (``None`` if there is none)."""
+    return next((p["model name"] for p in cpuinfo_processors(cpuinfo_text)
+                 if p.get("model name")), None)
+
+
+def cpu_model_name(cpuinfo_text: str) -> str:
+    """The CPU's model name: ``/proc/cpuinfo``'s, else the platform's, else ``unknown CPU``."""
+    import platform
+
+    return model_name_from_cpuinfo(cpuinfo_text) or platform.processor() or "unknown CPU"
+
+
+def count_packages(cpuinfo_text: str) -> int:
+    """Number of physical packages (sockets): distinct ``physical id`` values, 1 if absent."""
+    ids = {p["physical id"] for p in cpuinfo_processors(cpuinfo_text) if "physical id" in p}
+    return max(1, len(ids))
+
+
+def cpu_models_by_socket(cpuinfo_text: str) -> dict[int, str]:
+    """``{physical id: model name}``; key -1 holds the first model seen (VMs often have no
+    ``physical id``, and then it serves every socket)."""
+    models: dict[int, str] = {}
+    for p in cpuinfo_processors(cpuinfo_text):
+        model = p.get("model name")
+        if not model:
+            continue
+        models.setdefault(-1, model)
+        socket = p.get("physical id", "")
+        if socket.isdigit():
+            models.setdefault(int(socket), model)
+    return models
+
+
+# -- the process tree ------------------------------------------------------------------------------
+def has_children_files(pid: int, proc_root: str = "/proc") -> bool:
+    """Whether the kernel lists children in ``/proc/<pid>/task/<tid>/children``
+    (CONFIG_PROC_CHILDREN)."""
+    return os.path.exists(f"{proc_root}/{pid}/task/{pid}/children")
+
+
+def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | None = None
+                ) -> list[Any]:
+    """Every live descendant of the ``psutil.Process`` ``root``, as ``psutil.Process`` objects.
+
+    Where the kernel has ``/proc/<pid>/task/<tid>/children`` only the tree itself is read;
+    psutil's ``children(recursive=True)`` reads ``/proc/<pid>/stat`` of every process on the
+    machine, which costs milliseconds on a busy server."""
+    import psutil
+
+    if children_files is None:
+        children_files = has_children_files(root.pid, proc_root)
+    if not children_files:
+        return list(root.children(recursive=True))
+    found: list[Any] = []
+    stack = [root.pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"{proc_root}/{pid}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for tid in tids:
+            try:
+                with open(f"{proc_root}/{pid}/task/{tid}/children", "rb") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except (FileNotFoundError, ProcessLookupError):  # thread or process ended
+                continue
+            for kid in kids:
+                try:
+                    found.append(psutil.Process(kid))
+                except psutil.NoSuchProcess:
+                    continue
+                stack.append(kid)
+    return found
+
+
+def process_tree_pids(pid: int = 0) -> set[int]:
+    """``pid`` (0: this process) and the pids of its live descendants; just ``{pid}`` when the
+    tree cannot be read."""
+    pid = pid or os.getpid()
+    try:
+        import psutil
+    except ImportError:
+        return {pid}
+    try:
+        return {pid} | {p.pid for p in descendants(psutil.Process(pid))}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return {pid}
+
+
+# -- the kernel's accounting -----------------------------------------------------------------------
+class RusagePeaks(NamedTuple):
+    """Peak resident set sizes the kernel recorded (``getrusage``), in bytes.
+
+    ``self_bytes``: this process, over its whole life (not only since a probe opened).
+    ``children_bytes``: the largest single reaped descendant (children waited for, and their
+    own reaped descendants), over this process's whole life. Not a sum over children.
+    """
+
+    self_bytes: int
+    children_bytes: int
+
+    @property
+    def max_bytes(self) -> int:
+        return max(self.self_bytes, self.children_bytes)
+
+
+def peak_rss_bytes_from_rusage() -> RusagePeaks:
+    """The kernel's peak RSS of this process and of its reaped children, in bytes.
+
+    Sampling the tree every interval misses a spike that comes and goes between two samples;
+    the kernel's high-water marks do not. The meter reports
+    ``max(sampled tree peak, rusage peaks)``. ``ru_maxrss`` is in KiB on Linux (bytes on macOS).
+    Caveat: the marks cover the whole life of the process, so for a block measured inside a
+    long-lived process (a notebook) ``self_bytes`` may predate the measurement; for
+    ``energymeter run -- cmd`` ``children_bytes`` is exactly the command's peak. Returns zeros
+    where ``resource`` does not exist (Windows).
+    """
+    try:
+        import resource
+    except ImportError:
+        return RusagePeaks(0, 0)
+    scale = 1 if sys.platform == "darwin" else 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return RusagePeaks(int(own) * scale, int(kids) * scale)
+
+
+def rusage_cpu_s() -> float:
+    """User + system CPU seconds of this process and its reaped children."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime

@@ -1,0 +1,27 @@
+"""The file layer: run directories, the writers of a running measurement, the ``runs.csv``
+ledger, and the readers of a run's files. Plain data in and out: nothing here knows a Report.
+"""
+
+from __future__ import annotations
+
+from .ledger import append_ledger
+from .readers import iter_samples, read_events, read_samples
+from .rundir import EVENTS_NAME, LEDGER_NAME, REPORT_NAME, SAMPLES_NAME, make_run_dir, safe_name
+from .writers import EventLog, SamplesWriter, json_safe, write_json_atomic
+
+__all__ = [
+    "EVENTS_NAME",
+    "LEDGER_NAME",
+    "REPORT_NAME",
+    "SAMPLES_NAME",
+    "EventLog",
+    "SamplesWriter",
+    "append_ledger",
+    "iter_samples",
+    "json_safe",
+    "make_run_dir",
+    "read_events",
+    "read_samples",
+    "safe_name",
+    "write_json_atomic",
+]

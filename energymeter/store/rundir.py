@@ -1,0 +1,42 @@
+"""Run directories: their names and the names of the files in them.
+
+A run directory is ``<out>/<UTC timestamp>-<name>-<short id>/`` holding ``report.json``,
+``samples.csv`` and ``events.jsonl``; ``<out>/runs.csv`` is the ledger of every run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import ConfigError
+
+LEDGER_NAME = "runs.csv"
+REPORT_NAME = "report.json"
+SAMPLES_NAME = "samples.csv"
+EVENTS_NAME = "events.jsonl"
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a run name (letters, digits, ``.``, ``_``, ``-``)."""
+    cleaned = _SAFE.sub("-", name).strip("-.")
+    return cleaned[:60] or "run"
+
+
+def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Path:
+    """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it.
+
+    Raises :class:`ConfigError` when ``out`` cannot hold it (a file, not writable, full)."""
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:  # a file, not writable, read-only or full file system
+        raise ConfigError(
+            f"cannot create the run directory {path} ({exc.strerror or exc}); out is {out}; "
+            "accepted: a directory this user can write (out=, ENERGYMETER_OUT or --out)"
+        ) from exc
+    return path
