@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -158,7 +159,10 @@ class Meter:
             settings=settings_dict(s), carbon_region=self._carbon.region,
             region_source=self._carbon.region_source,
             notes=list(self._discovery.notes),
-            unavailable=[u.to_dict() for u in self._discovery.unavailable])
+            unavailable=[u.to_dict() for u in self._discovery.unavailable],
+            # Who writes this run: a reader tells a run in progress from a killed one by them
+            # (and by samples.csv being flushed at least once a second while it runs).
+            pid=os.getpid(), hostname=socket.gethostname())
         forks.register(self)
         self._run_sync()
         self._rusage_cpu_s = rusage_cpu_s()
