@@ -169,12 +169,15 @@ def test_forked_child_never_writes_parent_run(rapl40: FakePowercap) -> None:
     with measure("fork", powercap_root=rapl40.root, region="SE", interval_s=0.01) as m:
         time.sleep(0.1)
         pid = os.fork()
-        if pid == 0:  # the child's meter is inert: log() refuses, stop() does nothing
+        if pid == 0:  # the child's meter is inert: log(), phase() and stop() do nothing
             code = 1
             try:
                 m.log(child=True)
-            except UsageError:
+                with m.phase("in-child"):
+                    pass
                 code = 0 if m.stop() is None else 2
+            except BaseException:  # any exception is a failure of the test (exit code 1)
+                code = 1
             time.sleep(0.2)
             os._exit(code)
         time.sleep(0.3)
@@ -186,7 +189,7 @@ def test_forked_child_never_writes_parent_run(rapl40: FakePowercap) -> None:
     text = (r.path / "samples.csv").read_text()
     assert text.count("t_s,") == 1
     assert len(list((r.path.parent).glob("*-fork-*"))) == 1
-    assert not r.logs
+    assert not r.logs and not r.phases
 
 
 def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Path) -> None:
@@ -204,7 +207,7 @@ def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Pa
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(1.5)  # let the sampler flush
+    time.sleep(2.0)  # rows are on disk within FLUSH_EVERY_S (1 s) of being taken
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (run_dir,) = out.glob("*-victim-*")
@@ -426,3 +429,37 @@ def test_rebuild_skips_garbled_sample_rows(tmp_path: Path) -> None:
     r = Report.load(run_dir)
     assert r.duration_s == 2.5
     assert "1 unreadable row(s) of samples.csv skipped" in r.warnings
+
+
+def test_start_end_and_duration_come_from_the_same_boundary_reads(rapl40: FakePowercap) -> None:
+    with measure("aligned", powercap_root=rapl40.root, region="SE") as m:
+        time.sleep(0.3)
+    r = m.report
+    assert (r.ended_at - r.started_at).total_seconds() == pytest.approx(r.duration_s, abs=2e-6)
+    assert r.channels[0].energy_j / r.duration_s == pytest.approx(40.0, rel=0.01)
+
+
+def test_a_suspended_run_counts_its_skipped_ticks(rapl40: FakePowercap, tmp_path: Path) -> None:
+    """SIGSTOP freezes the sampler; the ticks it missed are counted and reported."""
+    out = tmp_path / "stopped"
+    script = textwrap.dedent(f"""
+        import time
+        from energymeter import measure
+        with measure("frozen", out={str(out)!r}, powercap_root={str(rapl40.root)!r},
+                     region="SE", interval_s=0.05) as m:
+            print("ready", flush=True)
+            time.sleep(2.0)
+        print(m.report.overhead["skipped_ticks"], len(m.report.warnings), flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGCONT)
+    assert proc.wait(timeout=20) == 0
+    (run_dir,) = out.glob("*-frozen-*")
+    r = Report.load(run_dir)
+    assert r.overhead["skipped_ticks"] >= 10  # about 20 ticks of 50 ms in a 1 s freeze
+    assert any("sampling ticks were skipped" in w for w in r.warnings)

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import threading
 import time
 import tracemalloc
 from pathlib import Path
+
+import pytest
 
 from energymeter.sampling.aggregate import Aggregator, peak_window_s
 from energymeter.sampling.sampler import MAX_CONSECUTIVE_FAILURES, Sampler
@@ -133,3 +136,170 @@ def test_non_numbers_and_undeclared_channels_from_a_probe_never_reach_the_user()
     assert set(energy) == {"gpu0"}
     assert any("'ghost'" in w and "not declare" in w for w in s.warnings)
     assert not any("dropped" in w for w in s.warnings)
+
+
+# -- issue 10: stamps, gauges, bad values, hung probes, flush lag, skipped ticks -------------------
+class _SlowGaugeProbe(ConstantPowerProbe):
+    """100 W of energy whose gauges take ``gauge_s`` to read (a slow psutil walk, say)."""
+
+    def __init__(self, gauge_s: float, **kw: object) -> None:
+        super().__init__(power_w=100.0, gauges={"slow_gauge": 1.0}, **kw)  # type: ignore[arg-type]
+        self.gauge_s = gauge_s
+
+    def _gauges(self) -> dict[str, float]:
+        time.sleep(self.gauge_s)
+        return super()._gauges()
+
+
+def test_rows_are_stamped_when_energy_is_read_not_after_slow_gauges(tmp_path: Path) -> None:
+    probe = _SlowGaugeProbe(0.03)
+    s = make([probe], tmp_path, interval_s=0.01)
+    s.begin()
+    s.start()
+    time.sleep(1.0)
+    s.stop()
+    _, rows = read_samples(tmp_path / "samples.csv")
+    points = [(float(r[0]), float(r[1])) for r in rows]
+    powers = [(e1 - e0) / (t1 - t0)
+              for (t0, e0), (t1, e1) in zip(points, points[1:], strict=False)
+              if t1 - t0 > 0.005]
+    assert len(powers) > 20
+    # Stamped after the 30 ms gauges, intervals ending on a gauge row read low and the next
+    # ones high (97 W mean, 130 W peak were seen); stamped at the energy read they are 100 W.
+    assert max(powers) < 103 and min(powers) > 97
+    assert s.aggregator.peak_power_w["cpu0"] < 103
+
+
+class _BrokenGaugesProbe(ConstantPowerProbe):
+    def _gauges(self) -> dict[str, float]:
+        raise RuntimeError("psutil exploded")
+
+
+def test_gauges_that_fail_never_drop_energy() -> None:
+    probe = _BrokenGaugesProbe(power_w=50.0, gauges={"g": 1.0})
+    s = make([probe])
+    s.begin()
+    for _ in range(10):
+        t_s, energy = s.read(gauges=True)
+    assert energy["cpu0"] == pytest.approx(50.0 * t_s, rel=0.05) and energy["cpu0"] > 0
+    assert probe.reads == 11  # read every time: the energy channel was never dropped
+    assert any("gauges given up" in w for w in s.warnings)
+    assert not any("dropped" in w for w in s.warnings)
+
+
+class _ScriptedProbe(ConstantPowerProbe):
+    """Returns the values of ``script`` in turn (what a buggy custom probe might do)."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__()
+        self.script = list(script)
+
+    def _read(self) -> dict[str, float]:
+        self.reads += 1
+        return {"cpu0": self.script.pop(0)}
+
+
+def test_a_channel_going_backwards_counts_nothing_for_that_interval() -> None:
+    s = make([_ScriptedProbe([0.0, 10.0, 20.0, 5.0, 15.0])])
+    energies = [s.begin()[1]["cpu0"]] + [s.read()[1]["cpu0"] for _ in range(4)]
+    assert energies == [0.0, 10.0, 20.0, 20.0, 30.0]
+    assert any("went backwards" in w and "cpu0" in w for w in s.warnings)
+
+
+def test_negative_joules_are_the_probes_error_never_a_negative_total() -> None:
+    s = make([_ScriptedProbe([1.0, 2.0, -5.0, -6.0, -7.0, -8.0])])
+    energies = [s.begin()[1]["cpu0"]] + [s.read()[1]["cpu0"] for _ in range(5)]
+    assert min(energies) >= 0 and energies[-1] == 1.0
+    assert any("-5.0" in w and ">= 0" in w for w in s.warnings)
+    assert any("dropped" in w for w in s.warnings)
+
+
+class _SlowReadProbe(ConstantPowerProbe):
+    """Energy computed as the read starts, then ``delay_s`` more inside the read."""
+
+    def __init__(self, delay_s: float, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.delay_s = delay_s
+
+    def _read(self) -> dict[str, float]:
+        value = super()._read()
+        time.sleep(self.delay_s)
+        return value
+
+
+def test_time_zero_is_the_first_reads_own_stamp() -> None:
+    s = make([_SlowReadProbe(0.02, power_w=100.0)])
+    t0, energy0 = s.begin()
+    assert t0 == 0.0 and energy0 == {"cpu0": 0.0}
+    time.sleep(0.2)
+    t_s, energy = s.read()
+    # energy and duration from the same reads: mean power within the stamp's half-read error
+    assert energy["cpu0"] / t_s == pytest.approx(100.0, rel=0.06)
+    assert s.started_wall_ns > 0
+
+
+class _HangingProbe(ConstantPowerProbe):
+    """A probe whose ``hang_on``-th read (or gauges) never returns, as a wedged driver does."""
+
+    def __init__(self, hang_on: int, in_gauges: bool = False, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.hang_on = hang_on
+        self.in_gauges = in_gauges
+        self.forever = threading.Event()
+
+    def _read(self) -> dict[str, float]:
+        value = super()._read()
+        if not self.in_gauges and self.reads >= self.hang_on:
+            self.forever.wait()
+        return value
+
+    def _gauges(self) -> dict[str, float]:
+        if self.in_gauges and self.reads >= self.hang_on:
+            self.forever.wait()
+        return super()._gauges()
+
+
+@pytest.mark.parametrize("in_gauges", [False, True])
+def test_a_probe_call_that_never_returns_cannot_hang_the_program(in_gauges: bool) -> None:
+    hanging = _HangingProbe(hang_on=3, in_gauges=in_gauges, channel_id="gpu0", kind="gpu",
+                            gauges={"gpu0_memory_used_bytes": 1.0})
+    good = ConstantPowerProbe(power_w=5.0)
+    s = make([hanging, good], interval_s=0.05, read_timeout_s=0.3)
+    s.begin()
+    s.start()
+    durations = []
+    for _ in range(6):
+        begun = time.monotonic()
+        _, energy = s.read(gauges=True)
+        durations.append(time.monotonic() - begun)
+        time.sleep(0.05)
+    begun = time.monotonic()
+    t_s, energy = s.stop()
+    stop_s = time.monotonic() - begun
+    hanging.forever.set()  # let the abandoned thread go
+    assert max(durations) < 0.3 + 0.25  # one read waited out the timeout, none hung
+    assert stop_s < 0.05 + 0.3 + 0.25  # interval + timeout, with slack for this VM
+    assert energy["cpu0"] == pytest.approx(5.0 * t_s, rel=0.1)
+    assert hanging.hung and "gpu0" in energy
+    assert any("did not return" in w and "left out" in w for w in s.warnings)
+
+
+def test_rows_reach_disk_within_a_second_whatever_the_interval(tmp_path: Path) -> None:
+    s = make([ConstantPowerProbe()], tmp_path, interval_s=2.5)
+    s.begin()
+    s.start()
+    time.sleep(0.2)
+    s.read()  # a boundary row between ticks
+    time.sleep(1.3)
+    _, rows = read_samples(tmp_path / "samples.csv")  # what a reader (or a kill) sees now
+    s.stop()
+    assert len(rows) >= 2  # the row at 0 s and the one at 0.2 s were flushed by 1.2 s
+
+
+def test_ticks_skipped_under_load_are_counted() -> None:
+    s = make([_SlowReadProbe(0.05)], interval_s=0.01)
+    s.begin()
+    s.start()
+    time.sleep(0.5)
+    s.stop()
+    assert s.skipped_ticks > 10 and s.ticks < 15

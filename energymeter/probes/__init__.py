@@ -100,6 +100,9 @@ def close_cached() -> None:
     with _cache_lock:
         for key in [k for k in _cache if k[0] == os.getpid()]:
             for probe in _cache.pop(key).probes:
+                if probe.hung:  # a call never returned: closing could block forever
+                    log.debug("not closing hung probe %s", probe.source)
+                    continue
                 probe.close()
 
 

@@ -142,9 +142,15 @@ class DiscoveryContext:
 
 class Probe(ABC):
     """Base class of probes. Subclasses implement :meth:`_read` (and optionally
-    :meth:`_gauges`, :meth:`describe`, :meth:`close`); the public methods are thread-safe."""
+    :meth:`_gauges`, :meth:`describe`, :meth:`close`, and the run hooks
+    :meth:`_first_run_began` / :meth:`_last_run_ended`); the public methods are thread-safe."""
 
     source: str = ""
+    #: Whether a call may block for long (a driver call, another process's /proc files, code we
+    #: do not know): the sampler then makes it on a helper thread and waits a bounded time, so
+    #: that a call that never returns cannot hang the user's program. Probes whose calls are
+    #: short reads of kernel counters (RAPL sysfs, /proc/stat) set it False and are read inline.
+    may_block: bool = True
 
     def __init__(self, channels: tuple[Channel, ...], gauge_names: tuple[str, ...] = ()) -> None:
         self.channels: tuple[Channel, ...] = channels
@@ -152,6 +158,37 @@ class Probe(ABC):
         self.gauge_names: tuple[str, ...] = gauge_names
         self._lock = threading.Lock()
         self._warnings: list[str] = []
+        self._runs = 0
+        self._runs_lock = threading.Lock()  # serialises begin_run/end_run and their hooks
+        #: Set by a sampler when a call of this probe did not return in time: the probe is
+        #: not used again in this process and never closed (its lock may be held forever).
+        self.hung = False
+
+    # -- runs ----------------------------------------------------------------------------
+    def begin_run(self) -> None:
+        """A run starts using this probe. Runs may nest or overlap (a cached probe serves every
+        run of its process): the first calls :meth:`_first_run_began`."""
+        with self._runs_lock:
+            self._runs += 1
+            if self._runs == 1:
+                self._first_run_began()
+
+    def end_run(self) -> None:
+        """A run stopped using this probe; the last calls :meth:`_last_run_ended`."""
+        with self._runs_lock:
+            if self._runs == 0:
+                return
+            self._runs -= 1
+            if self._runs == 0:
+                self._last_run_ended()
+
+    def _first_run_began(self) -> None:  # noqa: B027 - optional hook
+        """No run was using this probe and one starts (e.g. resynchronise counters read
+        last before a pause, start a polling thread). Called without the probe's lock."""
+
+    def _last_run_ended(self) -> None:  # noqa: B027 - optional hook
+        """No run uses this probe any more (e.g. stop a polling thread). Called without the
+        probe's lock."""
 
     # -- public, thread-safe -------------------------------------------------------------
     def read(self) -> dict[str, float]:

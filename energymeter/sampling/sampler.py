@@ -1,20 +1,34 @@
 """The sampler: a daemon thread reading every probe every ``interval_s``.
 
-All probe access of a run goes through :meth:`Sampler.read` under one lock, so boundary reads
-from the user's thread and periodic reads from the sampler thread see one consistent sequence
-(which is what lets a probe undo counter wrap-around). Rows go to ``samples.csv`` (flushed at
-least once a second) and to running aggregates; nothing grows with run length. The sampler never
-raises into user code: a probe error becomes a warning, and a probe failing
-:data:`MAX_CONSECUTIVE_FAILURES` times in a row is dropped from the run.
+All probe access of a run goes through one read sequence (:meth:`Sampler.read` and the
+thread's ticks, serialised), so boundary reads from the user's thread and periodic reads see one
+ordered sequence (which is what lets a probe undo counter wrap-around). A read takes every
+probe's energy first and stamps the row at the middle of those reads; gauges (memory,
+utilisation...) are read after the stamp, so slow gauges never shift energy in time.
+
+Rows go to ``samples.csv`` (flushed within :data:`FLUSH_EVERY_S` of being taken, whatever the
+interval) and to running aggregates; nothing grows with run length. The sampler never raises
+into user code:
+
+* an energy read that fails becomes a warning, and a probe whose energy fails
+  :data:`MAX_CONSECUTIVE_FAILURES` times in a row is dropped from the run (its channels stop at
+  their last good value); gauges fail apart from energy and only ever lose the gauges;
+* a value that is not a finite, non-negative number of joules is that probe's error; a value
+  below the channel's previous one counts nothing for that interval, with a warning;
+* a call of a probe that may block (:attr:`Probe.may_block`) is made on a helper thread and
+  waited for at most ``read_timeout_s``: a call that does not return marks the probe hung, it
+  is left out from then on, and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import ProbeError
 from ..probes.base import Probe
@@ -24,7 +38,73 @@ from .aggregate import Aggregator
 log = logging.getLogger("energymeter")
 
 MAX_CONSECUTIVE_FAILURES = 3
+#: A row reaches samples.csv at most this long after it was taken.
 FLUSH_EVERY_S = 1.0
+#: The longest a probe call may take before the probe is considered hung (seconds).
+READ_TIMEOUT_S = 1.0
+
+
+class CallTimeout(Exception):
+    """A probe call did not return within the time allowed."""
+
+
+class _Job:
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class TimedCaller:
+    """Makes calls on a helper thread and waits for each at most ``timeout_s``.
+
+    A call that does not return in time raises :class:`CallTimeout` in the caller; its thread
+    is abandoned (it may stay blocked forever: it is a daemon) and the next call starts a new
+    one. Calls are made one at a time by the sampler (under its read lock)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.thread_cpu_s = 0.0  # CPU time of helper threads that ended
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        if self._thread is None:
+            self._jobs = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._serve, args=(self._jobs,),
+                                            name="energymeter-probe-call", daemon=True)
+            self._thread.start()
+        job = _Job(fn)
+        self._jobs.put(job)
+        if not job.done.wait(self.timeout_s):
+            self._thread = None  # abandoned: a new thread serves the next call
+            raise CallTimeout(f"no answer within {self.timeout_s:g} s")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _serve(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                break
+            try:
+                job.result = job.fn()
+            # Handed to the caller, which treats it as the probe's error.
+            except BaseException as exc:  # noqa: BLE001
+                job.error = exc
+            job.done.set()
+        self.thread_cpu_s += time.thread_time()
+
+    def close(self, join_timeout_s: float = 0.5) -> None:
+        """End the helper thread (waiting a little for its CPU time to be recorded)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join(join_timeout_s)
 
 
 class Sampler:
@@ -38,6 +118,7 @@ class Sampler:
         writer: SamplesWriter | None = None,
         counted_ids: Sequence[str] = (),
         on_energy: Callable[[float], None] | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self.interval_s = interval_s
         self.gauge_interval_s = max(gauge_interval_s, interval_s)
@@ -46,40 +127,62 @@ class Sampler:
         self._counted_ids = tuple(counted_ids)
         self._on_energy = on_energy
         self._active: list[Probe] = list(probes)
-        self._failures: dict[int, int] = {id(p): 0 for p in probes}
+        self._begun: list[Probe] = []  # probes told a run began (told it ended at stop)
+        self._energy_failures: dict[int, int] = {}
+        self._gauge_failures: dict[int, int] = {}
+        self._no_gauges: set[int] = set()
         self._declared: dict[int, frozenset[str]] = {
             id(p): frozenset(c.id for c in p.channels) for p in probes}
+        # Per channel: the probe's last value, and the offset that makes it joules since begin
+        # (moved only when a value went backwards, so that interval counts nothing).
+        self._last_raw: dict[str, float] = {}
         self._base: dict[str, float] = {}
-        self._last: dict[str, float] = {}
+        self._energy: dict[str, float] = {}
         self._warnings: dict[str, None] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one read at a time, and the state it updates
+        self._caller = TimedCaller(read_timeout_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0_ns = 0
+        self._t0_ns: int | None = None
         self._next_gauges_s = 0.0
-        self._last_flush_s = 0.0
+        self._unflushed_since_s: float | None = None
+        #: Wall-clock nanoseconds (``time.time_ns()``) at the first read's stamp, t = 0.
+        self.started_wall_ns = 0
         self.ticks = 0
+        self.skipped_ticks = 0
         self.thread_cpu_s = 0.0
 
-    # -- reads ---------------------------------------------------------------------------
-    def _fail(self, probe: Probe, what: str, exc: BaseException) -> None:
-        key = id(probe)
-        self._failures[key] = self._failures.get(key, 0) + 1
-        self._warn(f"probe {probe.source}: {what} failed: {type(exc).__name__}: {exc}")
-        if self._failures[key] >= MAX_CONSECUTIVE_FAILURES and probe in self._active:
+    # -- probe calls ---------------------------------------------------------------------
+    def _call(self, probe: Probe, fn: Callable[[], Any]) -> Any:
+        return self._caller.call(fn) if probe.may_block else fn()
+
+    def _hung(self, probe: Probe, what: str, exc: CallTimeout) -> None:
+        probe.hung = True
+        if probe in self._active:
             self._active.remove(probe)
-            ids = ", ".join(c.id for c in probe.channels) or "gauges"
-            self._warn(f"probe {probe.source} dropped after {MAX_CONSECUTIVE_FAILURES} "
-                       f"consecutive errors; its channels ({ids}) stop at their last good value")
+        ids = ", ".join(c.id for c in probe.channels) or "gauges only"
+        self._warn(f"probe {probe.source}: {what} did not return ({exc}); the probe is left "
+                   f"out from now on and its channels ({ids}) stop at their last value")
+
+    def _fail(self, probe: Probe, counts: dict[int, int], what: str,
+              exc: BaseException) -> bool:
+        """Record a failure; whether it was the last one tolerated in a row."""
+        key = id(probe)
+        counts[key] = counts.get(key, 0) + 1
+        self._warn(f"probe {probe.source}: {what} failed: {type(exc).__name__}: {exc}")
+        return counts[key] >= MAX_CONSECUTIVE_FAILURES
 
     def _warn(self, message: str) -> None:
         if message not in self._warnings:
             log.warning("%s", message)
             self._warnings[message] = None
 
-    def _checked(self, probe: Probe, energy: dict[str, float]) -> dict[str, float]:
-        """A probe's read as finite floats of the channels it declared; anything else is that
-        probe's error (raised) or, for an undeclared channel, a warning."""
+    def _checked(self, probe: Probe, energy: Any) -> dict[str, float]:
+        """A probe's read as finite, non-negative floats of the channels it declared; anything
+        else is that probe's error (raised) or, for an undeclared channel, a warning."""
+        if not isinstance(energy, dict):
+            raise ProbeError(f"read() returned {type(energy).__name__}, not a dict of joules "
+                             "per channel")
         declared = self._declared[id(probe)]
         out: dict[str, float] = {}
         for cid, joules in energy.items():
@@ -87,38 +190,89 @@ class Sampler:
                 self._warn(f"probe {probe.source}: returned channel {cid!r} it does not "
                            "declare; ignored")
                 continue
-            value = float(joules)
-            if not math.isfinite(value):
-                raise ProbeError(f"channel {cid} read {joules!r}, not a finite number of joules")
+            try:
+                value = float(joules)
+            except (TypeError, ValueError):
+                raise ProbeError(f"channel {cid} read {joules!r}, not a number of joules") \
+                    from None
+            if not math.isfinite(value) or value < 0:
+                raise ProbeError(f"channel {cid} read {joules!r}; accepted: a finite number "
+                                 ">= 0 of joules since the probe opened")
             out[cid] = value
         return out
 
-    def _read_locked(self, gauges: bool) -> tuple[float, dict[str, float]]:
+    def _read_energy(self) -> dict[str, float]:
         raw: dict[str, float] = {}
-        values: dict[str, float] = {}
         for probe in tuple(self._active):
             try:
-                raw.update(self._checked(probe, probe.read()))
-                if gauges and probe.gauge_names:
-                    values.update(probe.gauges())
+                values = self._checked(probe, self._call(probe, probe.read))
+            except CallTimeout as exc:
+                self._hung(probe, "an energy read", exc)
+                continue
             # The sampler is the boundary between hardware and the user's program: any
             # probe error is recorded on the run and never propagates.
             except Exception as exc:
-                self._fail(probe, "read", exc)
+                if self._fail(probe, self._energy_failures, "read", exc):
+                    self._active.remove(probe)
+                    ids = ", ".join(c.id for c in probe.channels) or "gauges"
+                    self._warn(f"probe {probe.source} dropped after "
+                               f"{MAX_CONSECUTIVE_FAILURES} consecutive errors; its channels "
+                               f"({ids}) stop at their last good value")
+                continue
+            self._energy_failures[id(probe)] = 0
+            raw.update(values)
+        return raw
+
+    def _read_gauges(self) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for probe in tuple(self._active):
+            key = id(probe)
+            if not probe.gauge_names or key in self._no_gauges:
+                continue
+            try:
+                values.update(self._call(probe, probe.gauges))
+            except CallTimeout as exc:
+                self._hung(probe, "a gauge read", exc)
+            except Exception as exc:  # a gauge never costs energy: only the gauges are lost
+                if self._fail(probe, self._gauge_failures, "gauges", exc):
+                    self._no_gauges.add(key)
+                    self._warn(f"probe {probe.source}: gauges given up after "
+                               f"{MAX_CONSECUTIVE_FAILURES} consecutive errors (its energy "
+                               "is still measured)")
             else:
-                self._failures[id(probe)] = 0
-        t_s = (time.monotonic_ns() - self._t0_ns) / 1e9
-        base = self._base
+                self._gauge_failures[key] = 0
+        return values
+
+    def _accumulate(self, raw: dict[str, float]) -> dict[str, float]:
         for cid, joules in raw.items():
-            if cid not in base:
-                base[cid] = joules
-            self._last[cid] = joules - base[cid]
-        energy = dict(self._last)
+            last = self._last_raw.get(cid)
+            if last is None:
+                self._base[cid] = joules
+            elif joules < last:
+                self._base[cid] += joules - last  # this interval counts nothing
+                self._warn(f"channel {cid} went backwards ({last!r} -> {joules!r} J): "
+                           "cumulative energy never decreases, so that interval counts 0 J")
+            self._last_raw[cid] = joules
+            self._energy[cid] = joules - self._base[cid]
+        return dict(self._energy)
+
+    def _read_locked(self, gauges: bool) -> tuple[float, dict[str, float]]:
+        before_ns = time.monotonic_ns()
+        raw = self._read_energy()
+        stamp_ns = (before_ns + time.monotonic_ns()) // 2  # when the energy was read
+        if self._t0_ns is None:  # the first read of the run is t = 0
+            self._t0_ns = stamp_ns
+            self.started_wall_ns = time.time_ns() - (time.monotonic_ns() - stamp_ns)
+        t_s = (stamp_ns - self._t0_ns) / 1e9
+        values = self._read_gauges() if gauges else {}
+        energy = self._accumulate(raw)
         self.aggregator.add_energy(t_s, energy)
         if gauges:
             self.aggregator.add_gauges(values)
         if self._writer is not None:
             self._writer.row(t_s, energy, values if gauges else None)
+            if self._unflushed_since_s is None:
+                self._unflushed_since_s = t_s
         if self._on_energy is not None:
             self._on_energy(sum(energy.get(c, 0.0) for c in self._counted_ids))
         return t_s, energy
@@ -129,11 +283,26 @@ class Sampler:
             return self._read_locked(gauges)
 
     def begin(self) -> tuple[float, dict[str, float]]:
-        """The first boundary read: energy baseline and first gauges, t = 0."""
+        """Tell the probes a run begins, then the first boundary read: energy baseline and
+        first gauges, t = 0 (its stamp; :attr:`started_wall_ns` is its wall-clock time)."""
         with self._lock:
-            self._t0_ns = time.monotonic_ns()
+            for probe in tuple(self._active):
+                try:
+                    self._call(probe, probe.begin_run)
+                except CallTimeout as exc:
+                    self._hung(probe, "begin_run()", exc)
+                except Exception as exc:
+                    self._fail(probe, self._energy_failures, "begin_run()", exc)
+                else:
+                    self._begun.append(probe)
+            self._t0_ns = None
             self._next_gauges_s = self.gauge_interval_s
             return self._read_locked(gauges=True)
+
+    @property
+    def begun(self) -> bool:
+        """Whether :meth:`begin` told the probes a run began (:meth:`stop` tells them it ended)."""
+        return self._t0_ns is not None
 
     # -- thread --------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,50 +310,76 @@ class Sampler:
                                         daemon=True)
         self._thread.start()
 
+    def _now_s(self) -> float:
+        return (time.monotonic_ns() - (self._t0_ns or 0)) / 1e9
+
     def _loop(self) -> None:
-        interval_ns = int(self.interval_s * 1e9)
-        next_ns = time.monotonic_ns() + interval_ns
-        while not self._stop.wait(max(0.0, (next_ns - time.monotonic_ns()) / 1e9)):
+        interval = self.interval_s
+        next_s = self._now_s() + interval
+        while True:
+            wake_s = next_s
+            unflushed = self._unflushed_since_s
+            if unflushed is not None:
+                wake_s = min(wake_s, unflushed + FLUSH_EVERY_S)
+            if self._stop.wait(max(0.0, wake_s - self._now_s())):
+                break
+            now_s = self._now_s()
             with self._lock:
-                t_s = (time.monotonic_ns() - self._t0_ns) / 1e9
-                gauges = t_s >= self._next_gauges_s
-                if gauges:
-                    self._next_gauges_s = t_s + self.gauge_interval_s
-                self._read_locked(gauges)
-                self.ticks += 1
-                if self._writer is not None and t_s - self._last_flush_s >= FLUSH_EVERY_S:
-                    self._flush_locked(t_s)
-            next_ns += interval_ns
-            now_ns = time.monotonic_ns()
-            if next_ns < now_ns:  # fell behind (suspended, overloaded): skip, don't burst
-                next_ns = now_ns + interval_ns
+                if now_s >= next_s:
+                    gauges = now_s >= self._next_gauges_s
+                    if gauges:
+                        self._next_gauges_s = now_s + self.gauge_interval_s
+                    self._read_locked(gauges)
+                    self.ticks += 1
+                    next_s += interval
+                    now_s = self._now_s()
+                    if next_s < now_s:  # fell behind (suspended, overloaded): skip, count
+                        missed = int((now_s - next_s) / interval) + 1
+                        self.skipped_ticks += missed
+                        next_s += missed * interval
+                if (self._unflushed_since_s is not None
+                        and now_s - self._unflushed_since_s >= FLUSH_EVERY_S):
+                    self._flush_locked()
         self.thread_cpu_s = time.thread_time()
 
-    def _flush_locked(self, t_s: float) -> None:
+    def _flush_locked(self) -> None:
+        self._unflushed_since_s = None
+        if self._writer is None:
+            return
         try:
-            self._writer.flush()  # type: ignore[union-attr]
+            self._writer.flush()
         except OSError as exc:  # disk full etc.: keep measuring, say so
             self._warn(f"samples.csv could not be written: {exc}")
-            self._writer.abandon()  # type: ignore[union-attr]  # drop the rows, close the fd
+            self._writer.abandon()  # drop the rows, close the fd
             self._writer = None
-        self._last_flush_s = t_s
 
     def stop(self) -> tuple[float, dict[str, float]]:
-        """Final boundary read (with gauges), stop the thread, flush and close ``samples.csv``.
-        Returns the final read."""
+        """Final boundary read (with gauges), stop the thread, flush and close ``samples.csv``,
+        tell the probes the run ended. Returns the final read."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
             final = self._read_locked(gauges=True)
-            if self._writer is not None:
-                self._flush_locked(final[0])
+            self._flush_locked()
             if self._writer is not None:
                 try:
                     self._writer.close()
                 except OSError as exc:
                     self._warn(f"samples.csv could not be closed: {exc}")
                 self._writer = None
+            for probe in self._begun:
+                if probe.hung:
+                    continue
+                try:
+                    self._call(probe, probe.end_run)
+                except CallTimeout as exc:
+                    self._hung(probe, "end_run()", exc)
+                except Exception as exc:
+                    self._warn(f"probe {probe.source}: end_run() failed: "
+                               f"{type(exc).__name__}: {exc}")
+        self._caller.close()
+        self.thread_cpu_s += self._caller.thread_cpu_s
         return final
 
     def abandon(self) -> None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +49,9 @@ from .sync import resolve_sync
 log = logging.getLogger("energymeter")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Above this share of skipped sampling ticks a report says so in a warning.
+SKIPPED_TICKS_WARN_FRACTION = 0.1
 
 #: The variable through which ``energymeter run`` tells a measured command its run id (a meter
 #: started inside records it as ``parent_run_id``).
@@ -113,44 +116,53 @@ class Meter:
         self._sync = resolve_sync(self._sync_arg)
         # Region errors surface here, before anything is measured or written.
         self._carbon = CarbonAccount.start(self.settings, env=self._env)
-        s = self.settings
-        self._discovery = discover_cached(DiscoveryContext(
-            powercap_root=s.powercap_root, pid=os.getpid(), pynvml=self._pynvml, env=self._env))
-        self._channels = self._discovery.channels
-        self._phases = Phases(self._channels)
-        gauge_names = tuple(dict.fromkeys(
-            g for p in self._discovery.probes for g in p.gauge_names))
-        self.run_id = uuid.uuid4().hex
-        self.parent_run_id = self._env.get(RUN_ID_ENV) or None
-        self.started_at = _utcnow()
-        # Absolute now: a program that changes directory during the run (Hydra does) must not
-        # send report.json and the ledger somewhere else.
-        self._out = Path(s.out).absolute()
-        self.path = make_run_dir(self._out, self.name, self.run_id, self.started_at)
         try:
-            self._start_in(self.path, gauge_names)
+            self._start()
         except BaseException:  # e.g. the sync raised: no run, nothing left open or on disk
             self._undo_start()
             raise
         self._state = "running"
         return self
 
-    def _start_in(self, path: Path, gauge_names: tuple[str, ...]) -> None:
+    def _start(self) -> None:
         s = self.settings
-        self._events = EventLog(path / EVENTS_NAME)
-        writer = SamplesWriter(path / SAMPLES_NAME, [c.id for c in self._channels],
+        self._discovery = discover_cached(DiscoveryContext(
+            powercap_root=s.powercap_root, pid=os.getpid(), pynvml=self._pynvml, env=self._env))
+        # A probe whose call never returned in an earlier run of this process stays out.
+        probes = tuple(p for p in self._discovery.probes if not p.hung)
+        self._notes = list(self._discovery.notes) + [
+            f"probe {p.source} stopped answering in an earlier run of this process and is not "
+            "used" for p in self._discovery.probes if p.hung]
+        self._channels = tuple(c for p in probes for c in p.channels)
+        self._phases = Phases(self._channels)
+        gauge_names = tuple(dict.fromkeys(g for p in probes for g in p.gauge_names))
+        self.run_id = uuid.uuid4().hex
+        self.parent_run_id = self._env.get(RUN_ID_ENV) or None
+        # Absolute now: a program that changes directory during the run (Hydra does) must not
+        # send report.json and the ledger somewhere else.
+        self._out = Path(s.out).absolute()
+        # The directory is named at this second; started_at is the first read's own time.
+        self.path = make_run_dir(self._out, self.name, self.run_id, _utcnow())
+        self._events = EventLog(self.path / EVENTS_NAME)
+        writer = SamplesWriter(self.path / SAMPLES_NAME, [c.id for c in self._channels],
                                gauge_names)
         self._writer = writer
         self._aggregator = Aggregator(
             [c.id for c in self._channels],
             peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]))
         self._sampler = Sampler(
-            self._discovery.probes, interval_s=s.interval_s,
+            probes, interval_s=s.interval_s,
             gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
             counted_ids=[c.id for c in self._channels if c.in_total],
             on_energy=self._carbon.update)
-        self._interval_warnings = [w for p in self._discovery.probes
-                                   for w in p.check_interval(s.interval_s)]
+        self._interval_warnings = [w for p in probes for w in p.check_interval(s.interval_s)]
+        forks.register(self)
+        self._run_sync()
+        self._rusage_cpu_s = rusage_cpu_s()
+        self._last_snapshot = self._sampler.begin()
+        # Duration and energy come from the same boundary reads, and so does the start time.
+        self.started_at = datetime.fromtimestamp(self._sampler.started_wall_ns / 1e9,
+                                                 timezone.utc)
         self._events.event(
             "start", run_id=self.run_id, name=self.name, started_at=self.started_at.isoformat(),
             parent_run_id=self.parent_run_id,
@@ -158,20 +170,20 @@ class Meter:
             channels=[c.to_dict() for c in self._channels], gauges=list(gauge_names),
             settings=settings_dict(s), carbon_region=self._carbon.region,
             region_source=self._carbon.region_source,
-            notes=list(self._discovery.notes),
+            notes=self._notes,
             unavailable=[u.to_dict() for u in self._discovery.unavailable],
             # Who writes this run: a reader tells a run in progress from a killed one by them
             # (and by samples.csv being flushed at least once a second while it runs).
             pid=os.getpid(), hostname=socket.gethostname())
-        forks.register(self)
-        self._run_sync()
-        self._rusage_cpu_s = rusage_cpu_s()
-        self._last_snapshot = self._sampler.begin()
         self._sampler.start()
 
     def _undo_start(self) -> None:
-        """Forget a start that failed part-way: close its files, remove its run directory."""
+        """Forget a start that failed part-way: stop what it started (the carbon poller, the
+        probes' run), close its files, remove its run directory."""
         forks.unregister(self)
+        sampler = self.__dict__.pop("_sampler", None)
+        if sampler is not None and sampler.begun:
+            sampler.stop()
         for name in ("_events", "_writer"):
             writer = self.__dict__.pop(name, None)
             if writer is not None:
@@ -210,7 +222,7 @@ class Meter:
             log.warning("energymeter: %s", message)
             self._warnings.append(message)
         t_s, energy = self._sampler.stop()
-        ended_at = _utcnow()
+        ended_at = self.started_at + timedelta(seconds=t_s)
         self._state = "stopped"
         forks.unregister(self)
         for phase in self._phases.end_all(t_s, energy):  # left open by an exception
@@ -275,7 +287,11 @@ class Meter:
     @contextmanager
     def phase(self, name: str) -> Iterator[Meter]:
         """Measure a named part of the run; phases nest. Phases of concurrent threads or asyncio
-        tasks are measured apart; a phase's parent is the one enclosing it in its thread or task."""
+        tasks are measured apart; a phase's parent is the one enclosing it in its thread or task.
+        In a forked child (a DataLoader worker) it measures nothing."""
+        if os.getpid() != self._owner_pid:  # a forked child (DataLoader worker) measures nothing
+            yield self
+            return
         t_s, energy = self._boundary()
         entry, token = self._phases.open(name, t_s, energy)
         self._events.event("phase_start", name=entry.name, t_s=t_s)
@@ -295,7 +311,10 @@ class Meter:
         """Record user metrics stamped with run time and cumulative energy (joules).
 
         Values are stored as JSON: numpy/torch scalars and arrays as numbers and lists, NaN and
-        infinities as ``None``, other objects as their ``str()``."""
+        infinities as ``None``, other objects as their ``str()``. In a forked child (a
+        DataLoader worker) it does nothing: only the process that started the run records."""
+        if os.getpid() != self._owner_pid:
+            return
         t_s, energy = self._boundary()
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
                  "metrics": json_safe(metrics)}
@@ -309,7 +328,7 @@ class Meter:
         channels = channel_energies(self._channels, energy, duration_s, agg.peak_power_w)
 
         carbon = self._carbon.finish(total_energy_j(self._channels, energy))
-        warnings = list(self._discovery.notes) + self._interval_warnings
+        warnings = list(self._notes) + self._interval_warnings
         warnings += self._sampler.warnings
         for probe in self._discovery.probes:
             warnings += probe.drain_warnings()
@@ -325,6 +344,12 @@ class Meter:
         if short:
             warnings.append(f"phases shorter than the energy counters' {resolution * 1000:.0f}"
                             f" ms update period (below resolution): {', '.join(short)}")
+        skipped = self._sampler.skipped_ticks
+        if skipped > SKIPPED_TICKS_WARN_FRACTION * (skipped + self._sampler.ticks):
+            warnings.append(
+                f"{skipped} of {skipped + self._sampler.ticks} sampling ticks were skipped (the "
+                "process was suspended or overloaded): totals and phases come from boundary "
+                "reads and are unaffected; the timeline and peaks have gaps")
         # The kernel's RSS high-water mark of this process and its reaped children catches
         # spikes between samples, but covers their whole lifetime, so it is reported beside
         # the sampled peak rather than merged into it.
@@ -340,6 +365,7 @@ class Meter:
             "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
                                      if duration_s > 0 else 0.0),
             "ticks": self._sampler.ticks,
+            "skipped_ticks": self._sampler.skipped_ticks,
             "interval_s": self.settings.interval_s,
             "gauge_interval_s": self.settings.gauge_interval_s,
             "peak_window_s": agg.window_s,
