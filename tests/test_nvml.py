@@ -352,6 +352,7 @@ def test_pre_volta_polled_power_integrates_within_one_percent(trace) -> None:
 def test_polling_thread_runs_at_the_requested_rate() -> None:
     fake = FakeNVML([FakeGPU(arch="pascal", power_w=200.0)])
     [probe] = discover(DiscoveryContext(pynvml=fake), poll_hz=50)
+    probe.begin_run()  # the poller runs while a run uses the probe
     t0 = time.monotonic()
     time.sleep(0.5)
     energy = probe.read()["gpu0"]
@@ -366,20 +367,20 @@ def test_polling_thread_runs_at_the_requested_rate() -> None:
     assert fake.shutdown_count == 1
 
 
-def test_counter_going_backwards_warns_and_never_goes_negative() -> None:
+def test_counter_reset_counts_the_energy_after_it() -> None:
     clock = FakeClock()
     fake = FakeNVML([FakeGPU(arch="ampere", power_w=100.0, counter_reset_at_s=1.0)],
                     clock=clock)
     probe, _ = open_probe(fake)
     clock.advance(0.5)
     assert probe.read()["gpu0"] == 50.0
-    clock.advance(1.0)  # reset at 1.0 s: the counter restarts from 0
+    clock.advance(1.0)  # reset at 1.0 s: the counter restarts from 0 and reads 50 J at 1.5 s
     after_reset = probe.read()["gpu0"]
-    assert after_reset == 50.0
+    assert after_reset == 100.0  # 50 J before the last read + 50 J since the reset
     [warning] = probe.drain_warnings()
-    assert "went backwards" in warning
+    assert "went backwards" in warning and "since the reset" in warning
     clock.advance(1.0)
-    assert probe.read()["gpu0"] == 150.0
+    assert probe.read()["gpu0"] == 200.0  # only 0.5..1.0 s (between read and reset) is lost
     probe.close()
 
 
@@ -589,3 +590,18 @@ def test_report_of_two_volta_gpus_equals_simulated_energy_exactly(tmp_path: Path
     assert report.energy_j["by_kind"]["gpu"] == 1110.0
     assert report.phases[0].energy_by_channel["gpu0"] == 375.0
     assert all(c.channel.method == "counter" for c in by_id.values() if c.channel.kind == "gpu")
+
+
+def test_power_poller_runs_only_while_a_run_uses_the_probe(tmp_path: Path) -> None:
+    from energymeter import measure
+
+    fake = FakeNVML([FakeGPU(arch="pascal", power_w=80.0)])
+    for name in ("first", "second"):  # the cached probe serves both runs
+        with measure(name, pynvml=fake, env={}, out=tmp_path,
+                     powercap_root=tmp_path / "absent", region="SE") as m:
+            time.sleep(0.3)
+        assert m.report.channels[0].energy_j == pytest.approx(80.0 * m.report.duration_s,
+                                                               rel=0.05)
+        polls = fake.calls["nvmlDeviceGetPowerUsage"]
+        time.sleep(0.3)
+        assert fake.calls["nvmlDeviceGetPowerUsage"] == polls  # 50 Hz between runs, no more

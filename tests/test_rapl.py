@@ -24,6 +24,7 @@ def split(results: list) -> tuple[list[Probe], list[Unavailable]]:
 
 
 def open_probe(fake: FakePowercap, **kwargs) -> rapl.RaplProbe:
+    kwargs.setdefault("clock_ns", fake.clock_ns)  # deterministic: the fake's simulated time
     probes, missing = split(rapl.discover(fake.context(), opener=fake.opener, **kwargs))
     assert len(probes) == 1, missing
     assert isinstance(probes[0], rapl.RaplProbe)
@@ -421,7 +422,7 @@ def test_check_interval_assumes_500_w_without_constraint(make_fake):
 def test_warns_when_reads_are_further_apart_than_a_wrap(make_fake):
     fake = make_fake(dram=False, max_energy_range_uj=1_000_000)  # 1 J: 2 ms at 500 W
     probe = open_probe(fake)
-    time.sleep(0.01)
+    fake.advance(0.01)
     probe.read()
     (warning,) = probe.drain_warnings()
     assert "wrap may have been missed" in warning
@@ -475,3 +476,43 @@ def test_fake_env_points_settings_at_the_tree(make_fake):
     settings_ = resolve_settings(env={name: value})
     assert settings_.powercap_root == fake.root
     assert fake.energy_path("package-0").read_text() == "000000000000\n"  # fixed width
+
+
+def test_a_drop_no_wrap_explains_counts_nothing(make_fake):
+    fake = make_fake(dram=False)  # the real 262 kJ range
+    probe = open_probe(fake)
+    fake.advance(1.0)
+    before = probe.read()["cpu0"]
+    assert before == pytest.approx(40.0)
+    fake.write_raw("package-0", str(fake.counter_uj("package-0") - 5_000_000))  # 5 J lower, 0 s
+    assert probe.read()["cpu0"] == before  # not a wrap: +262 kJ would have been counted
+    (warning,) = probe.drain_warnings()
+    assert "no wrap explains" in warning and "counts 0 J" in warning
+    probe.close()
+
+
+def test_a_real_wrap_is_still_a_wrap(make_fake):
+    fake = make_fake(dram=False, max_energy_range_uj=50_000_000, initial_energy_uj=49_000_000)
+    probe = open_probe(fake)
+    fake.advance(0.05)  # 2 J: over the top of the 50 J range, within a wrap time (0.1 s)
+    assert probe.read()["cpu0"] == pytest.approx(2.0)
+    assert probe.describe()["zones"][0]["wraps"] == 1 and probe.drain_warnings() == []
+    probe.close()
+
+
+def test_no_false_missed_wrap_warning_after_a_pause_between_runs(tmp_path):
+    """A cached probe last read by an earlier run: the pause between runs is nobody's."""
+    from energymeter import measure
+
+    fake = FakePowercap(tmp_path / "pc", power_w={"package-0": 40.0}, dram=False,
+                        max_energy_range_uj=120_000_000)  # wraps in 0.24 s at 500 W
+    with fake.start():
+        for name in ("first", "second"):
+            with measure(name, powercap_root=fake.root, region="SE", out=tmp_path / "runs",
+                         interval_s=0.05) as m:
+                time.sleep(0.3)
+            time.sleep(0.5)  # longer than a wrap at the assumed 500 W
+            assert not any("wrap may have been missed" in w for w in m.report.warnings), name
+            assert m.report.channels[0].energy_j == pytest.approx(
+                40.0 * m.report.duration_s, rel=0.05)
+    fake.close()

@@ -233,6 +233,7 @@ class CpuModelProbe(Probe):
     """
 
     source = "model"
+    may_block = False  # /proc/stat: read inline
 
     def __init__(
         self,

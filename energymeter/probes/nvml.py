@@ -126,16 +126,50 @@ class NvmlProbe(Probe):
         self._skip_errors = _errors(nvml, "NotSupported", "FunctionNotFound")
         self._nvml_error = _base_error(nvml)
         self._poll_failures = 0
+        # The power poller of the integrated method runs while some run uses the probe
+        # (begin_run/end_run), not between runs of a process that keeps the probe cached.
+        self._start_poller = start_poller and any(
+            g.channel.method == "integrated" for g in self._gpus)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with self._lock:
             for g in self._gpus:
                 if g.channel.method == "integrated":
                     self._sample_locked(g)
-        if start_poller and any(g.channel.method == "integrated" for g in self._gpus):
-            self._thread = threading.Thread(target=self._poll_loop, name="energymeter-nvml-poll",
-                                            daemon=True)
+
+    # -- runs ------------------------------------------------------------------------------
+    def _first_run_began(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            for g in self._gpus:
+                if g.lost:
+                    continue
+                try:  # resynchronise: whatever happened while no run used it is not counted
+                    if g.counter is not None:
+                        g.counter.last = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(
+                            g.handle))
+                    else:
+                        self._sample_locked(g)
+                except self._lost_errors as exc:
+                    self._mark_lost_locked(g, exc)
+                except self._nvml_error as exc:
+                    raise ProbeError(f"NVML read of {g.channel.id} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        if self._start_poller:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll_loop, args=(self._stop,),
+                                            name="energymeter-nvml-poll", daemon=True)
             self._thread.start()
+
+    def _last_run_ended(self) -> None:
+        self._stop_poller()
+
+    def _stop_poller(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
 
     # -- energy ---------------------------------------------------------------------------
     def _read(self) -> dict[str, float]:
@@ -164,8 +198,9 @@ class NvmlProbe(Probe):
         if counter.resets > resets:
             self._warn_locked(
                 f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
-                "driver reload or GPU reset?): the energy measured so far is kept and counting "
-                "resumes from the new value; energy since the previous read is lost")
+                "driver reload or GPU reset?): it counts from 0 again, so its new value is "
+                "counted as energy since the reset; energy between the previous read and the "
+                "reset is lost")
 
     def _power_w(self, g: _Gpu) -> float:
         if g.power_source == "power_instant":
@@ -209,10 +244,10 @@ class NvmlProbe(Probe):
                                       f"{type(exc).__name__}: {exc}); the energy between the "
                                       "neighbouring good samples is interpolated")
 
-    def _poll_loop(self) -> None:
+    def _poll_loop(self, stop: threading.Event) -> None:
         period_s = 1.0 / self._poll_hz
         next_s = time.monotonic()
-        while not self._stop.is_set():
+        while not stop.is_set():
             self.poll()
             with self._lock:
                 if all(g.lost for g in self._gpus if g.channel.method == "integrated"):
@@ -221,7 +256,7 @@ class NvmlProbe(Probe):
             delay_s = next_s - time.monotonic()
             if delay_s < 0:  # fell behind (suspended, overloaded): do not burst to catch up
                 next_s, delay_s = time.monotonic(), 0.0
-            self._stop.wait(delay_s)
+            stop.wait(delay_s)
 
     # -- gauges ------------------------------------------------------------------------------
     def _gauges(self) -> dict[str, float]:
@@ -309,10 +344,7 @@ class NvmlProbe(Probe):
 
     def close(self) -> None:
         """Stop the polling thread and shut NVML down (once; idempotent)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
+        self._stop_poller()
         with self._lock:
             if self._closed:
                 return
@@ -606,5 +638,7 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
         method, resolution_s = "integrated", 1.0 / poll_hz
     channel = Channel(id=cid, kind="gpu", device=ident.name, source=SOURCE, method=method,
                       resolution_s=resolution_s, meta=meta)
-    return _Gpu(channel=channel, handle=handle, power_source=power_source,
-                counter=CumulativeCounter(counter_mj) if counter_mj is not None else None)
+    # NVML's counter is energy since the driver loaded: after a reset it counts from 0 again.
+    counter = (CumulativeCounter(counter_mj, restarts_from_zero=True)
+               if counter_mj is not None else None)
+    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter=counter)

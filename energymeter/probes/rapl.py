@@ -304,13 +304,14 @@ class _Counter:
     __slots__ = ("channel", "zone", "fd", "uj", "last_read_ns", "wrap_time_s", "max_power_w",
                  "max_power_basis")
 
-    def __init__(self, channel: Channel, zone: Zone, fd: int, first_uj: int) -> None:
+    def __init__(self, channel: Channel, zone: Zone, fd: int, first_uj: int,
+                 read_ns: int) -> None:
         self.channel = channel
         self.zone = zone
         self.fd = fd
         # energy_uj runs 0..max_energy_range_uj inclusive, then restarts at 0.
         self.uj = CumulativeCounter(first_uj, modulus=zone.max_energy_range_uj + 1)
-        self.last_read_ns = time.monotonic_ns()
+        self.last_read_ns = read_ns
         if zone.max_power_w is not None:
             self.max_power_w, self.max_power_basis = zone.max_power_w, "constraint_max_power_uw"
         else:
@@ -325,11 +326,14 @@ class RaplProbe(Probe):
     """
 
     source = SOURCE
+    may_block = False  # pread of sysfs counters: microseconds, read inline
 
     def __init__(self, root: Path, counters: list[_Counter],
-                 dropped: list[dict[str, Any]] | None = None) -> None:
+                 dropped: list[dict[str, Any]] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         super().__init__(tuple(c.channel for c in counters))
         self.root = root
+        self._clock_ns = clock_ns
         self._counters = counters
         self._dropped = list(dropped or [])
         self._closed = False
@@ -337,7 +341,7 @@ class RaplProbe(Probe):
     def _read(self) -> dict[str, float]:
         if self._closed:
             raise ProbeError(f"RAPL probe on {self.root} is closed")
-        now_ns = time.monotonic_ns()
+        now_ns = self._clock_ns()
         out: dict[str, float] = {}
         for c in self._counters:
             path = c.zone.energy_path
@@ -345,9 +349,17 @@ class RaplProbe(Probe):
                 raw_uj = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
             except (OSError, ValueError) as exc:
                 raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
-            c.uj.advance(raw_uj)
             gap_s = (now_ns - c.last_read_ns) / 1e9
-            if gap_s > c.wrap_time_s:
+            previous, resets = c.uj.last, c.uj.resets
+            # A wrap adds at most what the zone can draw since the previous read (twice its
+            # maximum power, plus a joule): a bigger "wrap" is a reset or a glitch.
+            c.uj.advance(raw_uj, max_increase=(gap_s * c.max_power_w * 2 + 1.0) * 1e6)
+            if c.uj.resets > resets:
+                self._warn_locked(
+                    f"RAPL zone {c.zone.path} ({c.zone.name}) dropped from {previous} to "
+                    f"{raw_uj} uJ in {gap_s:.3g} s, which no wrap explains at up to "
+                    f"{c.max_power_w:g} W (counter reset?): that interval counts 0 J")
+            elif gap_s > c.wrap_time_s:
                 self._warn_locked(
                     f"RAPL zone {c.zone.path} ({c.zone.name}) went unread for longer than its "
                     f"wrap time at {c.max_power_w:g} W ({c.wrap_time_s:.3g} s): a counter "
@@ -356,6 +368,21 @@ class RaplProbe(Probe):
             c.last_read_ns = now_ns
             out[c.channel.id] = c.uj.total / 1e6
         return out
+
+    def _first_run_began(self) -> None:
+        """Resynchronise every counter: what happened while no run read it (a pause longer
+        than a wrap, a reset) belongs to no run and is neither counted nor warned about."""
+        with self._lock:
+            if self._closed:
+                return
+            now_ns = self._clock_ns()
+            for c in self._counters:
+                path = c.zone.energy_path
+                try:
+                    c.uj.last = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
+                except (OSError, ValueError) as exc:
+                    raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
+                c.last_read_ns = now_ns
 
     def check_interval(self, interval_s: float) -> list[str]:
         """One warning per zone for which ``interval_s`` exceeds half its wrap time at maximum
@@ -411,7 +438,7 @@ class RaplProbe(Probe):
 # --------------------------------------------------------------------------------------------
 
 
-def _open_counter(plan: _Plan, opener: Opener, device: str) -> _Counter:
+def _open_counter(plan: _Plan, opener: Opener, device: str, read_ns: int) -> _Counter:
     """Open and take the first reading; raises OSError (PermissionError...) or ValueError."""
     path = plan.zone.energy_path
     fd = opener(str(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -435,7 +462,7 @@ def _open_counter(plan: _Plan, opener: Opener, device: str) -> _Counter:
             "max_energy_range_uj": plan.zone.max_energy_range_uj,
         },
     )
-    return _Counter(channel, plan.zone, fd, first_uj)
+    return _Counter(channel, plan.zone, fd, first_uj, read_ns)
 
 
 def discover(
@@ -443,12 +470,14 @@ def discover(
     *,
     opener: Opener | None = None,
     cpuinfo_path: Path | None = None,
+    clock_ns: Callable[[], int] = time.monotonic_ns,
 ) -> list[Probe | Unavailable]:
     """Open every readable RAPL zone under ``ctx.powercap_root`` as one :class:`RaplProbe`.
 
     ``opener(path, flags) -> fd`` opens the ``energy_uj`` files (default :func:`os.open`; tests
     inject one that raises ``PermissionError``, since root ignores file modes).
     ``cpuinfo_path`` is where CPU model names are read from (default ``/proc/cpuinfo``).
+    ``clock_ns`` is the monotonic clock the wrap checks use (tests give a simulated one).
     Unreadable zones are returned as :class:`Unavailable` entries beside the probe.
     """
     root = Path(ctx.powercap_root)
@@ -490,7 +519,7 @@ def discover(
             log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, dup.zone.path)
             continue
         try:
-            counter = _open_counter(plan, opener, _device(plan, models))
+            counter = _open_counter(plan, opener, _device(plan, models), clock_ns())
         except PermissionError:
             denied.setdefault(plan.id, plan.zone.energy_path)
             continue
@@ -506,7 +535,7 @@ def discover(
 
     results: list[Probe | Unavailable] = []
     if counters:
-        results.append(RaplProbe(root, counters, dropped))
+        results.append(RaplProbe(root, counters, dropped, clock_ns))
     # A zone that failed but whose channel another zone serves (MSR denied, MMIO copy readable)
     # is not worth reporting.
     denied_paths = [str(p) for ident, p in denied.items() if ident not in served]

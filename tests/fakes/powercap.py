@@ -369,6 +369,12 @@ class FakePowercap:
         with self._lock:
             return self._now_s
 
+    def clock_ns(self) -> int:
+        """Simulated time in nanoseconds: the clock to give the probe in deterministic mode
+        (``rapl.discover(..., clock_ns=fake.clock_ns)``), so that its wrap checks see the
+        seconds :meth:`advance` simulated."""
+        return round(self.now_s * 1e9)
+
     def true_energy_j(self, key: str) -> float:
         """Energy of the zone since creation in J: exact, never wrapped."""
         with self._lock:
