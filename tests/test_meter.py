@@ -463,3 +463,16 @@ def test_a_suspended_run_counts_its_skipped_ticks(rapl40: FakePowercap, tmp_path
     r = Report.load(run_dir)
     assert r.overhead["skipped_ticks"] >= 10  # about 20 ticks of 50 ms in a 1 s freeze
     assert any("sampling ticks were skipped" in w for w in r.warnings)
+
+
+def test_a_failed_start_leaves_no_live_carbon_poller(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "a-file").write_text("")
+    env = {**os.environ, "ENERGYMETER_GB_CARBON_URL": "http://127.0.0.1:9"}
+    m = measure("leak", out=tmp_path / "a-file", powercap_root=tmp_path / "absent",
+                region="GB", carbon_provider="gb", env=env)
+    with pytest.raises(ConfigError):
+        m.start()
+    time.sleep(0.3)  # the poller is stopped with a short join
+    assert not [t for t in threading.enumerate() if t.name.startswith("energymeter-carbon")]
