@@ -203,9 +203,12 @@ def resolve_settings(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pyproject: bool = True,
 ) -> Settings:
     """Build :class:`Settings` from explicit ``overrides`` (``None`` values are ignored), the
-    environment and ``pyproject.toml``. Raises :class:`ConfigError` on any bad value."""
+    environment and ``pyproject.toml`` of ``cwd`` (default: the working directory; not read at
+    all with ``pyproject=False``, e.g. to rebuild a run from its recorded settings alone).
+    Raises :class:`ConfigError` on any bad value."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(overrides) - set(FIELD_NAMES))
     if unknown:
@@ -213,7 +216,7 @@ def resolve_settings(
             f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(FIELD_NAMES)}"
         )
     env = os.environ if env is None else env
-    project = read_pyproject(cwd)
+    project = read_pyproject(cwd) if pyproject else {}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for name in FIELD_NAMES:

@@ -15,10 +15,31 @@ from typing import Any
 
 from ..errors import ReportError
 from ..probes.base import KINDS, energy_summary
-from ..store.rundir import REPORT_NAME
+from ..store.readers import check_plain, parse_json
+from ..store.rundir import EVENTS_NAME, REPORT_NAME
 from . import render
 from .rebuild import rebuild_fields
-from .values import LEDGER_COLUMNS, SCHEMA, STATUSES, ChannelEnergy, Phase, parse_timestamp
+from .values import (
+    LEDGER_COLUMNS,
+    LOADABLE_STATUSES,
+    SCHEMA,
+    ChannelEnergy,
+    Fields,
+    Phase,
+    read_log,
+)
+
+#: The largest ``report.json`` that is read (128 MiB): one energymeter writes is a few KB, or a
+#: few MB with many ``log()`` entries; a larger file is refused before it is read.
+MAX_REPORT_BYTES = 128 * 2**20
+
+#: Figures of the ``carbon`` and ``resources`` blocks that must be numbers (or null) when
+#: present: reports render and compare them.
+CARBON_NUMBERS = ("g_per_kwh", "pue", "emissions_g", "it_energy_j", "facility_energy_j",
+                  "it_energy_kwh", "facility_energy_kwh", "price_per_kwh", "cost",
+                  "live_energy_share", "table_g_per_kwh")
+RESOURCE_NUMBERS = ("cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes",
+                    "write_bytes")
 
 
 @dataclass(frozen=True)
@@ -50,8 +71,9 @@ class Report:
     path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ReportError(f"status {self.status!r} not in {STATUSES}")
+        if self.status not in LOADABLE_STATUSES:
+            raise ReportError(f"status {self.status!r} is unknown; accepted: "
+                              f"{', '.join(LOADABLE_STATUSES)}")
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -111,58 +133,92 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> Report:
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None, *,
+                  source: str | Path | None = None) -> Report:
+        """The report of ``data`` (the JSON form of :meth:`to_dict`), every key checked.
+
+        ``path`` is the run directory; ``source`` names the file in messages (default
+        ``<path>/report.json``). Raises :class:`ReportError` naming the file, the key and what
+        is expected; a report it returns serialises again as strict JSON."""
+        where = str(source if source is not None
+                    else path / REPORT_NAME if path is not None else "report")
+        f = Fields(data, where)
         schema = data.get("schema")
         if schema != SCHEMA:
-            raise ReportError(
-                f"unknown report schema {schema!r}; this energymeter reads {SCHEMA!r}"
-            )
+            raise ReportError(f"{where}: unknown report schema {schema!r}; this energymeter "
+                              f"reads {SCHEMA!r}")
+        check_plain(data, where)  # NaN, infinities, non-JSON values, depth: anywhere
+        carbon = f.optional_obj("carbon")
+        if carbon is not None:
+            carbon.numbers(CARBON_NUMBERS)
+        resources = f.obj("resources", {})
+        resources.numbers(RESOURCE_NUMBERS)
+        report = cls(
+            run_id=f.text("run_id"),
+            name=f.text("name"),
+            status=f.choice("status", LOADABLE_STATUSES),
+            started_at=f.timestamp("started_at"),
+            ended_at=f.timestamp("ended_at"),
+            duration_s=f.seconds("duration_s"),
+            channels=tuple(ChannelEnergy.from_dict(c.data, where, c.key)
+                           for c in f.objects("channels", [])),
+            phases=tuple(Phase.from_dict(p.data, where, p.key)
+                         for p in f.objects("phases", [])),
+            logs=tuple(read_log(entry) for entry in f.objects("logs", [])),
+            carbon=carbon.plain() if carbon is not None else None,
+            resources=resources.plain(),
+            overhead=f.obj("overhead", {}).plain(),
+            host=f.obj("host", {}).plain(),
+            software=f.obj("software", {}).plain(),
+            settings=f.obj("settings", {}).plain(),
+            unavailable=tuple(u.plain() for u in f.objects("unavailable", [])),
+            warnings=f.texts("warnings", ()),
+            command=f.texts("command", None, optional=True),
+            exit_code=f.integer("exit_code", None, optional=True),
+            parent_run_id=f.text("parent_run_id", None, optional=True),
+            path=path,
+        )
+        return report._checked(where)
+
+    def _checked(self, where: str) -> Report:
+        """``self`` if its JSON form is strict JSON: figures derived from values read (sums,
+        means) must be finite too."""
         try:
-            command = data.get("command")
-            return cls(
-                run_id=data["run_id"],
-                name=data["name"],
-                status=data["status"],
-                started_at=parse_timestamp(data["started_at"]),
-                ended_at=parse_timestamp(data["ended_at"]),
-                duration_s=float(data["duration_s"]),
-                channels=tuple(ChannelEnergy.from_dict(c) for c in data.get("channels", [])),
-                phases=tuple(Phase.from_dict(p) for p in data.get("phases", [])),
-                logs=tuple(data.get("logs", [])),
-                carbon=data.get("carbon"),
-                resources=data.get("resources", {}),
-                overhead=data.get("overhead", {}),
-                host=data.get("host", {}),
-                software=data.get("software", {}),
-                settings=data.get("settings", {}),
-                unavailable=tuple(data.get("unavailable", [])),
-                warnings=tuple(data.get("warnings", [])),
-                command=tuple(command) if command is not None else None,
-                exit_code=data.get("exit_code"),
-                parent_run_id=data.get("parent_run_id"),
-                path=path,
-            )
-        except KeyError as exc:
-            raise ReportError(f"report is missing the key {exc.args[0]!r}") from None
+            check_plain(self.to_dict(), where)
+        except ReportError as exc:
+            raise ReportError(f"{exc} (computed from the values read)") from None
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
         """Read a ``report.json`` or a run directory. A run directory without ``report.json``
-        (killed with SIGKILL) is rebuilt from ``samples.csv`` and marked ``interrupted``."""
+        (killed with SIGKILL) is rebuilt from ``samples.csv`` and marked ``interrupted`` (or
+        ``running`` while it is measured), and so is ``DIR/report.json`` when that file is
+        missing but ``DIR`` is a run directory.
+
+        Raises :class:`ReportError` naming the file (and key or line) that could not be read."""
         path = Path(path)
         if path.is_dir():
             if not (path / REPORT_NAME).exists():
-                return cls(**rebuild_fields(path))
+                return cls(**rebuild_fields(path))._checked(str(path))
             path = path / REPORT_NAME
+        elif (path.name == REPORT_NAME and not path.exists()
+              and (path.parent / EVENTS_NAME).is_file()):
+            return cls(**rebuild_fields(path.parent))._checked(str(path.parent))
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_REPORT_BYTES + 1)
         except FileNotFoundError:
             raise ReportError(
                 f"{path} does not exist; give a run directory or its report.json"
             ) from None
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, path=path.parent)
+        except OSError as exc:
+            raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_REPORT_BYTES:
+            raise ReportError(f"{path} is larger than {MAX_REPORT_BYTES // 2**20} MiB, the most "
+                              "a report.json is read up to (energymeter writes a few KB); "
+                              "it is not an energymeter report")
+        return cls.from_dict(parse_json(raw, str(path)), path=path.parent, source=path)
 
     # -- flat forms ----------------------------------------------------------------------
     def to_row(self) -> dict[str, Any]:

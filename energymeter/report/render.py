@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ReportError
 from ..store.rundir import REPORT_NAME
 from .tables import format_number, render_csv, render_latex, render_markdown, render_table
-from .values import LEDGER_COLUMNS
+from .values import LEDGER_COLUMNS, RUNNING
 
 if TYPE_CHECKING:
     from .model import Report
@@ -80,8 +81,20 @@ def summary(report: Report) -> str:
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if report.path:
-        lines.append(f"  report: {report.path / REPORT_NAME}")
+        lines.append(_where(report, report.path))
     return "\n".join(lines)
+
+
+def _where(report: Report, run_dir: Path) -> str:
+    """Where the run is: its ``report.json``, or (rebuilt, none written yet) its directory."""
+    saved = run_dir / REPORT_NAME
+    if not report.overhead.get("rebuilt_from_samples") or saved.is_file():
+        return f"  report: {saved}"
+    if report.status == RUNNING:
+        return (f"  run: {run_dir} (rebuilt from its samples so far; it writes "
+                f"{REPORT_NAME} when it ends)")
+    return (f"  run: {run_dir} (rebuilt from its samples; it has no {REPORT_NAME}: "
+            f"`energymeter report --save` writes one)")
 
 
 def markdown(report: Report) -> str:

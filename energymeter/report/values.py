@@ -6,16 +6,31 @@ the rebuild of a killed run (:mod:`.rebuild`) are made of the same parts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ReportError
-from ..probes.base import KINDS, Channel, energy_summary
+from ..probes.base import KINDS, METHODS, Channel, energy_summary
+from ..store.readers import check_plain, key_path
 
 SCHEMA = "energymeter.report/1"
+#: The statuses a run ends with (what ``Meter.stop()`` accepts).
 STATUSES = ("completed", "failed", "interrupted")
+#: A run still being measured, as the rebuild shows one that is alive (never a stop status).
+RUNNING = "running"
+#: The statuses of a report that is read back or rebuilt: the final ones and ``running``.
+LOADABLE_STATUSES = (*STATUSES, RUNNING)
+
+#: Bounds of what a report may hold, far beyond any real run: reading a file refuses larger
+#: values (sums and ratios of them would become infinite, which JSON cannot hold).
+#: 1e18 J is 32 GW for a year; 1e9 s is 31 years.
+MAX_ENERGY_J = 1e18
+MAX_DURATION_S = 1e9
+#: The bound of other numbers of a report (powers, resources, carbon figures).
+MAX_NUMBER = 1e30
 
 #: The columns of :meth:`Report.to_row` (and of the ``runs.csv`` ledger), in order.
 LEDGER_COLUMNS = (
@@ -40,9 +55,14 @@ class ChannelEnergy:
                 "mean_power_w": self.mean_power_w, "peak_power_w": self.peak_power_w}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ChannelEnergy:
-        return cls(Channel.from_dict(data), float(data["energy_j"]),
-                   float(data.get("mean_power_w") or 0.0), data.get("peak_power_w"))
+    def from_dict(cls, data: Mapping[str, Any], where: str = "report",
+                  key: str = "channel") -> ChannelEnergy:
+        """Read one entry of a report's ``channels``; :class:`ReportError` naming ``where``
+        and ``key`` when it is not one."""
+        f = Fields(data, where, key)
+        return cls(channel_from_fields(f), f.energy("energy_j"),
+                   f.number("mean_power_w", 0.0, optional=True) or 0.0,
+                   f.number("peak_power_w", None, optional=True))
 
 
 def channel_energies(channels: Iterable[Channel], energy_j: Mapping[str, float],
@@ -64,6 +84,8 @@ class Phase:
     energy_by_channel: Mapping[str, float]
     parent: str | None = None
     below_resolution: bool = False
+    # Still open when the run was killed: rebuilt as ending at the last flushed sample.
+    open_at_end: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -78,20 +100,202 @@ class Phase:
         }
         if self.below_resolution:
             out["below_resolution"] = True
+        if self.open_at_end:
+            out["open_at_end"] = True
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Phase:
-        return cls(data["name"], float(data["start_s"]), float(data["end_s"]),
-                   dict(data.get("energy_by_channel_j", {})), data.get("parent"),
-                   bool(data.get("below_resolution", False)))
+    def from_dict(cls, data: Mapping[str, Any], where: str = "report",
+                  key: str = "phase") -> Phase:
+        """Read one phase (of a report's ``phases``, or a ``phase`` event);
+        :class:`ReportError` naming ``where`` and ``key`` when it is not one."""
+        f = Fields(data, where, key)
+        energies = f.obj("energy_by_channel_j", {})
+        return cls(f.text("name"), f.seconds("start_s", signed=True),
+                   f.seconds("end_s", signed=True),
+                   {k: energies.energy(k) for k in energies.data},
+                   f.text("parent", None, optional=True),
+                   f.flag("below_resolution", False), f.flag("open_at_end", False))
+
+
+def channel_from_fields(f: Fields) -> Channel:
+    """The :class:`Channel` described by the JSON object ``f`` (a report's channel entry or
+    one of a start event's channels), each key checked."""
+    return Channel(
+        id=f.text("id"), kind=f.choice("kind", KINDS), device=f.text("device", ""),
+        source=f.text("source", ""), method=f.choice("method", METHODS, "counter"),
+        part_of=f.text("part_of", None, optional=True),
+        resolution_s=f.seconds("resolution_s", 0.0),
+        meta=f.obj("meta", {}).plain())
+
+
+_MISSING: Any = object()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Fields:
+    """Checked reads of one JSON object of a file (a report, an event): each getter returns the
+    value of its key with the type it promises, or raises :class:`ReportError` naming the file
+    (``where``), the key (``key`` is the object's own place, e.g. ``channels[2]``) and what is
+    expected. A getter's ``default`` is used when the key is absent; without one the key is
+    required."""
+
+    def __init__(self, data: Any, where: str, key: str = "") -> None:
+        if not isinstance(data, Mapping):
+            raise ReportError(f"{where}: {key or 'the top level'} must be a JSON object, got "
+                              f"{_show(data)}")
+        self.data = data
+        self.where = where
+        self.key = key
+
+    def name(self, key: str) -> str:
+        return key_path(self.key, key)
+
+    def fail(self, key: str, expected: str, value: Any) -> NoReturn:
+        raise ReportError(f"{self.where}: {self.name(key)} must be {expected}, got "
+                          f"{_show(value)}")
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise ReportError(f"{self.where}: the key {self.name(key)} is missing")
+        return default
+
+    def text(self, key: str, default: Any = _MISSING, *, optional: bool = False) -> Any:
+        """A string (or ``None`` when ``optional``)."""
+        value = self.get(key, default)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            self.fail(key, "a string" + (" or null" if optional else ""), value)
+        return value
+
+    def choice(self, key: str, choices: Sequence[str], default: Any = _MISSING) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            self.fail(key, f"one of {', '.join(choices)}", value)
+        return value
+
+    def number(self, key: str, default: Any = _MISSING, *, optional: bool = False,
+               minimum: float = -MAX_NUMBER, maximum: float = MAX_NUMBER) -> Any:
+        """A finite number within [``minimum``, ``maximum``] as a float (or ``None`` when
+        ``optional``); booleans are not numbers."""
+        value = self.get(key, default)
+        if value is None and optional:
+            return None
+        expected = (f"a number from {minimum:g} to {maximum:g}"
+                    + (" or null" if optional else ""))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, expected, value)
+        try:
+            number = float(value)
+        except OverflowError:
+            self.fail(key, expected, value)
+        if not (math.isfinite(number) and minimum <= number <= maximum):
+            self.fail(key, expected, value)
+        return number
+
+    def energy(self, key: str, default: Any = _MISSING) -> float:
+        """Joules, at most :data:`MAX_ENERGY_J` either way (a phase of a model can be
+        slightly negative)."""
+        return self.number(key, default, minimum=-MAX_ENERGY_J, maximum=MAX_ENERGY_J)
+
+    def seconds(self, key: str, default: Any = _MISSING, *, signed: bool = False) -> float:
+        """A duration or time in seconds, at most :data:`MAX_DURATION_S` (and >= 0 unless
+        ``signed``)."""
+        return self.number(key, default, minimum=-MAX_DURATION_S if signed else 0.0,
+                           maximum=MAX_DURATION_S)
+
+    def timestamp(self, key: str, default: Any = _MISSING) -> datetime:
+        """An ISO 8601 time with a time zone."""
+        value = self.text(key, default)
+        try:
+            return parse_timestamp(value)
+        except ReportError as exc:
+            raise ReportError(f"{self.where}: {self.name(key)}: {exc}") from None
+
+    def integer(self, key: str, default: Any = _MISSING, *, optional: bool = False) -> Any:
+        value = self.get(key, default)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            self.fail(key, "an integer" + (" or null" if optional else ""), value)
+        return value
+
+    def flag(self, key: str, default: Any = _MISSING) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, "true or false", value)
+        return value
+
+    def obj(self, key: str, default: Any = _MISSING) -> Fields:
+        """The JSON object under ``key``, as :class:`Fields`."""
+        value = self.get(key, default)
+        if not isinstance(value, Mapping):
+            self.fail(key, "a JSON object", value)
+        return Fields(value, self.where, self.name(key))
+
+    def optional_obj(self, key: str) -> Fields | None:
+        """The JSON object under ``key``, or ``None`` when absent or null."""
+        if self.get(key, None) is None:
+            return None
+        return self.obj(key)
+
+    def items(self, key: str, default: Any = _MISSING) -> list[Any]:
+        """The JSON list under ``key``."""
+        value = self.get(key, default)
+        if not isinstance(value, (list, tuple)):
+            self.fail(key, "a JSON list", value)
+        return list(value)
+
+    def objects(self, key: str, default: Any = _MISSING) -> list[Fields]:
+        """The JSON list of objects under ``key``, each as :class:`Fields`."""
+        return [Fields(item, self.where, key_path(self.name(key), i))
+                for i, item in enumerate(self.items(key, default))]
+
+    def texts(self, key: str, default: Any = _MISSING, *, optional: bool = False) -> Any:
+        """A JSON list of strings as a tuple (or ``None`` when ``optional``)."""
+        value = self.get(key, default)
+        if value is None and optional:
+            return None
+        if (not isinstance(value, (list, tuple))
+                or not all(isinstance(v, str) for v in value)):
+            self.fail(key, "a list of strings" + (" or null" if optional else ""), value)
+        return tuple(value)
+
+    def plain(self) -> dict[str, Any]:
+        """This object as plain, strict JSON data (checked by
+        :func:`~energymeter.store.readers.check_plain`)."""
+        return dict(check_plain(self.data, self.where, self.key))
+
+    def numbers(self, keys: Iterable[str]) -> None:
+        """Check that each of ``keys``, where present, is a number or null (the figures a
+        free-form block is rendered and compared by)."""
+        for key in keys:
+            if key in self.data:
+                self.number(key, optional=True)
+
+
+def read_log(f: Fields) -> dict[str, Any]:
+    """One ``log()`` entry (of a report's ``logs``, or a ``log`` event without its ``event``
+    key): ``t_s``, ``energy_j`` and the user's ``metrics`` object, checked."""
+    f.seconds("t_s")
+    f.energy("energy_j")
+    f.obj("metrics")
+    return {k: v for k, v in f.plain().items() if k != "event"}
 
 
 def parse_timestamp(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ReportError(f"timestamp {value!r} is not ISO 8601") from None
+        raise ReportError(f"timestamp {_show(value)} is not ISO 8601 (e.g. "
+                          "2026-11-21T10:00:00+00:00)") from None
     if parsed.tzinfo is None:
-        raise ReportError(f"timestamp {value!r} has no time zone; reports use UTC")
+        raise ReportError(f"timestamp {_show(value)} has no time zone; reports use UTC")
     return parsed
