@@ -379,3 +379,51 @@ def test_monitor_stops_on_sigint(env: Path, tmp_path: Path) -> None:
     assert b"monitor run written to" in err
     (run_dir,) = [p for p in env.iterdir() if p.is_dir()]
     assert Report.load(run_dir).status == "completed"
+
+
+# -- report --save and rebuilt runs (issue 10, item 29) ------------------------------------------
+def test_report_of_a_missing_report_json_rebuilds_the_run(env: Path) -> None:
+    from tests.test_hostile_input import write_run
+
+    run_dir = write_run(env / "killed")
+    code, out, err = invoke("report", str(run_dir / "report.json"))
+    assert code == 0, err
+    assert "interrupted" in out.splitlines()[0]
+    assert f"run: {run_dir} (rebuilt" in out and str(run_dir / "report.json") not in out
+
+
+def test_report_save_writes_rebuilt_runs_once(env: Path) -> None:
+    import socket
+    from datetime import datetime, timezone
+
+    from tests.test_hostile_input import START, write_run
+
+    done = make_run(env, "done")
+    killed = write_run(env / "killed")
+    live = write_run(env / "live", [{**START, "run_id": "feedbeef" * 2, "pid": os.getpid(),
+                                     "hostname": socket.gethostname(),
+                                     "started_at": datetime.now(timezone.utc).isoformat()}])
+    ledger_before = (env / "runs.csv").read_text()
+    code, out, err = invoke("report", "--save", str(env))
+    assert code == 0, err
+    assert "interrupted" in out and "running" in out and "completed" in out
+    assert f"saved {killed / 'report.json'}" in err and str(env / "runs.csv") in err
+    assert f"not saved: {live} is still running" in err
+    assert str(done.path) not in err  # it has its report.json: nothing to say
+    assert (killed / "report.json").is_file() and not (live / "report.json").exists()
+    saved = json.loads((killed / "report.json").read_text())
+    assert saved["status"] == "interrupted" and saved["run_id"] == START["run_id"]
+    rows = list(csv.DictReader(io.StringIO((env / "runs.csv").read_text())))
+    assert [r["run_id"] for r in rows] == [done.run_id, START["run_id"]]
+    assert rows[1]["path"] == str(killed)
+    assert (env / "runs.csv").read_text().startswith(ledger_before)
+    before = (killed / "report.json").read_bytes()
+    code, _, err = invoke("report", "--save", str(killed))  # saved once: never again
+    assert code == 0 and "saved" not in err
+    assert (killed / "report.json").read_bytes() == before
+    assert (env / "runs.csv").read_text().count(START["run_id"]) == 1
+
+
+def test_report_help_shows_save_with_an_example(env: Path) -> None:
+    code, out, _ = invoke("report", "--help")
+    assert code == 0 and "--save" in out and "energymeter report --save" in out

@@ -36,7 +36,9 @@ def expand_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_one(path: Path) -> Report:
-    if not path.exists():
+    # DIR/report.json of a run killed before writing it: Report.load rebuilds DIR
+    rebuilt = path.name == REPORT_NAME and (path.parent / EVENTS_NAME).is_file()
+    if not path.exists() and not rebuilt:
         raise ReportError(f"{path} does not exist; give a run directory, its report.json "
                           "or a folder of runs")
     try:
@@ -51,7 +53,8 @@ def _load_one(path: Path) -> Report:
 def load_reports(paths: Iterable[str | Path]) -> list[Report]:
     """:meth:`Report.load` every run named by ``paths`` (see :func:`expand_runs`), in the order
     given; the runs of a folder come in the order they started. A run killed without writing
-    ``report.json`` is rebuilt from its samples and marked ``interrupted``.
+    ``report.json`` is rebuilt from its samples and marked ``interrupted`` (``running`` while
+    it is measured), and so is one named by its missing ``report.json``.
 
     Raises :class:`~energymeter.errors.ReportError` naming the path that could not be read."""
     paths = list(paths)
