@@ -9,6 +9,7 @@ CLI, whose options are generated from the same metadata) builds a :class:`Settin
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -18,8 +19,37 @@ from typing import Any
 
 from .errors import ConfigError
 
+log = logging.getLogger("energymeter")
+
 ENV_PREFIX = "ENERGYMETER_"
 MIN_INTERVAL_S = 0.001
+
+#: ``ENERGYMETER_*`` variables that are not settings (no warning for them): the run id and
+#: directory ``energymeter run`` gives the measured command, and what the live carbon
+#: providers read (an API token, endpoint URLs for tests and proxies).
+NON_SETTING_ENV = (
+    "ENERGYMETER_RUN_ID",
+    "ENERGYMETER_RUN_DIR",
+    "ENERGYMETER_ELECTRICITYMAPS_TOKEN",
+    "ENERGYMETER_ELECTRICITYMAPS_URL",
+    "ENERGYMETER_GB_CARBON_URL",
+)
+
+#: Upper bounds, each with its reason (a larger value is a typo or a unit mix-up):
+#: sampling and gauge periods: an hour (a longer period leaves no timeline and no peaks; totals
+#: come from boundary reads whatever the period).
+MAX_INTERVAL_S = 3600.0
+#: live carbon polls: a day (grid intensity changes every hour or half hour).
+MAX_CARBON_POLL_S = 86400.0
+#: one request to a live carbon provider: five minutes.
+MAX_CARBON_TIMEOUT_S = 300.0
+#: power usage effectiveness: 3 (surveyed data centres average about 1.5, the least efficient
+#: about 2.5; above 3 the facility uses twice the IT load for itself: not a data centre).
+MAX_PUE = 3.0
+#: electricity price: a million per kWh, beyond any tariff in any currency.
+MAX_PRICE_PER_KWH = 1e6
+#: the currency: a code or symbol (EUR, SEK, $) of at most this many characters.
+MAX_CURRENCY_CHARS = 8
 
 #: Accepted values of the settings that are a choice (the CLI and carbon code read them here).
 CARBON_TABLES = ("auto", "ember", "electricitymaps")
@@ -29,19 +59,35 @@ Parser = Callable[[str, Any, str], Any]
 """``parse(name, value, where)``: the value converted to the field's type, or ConfigError."""
 
 
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 # -- parsers -------------------------------------------------------------------------------------
 def _number(name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool):  # True is 1 to Python, not a number of seconds to anyone
+        raise ConfigError(f"{name} from {where} must be a number, not true/false "
+                          f"(got {value!r})")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} from {where} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} from {where} must be a number, got {_show(value)}") from None
     if not math.isfinite(number):
-        raise ConfigError(f"{name} from {where} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} from {where} must be a finite number, got {_show(value)}")
     return number
 
 
-def _seconds(minimum: float = 0.0, *, inclusive: bool = False,
-             example: str = "") -> Parser:
+def _at_most(name: str, number: float, maximum: float, where: str, unit: str,
+             why: str) -> float:
+    if number > maximum:
+        raise ConfigError(f"{name} from {where} is {number!r}; accepted: at most "
+                          f"{maximum:g}{unit} ({why})")
+    return number
+
+
+def _seconds(minimum: float = 0.0, *, inclusive: bool = False, example: str = "",
+             maximum: float = MAX_INTERVAL_S, why: str = "an hour") -> Parser:
     def parse(name: str, value: Any, where: str) -> float:
         number = _number(name, value, where)
         if inclusive and number < minimum:
@@ -49,7 +95,7 @@ def _seconds(minimum: float = 0.0, *, inclusive: bool = False,
                               f"{minimum} s{example}")
         if not inclusive and number <= minimum:
             raise ConfigError(f"{name} from {where} must be > {minimum:g} s, got {number!r}")
-        return number
+        return _at_most(name, number, maximum, where, " s", why)
     return parse
 
 
@@ -59,26 +105,41 @@ def _pue(name: str, value: Any, where: str) -> float:
         raise ConfigError(
             f"{name} from {where} is {number!r}; accepted: a power usage effectiveness >= 1.0 "
             "(1.0 = no facility overhead, typical data centres 1.1-1.6)")
-    return number
+    return _at_most(name, number, MAX_PUE, where, "",
+                    "data centres average about 1.5, the least efficient about 2.5")
 
 
 def _price(name: str, value: Any, where: str) -> float:
     number = _number(name, value, where)
     if number < 0:
         raise ConfigError(f"{name} from {where} must be >= 0, got {number!r}")
-    return number
+    return _at_most(name, number, MAX_PRICE_PER_KWH, where, " per kWh",
+                    "beyond any tariff in any currency")
 
 
 def _path(name: str, value: Any, where: str) -> Path:
-    return Path(os.path.expanduser(str(value)))
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} from {where} must be a path (a string), got {_show(value)}")
+    if not value.strip():
+        raise ConfigError(f"{name} from {where} must be a non-empty path, got {value!r}")
+    return Path(os.path.expanduser(value))
 
 
-def _text(name: str, value: Any, where: str) -> str | None:
-    return str(value).strip() or None
+def _region(name: str, value: Any, where: str) -> str | None:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} from {where} must be a string, a region code such as SE, "
+                          f"SWE or SE-SE3, got {_show(value)}")
+    return value.strip() or None
 
 
-def _upper(name: str, value: Any, where: str) -> str:
-    return str(value).strip().upper()
+def _currency(name: str, value: Any, where: str) -> str:
+    text = value.strip().upper() if isinstance(value, str) else ""
+    if not 1 <= len(text) <= MAX_CURRENCY_CHARS or not text.isprintable():
+        raise ConfigError(f"{name} from {where} must be a currency code or symbol of 1 to "
+                          f"{MAX_CURRENCY_CHARS} characters (e.g. EUR), got {_show(value)}")
+    return text
 
 
 def _choice(choices: tuple[str, ...]) -> Parser:
@@ -108,17 +169,19 @@ class Settings:
         metavar="DIR"))
     interval_s: float = field(default=0.1, metadata=_meta(
         _seconds(MIN_INTERVAL_S, inclusive=True,
-                 example=" (the sampler's shortest period), e.g. 0.1"),
-        "Sampling interval in seconds (totals come from boundary reads and do not depend on "
-        "it).", flag="--interval", metavar="SECONDS"))
+                 example=" (the sampler's shortest period), e.g. 0.1",
+                 why="an hour: a longer period leaves no timeline and no peaks"),
+        f"Sampling interval in seconds, {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} (totals come "
+        "from boundary reads and do not depend on it).", flag="--interval", metavar="SECONDS"))
     gauge_interval_s: float = field(default=1.0, metadata=_meta(
-        _seconds(), "Period of memory/utilisation gauges in seconds."))
+        _seconds(why="an hour"),
+        "Period of memory/utilisation gauges in seconds (at most an hour)."))
     region: str | None = field(default=None, metadata=_meta(
-        _text, "Carbon region: country (SE, SWE) or grid zone (SE-SE3); see `energymeter "
+        _region, "Carbon region: country (SE, SWE) or grid zone (SE-SE3); see `energymeter "
         "carbon --list` [default: from the time zone].", flag="--region", metavar="CODE",
         optional=True))
     pue: float = field(default=1.0, metadata=_meta(
-        _pue, "Power usage effectiveness of the facility, >= 1.0.", flag="--pue"))
+        _pue, f"Power usage effectiveness of the facility, 1.0 to {MAX_PUE:g}.", flag="--pue"))
     carbon_table: str = field(default="auto", metadata=_meta(
         _choice(CARBON_TABLES), "Carbon-intensity table.", flag="--carbon-table",
         choices=CARBON_TABLES))
@@ -126,14 +189,17 @@ class Settings:
         _choice(CARBON_PROVIDERS), "Live carbon-intensity provider (network only when set).",
         choices=CARBON_PROVIDERS))
     carbon_poll_s: float = field(default=900.0, metadata=_meta(
-        _seconds(), "Seconds between polls of the live carbon provider."))
+        _seconds(maximum=MAX_CARBON_POLL_S,
+                 why="a day: grid intensity changes every hour or half hour"),
+        "Seconds between polls of the live carbon provider."))
     carbon_timeout_s: float = field(default=2.0, metadata=_meta(
-        _seconds(), "Timeout of one request to the live carbon provider, in seconds."))
+        _seconds(maximum=MAX_CARBON_TIMEOUT_S, why="five minutes"),
+        "Timeout of one request to the live carbon provider, in seconds."))
     price_per_kwh: float | None = field(default=None, metadata=_meta(
         _price, "Electricity price per kWh, to report the cost.", flag="--price",
         metavar="PRICE", optional=True))
     currency: str = field(default="EUR", metadata=_meta(
-        _upper, "Currency of the price.", flag="--currency"))
+        _currency, "Currency of the price.", flag="--currency"))
     powercap_root: Path = field(default=Path("/sys/class/powercap"), metadata=_meta(
         _path, "RAPL sysfs root (containers, tests)."))
     # Where each field's value came from: "argument", "env", "pyproject" or "default".
@@ -184,11 +250,18 @@ def read_pyproject(cwd: Path | None = None) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {path}: it is not UTF-8 text (byte {exc.start}); TOML "
+                          "files are UTF-8: fix or remove it") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}; fix or remove [tool.energymeter]") from exc
-    table = data.get("tool", {}).get("energymeter", {})
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"[tool] in {path} must be a table (of tools' settings), got "
+                          f"{_show(tool)}")
+    table = tool.get("energymeter", {})
     if not isinstance(table, dict):
-        raise ConfigError(f"[tool.energymeter] in {path} must be a table")
+        raise ConfigError(f"[tool.energymeter] in {path} must be a table, got {_show(table)}")
     unknown = sorted(set(table) - set(FIELD_NAMES))
     if unknown:
         raise ConfigError(
@@ -196,6 +269,26 @@ def read_pyproject(cwd: Path | None = None) -> dict[str, Any]:
             f"accepted: {', '.join(FIELD_NAMES)}"
         )
     return table
+
+
+_warned_env: set[str] = set()
+
+
+def warn_unknown_env(env: Mapping[str, str]) -> None:
+    """Log a warning, once per process per name, for each ``ENERGYMETER_*`` variable of
+    ``env`` that is neither a setting nor in :data:`NON_SETTING_ENV` (a misspelling does
+    nothing otherwise), naming the closest known variable."""
+    known = {ENV_PREFIX + name.upper() for name in FIELD_NAMES} | set(NON_SETTING_ENV)
+    for name in list(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name in _warned_env:
+            continue
+        _warned_env.add(name)
+        import difflib  # only now: importing energymeter stays cheap
+
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = (f"did you mean {close[0]}?" if close else "the settings are "
+                + ", ".join(ENV_PREFIX + n.upper() for n in FIELD_NAMES))
+        log.warning("%s is not an energymeter setting and is ignored; %s", name, hint)
 
 
 def resolve_settings(
@@ -216,6 +309,7 @@ def resolve_settings(
             f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(FIELD_NAMES)}"
         )
     env = os.environ if env is None else env
+    warn_unknown_env(env)
     project = read_pyproject(cwd) if pyproject else {}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
