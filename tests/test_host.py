@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -160,6 +161,52 @@ def test_tree_walk_through_task_children_files(tmp_path: Path) -> None:
         assert probe._children_files
         assert [p.pid for p in descendants(probe._root, proc_root=str(tmp_path))] == [child.pid]
         assert probe.gauges()["children"] == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_forked_workers_shared_pages_are_counted_once_with_pss() -> None:
+    """Four processes sharing 150 MB copy-on-write: RSS sums 600 MB, PSS about 150 MB."""
+    script = ("import os, time\n"
+              "x = bytearray(150 * 2**20)\n"
+              "for i in range(0, len(x), 4096): x[i] = 1\n"
+              "for _ in range(3):\n"
+              "    if os.fork() == 0:\n"
+              "        time.sleep(30); os._exit(0)\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(30)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        probe = ProcessTreeProbe(child.pid)
+        gauges = probe.gauges()
+        assert gauges["children"] == 3
+        assert gauges["rss_bytes"] > 550 * 2**20
+        assert 140 * 2**20 < gauges["pss_bytes"] < 0.5 * gauges["rss_bytes"]
+        assert gauges["memory_bytes"] == gauges["pss_bytes"]
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def test_a_lone_process_memory_is_its_rss_and_pss_is_not_read() -> None:
+    probe = ProcessTreeProbe()
+    gauges = probe.gauges()
+    assert gauges["memory_bytes"] == gauges["rss_bytes"] and "pss_bytes" not in gauges
+
+
+def test_children_only_leaves_the_root_out() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                              "time.sleep(5)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline()  # started
+        only_children = ProcessTreeProbe(include_root=False).gauges()
+        everything = ProcessTreeProbe().gauges()
+        child_rss = psutil.Process(child.pid).memory_info().rss
+        assert only_children["rss_bytes"] == pytest.approx(child_rss, rel=0.2)
+        assert everything["rss_bytes"] > only_children["rss_bytes"] + 10 * 2**20  # pytest
     finally:
         child.kill()
         child.wait()

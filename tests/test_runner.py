@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from energymeter.cli.run import status_line
@@ -468,3 +469,15 @@ def test_run_command_bad_settings_raise(tmp_path: Path) -> None:
     assert not marker.exists()
     assert run_dirs(tmp_path) == []
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_run_charges_the_command_not_the_wrapper(tmp_path: Path) -> None:
+    """`energymeter run` measures the command's processes: this (pytest) process's own
+    hundred-odd MB and CPU time are not the command's."""
+    own_rss = psutil.Process().memory_info().rss
+    result = run_command([PY, "-c", "import time; time.sleep(0.6)"], out=tmp_path,
+                         region="SE", powercap_root=tmp_path / "absent", gauge_interval_s=0.1)
+    res = result.report.resources
+    assert 0 < res["peak_rss_bytes"] < min(40 * 2**20, own_rss / 2)
+    assert res["peak_memory_bytes"] == res["peak_rss_bytes"] and res["memory_basis"] == "rss"
+    assert res["cpu_time_s"] < 0.5

@@ -83,8 +83,8 @@ def discover_cached(ctx: DiscoveryContext) -> Discovery:
     """:func:`discover` once per process and context (probes stay open until exit).
 
     Keyed by pid, so a forked child never shares its parent's probe objects."""
-    key = (os.getpid(), ctx.pid, str(ctx.powercap_root), id(ctx.pynvml),
-           ctx.env.get("CUDA_VISIBLE_DEVICES"))
+    key = (os.getpid(), ctx.pid, ctx.include_root, ctx.cpu_tdp_w, str(ctx.powercap_root),
+           id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"))
     with _cache_lock:
         found = _cache.get(key)
         if found is None:

@@ -129,13 +129,17 @@ class DiscoveryContext:
     """Everything discovery may need; hardware access is injectable for tests and containers.
 
     ``powercap_root``: the RAPL sysfs root (default: the ``powercap_root`` setting's default).
-    ``pid``: the root of the measured process tree (0: this process).
+    ``pid``: the root of the measured process tree (0: this process); ``include_root``: whether
+    the root itself is measured (False: only what it starts, as ``energymeter run`` wants).
+    ``cpu_tdp_w``: the full-load power to model the CPU with, overriding the TDP table.
     ``pynvml``: the NVML module object to use (``None``: import ``pynvml`` from nvidia-ml-py).
     ``env``: the environment to read (``CUDA_VISIBLE_DEVICES``...).
     """
 
     powercap_root: Path = field(default_factory=lambda: default("powercap_root"))
     pid: int = 0
+    include_root: bool = True
+    cpu_tdp_w: float | None = None
     pynvml: Any = None
     env: Mapping[str, str] = field(default_factory=dict)
 

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .base import Channel, DiscoveryContext, Probe, Unavailable
-from .proc import count_packages, cpu_model_name, read_cpuinfo
+from .proc import count_packages, cpu_model_name, cpu_seconds, read_cpuinfo
 
 log = logging.getLogger("energymeter")
 
@@ -216,11 +216,9 @@ def match_tdp(model_name: str, table: TdpTable | None = None) -> TdpEntry | None
 
 
 def _busy_total_s(times: Any) -> tuple[float, float]:
-    """(busy, total) CPU seconds from a ``psutil.cpu_times()``-like named tuple."""
-    fields: dict[str, float] = times._asdict()
-    total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
-    busy = total - fields.get("idle", 0.0) - fields.get("iowait", 0.0)
-    return busy, total
+    """(busy, total) CPU seconds; steal counts as busy, as in ``psutil.cpu_percent``."""
+    seconds = cpu_seconds(times)
+    return seconds.busy_s + seconds.steal_s, seconds.total_s
 
 
 class CpuModelProbe(Probe):

@@ -102,6 +102,7 @@ class NvmlProbe(Probe):
         gpus: Sequence[_Gpu],
         *,
         pid: int = 0,
+        include_root: bool = True,
         poll_hz: float = DEFAULT_POLL_HZ,
         clock: Callable[[], float] = time.monotonic,
         start_poller: bool = True,
@@ -118,6 +119,7 @@ class NvmlProbe(Probe):
         self._nvml = nvml
         self._gpus = list(gpus)
         self._pid = pid
+        self._include_root = include_root
         self._poll_hz = float(poll_hz)
         self._clock = clock
         self._info = dict(info or {})
@@ -263,7 +265,7 @@ class NvmlProbe(Probe):
         out: dict[str, float] = {}
         if self._closed:
             return out
-        pids = process_tree_pids(self._pid)
+        pids = process_tree_pids(self._pid, include_root=self._include_root)
         total_process_bytes: int | None = None
         nvml = self._nvml
         for g in self._gpus:
@@ -594,7 +596,8 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
         info["driver_version"] = _text(driver)
     if version is not None:
         info["nvml_version"] = _text(version)
-    probe = NvmlProbe(nvml, gpus, pid=ctx.pid, poll_hz=poll_hz, clock=clock,
+    probe = NvmlProbe(nvml, gpus, pid=ctx.pid, include_root=ctx.include_root, poll_hz=poll_hz,
+                      clock=clock,
                       start_poller=start_poller, info=info)
     for message in warnings:
         log.warning("%s", message)

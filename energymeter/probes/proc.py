@@ -121,18 +121,19 @@ def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | N
     return found
 
 
-def process_tree_pids(pid: int = 0) -> set[int]:
-    """``pid`` (0: this process) and the pids of its live descendants; just ``{pid}`` when the
-    tree cannot be read."""
+def process_tree_pids(pid: int = 0, *, include_root: bool = True) -> set[int]:
+    """``pid`` (0: this process; left out with ``include_root=False``) and the pids of its live
+    descendants; just the root when the tree cannot be read."""
     pid = pid or os.getpid()
+    root = {pid} if include_root else set()
     try:
         import psutil
     except ImportError:
-        return {pid}
+        return root
     try:
-        return {pid} | {p.pid for p in descendants(psutil.Process(pid))}
+        return root | {p.pid for p in descendants(psutil.Process(pid))}
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return {pid}
+        return root
 
 
 # -- the kernel's accounting -----------------------------------------------------------------------
@@ -173,10 +174,38 @@ def peak_rss_bytes_from_rusage() -> RusagePeaks:
     return RusagePeaks(int(own) * scale, int(kids) * scale)
 
 
-def rusage_cpu_s() -> float:
-    """User + system CPU seconds of this process and its reaped children."""
+def rusage_cpu_s(*, include_self: bool = True) -> float:
+    """User + system CPU seconds of this process (unless ``include_self`` is False) and of its
+    reaped children."""
     import resource
 
-    me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    total = kids.ru_utime + kids.ru_stime
+    if include_self:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        total += me.ru_utime + me.ru_stime
+    return total
+
+
+class CpuSeconds(NamedTuple):
+    """CPU time of the whole machine (every CPU this kernel sees) since boot, from
+    ``/proc/stat``. ``busy_s``: user, nice, system, irq, softirq (guest time is inside user and
+    nice); ``steal_s``: time a hypervisor gave to other guests; ``total_s``: everything (guest
+    not counted twice)."""
+
+    busy_s: float
+    steal_s: float
+    total_s: float
+
+
+def cpu_seconds(times: Any = None) -> CpuSeconds:
+    """:class:`CpuSeconds` from a ``psutil.cpu_times()``-like named tuple (default: now)."""
+    if times is None:
+        import psutil
+
+        times = psutil.cpu_times()
+    fields: dict[str, float] = times._asdict()
+    total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+    steal = fields.get("steal", 0.0)
+    busy = total - fields.get("idle", 0.0) - fields.get("iowait", 0.0) - steal
+    return CpuSeconds(busy, steal, total)

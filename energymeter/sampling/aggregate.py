@@ -66,11 +66,21 @@ class Aggregator:
             return None
         return self.gauge_last[name] - self.gauge_first[name]
 
-    def resources(self) -> dict[str, float | int | None]:
-        """The report's resource figures from the gauges seen (host and GPU probes)."""
+    def resources(self) -> dict[str, float | int | str | None]:
+        """The report's resource figures from the gauges seen (process and GPU probes).
+
+        ``peak_memory_bytes`` is the peak of the best memory figure of each gauge read (the PSS
+        sum where several processes ran, a lone process's RSS): ``memory_basis`` is ``"pss"``
+        when PSS was read, else ``"rss"``. ``peak_rss_bytes`` is the peak summed RSS, which
+        counts pages shared between processes once per process."""
+        peak_rss = int(self.gauge_peak.get("rss_bytes", 0))
+        peak_pss = self.gauge_peak.get("pss_bytes")
         return {
             "cpu_time_s": self.gauge_delta("cpu_time_s"),
-            "peak_rss_bytes": int(self.gauge_peak.get("rss_bytes", 0)),
+            "peak_rss_bytes": peak_rss,
+            "peak_pss_bytes": None if peak_pss is None else int(peak_pss),
+            "peak_memory_bytes": int(self.gauge_peak.get("memory_bytes", peak_rss)),
+            "memory_basis": "rss" if peak_pss is None else "pss",
             "peak_gpu_memory_bytes": int(self.gauge_peak.get("gpu_process_memory_bytes", 0)),
             "read_bytes": self.gauge_delta("read_bytes"),
             "write_bytes": self.gauge_delta("write_bytes"),

@@ -203,7 +203,9 @@ def run_command(
 
     with SignalGate(INTERRUPTING + FORWARDED_ONLY) as gate:
         # The meter's threads start here and inherit the blocked mask.
-        meter = Meter(run_name, command=list(argv), env=base_env, **settings).start()
+        # The command's resources, not this wrapper's: only the processes it starts count.
+        meter = Meter(run_name, command=list(argv), env=base_env, children_only=True,
+                      **settings).start()
         child_env = {**base_env, RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path)}
         try:
             with gate.unblocked():

@@ -77,7 +77,9 @@ class Meter:
     """One measurement session. Use :func:`measure` to make one.
 
     As a context manager it measures the block; as a decorator each call is its own run.
-    ``report`` holds the :class:`Report` once stopped.
+    ``report`` holds the :class:`Report` once stopped. ``children_only``: the resources
+    (memory, CPU time, I/O) are those of the processes this one starts, not its own (what
+    ``energymeter run`` measures: the command, not the wrapper).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Meter:
         pynvml: Any = None,
         env: Mapping[str, str] | None = None,
         ledger: bool = True,
+        children_only: bool = False,
         **settings: Any,
     ) -> None:
         self.name = name or "run"
@@ -97,6 +100,7 @@ class Meter:
         self._sync_arg = sync
         self.command = tuple(command) if command is not None else None
         self._pynvml = pynvml
+        self._children_only = children_only
         self._env = dict(os.environ if env is None else env)
         self._ledger = ledger
         self.report: Report | None = None
@@ -127,7 +131,8 @@ class Meter:
     def _start(self) -> None:
         s = self.settings
         self._discovery = discover_cached(DiscoveryContext(
-            powercap_root=s.powercap_root, pid=os.getpid(), pynvml=self._pynvml, env=self._env))
+            powercap_root=s.powercap_root, pid=os.getpid(), include_root=not self._children_only,
+            pynvml=self._pynvml, env=self._env))
         # A probe whose call never returned in an earlier run of this process stays out.
         probes = tuple(p for p in self._discovery.probes if not p.hung)
         self._notes = list(self._discovery.notes) + [
@@ -158,7 +163,7 @@ class Meter:
         self._interval_warnings = [w for p in probes for w in p.check_interval(s.interval_s)]
         forks.register(self)
         self._run_sync()
-        self._rusage_cpu_s = rusage_cpu_s()
+        self._rusage_cpu_s = rusage_cpu_s(include_self=not self._children_only)
         self._last_snapshot = self._sampler.begin()
         # Duration and energy come from the same boundary reads, and so does the start time.
         self.started_at = datetime.fromtimestamp(self._sampler.started_wall_ns / 1e9,
@@ -353,12 +358,13 @@ class Meter:
         # The kernel's RSS high-water mark of this process and its reaped children catches
         # spikes between samples, but covers their whole lifetime, so it is reported beside
         # the sampled peak rather than merged into it.
-        resources = {**agg.resources(),
-                     "max_rss_bytes_rusage": peak_rss_bytes_from_rusage().max_bytes}
+        peaks = peak_rss_bytes_from_rusage()
+        resources = {**agg.resources(), "max_rss_bytes_rusage": (
+            peaks.children_bytes if self._children_only else peaks.max_bytes)}
         # Sampling sees live processes; the kernel's accounting sees this process and every
         # child reaped during the run, including ones too short-lived to be sampled (the usual
         # case for `energymeter run -- short-command`). Both are lower bounds: take the larger.
-        cpu_s = rusage_cpu_s() - self._rusage_cpu_s
+        cpu_s = rusage_cpu_s(include_self=not self._children_only) - self._rusage_cpu_s
         resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, cpu_s)
         overhead = {
             "sampler_cpu_s": self._sampler.thread_cpu_s,
@@ -404,7 +410,7 @@ class Meter:
     def _fresh(self) -> Meter:
         return Meter(self.name, sync=self._sync_arg, command=self.command,
                      pynvml=self._pynvml, env=self._env, ledger=self._ledger,
-                     **self._settings_args)
+                     children_only=self._children_only, **self._settings_args)
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn`` (sync or async): every call is measured as its own run; the latest
