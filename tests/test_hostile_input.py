@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from energymeter.analysis import compare, format_comparison
 from energymeter.errors import ReportError
 from energymeter.report import Report
 from energymeter.report.render import format_reports
@@ -56,11 +57,15 @@ def write_run(run_dir: Path, events: list[dict[str, Any]] | bytes | None = None,
 
 
 def check_accepted(report: Report) -> None:
-    """What a loaded report must survive: strict JSON, the ledger row and every rendering."""
+    """What a loaded report must survive: strict JSON, the ledger row, every rendering and
+    comparison with a sane run."""
     json.loads(report.to_json())
     report.to_row()
     for fmt in ("table", "json", "csv", "markdown", "latex"):
         format_reports([report], fmt)
+    rows = compare([report, make_report()], group=False)
+    for fmt in ("table", "json", "csv", "markdown"):
+        format_comparison(rows, fmt)
 
 
 # -- report.json --------------------------------------------------------------------------------
@@ -113,6 +118,14 @@ HOSTILE_DICTS = [
     ("unavailable text", _set(VALID, "unavailable", "none"), "unavailable"),
     ("nan in host", _set(VALID, "host", {"x": float("nan")}), "host"),
 ]
+
+
+@pytest.mark.parametrize("block, key", [("carbon", k) for k in
+                                        ("emissions_g", "g_per_kwh", "pue", "region")]
+                         + [("resources", k) for k in ("cpu_time_s", "peak_rss_bytes",
+                                                       "peak_gpu_memory_bytes")])
+def test_null_figures_are_accepted_and_rendered(block: str, key: str) -> None:
+    check_accepted(Report.from_dict(_set(VALID, f"{block}.{key}", None)))
 
 
 @pytest.mark.parametrize("data, needle", [c[1:] for c in HOSTILE_DICTS],
@@ -414,6 +427,29 @@ def test_fuzz_events_bytes(data: bytes) -> None:
         else:
             assert all(isinstance(e, dict) for e in events)
         _rebuild_or_report_error(write_run(Path(tmp) / "run", data))
+
+
+EVENTS = [START, {"event": "phase_start", "name": "p", "t_s": 0.2},
+          {"event": "phase", "name": "q", "parent": None, "start_s": 0.1, "end_s": 0.3,
+           "energy_by_channel_j": {"cpu0": 8.0}},
+          {"event": "log", "t_s": 0.4, "energy_j": 16.0, "metrics": {"loss": 0.5}},
+          {"event": "stop", "status": "failed", "exit_code": 1}]
+EVENT_KEYS = [(i, k) for i, e in enumerate(EVENTS) for k in e if k != "event"]
+EVENT_KEYS += [(0, "channels.0." + k) for k in START["channels"][0]]
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(EVENT_KEYS), JSON_VALUES), min_size=1, max_size=3),
+       st.integers(1, len(EVENTS)))
+def test_fuzz_mutated_events(changes: list[tuple[tuple[int, str], Any]], keep: int) -> None:
+    events = copy.deepcopy(EVENTS[:keep])
+    for (i, key), value in changes:
+        try:
+            events[i] = _set(events[i], key, value)
+        except (IndexError, KeyError, TypeError, ValueError):  # shape changed before
+            continue
+    with tempfile.TemporaryDirectory() as tmp:
+        _rebuild_or_report_error(write_run(Path(tmp) / "run", events))
 
 
 @FUZZ

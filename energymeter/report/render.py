@@ -30,6 +30,11 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def _sig(value: float | None) -> str:
+    """Four significant digits; ``?`` for a figure a report leaves out (null)."""
+    return "?" if value is None else f"{value:.4g}"
+
+
 def channel_rows(report: Report) -> list[list[str]]:
     """Per-channel rows: channel, kind, device, method, energy (J), mean and peak power (W)."""
     rows = []
@@ -67,8 +72,8 @@ def summary(report: Report) -> str:
              "  energy: " + (", ".join(parts) if parts else "no energy channel")]
     if report.carbon:
         cb = report.carbon
-        lines.append(f"  carbon: {cb.get('emissions_g', 0):.4g} gCO2e at "
-                     f"{cb.get('g_per_kwh', 0):.4g} g/kWh ({cb.get('region')}, "
+        lines.append(f"  carbon: {_sig(cb.get('emissions_g', 0))} gCO2e at "
+                     f"{_sig(cb.get('g_per_kwh', 0))} g/kWh ({cb.get('region')}, "
                      f"{cb.get('basis', '')}, {cb.get('source', '')}), "
                      f"PUE {cb.get('pue')}")
     res = report.resources
@@ -106,7 +111,7 @@ def markdown(report: Report) -> str:
              render_markdown(CHANNEL_HEADERS, channel_rows(report))]
     if report.carbon:
         cb = report.carbon
-        lines += ["", f"Emissions {cb.get('emissions_g', 0):.4g} gCO2e "
+        lines += ["", f"Emissions {_sig(cb.get('emissions_g', 0))} gCO2e "
                       f"(region {cb.get('region')}, {cb.get('g_per_kwh')} g/kWh "
                       f"{cb.get('basis', '')}, {cb.get('source', '')}, PUE {cb.get('pue')})."]
     if report.warnings:
