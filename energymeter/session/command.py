@@ -27,7 +27,15 @@ from typing import Any
 from ..errors import EnergyMeterError
 from ..report import Report
 from .meter import RUN_ID_ENV, Meter, Snapshot
-from .signals import FORWARDED_ONLY, INTERRUPTING, SI_KERNEL, SignalGate, exit_code_of
+from .signals import (
+    FORWARDED_ONLY,
+    INTERRUPTING,
+    Forwarder,
+    SignalGate,
+    exit_code_of,
+    foreground_job,
+    isolate_child,
+)
 
 #: The most often a live status callback is called.
 STATUS_PERIOD_S = 1.0
@@ -207,9 +215,13 @@ def run_command(
         meter = Meter(run_name, command=list(argv), env=base_env, children_only=True,
                       **settings).start()
         child_env = {**base_env, RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path)}
+        # In the foreground of a terminal the child shares our process group, as the shell
+        # made it; elsewhere it gets its own, so that group-wide signals reach it once.
+        isolated = not foreground_job()
         try:
             with gate.unblocked():
-                proc = subprocess.Popen(argv, env=child_env)
+                proc = subprocess.Popen(argv, env=child_env,
+                                        **(isolate_child() if isolated else {}))
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             report = meter.stop("failed", exit_code=code)
@@ -218,7 +230,8 @@ def run_command(
         except ValueError as exc:  # e.g. an argument or variable holding a NUL byte
             report = meter.stop("failed", exit_code=126)
             raise RunError(f"{argv[0]}: cannot execute: {exc}", 126, report) from None
-        interrupted = _wait_child(proc, meter, gate, on_status, status_period_s)
+        interrupted = _wait_child(proc, meter, gate, Forwarder(proc.pid, isolated), on_status,
+                                  status_period_s)
         # Signals arriving from here on are taken and dropped: the child is gone.
         gate.drain()
         code = exit_code_of(proc.returncode)
@@ -236,7 +249,8 @@ def run_command(
 
 
 def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
-                on_status: Callable[[Snapshot], None] | None, status_period_s: float) -> bool:
+                forwarder: Forwarder, on_status: Callable[[Snapshot], None] | None,
+                status_period_s: float) -> bool:
     """Wait for ``proc``, forwarding signals and calling ``on_status``; whether an
     interrupting signal was received."""
     interrupted = False
@@ -247,14 +261,12 @@ def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
             timeout = min(timeout, next_status - time.monotonic())
         got = gate.wait(timeout)
         if got is not None:
-            signum, code = got
-            if signum == signal.SIGCHLD:
+            if got.signum == signal.SIGCHLD:
                 continue
-            if signum in INTERRUPTING:
+            if got.signum in INTERRUPTING:
                 interrupted = True
-            # A terminal's signal already reached the child (same foreground process group).
-            if code != SI_KERNEL and proc.poll() is None:
-                proc.send_signal(signum)
+            if proc.poll() is None:
+                forwarder.forward(got)
             continue
         if on_status is not None and time.monotonic() >= next_status:
             try:

@@ -80,9 +80,9 @@ def monitor(
             wake = next_row if end is None else min(next_row, end)
             got = gate.wait(wake - now)
             if got is not None:
-                if got[0] == signal.SIGCHLD:
+                if got.signum == signal.SIGCHLD:
                     continue
-                if got[0] != signal.SIGINT:
+                if got.signum != signal.SIGINT:
                     status = "interrupted"
                 break
             now = time.monotonic()

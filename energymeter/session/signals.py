@@ -1,5 +1,5 @@
-"""Signals of a process that waits for a measured child: forwarded exactly as a shell user
-expects, and never the death of the measuring process.
+"""Signals of a process that waits for a measured child: forwarded exactly once, as a shell
+user expects, and never the death of the measuring process.
 
 ``SIGINT``, ``SIGTERM``, ``SIGHUP`` and ``SIGQUIT`` sent to this process are forwarded to the
 child and mark the run ``interrupted``; ``SIGUSR1`` and ``SIGUSR2`` are forwarded and change
@@ -16,16 +16,35 @@ unblocked mask; one arriving in that window is caught by a Python handler and fo
 origin cannot be told there). A signal this process inherited as ignored (``nohup``, ``&`` in a
 non-interactive shell) stays ignored, and the child inherits that.
 
+Exactly once. Signals sent to a whole process group or to every process of a job would reach
+the child directly *and* through us. So:
+
+* When this process is not the foreground job of a terminal (batch jobs, CI, ``timeout``,
+  ``nohup``, a background ``&``), the child runs in a process group of its own
+  (:func:`isolate_child`): group kills aimed at ours (``kill -- -PGID``, GNU ``timeout``, which
+  signals its whole group) reach only us, and we forward every signal to the child's group. In
+  the foreground of a terminal the child stays in our group, where Ctrl-C, Ctrl-Z and the
+  terminal's other signals reach it directly (those are not forwarded).
+* A signal whose sender's command name is in :data:`SIGNALS_EVERY_PROCESS` (``slurmstepd``:
+  ``scancel`` and preemption signal every process of the step) is not forwarded.
+* The same signal from the same sender within :data:`DUPLICATE_WINDOW_S` of a forward is not
+  forwarded again (``timeout`` signals us directly and then through its group).
+
+Stopped and continued. A process stopped (SIGSTOP, Ctrl-Z) and continued sees its wait
+interrupted; Python's ``sigtimedwait`` then returns an uninitialised ``siginfo`` when the timeout
+has passed meanwhile. :meth:`SignalGate.wait` accepts only signals it waits for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Signals that end a measured command: forwarded, and the run is marked ``interrupted``.
 INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -35,6 +54,20 @@ FORWARDED_ONLY = (signal.SIGUSR1, signal.SIGUSR2)
 #: ``siginfo.si_code`` values (Linux ``<asm-generic/siginfo.h>``); the signal module lacks them.
 SI_USER = 0
 SI_KERNEL = 0x80
+
+#: Senders (by command name) that signal every process of a job themselves.
+SIGNALS_EVERY_PROCESS = frozenset({"slurmstepd"})
+#: A repeat of a forwarded signal from the same sender within this many seconds is dropped.
+DUPLICATE_WINDOW_S = 0.2
+
+
+class Received(NamedTuple):
+    """A signal taken by :meth:`SignalGate.wait`: its number, ``si_code`` and the sender's pid
+    (both None when it was caught by the Python handler, whose origin is unknown)."""
+
+    signum: int
+    code: int | None = None
+    sender_pid: int | None = None
 
 
 # -- signals -----------------------------------------------------------------------------------
@@ -75,27 +108,31 @@ class SignalGate:
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, self._waited)
 
-    def wait(self, timeout_s: float) -> tuple[int, int | None] | None:
-        """The next signal as ``(signum, si_code)`` (``si_code`` None when caught by the
-        handler), SIGCHLD included, or None after ``timeout_s``."""
+    def _take(self, timeout_s: float) -> Received | None:
+        info = signal.sigtimedwait(self._waited, max(timeout_s, 0.0))
+        # Interrupted by a stop/continue after its timeout, Python hands back an uninitialised
+        # siginfo: anything but a signal we wait for means nothing was taken.
+        if info is None or info.si_signo not in self._waited:
+            return None
+        return Received(info.si_signo, info.si_code, info.si_pid)
+
+    def wait(self, timeout_s: float) -> Received | None:
+        """The next signal (SIGCHLD included), or None after ``timeout_s``."""
         if self.caught:
-            return self.caught.pop(0), None
+            return Received(self.caught.pop(0))
         if not self.active:
             time.sleep(timeout_s)
             return None
-        info = signal.sigtimedwait(self._waited, max(timeout_s, 0.0))
-        if info is None:
-            return None
-        return info.si_signo, info.si_code
+        return self._take(timeout_s)
 
     def drain(self) -> list[int]:
         """Take every pending signal now (without waiting)."""
         taken = list(self.caught)
         self.caught.clear()
         if self.active:
-            while (info := signal.sigtimedwait(self._waited, 0)) is not None:
-                if info.si_signo != signal.SIGCHLD:
-                    taken.append(info.si_signo)
+            while (got := self._take(0)) is not None:
+                if got.signum != signal.SIGCHLD:
+                    taken.append(got.signum)
         return taken
 
     def __exit__(self, *exc: Any) -> None:
@@ -111,3 +148,69 @@ class SignalGate:
 def exit_code_of(returncode: int) -> int:
     """A shell's exit code for a :class:`subprocess.Popen` return code (``-N`` → ``128+N``)."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def foreground_job() -> bool:
+    """Whether this process belongs to the foreground job of a terminal (one of fds 0-2)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+def isolate_child() -> dict[str, Any]:
+    """``Popen`` keyword arguments that start the child in a process group of its own."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
+
+
+def sender_name(pid: int | None) -> str | None:
+    """The command name (``comm``) of the process ``pid``, if it can still be read."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+class Forwarder:
+    """Passes signals on to a child exactly once (see the module docstring).
+
+    ``isolated``: the child runs in its own process group (:func:`isolate_child`), so nothing
+    aimed at ours reached it: every signal is forwarded, to the child's whole group."""
+
+    def __init__(self, pid: int, isolated: bool,
+                 clock: Any = time.monotonic) -> None:
+        self.pid = pid
+        self.isolated = isolated
+        self._clock = clock
+        self._last: dict[tuple[int, int | None], float] = {}
+
+    def should_forward(self, got: Received) -> bool:
+        if not self.isolated and got.code == SI_KERNEL:
+            return False  # the terminal delivered it to our whole group, the child included
+        if got.code == SI_USER and sender_name(got.sender_pid) in SIGNALS_EVERY_PROCESS:
+            return False
+        last = self._last.get((got.signum, got.sender_pid))
+        repeated = last is not None and self._clock() - last < DUPLICATE_WINDOW_S
+        return got.sender_pid is None or not repeated
+
+    def forward(self, got: Received) -> bool:
+        """Send ``got`` on if it should be; whether it was sent."""
+        if not self.should_forward(got):
+            return False
+        try:
+            if self.isolated:
+                os.killpg(self.pid, got.signum)
+            else:
+                os.kill(self.pid, got.signum)
+        except ProcessLookupError:  # the child (or its whole group) is gone
+            return False
+        self._last[(got.signum, got.sender_pid)] = self._clock()
+        return True
