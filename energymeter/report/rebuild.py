@@ -31,7 +31,7 @@ from ..probes.base import Channel, total_energy_j
 from ..sampling.aggregate import Aggregator, peak_window_s
 from ..sampling.sampler import FLUSH_EVERY_S
 from ..settings import FIELD_NAMES, Settings, default, resolve_settings
-from ..store import EVENTS_NAME, LEDGER_NAME, REPORT_NAME, SAMPLES_NAME, iter_samples
+from ..store import EVENTS_NAME, REPORT_NAME, SAMPLES_NAME, iter_samples
 from ..store.readers import iter_events
 from .values import (
     LEDGER_COLUMNS,
@@ -344,8 +344,8 @@ def save_rebuilt(report: Report) -> tuple[Path, Path]:
         raise ReportError(f"{target} exists; it is never overwritten")
     if report.status == RUNNING:
         raise ReportError(f"{run_dir} is still running; it writes its own report.json when it "
-                          "ends (save it after it was killed)")
+                          "ends")
     write_json_atomic(target, report.to_dict())
     ledger = append_ledger(run_dir.parent, report.to_row(), LEDGER_COLUMNS)
     log.debug("saved %s and its row in %s", target, ledger)
-    return target, run_dir.parent / LEDGER_NAME
+    return target, ledger
