@@ -188,3 +188,18 @@ def test_forwarder_rules() -> None:
     now[0] += 1.0
     assert own_group.should_forward(Received(signal.SIGTERM, SI_USER, 4242))
     assert own_group.should_forward(Received(signal.SIGTERM))  # caught by the handler
+
+
+def test_the_command_dies_with_energymeter_when_it_has_its_own_group(tmp_path: Path) -> None:
+    """A SIGKILL of energymeter's group (`timeout -k`, `kill -9 -- -PGID`) cannot be passed
+    on; the command, in its own group, must not outlive it."""
+    import psutil
+
+    proc = subprocess.Popen(_run_cmd(PY, "-c", COUNTER), env=_env(tmp_path),
+                            stdout=subprocess.PIPE, start_new_session=True)
+    _wait_ready(proc)
+    (child,) = psutil.Process(proc.pid).children()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    child.wait(timeout=10)  # psutil.TimeoutExpired if it survived
+    assert not child.is_running()
