@@ -12,10 +12,12 @@ from energymeter.probes.cpumodel import (
     DEFAULT_W_PER_LOGICAL_CPU,
     IDLE_FRACTION,
     CpuModelProbe,
+    TdpEntry,
     discover,
     load_tdp_table,
     match_tdp,
     normalise_cpu_name,
+    package_threads_from_name,
     parse_tdp_table,
 )
 from energymeter.probes.proc import count_packages, model_name_from_cpuinfo
@@ -234,3 +236,48 @@ def test_candidate_filter_agrees_with_the_whole_table() -> None:
     for name in names:
         assert match_tdp(name) == match_tdp(name, full), name
     assert match_tdp("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz") is not None
+
+
+# -- virtual machines and the cpu_tdp_w override (issue 10 item 10) -------------------------------
+def _vm_cpuinfo(model: str, cpus: int = 2) -> str:
+    return "\n\n".join(f"processor\t: {i}\nmodel name\t: {model}\nphysical id\t: 0\n"
+                       f"flags\t\t: fpu vme sse2 hypervisor avx2\n" for i in range(cpus)) + "\n"
+
+
+TABLE = {("epyc", "7763"): TdpEntry("AMD EPYC 7763", 280.0, "amd"),
+         ("xeon", "gold", "6248"): TdpEntry("Intel Xeon Gold 6248", 150.0, "intel")}
+
+
+def _vm_probe(model: str, **kw: object) -> CpuModelProbe:
+    (probe,) = discover(DiscoveryContext(**kw), why="no RAPL", cpuinfo_text=_vm_cpuinfo(model),
+                        logical_cpus=2, table=TABLE, cpu_times=lambda: times(1.0, 1.0))
+    assert isinstance(probe, CpuModelProbe)
+    return probe
+
+
+def test_a_vm_is_charged_its_share_of_the_package_not_the_whole_package() -> None:
+    probe = _vm_probe("AMD EPYC 7763 64-Core Processor")
+    assert probe.tdp_w == pytest.approx(280.0 * 2 / 128)  # not 280 W for 2 vCPUs
+    (warning,) = probe.drain_warnings()
+    assert "2 of the package's 128 hardware threads" in warning
+
+
+def test_a_vm_whose_package_size_is_unknown_uses_the_per_cpu_default() -> None:
+    probe = _vm_probe("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz")
+    assert probe.tdp_w == DEFAULT_W_PER_LOGICAL_CPU * 2  # not 150 W
+    (warning,) = probe.drain_warnings()
+    assert "whole host package" in warning and "cpu_tdp_w" in warning
+    # in-table and not-in-table VMs now agree within a small factor (they were ~30x apart)
+    unknown = _vm_probe("Intel(R) Xeon(R) Processor")
+    shared = _vm_probe("AMD EPYC 7763 64-Core Processor")
+    assert 0.3 < shared.tdp_w / unknown.tdp_w < 3
+
+
+def test_cpu_tdp_w_overrides_the_model() -> None:
+    probe = _vm_probe("AMD EPYC 7763 64-Core Processor", cpu_tdp_w=12.5)
+    assert probe.tdp_w == 12.5 and probe.channels[0].meta["tdp_source"] == "setting"
+
+
+def test_package_threads_from_name() -> None:
+    assert package_threads_from_name("AMD Ryzen 9 5950X 16-Core Processor") == 32
+    assert package_threads_from_name("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz") is None

@@ -30,9 +30,19 @@ mean utilisation, and the cumulative time counters give that mean exactly:
 interval. (A trapezoid of two instantaneous powers would need instantaneous utilisations, which do
 not exist: utilisation is only defined over an interval.)
 
+Virtual machines
+----------------
+On a VM (``hypervisor`` in the CPU flags) the table's TDP is the whole physical package, while
+the guest has a few of its threads: charging it the whole package made the estimate jump ~30×
+between a VM whose CPU is in the table and one whose CPU is not. The package TDP is therefore
+scaled by the guest's share of the package's hardware threads, ``logical_cpus / threads``. The
+package's thread count is known when the model name states its cores (AMD: "EPYC 7763 64-Core
+Processor"; SMT-2 assumed: 128 threads); otherwise it cannot be known from inside the guest,
+and the per-logical-CPU default applies, saying why. The ``cpu_tdp_w`` setting overrides all
+of this with the full-load power the user knows (e.g. a cloud provider's per-vCPU figure).
+
 Limits, stated in the docs and the warning: TDP is a thermal design figure, not a measured power;
-real package power at full load can be above or below it; DRAM is not modelled; on a VM the table's
-TDP is the whole physical package, so the estimate is an upper bound for a slice of a large host.
+real package power at full load can be above or below it; DRAM is not modelled.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .base import Channel, DiscoveryContext, Probe, Unavailable
-from .proc import count_packages, cpu_model_name, cpu_seconds, read_cpuinfo
+from .proc import count_packages, cpu_model_name, cpu_seconds, read_cpuinfo, under_hypervisor
 
 log = logging.getLogger("energymeter")
 
@@ -97,6 +107,16 @@ _NORMALISE_STEPS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 _DIGIT_RUN = re.compile(r"\d+")
+_CORES_IN_NAME = re.compile(r"\b(\d+)-Core\b", re.IGNORECASE)
+#: Hardware threads per core assumed for a package whose name states its cores.
+SMT_THREADS_PER_CORE = 2
+
+
+def package_threads_from_name(model_name: str) -> int | None:
+    """Hardware threads of the package named ``model_name`` when the name states its cores
+    ("AMD EPYC 7763 64-Core Processor" -> 128, SMT-2 assumed), else None."""
+    match = _CORES_IN_NAME.search(model_name)
+    return int(match.group(1)) * SMT_THREADS_PER_CORE if match else None
 
 
 def normalise_cpu_name(name: str) -> str:
@@ -359,17 +379,34 @@ def discover(
     except (OSError, ModuleNotFoundError, UnicodeDecodeError) as exc:
         log.warning("cannot load the CPU TDP table, using the default per-CPU power: %r", exc)
 
-    if entry is not None:
+    default_w = DEFAULT_W_PER_LOGICAL_CPU * logical_cpus
+    default_how = (f"TDP {default_w:g} W = default {DEFAULT_W_PER_LOGICAL_CPU:g} W × "
+                   f"{logical_cpus} logical CPUs")
+    vm = under_hypervisor(cpuinfo_text)
+    package_threads = package_threads_from_name(model_name)
+    if ctx.cpu_tdp_w is not None:
+        tdp_w, tdp_source = ctx.cpu_tdp_w, "setting"
+        how = f"TDP {tdp_w:g} W from the cpu_tdp_w setting"
+    elif entry is None:
+        tdp_w, tdp_source = default_w, "default"
+        how = f"{default_how} ({model_name!r} is not in the table)"
+    elif not vm:
         tdp_w = entry.tdp_w * packages
         tdp_source = f"table:{entry.name}"
         how = f"TDP {entry.tdp_w:g} W from table entry {entry.name!r}"
         if packages > 1:
             how += f" × {packages} packages = {tdp_w:g} W"
+    elif package_threads:
+        share = min(1.0, logical_cpus / package_threads)
+        tdp_w = entry.tdp_w * share
+        tdp_source = f"table:{entry.name} (VM share)"
+        how = (f"TDP {tdp_w:.3g} W = table entry {entry.name!r} {entry.tdp_w:g} W × this VM's "
+               f"{logical_cpus} of the package's {package_threads} hardware threads")
     else:
-        tdp_w = DEFAULT_W_PER_LOGICAL_CPU * logical_cpus
-        tdp_source = "default"
-        how = (f"TDP {tdp_w:g} W = default {DEFAULT_W_PER_LOGICAL_CPU:g} W × {logical_cpus} "
-               f"logical CPUs ({model_name!r} is not in the table)")
+        tdp_w, tdp_source = default_w, "default (VM)"
+        how = (f"{default_how}: on this VM the table's {entry.tdp_w:g} W for {entry.name!r} is "
+               "the whole host package, whose thread count cannot be told from inside the "
+               "guest; set cpu_tdp_w to use a known figure")
     probe = CpuModelProbe(
         tdp_w,
         IDLE_FRACTION * tdp_w,

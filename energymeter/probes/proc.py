@@ -57,6 +57,12 @@ def cpu_model_name(cpuinfo_text: str) -> str:
     return model_name_from_cpuinfo(cpuinfo_text) or platform.processor() or "unknown CPU"
 
 
+def under_hypervisor(cpuinfo_text: str) -> bool:
+    """Whether the CPU flags carry ``hypervisor`` (a virtual machine)."""
+    flags = next((p.get("flags", "") for p in cpuinfo_processors(cpuinfo_text)), "")
+    return "hypervisor" in flags.split()
+
+
 def count_packages(cpuinfo_text: str) -> int:
     """Number of physical packages (sockets): distinct ``physical id`` values, 1 if absent."""
     ids = {p["physical id"] for p in cpuinfo_processors(cpuinfo_text) if "physical id" in p}
