@@ -142,6 +142,30 @@ def _currency(name: str, value: Any, where: str) -> str:
     return text
 
 
+def _redact(name: str, value: Any, where: str) -> str:
+    """``default``, ``none``, or extra regular expressions separated by spaces (a list of them
+    in pyproject.toml), each checked here (energymeter/redact.py applies them)."""
+    import re
+
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        value = " ".join(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} from {where} must be a string, got {_show(value)}; accepted: "
+                          "default, none, or regular expressions separated by spaces")
+    text = " ".join(value.split())
+    if text.lower() in ("", "default", "none"):
+        return text.lower() or "default"
+    for pattern in text.split(" "):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{name} from {where}: {pattern!r} is not a valid regular expression ({exc}); "
+                "accepted: default, none, or regular expressions separated by spaces (\\s for "
+                "a space inside one)") from None
+    return text
+
+
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(name: str, value: Any, where: str) -> str:
         text = str(value).strip().lower()
@@ -202,6 +226,10 @@ class Settings:
         _currency, "Currency of the price.", flag="--currency"))
     powercap_root: Path = field(default=Path("/sys/class/powercap"), metadata=_meta(
         _path, "RAPL sysfs root (containers, tests)."))
+    redact: str = field(default="default", metadata=_meta(
+        _redact, "What is hidden of the recorded command: default (secrets: token/password/"
+        "key options, NAME=value, Authorization headers, URL passwords; see docs/privacy.md), "
+        "none, or extra regular expressions separated by spaces."))
     # Where each field's value came from: "argument", "env", "pyproject" or "default".
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

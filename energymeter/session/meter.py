@@ -98,7 +98,10 @@ class Meter:
         self._settings_args = settings
         self.settings = resolve_settings(settings, env=env)
         self._sync_arg = sync
-        self.command = tuple(command) if command is not None else None
+        from ..redact import redact_command  # secrets (--token x, API_KEY=y) are never recorded
+
+        self.command = (redact_command(command, self.settings.redact)
+                        if command is not None else None)
         self._pynvml = pynvml
         self._children_only = children_only
         self._env = dict(os.environ if env is None else env)
