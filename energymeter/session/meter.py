@@ -243,7 +243,14 @@ class Meter:
                                duration_s=t_s, exit_code=exit_code)
             self._events.close()
             if self._ledger:
-                append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
+                try:
+                    append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
+                except OSError as exc:  # e.g. runs.csv is a symlink: the run itself is kept
+                    message = f"the ledger row was not written: {exc}"
+                    log.warning("energymeter: %s", message)
+                    report = dataclasses.replace(report, warnings=(*report.warnings, message))
+                    self.report = report
+                    write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
         except OSError as exc:  # full disk, read-only or vanished directory: the program goes on
             self._events.abandon()  # close events.jsonl if the failure came before its close
             message = (f"the report could not be written ({exc}); it exists only in memory "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .ledger import append_ledger
 from .readers import iter_samples, read_events, read_samples
 from .rundir import EVENTS_NAME, LEDGER_NAME, REPORT_NAME, SAMPLES_NAME, make_run_dir, safe_name
-from .writers import EventLog, SamplesWriter, json_safe, write_json_atomic
+from .writers import EventLog, SamplesWriter, UnsafePathError, json_safe, write_json_atomic
 
 __all__ = [
     "EVENTS_NAME",
@@ -16,6 +16,7 @@ __all__ = [
     "SAMPLES_NAME",
     "EventLog",
     "SamplesWriter",
+    "UnsafePathError",
     "append_ledger",
     "iter_samples",
     "json_safe",

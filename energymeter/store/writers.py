@@ -3,18 +3,108 @@
 
 Writers use raw file descriptors and a buffer of our own rather than Python file objects, so a
 forked child (DataLoader workers) can drop the parent's unflushed rows without writing them twice.
+
+Every file energymeter writes is opened by :func:`open_file` (and its run directory by
+:func:`open_dir`): created with mode ``0o666`` so that the kernel applies the umask (and a default
+ACL) as for any other tool, never through a symbolic link (``O_NOFOLLOW``), never anything but a
+regular file, and not inherited by child processes (``O_CLOEXEC``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
-import tempfile
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..errors import EnergyMeterError
+
+#: The mode files are created with; the kernel takes the umask off (0o644 under umask 022).
+FILE_MODE = 0o666
+
+
+class UnsafePathError(EnergyMeterError, OSError):
+    """energymeter refused to write through a symbolic link, into a run directory that is a
+    link, or into something that is not a regular file. An :class:`OSError` (``ELOOP``), so
+    code that handles a file that cannot be written handles this too."""
+
+    def __init__(self, message: str, path: str | Path) -> None:
+        OSError.__init__(self, errno.ELOOP, message, str(path))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (multiprocessing), like OSError
+        return (type(self), (self.message, self.filename))
+
+
+def _kind_of(name: str | Path, dir_fd: int | None) -> int | None:
+    """The file type bits of ``name`` itself (a link is not followed), None if absent."""
+    try:
+        return stat.S_IFMT(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return None
+
+
+def open_dir(path: str | Path, *, follow: bool = False) -> int:
+    """A file descriptor of the directory ``path`` to open files in (``dir_fd``), so that it
+    cannot be swapped for a link between checks and writes. With ``follow=False`` (a run
+    directory: energymeter created it) a symbolic link there raises :class:`UnsafePathError`;
+    with ``follow=True`` (a folder the user named) links are followed as usual."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if not follow and _kind_of(path, None) == stat.S_IFLNK:
+            raise UnsafePathError(
+                f"{path} is a symbolic link, not a run directory energymeter created; it never "
+                "writes a run's files through a link (it could point anywhere); accepted: a "
+                "real directory", path) from exc
+        raise
+
+
+def open_file(path: str | Path, flags: int, *, dir_fd: int | None = None) -> int:
+    """Open ``path`` (its name in ``dir_fd`` when given) with ``flags`` plus ``O_NOFOLLOW``,
+    ``O_CLOEXEC`` and mode :data:`FILE_MODE` (the umask applies). A symbolic link, or anything
+    but a regular file, raises :class:`UnsafePathError`; other failures their own ``OSError``."""
+    path = Path(path)
+    name: str | Path = path.name if dir_fd is not None else path
+    try:
+        # O_NONBLOCK: opening a FIFO planted in place of the file must not hang (no effect on
+        # regular files, the only kind accepted below).
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE,
+                     dir_fd=dir_fd)
+    except OSError as exc:
+        kind = _kind_of(name, dir_fd)
+        if kind == stat.S_IFLNK:
+            raise UnsafePathError(
+                f"{path} is a symbolic link; energymeter never writes through a link (it could "
+                "point anywhere, e.g. at a file of another user); accepted: a regular file, or "
+                "no file (energymeter creates it)", path) from exc
+        if kind is not None and kind != stat.S_IFREG:
+            raise UnsafePathError(f"{path} is not a regular file; accepted: a regular file, or "
+                                  "no file (energymeter creates it)", path) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file; accepted: a regular file, or no "
+                              "file (energymeter creates it)", path)
+    return fd
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write part of it)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def json_safe(value: Any) -> Any:
@@ -56,7 +146,13 @@ class _FdWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # A run's file, in the run directory energymeter created: neither may be a link.
+        dir_fd = open_dir(Path(path).parent)
+        try:
+            self._fd: int | None = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                             dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
         self._pid = os.getpid()
         self._buf: list[str] = []
         self._lock = threading.Lock()
@@ -75,10 +171,7 @@ class _FdWriter:
             return
         data = "".join(self._buf).encode()
         self._buf.clear()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        write_all(self._fd, data)
 
     def abandon(self) -> None:
         """Forget the buffered data and close the fd without writing (in a forked child, which
@@ -135,19 +228,36 @@ class EventLog(_FdWriter):
                 self._flush_locked()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace`` (never a half file)."""
+def write_json_atomic(path: Path, data: Any, *, follow_dir: bool = False) -> None:
+    """Write JSON to ``path`` through a temp file and ``os.replace`` (never a half file).
+
+    Files go through :func:`open_file` (umask, no links); a link at ``path`` itself is
+    replaced, never written through. The folder of ``path`` must not be a symbolic link
+    (:class:`UnsafePathError`: a run directory is one energymeter created) unless
+    ``follow_dir`` (a path the user named, e.g. ``--json``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    dir_fd = open_dir(path.parent, follow=follow_dir)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
+        for _ in range(100):
+            tmp = f".{path.name}.{os.urandom(6).hex()}"
+            try:
+                fd = open_file(path.parent / tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                               dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 100 random names taken
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
