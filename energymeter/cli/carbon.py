@@ -9,7 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..report.tables import format_number, render_table
-from .common import CONTEXT, fail, options, setting_option
+from .common import CONTEXT, echo, fail, options, setting_option
 
 _REGION_SOURCES = {
     "argument": "given", "env": "from $ENERGYMETER_REGION",
@@ -49,20 +49,20 @@ def carbon(region: str | None, list_all: bool, carbon_table: str | None, as_json
                 raise ConfigError("give either REGION or --list, not both")
             regions = list_regions(table)
             if as_json:
-                click.echo(json.dumps([r._asdict() for r in regions], indent=2))
+                echo(json.dumps([r._asdict() for r in regions], indent=2), json=True)
                 return
             rows = [[r.code, r.name, format_number(r.g_per_kwh, 1), r.basis, r.source]
                     for r in regions]
-            click.echo(render_table(("code", "name", "gCO2e/kWh", "basis", "source"), rows,
-                                    ["l", "l", "r", "l", "l"]))
+            echo(render_table(("code", "name", "gCO2e/kWh", "basis", "source"), rows,
+                              ["l", "l", "r", "l", "l"]))
             return
         code, source, warnings = resolve_region(settings)
         found = intensity(code, table)
     except ConfigError as exc:
         fail(str(exc))
     if as_json:
-        click.echo(json.dumps({**asdict(found), "region_source": source,
-                               "warnings": warnings}, indent=2))
+        echo(json.dumps({**asdict(found), "region_source": source,
+                         "warnings": warnings}, indent=2), json=True)
         return
     lines = [
         f"region:     {found.region} ({found.name}), {_REGION_SOURCES.get(source, source)}",
@@ -74,4 +74,4 @@ def carbon(region: str | None, list_all: bool, carbon_table: str | None, as_json
         f"table:      {found.table}",
     ]
     lines += [f"warning:    {w}" for w in warnings]
-    click.echo("\n".join(lines))
+    echo("\n".join(lines))

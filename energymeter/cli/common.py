@@ -4,8 +4,11 @@ output helpers and the exit code for bad input."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -61,16 +64,40 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 CARBON_OPTIONS = tuple(setting_option(n) for n in
                        ("region", "pue", "carbon_table", "price_per_kwh", "currency"))
 
-JSON_OUT = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-                        metavar="PATH", help="Also write the report's JSON to PATH.")
+# Checked by check_json_path before the command runs (one `energymeter: error:` line, exit 2).
+JSON_OUT = click.option("--json", "json_path", type=click.Path(), default=None,
+                        metavar="PATH", help="Also write the report's JSON to PATH (checked "
+                                             "before anything runs).")
 FORMAT = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
                       show_default=True, help="Output format.")
 
 
 # -- output ------------------------------------------------------------------------------------
+# C0 controls but tab and newline, DEL, and C1 controls: what a terminal may act on (ESC starts
+# escape sequences, BEL rings, CR overwrites a line, U+009B is a one-byte CSI).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str, *, json: bool = False) -> str:
+    """``text`` with every control character a terminal could act on written as visible text
+    (``\\x1b``; ``\\u001b`` with ``json``, which is valid inside JSON strings). Tab and newline
+    are kept: they are the structure of tables and multi-line output."""
+    if json:
+        return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def echo(message: str = "", *, err: bool = False, nl: bool = True, json: bool = False) -> None:
+    """Print ``message`` (stdout, or stderr with ``err``) with its control characters escaped
+    (:func:`escape_controls`): every command prints through this, so that names, commands,
+    paths and warnings read from runs cannot drive the terminal. ``json``: the message is JSON
+    (escapes stay valid JSON)."""
+    click.echo(escape_controls(message, json=json), err=err, nl=nl)
+
+
 def err(message: str) -> None:
-    """One line on stderr, prefixed ``energymeter:``."""
-    click.echo(f"energymeter: {message}", err=True)
+    """One line on stderr, prefixed ``energymeter:`` (control characters escaped)."""
+    echo(f"energymeter: {message}", err=True)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -99,12 +126,33 @@ def setup_logging(quiet: bool = False) -> None:
     handler.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
+_JSON_ACCEPTED = "accepted: a file path in an existing directory this user can write"
+
+
+def check_json_path(path: str | None) -> None:
+    """Exit 2 (before anything runs or is measured) unless ``--json PATH`` can be written: its
+    directory exists and is writable, and PATH is not a directory."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        fail(f"--json {path} is a directory; {_JSON_ACCEPTED}")
+    if not folder.exists():
+        fail(f"--json {path}: the directory {folder} does not exist; {_JSON_ACCEPTED}")
+    if not folder.is_dir():
+        fail(f"--json {path}: {folder} is not a directory; {_JSON_ACCEPTED}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(f"--json {path}: the directory {folder} is not writable; {_JSON_ACCEPTED}")
+
+
 def write_report_json(report: Any, path: str) -> bool:
-    """Write ``report``'s JSON to ``path`` (atomically); say so and return False on failure."""
+    """Write ``report``'s JSON to ``path`` (atomically; the user's path, so its folder may be
+    a link); say so and return False on failure."""
     from ..store import write_json_atomic
 
     try:
-        write_json_atomic(path, report.to_dict())
+        write_json_atomic(Path(path), report.to_dict(), follow_dir=True)
     except OSError as exc:
         err(f"error: cannot write the report JSON to {path}: {exc}")
         return False
@@ -125,8 +173,6 @@ def load_runs(runs: tuple[str, ...]) -> list[Any]:
 
 def silence_stdout() -> None:
     """Point stdout at /dev/null (its reader has gone), so that no later flush fails."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

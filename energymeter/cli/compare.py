@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, FORMAT, load_runs, options
+from .common import CONTEXT, FORMAT, echo, load_runs, options
 
 
 @click.command(context_settings=CONTEXT,
@@ -30,4 +30,4 @@ def compare(runs: tuple[str, ...], fmt: str, group: bool) -> None:
     from ..analysis import format_comparison
 
     rows = compare_runs(load_runs(runs), group=group)
-    click.echo(format_comparison(rows, fmt), nl=False)
+    echo(format_comparison(rows, fmt), nl=False, json=fmt == "json")

@@ -16,6 +16,8 @@ from .common import (
     CARBON_OPTIONS,
     CONTEXT,
     JSON_OUT,
+    check_json_path,
+    echo,
     err,
     fail,
     options,
@@ -88,14 +90,15 @@ def monitor(refresh_s: float | None, duration_s: float | None, json_path: str | 
     from ..session.monitor import monitor as run_monitor
 
     setup_logging(quiet)
+    check_json_path(json_path)  # before measuring: a run is never made for a bad path
 
     def on_start(meter: Any) -> None:
         for line in monitor_header(meter.channels):
-            click.echo(line)
+            echo(line)
 
     def on_row(row: MonitorRow) -> None:
         try:
-            click.echo(monitor_line(row))
+            echo(monitor_line(row))
         except BrokenPipeError:
             silence_stdout()  # so that the exit flush does not fail again
             raise
@@ -106,7 +109,7 @@ def monitor(refresh_s: float | None, duration_s: float | None, json_path: str | 
     except EnergyMeterError as exc:
         fail(str(exc))
     if not quiet:
-        click.echo(report.summary(), err=True)
+        echo(report.summary(), err=True)
     else:
         err(f"monitor run written to {report.path}")
     if json_path is not None and not write_report_json(report, json_path):

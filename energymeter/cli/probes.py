@@ -12,7 +12,7 @@ import click
 from ..errors import ConfigError
 from ..probes.base import METHOD_MEANING
 from ..report.tables import render_table
-from .common import CONTEXT, fail, setup_logging
+from .common import CONTEXT, echo, fail, setup_logging
 
 
 @click.command(context_settings=CONTEXT, short_help="What can be measured here, how, and fixes.")
@@ -38,9 +38,9 @@ def probes(as_json: bool) -> None:
     except ConfigError as exc:
         fail(str(exc))
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+        echo(json.dumps(info, indent=2, default=str), json=True)
     else:
-        click.echo(format_probes(info), nl=False)
+        echo(format_probes(info), nl=False)
 
 
 def _plural(n: int, word: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, FORMAT, err, load_runs, options
+from .common import CONTEXT, FORMAT, echo, err, load_runs, options
 
 SAVE = click.option(
     "--save", is_flag=True, default=False,
@@ -68,6 +68,6 @@ def report(runs: tuple[str, ...], fmt: str, save: bool) -> None:
 
     reports = load_runs(runs)
     saved = save_rebuilt_runs(reports) if save else True
-    click.echo(format_reports(reports, fmt), nl=False)
+    echo(format_reports(reports, fmt), nl=False, json=fmt == "json")
     if not saved:
         sys.exit(1)

@@ -13,6 +13,8 @@ from .common import (
     CARBON_OPTIONS,
     CONTEXT,
     JSON_OUT,
+    check_json_path,
+    echo,
     err,
     fail,
     log,
@@ -89,6 +91,7 @@ def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet
     from ..session.command import RunError, run_command
 
     setup_logging(quiet)
+    check_json_path(json_path)  # before the command runs: nothing measured on a bad path
     live = None
     if not quiet and sys.stderr.isatty():
         live = LiveLine(sys.stderr)
@@ -106,7 +109,7 @@ def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet
     report = result.report
     if not quiet:
         try:
-            click.echo(report.summary(), err=True)
+            echo(report.summary(), err=True)
         except OSError as exc:  # stderr is gone (closed pipe, hung-up terminal)
             log.debug("cannot print the summary (the report is in %s): %r", report.path, exc)
     if json_path is not None and not write_report_json(report, json_path) and \
