@@ -415,3 +415,104 @@ def test_audit_hook_sees_a_configured_provider(tmp_path: Path,
                                      "ENERGYMETER_GB_CARBON_URL": url}, wait=True)
     assert any(e.startswith("socket.connect") and "127.0.0.1" in e for e in result["events"])
     assert result["carbon"]["provider"] == "gb"
+
+
+# -- credentials and redirects (issue 10, item 26) ---------------------------------------------
+class Redirector:
+    """A second local server: ``/v3/...`` answers 302 to ``target(path)``; anything else
+    answers an intensity of 42. Every request's credential headers are recorded."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.target = lambda path: path
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+                return
+
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                owner.requests.append({"path": self.path, **{
+                    h: self.headers.get(h) for h in ("auth-token", "Authorization", "Cookie")}})
+                if self.path.startswith("/v3/"):
+                    self.send_response(302)
+                    self.send_header("Location", owner.target(self.path))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = json.dumps({"carbonIntensity": 42}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.02}, daemon=True)
+
+
+@pytest.fixture
+def redirector() -> Iterator[Redirector]:
+    r = Redirector()
+    r.thread.start()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+        r.thread.join(2)
+
+
+def test_token_is_not_sent_to_another_origin_on_redirect(grid: tuple[FakeGrid, str],
+                                                         redirector: Redirector) -> None:
+    state, other = grid  # another port on 127.0.0.1: another origin
+    redirector.target = lambda path: other + path
+    assert ElectricityMapsProvider("SE", TOKEN, base_url=redirector.url).fetch(1.0) == 100.0
+    assert redirector.requests[0]["auth-token"] == TOKEN
+    assert state.requests and state.requests[-1]["path"] == "/v3/carbon-intensity/latest"
+    assert state.requests[-1]["auth-token"] is None
+
+
+def test_credential_headers_are_dropped_across_origins(redirector: Redirector) -> None:
+    from energymeter.carbon.live import _http_get_json
+
+    other = Redirector()  # another port on 127.0.0.1: another origin
+    other.thread.start()
+    try:
+        redirector.target = lambda path: other.url + "/final"
+        reply = _http_get_json(redirector.url + "/v3/carbon-intensity/latest?zone=SE",
+                               {"auth-token": TOKEN, "Authorization": "Bearer b",
+                                "Cookie": "c=1"}, 1.0)
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
+    assert reply == {"carbonIntensity": 42}
+    assert redirector.requests == [{"path": "/v3/carbon-intensity/latest?zone=SE",
+                                    "auth-token": TOKEN, "Authorization": "Bearer b",
+                                    "Cookie": "c=1"}]
+    assert other.requests == [{"path": "/final", "auth-token": None, "Authorization": None,
+                               "Cookie": None}]
+
+
+def test_token_is_kept_on_a_same_origin_redirect(redirector: Redirector) -> None:
+    redirector.target = lambda path: redirector.url + "/moved" + path
+    assert ElectricityMapsProvider("SE", TOKEN, base_url=redirector.url).fetch(1.0) == 42.0
+    first, moved = redirector.requests
+    assert moved["path"].startswith("/moved/v3/")
+    assert first["auth-token"] == moved["auth-token"] == TOKEN
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("https://api.example.com/x", "https://api.example.com:443/y?z", True),
+    ("http://h/x", "http://H:80/y", True),
+    ("https://h/x", "http://h/x", False),  # a downgrade to plain HTTP
+    ("http://h:8080/", "http://h:8081/", False),
+    ("https://api.example.com/", "https://api.example.com.evil.net/", False),
+])
+def test_same_origin(a: str, b: str, same: bool) -> None:
+    from energymeter.carbon.live import same_origin
+
+    assert same_origin(a, b) is same

@@ -57,8 +57,55 @@ class Provider(Protocol):
         ...
 
 
+#: Request headers that carry credentials (lower case): never sent on to another origin when
+#: a server redirects (urllib's own redirect handler copies every header).
+CREDENTIAL_HEADERS = frozenset({"auth-token", "authorization", "cookie"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number
+        return None
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether URLs ``a`` and ``b`` have the same origin: scheme, host and port (the default
+    port of the scheme when none is written)."""
+    origin = _origin(a)
+    return origin is not None and origin == _origin(b)
+
+
+def _redirect_handler() -> Any:
+    """A redirect handler that drops :data:`CREDENTIAL_HEADERS` when a redirect leads to
+    another origin (another host, port or scheme, https to http included)."""
+    import urllib.request
+
+    class CredentialSafeRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> Any:
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and not same_origin(req.full_url, new.full_url):
+                dropped = [k for k, _ in new.header_items() if k.lower() in CREDENTIAL_HEADERS]
+                for name in dropped:
+                    new.remove_header(name)
+                if dropped:
+                    log.debug("redirect from %s to another origin %s: %s not sent",
+                              req.full_url.split("?", 1)[0], newurl.split("?", 1)[0],
+                              ", ".join(dropped))
+            return new
+
+    return CredentialSafeRedirect()
+
+
 def _http_get_json(url: str, headers: Mapping[str, str], timeout_s: float, hint: str = "") -> Any:
-    """GET ``url`` and decode its JSON body; any failure -> :class:`LiveError`."""
+    """GET ``url`` and decode its JSON body; any failure -> :class:`LiveError`. Credential
+    headers are not sent on to another origin on a redirect (:func:`same_origin`)."""
     import http.client
     import urllib.error
     import urllib.parse
@@ -66,7 +113,7 @@ def _http_get_json(url: str, headers: Mapping[str, str], timeout_s: float, hint:
 
     host = urllib.parse.urlsplit(url).hostname or ""
     handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
-    opener = urllib.request.build_opener(*handlers)
+    opener = urllib.request.build_opener(*handlers, _redirect_handler())
     shown = url.split("?", 1)[0]
     try:
         request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
