@@ -476,3 +476,24 @@ def test_a_failed_start_leaves_no_live_carbon_poller(tmp_path: Path) -> None:
         m.start()
     time.sleep(0.3)  # the poller is stopped with a short join
     assert not [t for t in threading.enumerate() if t.name.startswith("energymeter-carbon")]
+
+
+def test_a_full_disk_mid_run_never_reaches_the_users_code(tmp_path: Path) -> None:
+    """events.jsonl and samples.csv on a full device (/dev/full: every write is ENOSPC): the
+    user's own exception comes out unchanged and the report is kept in memory."""
+    m = measure("full", out=tmp_path, powercap_root=tmp_path / "absent", region="SE",
+                interval_s=0.02)
+    with pytest.raises(ValueError, match="the user's own"), m:
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, m._events._fd)
+        os.dup2(full, m._writer._fd)
+        os.close(full)
+        with m.phase("epoch"):
+            m.log(loss=0.5)
+            time.sleep(1.2)  # the sampler flushes (and fails) meanwhile
+        raise ValueError("the user's own error")
+    r = m.report
+    assert r.status == "failed" and [p.name for p in r.phases] == ["epoch"]
+    assert r.logs[0]["metrics"] == {"loss": 0.5}
+    assert any("events.jsonl could not be written" in w for w in r.warnings)
+    assert any("samples.csv could not be written" in w for w in r.warnings)

@@ -349,6 +349,9 @@ class Meter:
             warnings += probe.drain_warnings()
         warnings += self._carbon.warnings
         warnings += self._warnings
+        if self._events.error is not None:
+            warnings.append(f"events.jsonl could not be written ({self._events.error}): the "
+                            "phases and logs after that are in this report only")
         resolution = self._phases.resolution_s  # of the slowest counter
         if duration_s < resolution:
             warnings.append(f"the run lasted {duration_s * 1000:.0f} ms, shorter than the "

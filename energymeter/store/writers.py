@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import math
 import os
 import stat
@@ -105,6 +106,8 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+log = logging.getLogger("energymeter")
 
 
 def json_safe(value: Any) -> Any:
@@ -218,14 +221,31 @@ class SamplesWriter(_FdWriter):
 
 
 class EventLog(_FdWriter):
-    """``events.jsonl``: one JSON object per line (start, phase, log, warning, stop)."""
+    """``events.jsonl``: one JSON object per line (start, phase, log, warning, stop).
+
+    Events are written from the user's code (``phase()``, ``log()``), so a write that fails
+    (full disk, vanished directory) never raises: the first error is kept in :attr:`error`,
+    the file is given up, and the run goes on in memory."""
+
+    error: OSError | None = None
 
     def event(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"event": kind, **fields}, default=str) + "\n"
         with self._lock:  # written and flushed together: events stay whole and in order
             if self._fd is not None:
                 self._buf.append(line)
-                self._flush_locked()
+                try:
+                    self._flush_locked()
+                except OSError as exc:
+                    self.error = exc
+                    log.warning("events.jsonl could not be written (%s); later phases and "
+                                "logs are kept in the report only", exc)
+                    self._buf.clear()
+                    fd, self._fd = self._fd, None
+                    try:
+                        os.close(fd)
+                    except OSError as close_exc:  # the error above is the one that matters
+                        log.debug("closing events.jsonl: %r", close_exc)
 
 
 def write_json_atomic(path: Path, data: Any, *, follow_dir: bool = False) -> None:
