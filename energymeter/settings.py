@@ -48,6 +48,8 @@ MAX_CARBON_TIMEOUT_S = 300.0
 MAX_PUE = 3.0
 #: electricity price: a million per kWh, beyond any tariff in any currency.
 MAX_PRICE_PER_KWH = 1e6
+#: The largest cpu_tdp_w: eight 500 W packages (the biggest servers have 8 sockets).
+MAX_CPU_TDP_W = 4000.0
 #: the currency: a code or symbol (EUR, SEK, $) of at most this many characters.
 MAX_CURRENCY_CHARS = 8
 
@@ -115,6 +117,15 @@ def _price(name: str, value: Any, where: str) -> float:
         raise ConfigError(f"{name} from {where} must be >= 0, got {number!r}")
     return _at_most(name, number, MAX_PRICE_PER_KWH, where, " per kWh",
                     "beyond any tariff in any currency")
+
+
+def _cpu_tdp(name: str, value: Any, where: str) -> float:
+    number = _number(name, value, where)
+    if number <= 0:
+        raise ConfigError(f"{name} from {where} must be > 0 W, got {number!r}; accepted: the "
+                          "full-load power of the CPUs this machine sees, e.g. 8.5")
+    return _at_most(name, number, MAX_CPU_TDP_W, where, " W",
+                    "more than eight of the largest server packages")
 
 
 def _path(name: str, value: Any, where: str) -> Path:
@@ -226,6 +237,10 @@ class Settings:
         _currency, "Currency of the price.", flag="--currency"))
     powercap_root: Path = field(default=Path("/sys/class/powercap"), metadata=_meta(
         _path, "RAPL sysfs root (containers, tests)."))
+    cpu_tdp_w: float | None = field(default=None, metadata=_meta(
+        _cpu_tdp, "Full-load power (W) of the CPUs this machine sees, for the estimated CPU "
+        "model where no energy counter is readable (e.g. a cloud provider's figure for this "
+        "VM) [default: from the CPU TDP table].", optional=True))
     redact: str = field(default="default", metadata=_meta(
         _redact, "What is hidden of the recorded command: default (secrets: token/password/"
         "key options, NAME=value, Authorization headers, URL passwords; see docs/privacy.md), "

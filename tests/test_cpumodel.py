@@ -281,3 +281,18 @@ def test_cpu_tdp_w_overrides_the_model() -> None:
 def test_package_threads_from_name() -> None:
     assert package_threads_from_name("AMD Ryzen 9 5950X 16-Core Processor") == 32
     assert package_threads_from_name("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz") is None
+
+
+def test_cpu_tdp_w_setting_reaches_the_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from energymeter import measure
+    from energymeter.errors import ConfigError
+
+    with measure("tdp", powercap_root=tmp_path / "absent", region="SE", out=tmp_path,
+                 cpu_tdp_w=9.5) as m:
+        pass
+    (cpu,) = m.report.channels
+    assert cpu.channel.method == "model" and cpu.channel.meta["tdp_w"] == 9.5
+    assert cpu.channel.meta["tdp_source"] == "setting"
+    for bad in (0, -3, 1e9, "hot", True):
+        with pytest.raises(ConfigError, match="cpu_tdp_w"):
+            measure("tdp", cpu_tdp_w=bad)

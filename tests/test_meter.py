@@ -497,3 +497,41 @@ def test_a_full_disk_mid_run_never_reaches_the_users_code(tmp_path: Path) -> Non
     assert r.logs[0]["metrics"] == {"loss": 0.5}
     assert any("events.jsonl could not be written" in w for w in r.warnings)
     assert any("samples.csv could not be written" in w for w in r.warnings)
+
+
+def test_other_tenants_cpu_is_reported_and_attributed(tmp_path: Path) -> None:
+    """A process outside the measured tree burns a core during the run: the report says so and
+    gives the tree's share of the CPU energy beside the machine-wide figure."""
+    burn = f"{sys.executable} -c 'while True: pass'"
+    shell = subprocess.run(["sh", "-c", f"{burn} >/dev/null 2>&1 & echo $!"], check=True,
+                           capture_output=True, text=True)  # orphaned: not in our tree
+    burner = int(shell.stdout)
+    try:
+        time.sleep(0.2)
+        with measure("tenant", out=tmp_path, powercap_root=tmp_path / "absent",
+                     region="SE") as m:
+            time.sleep(1.5)
+    finally:
+        os.kill(burner, signal.SIGKILL)
+    r = m.report
+    a = r.cpu_attribution
+    assert a is not None and a["machine_busy_cpu_s"] > 1.0
+    assert a["other_share"] > 0.6 and a["tree_share"] < 0.4
+    cpu_j = r.energy_j["by_kind"]["cpu"]
+    assert a["cpu_energy_j"] == cpu_j  # the machine figure is unchanged
+    assert a["attributed_cpu_energy_j"] == pytest.approx(a["tree_share"] * cpu_j)
+    assert any("other processes used" in w for w in r.warnings)
+    assert Report.load(r.path).cpu_attribution == a  # round trip
+
+
+def test_a_run_alone_on_the_machine_is_attributed_its_cpu(rapl40: FakePowercap) -> None:
+    def spin() -> None:
+        end = time.process_time() + 0.8
+        while time.process_time() < end:
+            pass
+
+    with measure("alone", powercap_root=rapl40.root, region="SE") as m:
+        spin()
+    a = m.report.cpu_attribution
+    assert a["tree_share"] > 0.5  # this process did most of the machine's work
+    assert not any("other processes used" in w for w in m.report.warnings)

@@ -39,7 +39,9 @@ CARBON_NUMBERS = ("g_per_kwh", "pue", "emissions_g", "it_energy_j", "facility_en
                   "it_energy_kwh", "facility_energy_kwh", "price_per_kwh", "cost",
                   "live_energy_share", "table_g_per_kwh")
 RESOURCE_NUMBERS = ("cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes",
-                    "write_bytes")
+                    "write_bytes", "peak_pss_bytes", "peak_memory_bytes")
+ATTRIBUTION_NUMBERS = ("tree_cpu_s", "machine_busy_cpu_s", "tree_share", "other_share",
+                       "cpu_energy_j", "attributed_cpu_energy_j")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Report:
     logs: tuple[Mapping[str, Any], ...] = ()
     carbon: Mapping[str, Any] | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
+    # The measured process tree's share of the machine's CPU energy, beside (never instead of)
+    # the machine-wide figure: see docs/methodology.md.
+    cpu_attribution: Mapping[str, Any] | None = None
     overhead: Mapping[str, Any] = field(default_factory=dict)
     host: Mapping[str, Any] = field(default_factory=dict)
     software: Mapping[str, Any] = field(default_factory=dict)
@@ -121,6 +126,8 @@ class Report:
             "logs": [dict(entry) for entry in self.logs],
             "carbon": dict(self.carbon) if self.carbon is not None else None,
             "resources": dict(self.resources),
+            "cpu_attribution": (dict(self.cpu_attribution)
+                                if self.cpu_attribution is not None else None),
             "overhead": dict(self.overhead),
             "host": dict(self.host),
             "software": dict(self.software),
@@ -153,6 +160,9 @@ class Report:
             carbon.numbers(CARBON_NUMBERS)
         resources = f.obj("resources", {})
         resources.numbers(RESOURCE_NUMBERS)
+        attribution = f.optional_obj("cpu_attribution")
+        if attribution is not None:
+            attribution.numbers(ATTRIBUTION_NUMBERS)
         report = cls(
             run_id=f.text("run_id"),
             name=f.text("name"),
@@ -167,6 +177,7 @@ class Report:
             logs=tuple(read_log(entry) for entry in f.objects("logs", [])),
             carbon=carbon.plain() if carbon is not None else None,
             resources=resources.plain(),
+            cpu_attribution=attribution.plain() if attribution is not None else None,
             overhead=f.obj("overhead", {}).plain(),
             host=f.obj("host", {}).plain(),
             software=f.obj("software", {}).plain(),

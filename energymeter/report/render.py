@@ -78,9 +78,11 @@ def summary(report: Report) -> str:
                      f"PUE {cb.get('pue')}")
     res = report.resources
     if res:
-        rss = res.get("peak_rss_bytes")
-        lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, peak rss "
-                     f"{(rss or 0) / 2**20:.0f} MiB"
+        # The best memory figure (PSS where forked workers share pages), else summed RSS.
+        memory = res.get("peak_memory_bytes", res.get("peak_rss_bytes"))
+        basis = str(res.get("memory_basis", "rss")).upper()
+        lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, peak memory "
+                     f"{(memory or 0) / 2**20:.0f} MiB ({basis})"
                      + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
                         if res.get("peak_gpu_memory_bytes") else ""))
     for warning in report.warnings:

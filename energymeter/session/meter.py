@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from ..carbon import CarbonAccount
 from ..errors import UsageError
 from ..probes import Channel, DiscoveryContext, discover_cached
-from ..probes.base import total_energy_j
-from ..probes.proc import peak_rss_bytes_from_rusage, rusage_cpu_s
+from ..probes.base import energy_summary, total_energy_j
+from ..probes.proc import CpuSeconds, cpu_seconds, peak_rss_bytes_from_rusage, rusage_cpu_s
 from ..report import LEDGER_COLUMNS, STATUSES, Report, channel_energies
 from ..sampling import Aggregator, Sampler, peak_window_s
 from ..settings import resolve_settings, settings_dict
@@ -52,6 +52,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Above this share of skipped sampling ticks a report says so in a warning.
 SKIPPED_TICKS_WARN_FRACTION = 0.1
+#: Above this share of the machine's busy CPU time used by other processes (over at least
+#: ATTRIBUTION_MIN_BUSY_S of it), a report warns that its CPU energy is the whole machine's.
+OTHER_CPU_WARN_SHARE = 0.25
+ATTRIBUTION_MIN_BUSY_S = 0.5
 
 #: The variable through which ``energymeter run`` tells a measured command its run id (a meter
 #: started inside records it as ``parent_run_id``).
@@ -135,7 +139,7 @@ class Meter:
         s = self.settings
         self._discovery = discover_cached(DiscoveryContext(
             powercap_root=s.powercap_root, pid=os.getpid(), include_root=not self._children_only,
-            pynvml=self._pynvml, env=self._env))
+            cpu_tdp_w=s.cpu_tdp_w, pynvml=self._pynvml, env=self._env))
         # A probe whose call never returned in an earlier run of this process stays out.
         probes = tuple(p for p in self._discovery.probes if not p.hung)
         self._notes = list(self._discovery.notes) + [
@@ -168,6 +172,7 @@ class Meter:
         self._run_sync()
         self._rusage_cpu_s = rusage_cpu_s(include_self=not self._children_only)
         self._last_snapshot = self._sampler.begin()
+        self._machine_cpu = _machine_cpu_seconds()
         # Duration and energy come from the same boundary reads, and so does the start time.
         self.started_at = datetime.fromtimestamp(self._sampler.started_wall_ns / 1e9,
                                                  timezone.utc)
@@ -309,7 +314,8 @@ class Meter:
             return
         t_s, energy = self._boundary()
         entry, token = self._phases.open(name, t_s, energy)
-        self._events.event("phase_start", name=entry.name, t_s=t_s)
+        # The parent too: a rebuild of a killed run closes this phase under the right one.
+        self._events.event("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
         try:
             yield self
         finally:
@@ -379,6 +385,17 @@ class Meter:
         # case for `energymeter run -- short-command`). Both are lower bounds: take the larger.
         cpu_s = rusage_cpu_s(include_self=not self._children_only) - self._rusage_cpu_s
         resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, cpu_s)
+        attribution = self._cpu_attribution(resources["cpu_time_s"],
+                                            energy_summary(self._channels, energy))
+        if (attribution["other_share"] or 0) > OTHER_CPU_WARN_SHARE \
+                and attribution["machine_busy_cpu_s"] >= ATTRIBUTION_MIN_BUSY_S:
+            cpu_j = attribution["cpu_energy_j"]
+            shown = "" if cpu_j is None else (
+                f" ({cpu_j:.1f} J; this run's share {attribution['attributed_cpu_energy_j']:.1f}"
+                " J is cpu_attribution.attributed_cpu_energy_j)")
+            warnings.append(
+                f"other processes used {attribution['other_share']:.0%} of this machine's busy "
+                f"CPU time during the run: its CPU energy is the whole machine's{shown}")
         overhead = {
             "sampler_cpu_s": self._sampler.thread_cpu_s,
             "sampler_cpu_fraction": (self._sampler.thread_cpu_s / duration_s
@@ -393,12 +410,34 @@ class Meter:
             run_id=self.run_id, name=self.name, status=status, started_at=self.started_at,
             ended_at=ended_at, duration_s=duration_s, channels=channels,
             phases=phases,
-            logs=tuple(self._logs), carbon=carbon, resources=resources, overhead=overhead,
+            logs=tuple(self._logs), carbon=carbon, resources=resources,
+            cpu_attribution=attribution, overhead=overhead,
             host=facts.host(self._discovery), software=facts.software(),
             settings=settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
             warnings=tuple(dict.fromkeys(warnings)), command=self.command,
             exit_code=exit_code, parent_run_id=self.parent_run_id, path=self.path)
+
+    def _cpu_attribution(self, tree_cpu_s: float, summary: Mapping[str, Any]
+                         ) -> dict[str, Any]:
+        """The process tree's share of the machine's busy CPU time, and that share of the CPU
+        energy (machine-wide: RAPL packages and the model see every process)."""
+        end = _machine_cpu_seconds()
+        begun = self._machine_cpu
+        busy = None if end is None or begun is None else max(0.0, end.busy_s - begun.busy_s)
+        share = None if not busy else min(1.0, tree_cpu_s / busy)
+        cpu_j = summary["by_kind"].get("cpu")
+        return {
+            "method": "process-tree CPU time over the machine's busy CPU time (/proc/stat: "
+                      "user, nice, system, irq, softirq; steal excluded) times CPU energy",
+            "tree_cpu_s": tree_cpu_s,
+            "machine_busy_cpu_s": busy,
+            "tree_share": share,
+            "other_share": None if share is None else 1.0 - share,
+            "cpu_energy_j": cpu_j,
+            "attributed_cpu_energy_j": (None if share is None or cpu_j is None
+                                        else share * cpu_j),
+        }
 
     # -- context manager and decorator ---------------------------------------------------
     def __enter__(self) -> Meter:
@@ -454,6 +493,14 @@ class Meter:
 
         wrapper.last_report = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+
+def _machine_cpu_seconds() -> CpuSeconds | None:
+    try:
+        return cpu_seconds()
+    except (ImportError, OSError) as exc:  # no psutil, or no /proc/stat
+        log.debug("machine CPU time unreadable: %r", exc)
+        return None
 
 
 def measure(name: str | Callable[..., Any] | None = None, *, sync: Any = None,
