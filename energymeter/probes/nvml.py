@@ -141,23 +141,8 @@ class NvmlProbe(Probe):
 
     # -- runs ------------------------------------------------------------------------------
     def _first_run_began(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            for g in self._gpus:
-                if g.lost:
-                    continue
-                try:  # resynchronise: whatever happened while no run used it is not counted
-                    if g.counter is not None:
-                        g.counter.last = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(
-                            g.handle))
-                    else:
-                        self._sample_locked(g)
-                except self._lost_errors as exc:
-                    self._mark_lost_locked(g, exc)
-                except self._nvml_error as exc:
-                    raise ProbeError(f"NVML read of {g.channel.id} failed: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+        with self._lock:  # whatever happened while no run used the probe is not counted
+            self._for_each_gpu_locked(self._resync_locked)
         if self._start_poller:
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._poll_loop, args=(self._stop,),
@@ -173,23 +158,36 @@ class NvmlProbe(Probe):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
 
+    def _resync_locked(self, g: _Gpu) -> None:
+        if g.counter is not None:
+            g.counter.last = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+        else:
+            self._sample_locked(g)
+
     # -- energy ---------------------------------------------------------------------------
-    def _read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def _for_each_gpu_locked(self, action: Callable[[_Gpu], None]) -> None:
+        """``action`` on every GPU still there: one that is lost is marked so (its energy
+        stays), any other NVML error is the probe's."""
         for g in self._gpus:
-            if not g.lost and not self._closed:
-                try:
-                    if g.channel.method == "counter":
-                        self._advance_counter_locked(g)
-                    else:
-                        self._sample_locked(g)
-                except self._lost_errors as exc:
-                    self._mark_lost_locked(g, exc)
-                except self._nvml_error as exc:
-                    raise ProbeError(f"NVML read of {g.channel.id} ({g.channel.device}) failed: "
-                                     f"{type(exc).__name__}: {exc}") from exc
-            out[g.channel.id] = g.value_j
-        return out
+            if g.lost or self._closed:
+                continue
+            try:
+                action(g)
+            except self._lost_errors as exc:
+                self._mark_lost_locked(g, exc)
+            except self._nvml_error as exc:
+                raise ProbeError(f"NVML read of {g.channel.id} ({g.channel.device}) failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
+    def _read(self) -> dict[str, float]:
+        self._for_each_gpu_locked(self._advance_locked)
+        return {g.channel.id: g.value_j for g in self._gpus}
+
+    def _advance_locked(self, g: _Gpu) -> None:
+        if g.counter is not None:
+            self._advance_counter_locked(g)
+        else:
+            self._sample_locked(g)
 
     def _advance_counter_locked(self, g: _Gpu) -> None:
         counter = g.counter
