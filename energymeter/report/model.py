@@ -27,6 +27,7 @@ from .values import (
     Fields,
     Phase,
     read_log,
+    read_tags,
 )
 
 #: The largest ``report.json`` that is read (128 MiB): one energymeter writes is a few KB, or a
@@ -73,6 +74,16 @@ class Report:
     exit_code: int | None = None
     # The run of an enclosing `energymeter run` (its ENERGYMETER_RUN_ID), for nested runs.
     parent_run_id: str | None = None
+    # Experiment metadata: tags (grouping: method=sparse, lr=3e-4), values set with
+    # Meter.set() (final_acc=0.91), items counted with Meter.count() (samples, tokens), the
+    # repeat group the run belongs to, whether it was a warm-up run (recorded, not compared),
+    # and the idle baseline measured before it.
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+    items: float | None = None
+    group_id: str | None = None
+    warmup: bool = False
+    baseline: Mapping[str, Any] | None = None
     path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +110,22 @@ class Report:
     def emissions_g(self) -> float | None:
         return None if self.carbon is None else self.carbon.get("emissions_g")
 
+    @property
+    def energy_per_item_j(self) -> float | None:
+        """Total energy per item counted with ``Meter.count()`` (None when none was)."""
+        return self.total_energy_j / self.items if self.items else None
+
+    def energy_to(self, metric: str, target: float, direction: str = ">=") -> dict[str, Any]:
+        """Energy, time and emissions until the logged ``metric`` first reaches ``target``
+        (``direction`` ``">="``: at or above, e.g. accuracy; ``"<="``: at or below, e.g.
+        loss), interpolated linearly between the two logs around the crossing.
+
+        Returns ``reached`` and, when reached, ``energy_j``, ``duration_s``, ``emissions_g``
+        (at this run's intensity and PUE) and ``log_index`` (the first log at the target)."""
+        from .target import energy_to
+
+        return energy_to(self, metric, target, direction)
+
     def methods(self, kind: str) -> str:
         """The methods by which channels of ``kind`` were measured, e.g. ``"counter"``."""
         found = sorted({c.channel.method for c in self.channels
@@ -119,6 +146,12 @@ class Report:
             "command": list(self.command) if self.command is not None else None,
             "exit_code": self.exit_code,
             "parent_run_id": self.parent_run_id,
+            "group_id": self.group_id,
+            "warmup": self.warmup,
+            "tags": dict(self.tags),
+            "values": dict(self.values),
+            "items": self.items,
+            "energy_per_item_j": self.energy_per_item_j,
             "energy_j": self.energy_j,
             "mean_power_w": self.mean_power_w,
             "channels": [c.to_dict() for c in self.channels],
@@ -134,6 +167,7 @@ class Report:
             "settings": dict(self.settings),
             "unavailable": [dict(u) for u in self.unavailable],
             "warnings": list(self.warnings),
+            "baseline": dict(self.baseline) if self.baseline is not None else None,
         }
 
     def to_json(self) -> str:
@@ -187,6 +221,12 @@ class Report:
             command=f.texts("command", None, optional=True),
             exit_code=f.integer("exit_code", None, optional=True),
             parent_run_id=f.text("parent_run_id", None, optional=True),
+            tags=read_tags(f.obj("tags", {})),
+            values=f.obj("values", {}).plain(),
+            items=f.number("items", None, optional=True),
+            group_id=f.text("group_id", None, optional=True),
+            warmup=f.flag("warmup", False),
+            baseline=baseline.plain() if (baseline := f.optional_obj("baseline")) else None,
             path=path,
         )
         return report._checked(where)
@@ -252,6 +292,12 @@ class Report:
             "command": " ".join(self.command) if self.command else "",
             "path": str(self.path) if self.path else "",
             "parent_run_id": self.parent_run_id or "",
+            "group_id": self.group_id or "",
+            "warmup": self.warmup,
+            "tags": json.dumps(dict(self.tags), sort_keys=True) if self.tags else "",
+            "values": json.dumps(dict(self.values), sort_keys=True) if self.values else "",
+            "items": self.items,
+            "energy_per_item_j": self.energy_per_item_j,
         }
 
     def to_dataframe(self, table: str = "summary") -> Any:

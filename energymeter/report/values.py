@@ -40,6 +40,7 @@ LEDGER_COLUMNS = (
     "region", "g_per_kwh", "pue", "emissions_g",
     "cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes", "write_bytes",
     "exit_code", "warnings", "command", "path", "parent_run_id",
+    "group_id", "warmup", "tags", "values", "items", "energy_per_item_j",
 )
 
 
@@ -279,6 +280,15 @@ class Fields:
         for key in keys:
             if key in self.data:
                 self.number(key, optional=True)
+
+
+def read_tags(f: Fields) -> dict[str, Any]:
+    """A run's ``tags``: an object whose values are strings, numbers or true/false."""
+    tags = f.plain()
+    for key, value in tags.items():
+        if not isinstance(value, (str, int, float, bool)):
+            f.fail(key, "a string, a number or true/false", value)
+    return tags
 
 
 def read_log(f: Fields) -> dict[str, Any]:
