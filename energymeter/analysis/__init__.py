@@ -1,18 +1,39 @@
-"""Analysis of many runs: finding and loading them (:mod:`.find`), grouping and statistics
-(:mod:`.compare`), and the comparison's renderings (:mod:`.render`)."""
+"""Analysis of many runs: finding and loading them (:mod:`.find`), grouping them
+(:mod:`.groups`), their statistics (:mod:`.stats`), the comparison (:mod:`.compare`),
+energy-to-target (:mod:`.target`) and their renderings (:mod:`.render`)."""
 
 from __future__ import annotations
 
 from .compare import compare, comparison_warnings
-from .find import expand_runs, load_reports
-from .render import comparison_columns, comparison_table, format_comparison
+from .find import FoundRun, expand_runs, find_runs, load_reports
+from .groups import BY_CHOICES, Group, Grouping, check_by, group_runs
+from .render import (
+    comparison_columns,
+    comparison_table,
+    format_comparison,
+    format_targets,
+    target_tables,
+)
+from .target import energy_before, run_energy_to, target_results
 
 __all__ = [
+    "BY_CHOICES",
+    "FoundRun",
+    "Group",
+    "Grouping",
+    "check_by",
     "compare",
     "comparison_columns",
     "comparison_table",
     "comparison_warnings",
+    "energy_before",
     "expand_runs",
+    "find_runs",
     "format_comparison",
+    "format_targets",
+    "group_runs",
     "load_reports",
+    "run_energy_to",
+    "target_results",
+    "target_tables",
 ]

@@ -1,136 +1,366 @@
-"""Compare runs: group reports and compute, per group, the mean, spread and ratio to the first
-group of every figure (what ``energymeter compare`` shows, rendered by :mod:`.render`).
+"""Compare runs: group them (:mod:`.groups`) and compute, per group and figure, n, mean,
+standard deviation, the 95 % confidence interval of the mean and the coefficient of variation,
+and between each group and the first the relative difference with its 95 % confidence interval
+and Welch's p-value (:mod:`.stats`); what ``energymeter compare`` shows, rendered by
+:mod:`.render`.
 
 :func:`compare` returns plain data (a list of dicts, one per group). Nothing here prints, and
-pandas is never needed.
+neither pandas nor numpy is needed.
 
->>> from energymeter.analysis import compare, load_reports
->>> rows = compare(load_reports(["runs/"]))        # doctest: +SKIP
->>> rows[1]["energy_total_j_ratio"]                 # doctest: +SKIP
-0.82
+>>> from energymeter.analysis import compare, find_runs
+>>> rows = compare(find_runs(["runs/dense", "runs/sparse"]))    # doctest: +SKIP
+>>> rows[1]["energy_total_j_rel_diff"], rows[1]["energy_total_j_p_value"]  # doctest: +SKIP
+(-0.393, 2.1e-08)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ReportError
 from ..probes.base import KINDS
-from ..report import Report
+from .groups import Group, group_runs
+from .stats import ALPHA, CONFIDENCE, relative_difference, summarize
+from .target import TARGET_FIGURES, Target, as_target, run_energy_to, target_text
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 _MIB = 2**20
 
-# metric key -> (label, unit shown, divisor from SI)
+#: A group with fewer runs than this gets a warning: its confidence interval means little.
+MIN_RUNS = 3
+#: A group whose total energy varies more than this (coefficient of variation) is noisy.
+MAX_CV = 0.10
+
+#: The statistics of every figure ``<key>`` in a row: ``<key>`` is the mean.
+STAT_SUFFIXES = ("n", "std", "ci_low", "ci_high", "cv", "ratio", "rel_diff", "rel_diff_ci_low",
+                 "rel_diff_ci_high", "p_value")
+
 _FIXED_METRICS: tuple[tuple[str, str, str, float], ...] = (
     ("duration_s", "duration", "s", 1.0),
     ("mean_power_w", "mean power", "W", 1.0),
     ("emissions_g", "emissions", "gCO2e", 1.0),
-    ("peak_rss_bytes", "peak RSS", "MiB", _MIB),
+    ("peak_memory_bytes", "peak memory", "MiB", _MIB),
     ("peak_gpu_memory_bytes", "peak GPU memory", "MiB", _MIB),
+)
+_MEMORY_LABELS = {"rss": "peak RSS", "pss": "peak PSS"}
+
+
+# -- figures -----------------------------------------------------------------------------------
+def metric_list(kinds: Iterable[str], *, per_item: bool = False,
+                target: Target | str | None = None, memory_basis: str | None = None
+                ) -> list[tuple[str, str, str, float]]:
+    """(key, label, unit, divisor from SI) of every figure compared, with the energy ``kinds``
+    given, energy per item when ``per_item``, energy, time and emissions to ``target`` when
+    given (a tuple, or its text ``val_acc ≥ 0.9``); the memory row is labelled by its
+    ``memory_basis`` (``rss``/``pss``)."""
+    kinds = set(kinds)
+    ordered = [k for k in KINDS if k in kinds] + sorted(kinds - set(KINDS))
+    metrics = [("energy_total_j", "energy total", "J", 1.0)]
+    metrics += [(f"energy_{k}_j", f"energy {k}" + (" (not in total)" if k == "psys" else ""),
+                 "J", 1.0) for k in ordered]
+    if per_item:
+        metrics.append(("energy_per_item_j", "energy per item", "J", 1.0))
+    if target is not None:
+        text = target if isinstance(target, str) else target_text(target)
+        metrics += [("energy_to_target_j", f"energy to {text}", "J", 1.0),
+                    ("time_to_target_s", f"time to {text}", "s", 1.0),
+                    ("emissions_to_target_g", f"emissions to {text}", "gCO2e", 1.0)]
+    memory = _MEMORY_LABELS.get(memory_basis or "", "peak memory")
+    return metrics + [(k, memory if k == "peak_memory_bytes" else label, unit, div)
+                      for k, label, unit, div in _FIXED_METRICS]
+
+
+def _resource(report: Report, *keys: str) -> float | None:
+    for key in keys:
+        value = report.resources.get(key)
+        if value is not None:
+            return float(value)
+    return None
+
+
+def memory_basis(report: Report) -> str:
+    """What ``peak_memory_bytes`` of ``report`` is: ``pss`` or ``rss`` (the fallback)."""
+    if report.resources.get("peak_memory_bytes") is None:
+        return "rss"
+    return str(report.resources.get("memory_basis", "rss")).lower()
+
+
+def _getters(kinds: Iterable[str]) -> dict[str, Callable[[Report], float | None]]:
+    def energy(kind: str) -> Callable[[Report], float | None]:
+        def get(r: Report) -> float | None:
+            value = r.energy_j["by_kind"].get(kind)
+            return None if value is None else float(value)
+        return get
+
+    def emissions(r: Report) -> float | None:
+        value = r.emissions_g
+        return None if value is None else float(value)
+
+    return {
+        "energy_total_j": lambda r: r.total_energy_j,
+        **{f"energy_{k}_j": energy(k) for k in kinds},
+        "energy_per_item_j": lambda r: r.energy_per_item_j,
+        "duration_s": lambda r: r.duration_s,
+        "mean_power_w": lambda r: r.mean_power_w,
+        "emissions_g": emissions,
+        "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes"),
+        "peak_gpu_memory_bytes": lambda r: _resource(r, "peak_gpu_memory_bytes"),
+    }
+
+
+# -- rows --------------------------------------------------------------------------------------
+def _counts(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _methods(runs: Sequence[Report]) -> dict[str, str]:
+    methods: dict[str, str] = {}
+    for kind in (k for k in KINDS if any(k in r.energy_j["by_kind"] for r in runs)):
+        found = sorted({m for r in runs for m in r.methods(kind).split("+") if m})
+        methods[kind] = "+".join(found)
+    return methods
+
+
+def _hardware(report: Report) -> str:
+    parts = sorted(f"{c.channel.kind} {c.channel.device or '?'} ({c.channel.method})"
+                   for c in report.channels if not c.channel.is_subzone)
+    return " + ".join(parts) or "(no channel)"
+
+
+def _carbon(report: Report, key: str) -> str:
+    value = (report.carbon or {}).get(key)
+    return "(none)" if value is None else str(value)
+
+
+#: What runs of one group must share, and how each is read.
+_MIX_FIELDS: tuple[tuple[str, Callable[[Report], str]], ...] = (
+    ("region", lambda r: _carbon(r, "region")),
+    ("PUE", lambda r: _carbon(r, "pue")),
+    ("carbon basis", lambda r: _carbon(r, "basis")),
+    ("hardware", _hardware),
 )
 
 
-# -- comparison --------------------------------------------------------------------------------
-def metric_list(kinds: Iterable[str]) -> list[tuple[str, str, str, float]]:
-    """(key, label, unit, divisor) of every figure compared, with the energy ``kinds`` given."""
-    kinds = set(kinds)
-    ordered = [k for k in KINDS if k in kinds] + sorted(kinds - set(KINDS))
-    energy = [("energy_total_j", "energy total", "J", 1.0)]
-    energy += [(f"energy_{k}_j", f"energy {k}" + (" (not in total)" if k == "psys" else ""),
-                "J", 1.0) for k in ordered]
-    return energy + list(_FIXED_METRICS)
+def _mixed(runs: Sequence[Report]) -> dict[str, dict[str, list[str]]]:
+    """For each of :data:`_MIX_FIELDS` on which ``runs`` differ: value -> run ids."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, read in _MIX_FIELDS:
+        values: dict[str, list[str]] = {}
+        for r in runs:
+            values.setdefault(read(r), []).append(r.run_id)
+        if len(values) > 1:
+            out[name] = dict(sorted(values.items(), key=lambda kv: -len(kv[1])))
+    return out
 
 
-def _metrics(reports: Sequence[Report]) -> list[tuple[str, str, str, float]]:
-    return metric_list(k for r in reports for k in r.energy_j["by_kind"])
+def _group_row(g: Group, by: str, metrics: Sequence[str],
+               getters: Mapping[str, Callable[[Report], float | None]],
+               targets: Mapping[str, dict[str, Any]], target: Target | None
+               ) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    runs = g.runs
+    row: dict[str, Any] = {
+        "label": g.label, "name": (runs or g.warmup_runs)[0].name, "by": by, "key": g.key,
+        "n": len(runs), "warmup": len(g.warmup_runs),
+        "run_ids": [r.run_id for r in runs],
+        "warmup_run_ids": [r.run_id for r in g.warmup_runs],
+        "sources": list(g.sources), "statuses": _counts(r.status for r in runs),
+        "methods": _methods(runs),
+        "memory_basis": "+".join(sorted({memory_basis(r) for r in runs})) or None,
+        "duplicates_dropped": g.duplicates, "nested_excluded": g.nested_excluded,
+        "parents_replaced": g.parents_replaced,
+    }
+    values: dict[str, list[float]] = {}
+    if target is not None:
+        results = [targets[r.run_id] for r in runs]
+        row["target"] = target_text(target)
+        row["target_reached"] = sum(1 for t in results if t["reached"])
+        row["target_notes"] = sorted({t["note"] for t in results
+                                      if t["note"] and t["reached"]})
+        for figure, key in TARGET_FIGURES:
+            values[key] = [t[figure] for t in results
+                           if t["reached"] and t[figure] is not None]
+    for key in metrics:
+        if key in getters:
+            values[key] = [v for v in (getters[key](r) for r in runs) if v is not None]
+        summary = summarize(values[key])
+        row[key] = summary.mean
+        for field in ("n", "std", "ci_low", "ci_high", "cv"):
+            row[f"{key}_{field}"] = getattr(summary, field)
+        for field in ("ratio", "rel_diff", "rel_diff_ci_low", "rel_diff_ci_high", "p_value"):
+            row[f"{key}_{field}"] = None
+    return row, values
 
 
-def _value(report: Report, key: str) -> float | None:
-    if key == "energy_total_j":
-        return report.total_energy_j
-    if key.startswith("energy_"):
-        value = report.energy_j["by_kind"].get(key[len("energy_"):-len("_j")])
-        return None if value is None else float(value)
-    if key == "duration_s":
-        return report.duration_s
-    if key == "mean_power_w":
-        return report.mean_power_w
-    if key == "emissions_g":
-        value = report.emissions_g
-        return None if value is None else float(value)
-    value = report.resources.get(key)
-    return None if value is None else float(value)
+def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "auto",
+            group: bool = True, nested: bool = False, target: str | Target | None = None,
+            confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+    """One dict per group of ``runs`` (reports, or ``(source, report)`` pairs from
+    :func:`~energymeter.analysis.find_runs`), grouped as :func:`~energymeter.analysis.groups.
+    group_runs` does (``by`` auto|name|dir|command|group|tag:KEY; ``group=False``: one per run;
+    duplicates counted once; nested runs left out unless ``nested``; warm-up runs counted, not
+    compared).
 
-
-def _group(reports: Sequence[Report], by_name: bool) -> list[tuple[str, list[Report]]]:
-    groups: dict[str, list[Report]] = {}
-    for r in reports:
-        key = r.name if by_name else f"{r.name} ({r.run_id[:8]})"
-        groups.setdefault(key, []).append(r)
-    return list(groups.items())
-
-
-def compare(reports: Sequence[Report], *, group: bool = True) -> list[dict[str, Any]]:
-    """One dict per group of ``reports`` (runs sharing a name, in order of first appearance;
-    with ``group=False`` one per run): ``label``, ``name``, ``n``, ``run_ids``, ``statuses``
-    (count per status), ``methods`` (per energy kind, e.g. ``{"cpu": "model"}``) and, for every
-    figure ``<key>`` (``energy_total_j``, ``energy_<kind>_j``, ``duration_s``, ``mean_power_w``,
-    ``emissions_g``, ``peak_rss_bytes``, ``peak_gpu_memory_bytes``): ``<key>`` (mean over the
-    group), ``<key>_std`` (sample standard deviation, None for one run) and ``<key>_ratio``
-    (mean / mean of the first group; None where that is 0 or missing). SI units throughout."""
-    import statistics
-
-    if not reports:
-        raise ReportError("nothing to compare: give at least one run")
-    metrics = _metrics(reports)
+    Each row has ``label``, ``name``, ``by`` (what the runs were grouped by: ``run`` for one
+    per run), ``key``, ``n`` (runs compared), ``warmup`` (warm-up runs
+    left out), ``run_ids``, ``warmup_run_ids``, ``sources``, ``statuses`` (count per status),
+    ``methods`` (per energy kind), ``memory_basis``, ``duplicates_dropped``,
+    ``nested_excluded``, ``parents_replaced``, ``warnings`` (about this group, or the
+    comparison), ``mixed`` (what its runs differ in: region, PUE, carbon basis, hardware ->
+    value -> run ids) and, for every figure ``<key>`` (``energy_total_j``, ``energy_<kind>_j``,
+    ``energy_per_item_j`` where items were counted, ``energy_to_target_j``,
+    ``time_to_target_s``, ``emissions_to_target_g`` with ``target``, ``duration_s``,
+    ``mean_power_w``, ``emissions_g``, ``peak_memory_bytes``, ``peak_gpu_memory_bytes``; SI
+    units): ``<key>`` (the mean), ``<key>_n``, ``_std``, ``_ci_low``, ``_ci_high`` (the
+    ``confidence`` interval of the mean, Student's t), ``_cv``, and against the first group
+    ``_rel_diff`` (``mean / first mean - 1``; 0 for the first), ``_rel_diff_ci_low``,
+    ``_rel_diff_ci_high`` (delta method on the log ratio), ``_p_value`` (Welch's t-test,
+    two-sided) and ``_ratio`` (``mean / first mean``). A figure that cannot be computed is None.
+    With ``target`` (``"val_acc=0.9"``, see :func:`~energymeter.report.target.parse_target`)
+    also ``target``, ``target_reached`` (runs that reached it) and ``target_notes``."""
+    grouping = group_runs(runs, by=by, group=group, nested=nested)
+    parsed = as_target(target) if target is not None else None
+    compared = [r for g in grouping.groups for r in g.runs]
+    kinds = {k for r in compared for k in r.energy_j["by_kind"]}
+    targets: dict[str, dict[str, Any]] = {}
+    if parsed is not None:
+        targets = {r.run_id: run_energy_to(r, parsed, grouping.nested.get(r.run_id, ()))
+                   for r in compared}
+    per_item = any(r.energy_per_item_j is not None for r in compared)
+    metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed)]
+    getters = _getters(kinds)
     rows: list[dict[str, Any]] = []
-    for label, members in _group(reports, group):
-        statuses: dict[str, int] = {}
-        for r in members:
-            statuses[r.status] = statuses.get(r.status, 0) + 1
-        methods: dict[str, str] = {}
-        for kind in (k for k in KINDS if any(k in r.energy_j["by_kind"] for r in members)):
-            found = sorted({m for r in members for m in r.methods(kind).split("+") if m})
-            methods[kind] = "+".join(found)
-        row: dict[str, Any] = {
-            "label": label, "name": members[0].name, "n": len(members),
-            "run_ids": [r.run_id for r in members], "statuses": statuses, "methods": methods,
-        }
-        for key, *_ in metrics:
-            values = [v for v in (_value(r, key) for r in members) if v is not None]
-            row[key] = statistics.fmean(values) if values else None
-            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-            row[f"{key}_ratio"] = None
+    samples: list[dict[str, list[float]]] = []
+    for g in grouping.groups:
+        row, values = _group_row(g, grouping.by, metrics, getters, targets, parsed)
         rows.append(row)
-    base = rows[0]
-    for row in rows:
-        for key, *_ in metrics:
-            mean, ref = row[key], base[key]
-            row[f"{key}_ratio"] = mean / ref if mean is not None and ref else None
+        samples.append(values)
+    for row, values in zip(rows, samples, strict=True):
+        for key in metrics:
+            first, mean = rows[0][key], row[key]
+            row[f"{key}_ratio"] = mean / first if mean is not None and first else None
+            if row is rows[0]:
+                row[f"{key}_rel_diff"] = 0.0 if mean is not None else None
+                continue
+            diff = relative_difference(samples[0][key], values[key], confidence)
+            row[f"{key}_rel_diff"] = diff.rel_diff
+            row[f"{key}_rel_diff_ci_low"] = diff.ci_low
+            row[f"{key}_rel_diff_ci_high"] = diff.ci_high
+            row[f"{key}_p_value"] = diff.p_value
+    for row, g in zip(rows, grouping.groups, strict=True):
+        row["mixed"] = _mixed(g.runs)
+    _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
     return rows
 
 
-def comparison_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What makes a comparison unfair: runs not completed, or an energy kind measured by
-    different methods in different groups (e.g. a counter against a model)."""
-    warnings = []
+# -- warnings ----------------------------------------------------------------------------------
+def _runs_text(ids: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(i[:8] for i in ids[:most])
+    return shown + (", …" if len(ids) > most else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def signed(value: float, decimals: int = 1) -> str:
+    """``value`` with its sign, a true minus sign for negatives (``−39.3``, ``+2.1``)."""
+    return f"{value:+.{decimals}f}".replace("-", "−")
+
+
+def percent(value: float) -> str:
+    """A relative difference as ``−39.3 %``."""
+    return f"{signed(100 * value)} %"
+
+
+def p_text(p_value: float) -> str:
+    """``p < 0.001`` or ``p = 0.46`` (two significant digits; three where two would round a
+    significant value up to the significance level)."""
+    if p_value < 0.001:
+        return "p < 0.001"
+    text = f"{p_value:.2g}"
+    if p_value < ALPHA <= float(text):
+        text = f"{p_value:.3g}"
+    return f"p = {text}"
+
+
+def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
+                  grouped: bool) -> None:
+    """Set each row's ``warnings``: what makes its figures or the comparison doubtful."""
     for row in rows:
-        bad = {s: n for s, n in row["statuses"].items() if s != "completed"}
-        if bad:
-            shown = ", ".join(f"{n} {s}" for s, n in bad.items())
-            warnings.append(f"{row['label']}: {shown} of {row['n']} run(s)")
+        row["warnings"] = []
+    everywhere: list[str] = []
     kinds = {k for row in rows for k in row["methods"]}
     for kind in (k for k in KINDS if k in kinds):
         seen = {row["methods"][kind] for row in rows if kind in row["methods"]}
         if len(seen) > 1:
-            warnings.append(f"{kind} energy was obtained by different methods "
-                            f"({', '.join(sorted(seen))}): its ratios compare unlike numbers")
+            everywhere.append(f"{kind} energy was obtained by different methods "
+                              f"({', '.join(sorted(seen))}): its differences compare unlike "
+                              "numbers")
+    settings = {row["label"]: sorted({f"{_carbon(r, 'region')}, PUE {_carbon(r, 'pue')}"
+                                      for r in group}) for row, group in zip(rows, runs,
+                                                                             strict=True)}
+    if len({tuple(s) for s in settings.values() if s}) > 1:
+        shown = "; ".join(f"{label}: {' / '.join(s)}" for label, s in settings.items() if s)
+        everywhere.append(f"emissions compare different carbon settings ({shown}): their "
+                          "difference reflects the grid and the facility, not the computation")
+    first = rows[0]
     for row in rows:
-        estimated = [k for k, m in row["methods"].items() if "model" in m]
-        if estimated:
-            warnings.append(f"{row['label']}: {', '.join(estimated)} energy is estimated by a "
-                            "model, not measured")
-    return warnings
+        label, n, w = row["label"], row["n"], row["warnings"]
+        bad = {s: k for s, k in row["statuses"].items() if s != "completed"}
+        if bad:
+            shown = ", ".join(f"{k} {s}" for s, k in bad.items())
+            w.append(f"{label}: {shown} of {_plural(n, 'run')}")
+        if grouped and n == 0:
+            w.append(f"{label}: no run to compare (its {_plural(row['warmup'], 'run')} "
+                     "are warm-up runs)")
+        elif grouped and n < MIN_RUNS:
+            w.append(f"{label}: n={n}: too few runs for a confidence interval to mean much "
+                     f"(repeat {MIN_RUNS} or more times; 5 or more is better)")
+        cv = row.get("energy_total_j_cv")
+        if cv is not None and cv > MAX_CV:
+            w.append(f"{label}: energy total varies by {100 * cv:.0f} % between runs (CV > "
+                     f"{100 * MAX_CV:.0f} %): noisy; look for other load on the machine, "
+                     "thermal or clock changes, or add warm-up runs")
+        p = row.get("energy_total_j_p_value")
+        if row is not first and p is not None and p >= ALPHA:
+            rel = row["energy_total_j_rel_diff"]
+            w.append(f"{label} vs {first['label']}: energy total differs by {percent(rel)}, not "
+                     f"significant ({p_text(p)}): these runs do not show a real difference")
+        for name, values in row["mixed"].items():
+            (common, ids), *others = values.items()
+            shown = "; ".join(f"{v} ({_plural(len(i), 'run')}: {_runs_text(i)})"
+                              for v, i in others)
+            w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
+                     f"{shown}; their figures are averaged together")
+        for kind, method in row["methods"].items():
+            if "model" in method:
+                w.append(f"{label}: {kind} energy is estimated by a model, not measured")
+        if row["duplicates_dropped"]:
+            w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
+                     "(a run reached twice counts once)")
+        if row["nested_excluded"]:
+            w.append(f"{label}: {_plural(row['nested_excluded'], 'nested run')} left out "
+                     "(measured inside a run compared here, they are part of it; --nested "
+                     "compares them instead)")
+        if row["parents_replaced"]:
+            w.append(f"{label}: {_plural(row['parents_replaced'], 'run')} compared through "
+                     "the runs nested in them (--nested)")
+        if "target" in row:
+            reached = row["target_reached"]
+            if reached < n:
+                w.append(f"{label}: {reached} of {_plural(n, 'run')} reached {row['target']}")
+            w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]]
+        w += everywhere
 
 
+def comparison_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every warning of :func:`compare` rows once, in order: runs not completed, too few runs,
+    noisy energy, differences that are not significant, groups mixing regions, PUE, carbon
+    bases or hardware, energy kinds measured by different methods, estimated energy,
+    duplicates dropped and nested runs left out."""
+    return list(dict.fromkeys(w for row in rows for w in row.get("warnings", ())))

@@ -1,10 +1,12 @@
 """Finding runs: run directories, their ``report.json`` files and ``out`` folders holding many
-runs, loaded as :class:`~energymeter.Report` values in a stable order."""
+runs, loaded as :class:`~energymeter.Report` values in a stable order, each with the argument
+that named it (:func:`find_runs`: what ``compare dense/ sparse/`` groups by)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ReportError
 from ..report import Report
@@ -50,21 +52,39 @@ def _load_one(path: Path) -> Report:
         raise ReportError(f"cannot read {path}: {exc}") from None
 
 
-def load_reports(paths: Iterable[str | Path]) -> list[Report]:
+class FoundRun(NamedTuple):
+    """A loaded run and the argument that named it (``source``: a folder of runs, a run
+    directory or a ``report.json``, as given)."""
+
+    source: str
+    report: Report
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[FoundRun]:
     """:meth:`Report.load` every run named by ``paths`` (see :func:`expand_runs`), in the order
-    given; the runs of a folder come in the order they started. A run killed without writing
-    ``report.json`` is rebuilt from its samples and marked ``interrupted`` (``running`` while
-    it is measured), and so is one named by its missing ``report.json``.
+    given, each as ``(source, report)``: ``source`` is the argument (``str``) that named it. The
+    runs of a folder come in the order they started. A run reached twice (two arguments, or a
+    folder and one of its runs) is returned twice: :func:`energymeter.analysis.compare` counts
+    it once. A run killed without writing ``report.json`` is rebuilt from its samples and marked
+    ``interrupted`` (``running`` while it is measured), and so is one named by its missing
+    ``report.json``.
 
     Raises :class:`~energymeter.errors.ReportError` naming the path that could not be read."""
     paths = list(paths)
     if not paths:
         raise ReportError("no run given; pass run directories, report.json files or an out "
                           "folder (default energymeter-runs/)")
-    reports: list[Report] = []
+    found: list[FoundRun] = []
     for raw in paths:
         runs, folder = _expand_one(raw)
         block = [_load_one(run) for run in runs]
         # Directory names have one-second resolution: order a folder's runs by their start.
-        reports += sorted(block, key=lambda r: r.started_at) if folder else block
-    return reports
+        if folder:
+            block.sort(key=lambda r: r.started_at)
+        found += [FoundRun(str(raw), r) for r in block]
+    return found
+
+
+def load_reports(paths: Iterable[str | Path]) -> list[Report]:
+    """The reports of :func:`find_runs` (without their sources), in the same order."""
+    return [found.report for found in find_runs(paths)]

@@ -1,5 +1,8 @@
-"""A comparison as text: the side-by-side table (``mean ± std (×ratio)``), or its rows as
-``json``/``csv``, or the table in ``markdown``/``latex``. Nothing here prints."""
+"""A comparison as text: the side-by-side table (``mean ± half-width of the 95 % confidence
+interval``, and under each later column its difference from the first with its interval and
+p-value), or its rows as ``json``/``csv``, or the table in ``markdown``/``latex``; and the
+energy-to-target results of :func:`~energymeter.analysis.target.target_results` in the same
+formats. Nothing here prints."""
 
 from __future__ import annotations
 
@@ -8,73 +11,266 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..report.render import check_format
-from ..report.tables import decimals_for, format_number, render, render_csv
-from .compare import comparison_warnings, metric_list
+from ..report.tables import decimals_for, format_number, latex_escape, render, render_csv
+from .compare import comparison_warnings, metric_list, p_text, percent, signed
+from .stats import ALPHA, CONFIDENCE
+
+#: The width the plain table keeps to where it can (columns of a terminal).
+WIDTH = 100
+
+# Columns of the CSV before the figures; `mixed` (nested) is in the JSON only.
+_LEAD = ("label", "name", "by", "key", "n", "warmup", "run_ids", "warmup_run_ids", "sources",
+         "statuses", "methods", "memory_basis", "duplicates_dropped", "nested_excluded",
+         "parents_replaced", "target", "target_reached", "target_notes")
+_JSON_ONLY = ("mixed",)
+# Figures kept out of the side-by-side table (in json and csv).
+_TABLE_HIDDEN = ("emissions_to_target_g",)
 
 
 def comparison_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The flat columns of :func:`compare` rows, in order (the CSV header)."""
-    columns = ["label", "name", "n", "run_ids", "statuses", "methods"]
+    present = {k for row in rows for k in row}
+    columns = [c for c in _LEAD if c in present]
     for row in rows:
         for key in row:
-            if key not in columns:
+            if key not in columns and key not in _JSON_ONLY and key != "warnings":
                 columns.append(key)
-    return columns
+    return columns + (["warnings"] if "warnings" in present else [])
 
 
-def _cell(row: Mapping[str, Any], key: str, divisor: float, first: bool) -> str:
-    mean = row.get(key)
+# -- cells -------------------------------------------------------------------------------------
+def value_cell(mean: float | None, low: float | None, high: float | None,
+               divisor: float = 1.0) -> str:
+    """``mean ± half-width`` of the interval (``mean`` alone without one), in the unit of
+    ``divisor``; ``-`` without a mean."""
     if mean is None:
         return "-"
     mean /= divisor
-    std = row.get(f"{key}_std")
     decimals = decimals_for(mean)
     text = format_number(mean, decimals)
-    if std is not None:
-        text += f" ± {format_number(std / divisor, decimals)}"
-    ratio = row.get(f"{key}_ratio")
-    if not first and ratio is not None:
-        text += f" (×{ratio:.2f})"
+    if low is not None and high is not None:
+        text += f" ± {(high - low) / 2 / divisor:.{decimals}f}"
     return text
 
 
-def comparison_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the side-by-side table: one column per group (``name (n=3)``), one
-    row per figure, ``mean ± std (×ratio to the first column)``."""
-    headers = ["", *[f"{r['label']} (n={r['n']})" if r["n"] > 1 else str(r["label"])
-                     for r in rows]]
+def difference_parts(row: Mapping[str, Any], key: str, first_n: int = 2
+                     ) -> tuple[str, str] | None:
+    """The difference of ``row``'s ``key`` from the first group's, in two parts: ``−39.3 %
+    [−41.2, −37.4]`` and ``p < 0.001`` (or ``p = 0.46, not significant``); None when there
+    is no difference to show. ``first_n``: the first group's number of values of ``key``."""
+    rel = row.get(f"{key}_rel_diff")
+    if rel is None:
+        return None
+    low, high = row.get(f"{key}_rel_diff_ci_low"), row.get(f"{key}_rel_diff_ci_high")
+    p = row.get(f"{key}_p_value")
+    diff = percent(rel)
+    if low is not None and high is not None:
+        diff += f" [{signed(100 * low)}, {signed(100 * high)}]"
+    if p is None:
+        few = min(row.get(f"{key}_n") or 0, first_n) < 2
+        return diff, "untested: n < 2" if few else "untested: no spread"
+    return diff, p_text(p) + ("" if p < ALPHA else ", not significant")
+
+
+def _header(row: Mapping[str, Any], grouped: bool) -> str:
+    if not grouped:
+        return str(row["label"])
+    extra = f", +{row['warmup']} warm-up" if row.get("warmup") else ""
+    return f"{row['label']} (n={row['n']}{extra})"
+
+
+def _metrics(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, float]]:
     keys = {k for r in rows for k in r}
+    kinds = [k for r in rows for k in r.get("methods", {})]
+    target = next((r["target"] for r in rows if r.get("target")), None)
+    bases = {r.get("memory_basis") for r in rows if r.get("memory_basis")}
+    metrics = metric_list(kinds, per_item="energy_per_item_j" in keys, target=target,
+                          memory_basis=bases.pop() if len(bases) == 1 else None)
+    return [m for m in metrics if m[0] in keys and any(r.get(m[0]) is not None for r in rows)
+            and not (m[0] == "peak_gpu_memory_bytes" and not any(r.get(m[0]) for r in rows))]
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]], *, lines: int = 1
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the side-by-side table: one column per group (``label (n=5)``),
+    one row per figure, ``mean ± half-width of the 95 % CI``. ``lines``: how the difference
+    of each later column from the first is shown: 1, in the same cell (``… (−39.3 % [−41.2,
+    −37.4], p < 0.001)``); 2, on one line under it; 3, on two lines (interval, then p)."""
+    grouped = any(r.get("by") != "run" for r in rows)
+    headers = ["", *[_header(r, grouped) for r in rows]]
     table: list[list[str]] = []
-    kinds = [k[len("energy_"):-len("_j")] for k in keys
-             if k.startswith("energy_") and k.endswith("_j") and k != "energy_total_j"]
-    for key, label, unit, divisor in metric_list(kinds):
-        if key not in keys or all(r.get(key) is None for r in rows):
+    for key, label, unit, divisor in _metrics(rows):
+        if key in _TABLE_HIDDEN:
             continue
-        if key == "peak_gpu_memory_bytes" and not any(r.get(key) for r in rows):
-            continue
-        table.append([f"{label} ({unit})",
-                      *[_cell(r, key, divisor, i == 0) for i, r in enumerate(rows)]])
-    table.append(["methods", *[", ".join(f"{k}: {m}" for k, m in r["methods"].items()) or "-"
-                               for r in rows]])
+        cells = [value_cell(r.get(key), r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high"),
+                            divisor) for r in rows]
+        first_n = rows[0].get(f"{key}_n") or 0
+        parts = [None, *[difference_parts(r, key, first_n) for r in rows[1:]]]
+        if lines == 1:
+            cells = [c if p is None or c == "-" else f"{c} ({p[0]}, {p[1]})"
+                     for c, p in zip(cells, parts, strict=True)]
+        table.append([f"{label} ({unit})", *cells])
+        if lines > 1 and any(p is not None for p in parts):
+            if lines == 2:
+                table.append(["", *["" if p is None else f"{p[0]}, {p[1]}" for p in parts]])
+            else:
+                table.append(["", *["" if p is None else p[0] for p in parts]])
+                table.append(["", *["" if p is None else p[1] for p in parts]])
+    if any("target" in r for r in rows):
+        table.append([f"reached {next(r['target'] for r in rows if 'target' in r)}",
+                      *[f"{r.get('target_reached', 0)} of {r['n']}" for r in rows]])
+    table.append(["methods", *[_methods_cell(r["methods"]) for r in rows]])
     table.append(["status", *[", ".join(f"{n} {s}" if r["n"] > 1 else s
-                                        for s, n in r["statuses"].items()) for r in rows]])
+                                        for s, n in r["statuses"].items()) or "-"
+                              for r in rows]])
     return headers, table
 
 
+def _methods_cell(methods: Mapping[str, str]) -> str:
+    """``counter: cpu, gpu; model: dram``: the kinds measured by each method."""
+    kinds: dict[str, list[str]] = {}
+    for kind, method in methods.items():
+        kinds.setdefault(method, []).append(kind)
+    return "; ".join(f"{m}: {', '.join(k)}" for m, k in kinds.items()) or "-"
+
+
+def comparison_footer(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the table's ± and brackets mean."""
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
+    lines = [f"± : half-width of the {level} confidence interval of the mean (Student's t, "
+             "n − 1 df)"]
+    if len(rows) > 1:
+        first = rows[0]["label"]
+        lines += [f"% [low, high]: difference from {first} (mean / mean of {first} − 1), "
+                  f"{level} CI by the delta",
+                  "  method on the log ratio; p: Welch's t-test, two-sided; not significant: "
+                  f"p ≥ {ALPHA:.2g}"]
+    return lines
+
+
+_LATEX_EXTRA = {"−": "$-$", "≥": r"$\geq$", "≤": r"$\leq$", "<": "$<$", ">": "$>$",
+                "…": r"\ldots{}"}
+
+
+def _latex_cell(text: str) -> str:
+    escaped = latex_escape(text)
+    for raw, tex in _LATEX_EXTRA.items():
+        escaped = escaped.replace(raw, tex)
+    return escaped
+
+
+def _latex(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [r"\begin{tabular}{" + "l" + "r" * (len(headers) - 1) + "}", r"\hline",
+             " & ".join(_latex_cell(h) for h in headers) + r" \\", r"\hline"]
+    lines += [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
+    return "\n".join([*lines, r"\hline", r"\end{tabular}"])
+
+
+def _plain_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    align = ["l"] * (len(rows) + 1)
+    for lines in (2, 3):  # the difference on one line under the value, or on two
+        headers, table = comparison_table(rows, lines=lines)
+        text = render("table", headers, table, align)
+        if max(len(line) for line in text.splitlines()) <= WIDTH:
+            break
+    return text
+
+
 def format_comparison(rows: Sequence[Mapping[str, Any]], fmt: str = "table") -> str:
-    """:func:`compare` rows as ``table`` (side by side, with warnings), ``json`` (the rows),
-    ``csv`` (one row per group), ``markdown`` or ``latex`` (the side-by-side table)."""
+    """:func:`compare` rows as ``table`` (side by side, with the footer and warnings),
+    ``json`` (the rows), ``csv`` (one row per group, every number), ``markdown`` (the table,
+    footer and warnings) or ``latex`` (the table)."""
     check_format(fmt)
     if fmt == "json":
         return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
-        return render_csv(comparison_columns(rows), rows)
-    headers, table = comparison_table(rows)
-    text = render(fmt, headers, table)
-    if fmt == "table":
-        if len(rows) > 1:
-            text += f"\n(×ratio: mean / mean of {rows[0]['label']}; ± sample standard deviation)"
-        warnings = comparison_warnings(rows)
+        flat = [{**r, "warnings": " | ".join(r.get("warnings", ()))} for r in rows]
+        return render_csv(comparison_columns(rows), flat)
+    if fmt == "latex":
+        return _latex(*comparison_table(rows)) + "\n"
+    warnings = comparison_warnings(rows)
+    if fmt == "markdown":
+        headers, table = comparison_table(rows)
+        text = render("markdown", headers, table)
+        text += "\n\n" + "  \n".join(comparison_footer(rows))
         if warnings:
-            text += "\n" + "\n".join(f"warning: {w}" for w in warnings)
+            text += "\n\n" + "\n".join(f"- warning: {w}" for w in warnings)
+        return text + "\n"
+    text = _plain_table(rows)
+    text += "\n" + "\n".join(comparison_footer(rows))
+    if warnings:
+        text += "\n" + "\n".join(f"warning: {w}" for w in warnings)
     return text + "\n"
+
+
+# -- energy to target --------------------------------------------------------------------------
+TARGET_RUN_COLUMNS = ("label", "run_id", "name", "group", "status", "warmup", "reached",
+                      "energy_j", "duration_s", "emissions_g", "source", "note")
+
+
+def _summary_cell(summary: Mapping[str, Any]) -> str:
+    return value_cell(summary.get("mean"), summary.get("ci_low"), summary.get("ci_high"))
+
+
+def target_tables(result: Mapping[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    """The tables of :func:`~energymeter.analysis.target.target_results`: one row per run
+    (energy, time and emissions until the target, or why not), and with groups one row per
+    group (``k of n`` reached, mean ± half-width of the 95 % CI over the runs that did)."""
+    grouped = result.get("groups") is not None
+    headers = ["run", *(["group"] if grouped else []), "energy (J)", "time (s)",
+               "emissions (gCO2e)", "note"]
+    runs = []
+    for run in result["runs"]:
+        note = run["note"] or ""
+        if run["warmup"]:
+            note = "warm-up, not in the group figures" + (f"; {note}" if note else "")
+        if run["reached"]:
+            cells = [format_number(run["energy_j"]), format_number(run["duration_s"]),
+                     format_number(run["emissions_g"])]
+        else:
+            cells = ["not reached" if run["note"] != "metric not logged" else "-", "-", "-"]
+        runs.append([run["label"], *([run["group"]] if grouped else []), *cells, note or "-"])
+    tables = [(headers, runs)]
+    if grouped:
+        rows = []
+        for g in result["groups"]:
+            warmup = f", +{g['warmup']} warm-up" if g["warmup"] else ""
+            rows.append([f"{g['label']} (n={g['n']}{warmup})", f"{g['reached']} of {g['n']}",
+                         _summary_cell(g["energy_to_target_j"]),
+                         _summary_cell(g["time_to_target_s"]),
+                         _summary_cell(g["emissions_to_target_g"])])
+        tables.append((["group", "reached", "energy (J)", "time (s)", "emissions (gCO2e)"],
+                       rows))
+    return tables
+
+
+def format_targets(result: Mapping[str, Any], fmt: str = "table") -> str:
+    """:func:`~energymeter.analysis.target.target_results` as ``table``, ``markdown`` or
+    ``latex`` (:func:`target_tables`), ``json`` (the whole result) or ``csv`` (one row per
+    run, :data:`TARGET_RUN_COLUMNS`)."""
+    check_format(fmt)
+    if fmt == "json":
+        return json.dumps(result, indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return render_csv(TARGET_RUN_COLUMNS, result["runs"])
+    title = f"energy to {result['target']['text']}"
+    parts = []
+    for headers, rows in target_tables(result):
+        if fmt == "latex":
+            parts.append(_latex(headers, rows))
+        else:  # text columns left, figures right
+            align = ["l" if h in ("run", "group", "note", "reached") else "r" for h in headers]
+            parts.append(render(fmt, headers, rows, align))
+    if fmt == "latex":
+        return "\n\n".join(parts) + "\n"
+    footer = ""
+    if result.get("groups") is not None:
+        footer = ("\n\n" if fmt == "markdown" else "\n") + (
+            "± : half-width of the 95 % confidence interval of the mean over the runs that "
+            "reached the\ntarget (Student's t; warm-up runs left out)")
+    notes = "".join(f"\n{'- ' if fmt == 'markdown' else ''}note: {n}"
+                    for n in result.get("notes", ()))
+    if notes and fmt == "markdown":
+        notes = "\n" + notes
+    head = f"**{title}**" if fmt == "markdown" else title
+    return head + "\n\n" + "\n\n".join(parts) + footer + notes + "\n"
