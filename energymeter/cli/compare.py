@@ -1,33 +1,94 @@
-"""``energymeter compare RUN...``: groups side by side (:mod:`energymeter.analysis`)."""
+"""``energymeter compare RUN...``: groups side by side, with their statistics
+(:mod:`energymeter.analysis`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .common import CONTEXT, FORMAT, echo, load_runs, options
+from .common import CONTEXT, FORMAT, echo, fail, options
+
+BY = click.option(
+    "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|tag:KEY",
+    help="Group runs by: the RUN argument they came from (dir; what auto does when several "
+         "RUN arguments are given), their name (auto with one RUN), their command, their "
+         "repeat group, or the value of tag KEY (runs without it: KEY=(none)).")
+NESTED = click.option(
+    "--nested", is_flag=True, default=False,
+    help="Compare runs measured inside other runs (measure() under energymeter run) instead "
+         "of the runs they are part of (left out by default).")
+TARGET = click.option(
+    "--target", default=None, metavar="METRIC=VALUE",
+    help="Also the energy and time until a logged metric first reached VALUE: METRIC=VALUE "
+         "or METRIC>=VALUE (at or above, e.g. val_acc=0.9), METRIC<=VALUE (e.g. loss<=0.1).")
+
+
+def find_runs(runs: tuple[str, ...]) -> list[Any]:
+    """The ``(source, report)`` pairs of ``runs`` (:func:`energymeter.analysis.find_runs`),
+    or exit 2 naming the run that could not be read."""
+    from ..analysis import find_runs as find
+    from ..errors import ReportError
+
+    try:
+        return find(runs)
+    except ReportError as exc:
+        fail(str(exc))
+
+
+def check_options(by: str | None, target: str | None) -> None:
+    """Exit 2 (before any run is read) for a --by or --target that is not understood."""
+    from ..analysis import check_by
+    from ..errors import ReportError
+    from ..report.target import parse_target
+
+    try:
+        if by is not None:
+            check_by(by)
+        if target is not None:
+            parse_target(target)
+    except ReportError as exc:
+        fail(str(exc))
 
 
 @click.command(context_settings=CONTEXT,
-               short_help="Compare runs side by side (mean ± std, ratios).")
+               short_help="Compare groups of runs (mean ± 95 % CI, differences, p-values).")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(FORMAT)
+@options(FORMAT, BY, TARGET, NESTED)
 @click.option("--group/--no-group", default=True, show_default=True,
-              help="Group runs that share a name (mean ± std, n).")
-def compare(runs: tuple[str, ...], fmt: str, group: bool) -> None:
-    """Compare runs side by side, with ratios to the first run (or group).
+              help="Group runs (see --by); --no-group: one column per run.")
+def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested: bool,
+            group: bool) -> None:
+    """Compare groups of runs side by side, each against the first.
 
-    Shows energy (total and per kind), duration, mean power, emissions, peak RSS and peak GPU
-    memory. Runs sharing a name are grouped and shown as mean ± standard deviation with n;
-    ratios are each mean over the first column's. RUN is as for `energymeter report`.
+    Shows energy (total, per kind, per item where counted), duration, mean power, emissions,
+    peak memory and peak GPU memory. Each cell is the mean ± the half-width of its 95 %
+    confidence interval (Student's t); under each later column, its difference from the
+    first column: mean / first mean − 1 in %, its 95 % confidence interval, and Welch's
+    t-test p-value ("not significant" when p ≥ 0.05). RUN is as for `energymeter report`.
+
+    Runs are grouped by the RUN argument they came from when several are given (a folder
+    stands for its runs), else by name; --by chooses. A run reached twice counts once;
+    warm-up runs are counted, not compared; runs nested in another run are left out
+    (--nested compares them instead). Warnings under the table: too few runs, noisy energy
+    (CV > 10 %), runs of a group that differ in region, PUE, carbon basis or hardware,
+    unlike measurement methods, unfinished runs.
 
     \b
     Examples:
-      energymeter compare runs/*-fp32-* runs/*-bf16-*
-      energymeter compare --format markdown energymeter-runs/
+      energymeter compare runs/dense/ runs/sparse/
+      energymeter compare --by tag:method --format markdown energymeter-runs/
+      energymeter compare --target val_acc=0.9 runs/dense/ runs/sparse/
       energymeter compare --no-group --format csv run1 run2 run3
     """
     from ..analysis import compare as compare_runs
     from ..analysis import format_comparison
+    from ..errors import ReportError
 
-    rows = compare_runs(load_runs(runs), group=group)
+    check_options(by, target)
+    found = find_runs(runs)
+    try:
+        rows = compare_runs(found, by=by, group=group, nested=nested, target=target)
+    except ReportError as exc:
+        fail(str(exc))
     echo(format_comparison(rows, fmt), nl=False, json=fmt == "json")

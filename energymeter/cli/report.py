@@ -1,6 +1,7 @@
 """``energymeter report RUN...``: show runs (rendered by :mod:`energymeter.report.render`);
 ``--save`` writes the ``report.json`` of rebuilt runs (:func:`energymeter.report.rebuild.
-save_rebuilt`)."""
+save_rebuilt`); ``--target`` shows the energy to a logged target
+(:func:`energymeter.analysis.target_results`), per group with ``--by``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, FORMAT, echo, err, load_runs, options
+from .common import CONTEXT, FORMAT, echo, err, fail, options
+from .compare import NESTED, TARGET, check_options, find_runs
 
 SAVE = click.option(
     "--save", is_flag=True, default=False,
@@ -41,10 +43,28 @@ def save_rebuilt_runs(reports: list[Any]) -> bool:
     return ok
 
 
+BY = click.option(
+    "--by", default=None, metavar="auto|name|dir|command|group|tag:KEY",
+    help="Group runs as `energymeter compare --by` does: with --target, each group's mean "
+         "± 95 % CI over the runs that reached it; without, the runs group by group, each "
+         "under a heading (table and markdown).")
+
+
+def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[Any]]]:
+    """The runs of ``found`` group by group (as compare groups them), warm-up runs last."""
+    from ..analysis import group_runs
+
+    grouping = group_runs(found, by=by, nested=nested)
+    return [(f"{g.label} ({len(g.runs)} run{'' if len(g.runs) == 1 else 's'}"
+             + (f", +{len(g.warmup_runs)} warm-up" if g.warmup_runs else "") + ")",
+             [*g.runs, *g.warmup_runs]) for g in grouping.groups]
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(FORMAT, SAVE)
-def report(runs: tuple[str, ...], fmt: str, save: bool) -> None:
+@options(FORMAT, SAVE, TARGET, BY, NESTED)
+def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: str | None,
+           nested: bool) -> None:
     """Show the report of one or more runs.
 
     RUN is a run directory, its report.json, or a folder of runs (every run in it). A run
@@ -57,17 +77,44 @@ def report(runs: tuple[str, ...], fmt: str, save: bool) -> None:
     its row in the runs.csv of the folder holding it; an existing report.json is never
     overwritten and a running run is never saved. What was saved is said on stderr.
 
+    With --target METRIC=VALUE, shows instead for each run the energy (J), time (s) and
+    emissions until the metric logged with log() first reached VALUE (interpolated between
+    logs), or "not reached"; with --by, also per group "k of n reached" and the mean ± 95 %
+    CI over the runs that reached it (warm-up runs left out). A run that logged nothing of
+    the metric but holds a nested run that did (measure() inside energymeter run) uses the
+    nested run's logs. A run reached twice counts once; nested runs are left out (--nested
+    shows them instead of their parents).
+
     \b
     Examples:
       energymeter report energymeter-runs/20261121T100000Z-train-1a2b3c4d
       energymeter report --format csv energymeter-runs/ > runs.csv
       energymeter report --format markdown run1 run2 >> RESULTS.md
       energymeter report --save energymeter-runs/    # keep the rebuilt reports of killed runs
+      energymeter report --target val_acc=0.9 --by dir runs/dense/ runs/sparse/
     """
+    from ..analysis import format_targets, target_results
+    from ..errors import ReportError
     from ..report.render import format_reports
 
-    reports = load_runs(runs)
+    check_options(by, target)
+    found = find_runs(runs)
+    reports = [r for _, r in found]
     saved = save_rebuilt_runs(reports) if save else True
-    echo(format_reports(reports, fmt), nl=False, json=fmt == "json")
+    try:
+        if target is not None:
+            text = format_targets(target_results(found, target, by=by, nested=nested), fmt)
+        elif by is not None and fmt in ("table", "markdown"):
+            mark = "==" if fmt == "table" else "##"
+            text = "\n".join(f"{mark} {heading}\n\n{format_reports(group, fmt)}"
+                             for heading, group in _grouped(found, by, nested))
+        elif by is not None:
+            text = format_reports([r for _, group in _grouped(found, by, nested)
+                                   for r in group], fmt)
+        else:
+            text = format_reports(reports, fmt)
+    except ReportError as exc:
+        fail(str(exc))
+    echo(text, nl=False, json=fmt == "json")
     if not saved:
         sys.exit(1)
