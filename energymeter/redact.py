@@ -64,7 +64,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     # API_KEY=xyz, ?api_key=xyz&
     (rf"(?<![\w.-])(?=[a-z_])[\w.]*{_SECRET}[\w.]*=(?!=)", r"""(?:'[^']*'|"[^"]*"|[^\s'"&;]+)"""),
     # https://user:password@host
-    (r"""[a-z][a-z0-9+.-]*://[^\s/@:'"]*:""", r"""[^\s/@'"]+(?=@)"""),
+    (r"""(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/@:'"]*:""", r"""[^\s/@'"]+(?=@)"""),
 )
 _TEXT = tuple(re.compile(f"({before})({secret})", re.IGNORECASE) for before, secret in _RULES)
 _WHOLE = tuple(re.compile(f"({before})(.+)", re.IGNORECASE | re.DOTALL)

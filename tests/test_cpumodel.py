@@ -259,7 +259,7 @@ def test_a_vm_is_charged_its_share_of_the_package_not_the_whole_package() -> Non
     probe = _vm_probe("AMD EPYC 7763 64-Core Processor")
     assert probe.tdp_w == pytest.approx(280.0 * 2 / 128)  # not 280 W for 2 vCPUs
     (warning,) = probe.drain_warnings()
-    assert "2 of the package's 128 hardware threads" in warning
+    assert "2 of 128 hardware threads per package" in warning
 
 
 def test_a_vm_whose_package_size_is_unknown_uses_the_per_cpu_default() -> None:
@@ -271,6 +271,15 @@ def test_a_vm_whose_package_size_is_unknown_uses_the_per_cpu_default() -> None:
     unknown = _vm_probe("Intel(R) Xeon(R) Processor")
     shared = _vm_probe("AMD EPYC 7763 64-Core Processor")
     assert 0.3 < shared.tdp_w / unknown.tdp_w < 3
+
+
+def test_a_vm_spanning_two_packages_is_charged_both() -> None:
+    model = "AMD EPYC 7763 64-Core Processor"
+    text = "\n\n".join(f"processor\t: {i}\nmodel name\t: {model}\nphysical id\t: {i // 128}\n"
+                       "flags\t\t: hypervisor\n" for i in range(256)) + "\n"
+    (probe,) = discover(DiscoveryContext(), why="no RAPL", cpuinfo_text=text, logical_cpus=256,
+                        table=TABLE, cpu_times=lambda: times(1.0, 1.0))
+    assert probe.tdp_w == pytest.approx(560.0)  # as bare metal with two sockets
 
 
 def test_cpu_tdp_w_overrides_the_model() -> None:

@@ -605,3 +605,38 @@ def test_power_poller_runs_only_while_a_run_uses_the_probe(tmp_path: Path) -> No
         polls = fake.calls["nvmlDeviceGetPowerUsage"]
         time.sleep(0.3)
         assert fake.calls["nvmlDeviceGetPowerUsage"] == polls  # 50 Hz between runs, no more
+
+
+def test_a_wedged_driver_never_hangs_the_program_and_the_gpu_comes_back(tmp_path: Path) -> None:
+    """An NVML call that blocks (a wedged driver) must not hang phase() or stop(); once it
+    returns the GPU is measured again, its counter covering the gap."""
+    import threading
+
+    from energymeter import measure
+
+    fake = FakeNVML([FakeGPU(arch="hopper", power_w=100.0)])
+    release = threading.Event()
+    kwargs = dict(pynvml=fake, env={}, out=tmp_path, powercap_root=tmp_path / "absent",
+                  region="SE")
+    m = measure("wedged", **kwargs)
+    with m:
+        time.sleep(0.3)
+        fake.hang(0, "nvmlDeviceGetTotalEnergyConsumption", release)
+        begun = time.monotonic()
+        with m.phase("during"):
+            time.sleep(0.1)
+        phase_s = time.monotonic() - begun
+        stop_begun = time.monotonic()
+    stop_s = time.monotonic() - stop_begun
+    assert phase_s < 3.5 and stop_s < 4.0  # bounded waits (1 s per stuck call), no hang
+    assert m.report.status == "completed"
+    assert any("did not return" in w for w in m.report.warnings)
+    release.set()  # the driver answers again
+    time.sleep(0.3)
+    with measure("after", **kwargs) as m2:
+        time.sleep(0.4)
+    gpu = next(c for c in m2.report.channels if c.channel.kind == "gpu")
+    assert gpu.energy_j == pytest.approx(100.0 * m2.report.duration_s, abs=15.0)
+    time.sleep(0.3)
+    names = [t.name for t in threading.enumerate()]
+    assert "energymeter-nvml-poll" not in names and names.count("energymeter-probe-call") <= 1

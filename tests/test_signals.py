@@ -94,9 +94,8 @@ def test_a_scheduler_that_signals_every_process_is_not_forwarded(tmp_path: Path)
     proc = subprocess.Popen(_run_cmd(PY, "-c", COUNTER), env=_env(tmp_path),
                             stdout=subprocess.PIPE, start_new_session=True)
     _wait_ready(proc)
-    import psutil
 
-    (child,) = psutil.Process(proc.pid).children()
+    (child,) = _command(proc.pid)
     subprocess.run([str(fake_stepd), "-c",
                     f"import os, signal\nfor pid in ({proc.pid}, {child.pid}):\n"
                     "    os.kill(pid, signal.SIGTERM)"], check=True)
@@ -177,10 +176,10 @@ def test_forwarder_rules() -> None:
     from energymeter.session.signals import SI_KERNEL, SI_USER, Forwarder, Received
 
     now = [100.0]
-    same_group = Forwarder(os.getpid(), isolated=False, clock=lambda: now[0])
+    same_group = Forwarder(os.getpid(), group=None, clock=lambda: now[0])
     assert not same_group.should_forward(Received(signal.SIGINT, SI_KERNEL, 0))  # terminal
     assert same_group.should_forward(Received(signal.SIGTERM, SI_USER, 4242))
-    own_group = Forwarder(os.getpid(), isolated=True, clock=lambda: now[0])
+    own_group = Forwarder(os.getpid(), group=os.getpgrp(), clock=lambda: now[0])
     assert own_group.should_forward(Received(signal.SIGINT, SI_KERNEL, 0))
     own_group._last[(signal.SIGTERM, 4242)] = now[0]  # just forwarded
     assert not own_group.should_forward(Received(signal.SIGTERM, SI_USER, 4242))
@@ -193,13 +192,88 @@ def test_forwarder_rules() -> None:
 def test_the_command_dies_with_energymeter_when_it_has_its_own_group(tmp_path: Path) -> None:
     """A SIGKILL of energymeter's group (`timeout -k`, `kill -9 -- -PGID`) cannot be passed
     on; the command, in its own group, must not outlive it."""
-    import psutil
 
     proc = subprocess.Popen(_run_cmd(PY, "-c", COUNTER), env=_env(tmp_path),
                             stdout=subprocess.PIPE, start_new_session=True)
     _wait_ready(proc)
-    (child,) = psutil.Process(proc.pid).children()
+    (child,) = _command(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    child.wait(timeout=10)  # psutil.TimeoutExpired if it survived
-    assert not child.is_running()
+    assert _ends(child)
+
+
+def test_the_commands_whole_group_dies_with_energymeter(tmp_path: Path) -> None:
+    """Workers the command started (torchrun's, a shell's background jobs) die too."""
+    import psutil
+
+    script = ("sleep 300 & echo $! > " + str(tmp_path / "worker.pid")
+              + "; echo ready; wait")
+    proc = subprocess.Popen(_run_cmd("sh", "-c", script), env=_env(tmp_path),
+                            stdout=subprocess.PIPE, start_new_session=True)
+    _wait_ready(proc)
+    worker = psutil.Process(int((tmp_path / "worker.pid").read_text()))
+    os.killpg(proc.pid, signal.SIGKILL)  # `timeout -k`, `kill -9 -- -PGID`
+    proc.wait(timeout=10)
+    assert _ends(worker), "the command's worker outlived energymeter"
+
+
+def test_the_watchdog_is_not_measured_and_does_not_outlive_the_run(tmp_path: Path) -> None:
+    import psutil
+
+    proc = subprocess.Popen(_run_cmd(PY, "-c", "print('ready', flush=True); "
+                                     "import time; time.sleep(1.5)"),
+                            env=_env(tmp_path), stdout=subprocess.PIPE,
+                            start_new_session=True)
+    _wait_ready(proc)
+    helpers = [c for c in psutil.Process(proc.pid).children() if c.name() == "sh"]
+    assert len(helpers) == 1  # the watchdog
+    proc.wait(timeout=30)
+    assert not helpers[0].is_running()
+    report = _report(tmp_path)
+    assert report["status"] == "completed"
+    assert report["resources"]["peak_rss_bytes"] < 60 * 2**20  # a python, not python + sh
+
+
+def _ends(proc, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the ``psutil.Process`` ``proc`` ends within ``timeout_s`` (a zombie has ended:
+    an orphan waits for a reaper that a container's init may never be)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _command(pid: int) -> list:  # type: ignore[type-arg]
+    """The command energymeter (``pid``) runs: its children but the ``sh`` watchdog."""
+    import psutil
+
+    return [c for c in psutil.Process(pid).children() if c.name() != "sh"]
+
+
+def test_off_the_main_thread_the_command_shares_our_group(tmp_path: Path) -> None:
+    """No signal can be forwarded from another thread: the command must then stay in our
+    process group, where group signals reach it directly."""
+    import threading
+
+    from energymeter.session.command import run_command
+
+    out: dict = {}
+    pgid_file = tmp_path / "pgid"
+
+    def host() -> None:
+        out["result"] = run_command(
+            [PY, "-c", f"import os; open({str(pgid_file)!r}, 'w').write(str(os.getpgrp()))"],
+            out=tmp_path, region="SE", powercap_root=tmp_path / "absent")
+
+    thread = threading.Thread(target=host)
+    thread.start()
+    thread.join(30)
+    assert out["result"].exit_code == 0
+    assert int(pgid_file.read_text()) == os.getpgrp()

@@ -160,22 +160,45 @@ class Probe(ABC):
         self.channels: tuple[Channel, ...] = channels
         # Every key gauges() may return, known up front so samples.csv has a fixed header.
         self.gauge_names: tuple[str, ...] = gauge_names
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # energy state (wrap tracking depends on ordered reads)
+        self._gauge_lock = threading.Lock()  # gauges apart: a slow gauge never holds up energy
+        self._warn_lock = threading.Lock()  # warnings apart: taken whatever a call is doing
         self._warnings: list[str] = []
         self._runs = 0
         self._runs_lock = threading.Lock()  # serialises begin_run/end_run and their hooks
-        #: Set by a sampler when a call of this probe did not return in time: the probe is
-        #: not used again in this process and never closed (its lock may be held forever).
-        self.hung = False
+        # Calls that did not return in time, by kind ("read", "gauges", "begin_run"...): the
+        # event is set when the call finally returns (it may never).
+        self._stuck: dict[str, threading.Event] = {}
+
+    # -- calls that did not return -------------------------------------------------------
+    def mark_stuck(self, kind: str, returned: threading.Event) -> None:
+        """A sampler gave up waiting for a call of ``kind``; ``returned`` is set when it ends."""
+        self._stuck[kind] = returned
+
+    def stuck(self, kind: str) -> bool:
+        """Whether a call of ``kind`` is still outstanding after its time ran out."""
+        returned = self._stuck.get(kind)
+        if returned is None:
+            return False
+        if returned.is_set():
+            self._stuck.pop(kind, None)
+            return False
+        return True
+
+    @property
+    def hung(self) -> bool:
+        """Whether an energy read or a run hook has not returned: the probe is left out (its
+        locks may be held) until it does, and never closed meanwhile."""
+        return any(self.stuck(kind) for kind in ("read", "begin_run", "end_run"))
 
     # -- runs ----------------------------------------------------------------------------
     def begin_run(self) -> None:
         """A run starts using this probe. Runs may nest or overlap (a cached probe serves every
         run of its process): the first calls :meth:`_first_run_began`."""
         with self._runs_lock:
+            if self._runs == 0:
+                self._first_run_began()  # counted only once it succeeded
             self._runs += 1
-            if self._runs == 1:
-                self._first_run_began()
 
     def end_run(self) -> None:
         """A run stopped using this probe; the last calls :meth:`_last_run_ended`."""
@@ -201,20 +224,29 @@ class Probe(ABC):
             return self._read()
 
     def gauges(self) -> dict[str, float]:
-        """Instantaneous extras keyed by names from ``gauge_names`` (units in the names)."""
-        with self._lock:
+        """Instantaneous extras keyed by names from ``gauge_names`` (units in the names).
+
+        Under a lock of their own: a gauge that is slow (or never returns) does not hold up
+        energy reads. Subclasses' ``_gauges`` must only read shared state, or take ``_lock``."""
+        with self._gauge_lock:
             return self._gauges()
 
     def warn(self, message: str) -> None:
         """Record a warning for the run (e.g. a lost device); the meter collects it."""
-        with self._lock:
-            self._warn_locked(message)
+        self._warn_locked(message)
 
     def drain_warnings(self) -> list[str]:
-        """Warnings recorded since the last call."""
-        with self._lock:
+        """Warnings recorded since the last call (never waits for a call in progress)."""
+        with self._warn_lock:
             out, self._warnings = self._warnings, []
             return out
+
+    def exclude_process(self, pid: int) -> None:  # noqa: B027 - optional hook
+        """Leave process ``pid`` and its descendants out of what is measured per process (a
+        helper of energymeter's own, such as the watchdog of ``energymeter run``)."""
+
+    def include_process(self, pid: int) -> None:  # noqa: B027 - optional hook
+        """Undo :meth:`exclude_process`."""
 
     def check_interval(self, interval_s: float) -> list[str]:
         """Warnings about sampling at ``interval_s`` (e.g. too slow to see every counter wrap)."""
@@ -229,8 +261,10 @@ class Probe(ABC):
 
     # -- for subclasses ------------------------------------------------------------------
     def _warn_locked(self, message: str) -> None:
-        if message not in self._warnings:
-            self._warnings.append(message)
+        """Record a warning (callable with or without ``_lock`` held)."""
+        with self._warn_lock:
+            if message not in self._warnings:
+                self._warnings.append(message)
 
     @abstractmethod
     def _read(self) -> dict[str, float]: ...

@@ -397,11 +397,13 @@ def discover(
         if packages > 1:
             how += f" × {packages} packages = {tdp_w:g} W"
     elif package_threads:
-        share = min(1.0, logical_cpus / package_threads)
+        # The guest's share of one package's threads; a guest larger than a package spans
+        # several (never more than the sockets it sees).
+        share = min(float(packages), logical_cpus / package_threads)
         tdp_w = entry.tdp_w * share
         tdp_source = f"table:{entry.name} (VM share)"
         how = (f"TDP {tdp_w:.3g} W = table entry {entry.name!r} {entry.tdp_w:g} W × this VM's "
-               f"{logical_cpus} of the package's {package_threads} hardware threads")
+               f"{logical_cpus} of {package_threads} hardware threads per package")
     else:
         tdp_w, tdp_source = default_w, "default (VM)"
         how = (f"{default_how}: on this VM the table's {entry.tdp_w:g} W for {entry.name!r} is "

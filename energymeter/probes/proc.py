@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -91,9 +92,10 @@ def has_children_files(pid: int, proc_root: str = "/proc") -> bool:
     return os.path.exists(f"{proc_root}/{pid}/task/{pid}/children")
 
 
-def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | None = None
-                ) -> list[Any]:
-    """Every live descendant of the ``psutil.Process`` ``root``, as ``psutil.Process`` objects.
+def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | None = None,
+                exclude: Collection[int] = ()) -> list[Any]:
+    """Every live descendant of the ``psutil.Process`` ``root``, as ``psutil.Process`` objects,
+    but the processes in ``exclude`` and their own descendants.
 
     Where the kernel has ``/proc/<pid>/task/<tid>/children`` only the tree itself is read;
     psutil's ``children(recursive=True)`` reads ``/proc/<pid>/stat`` of every process on the
@@ -103,7 +105,17 @@ def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | N
     if children_files is None:
         children_files = has_children_files(root.pid, proc_root)
     if not children_files:
-        return list(root.children(recursive=True))
+        found = list(root.children(recursive=True))
+        if not exclude:
+            return found
+        left_out, grew = set(exclude), True
+        while grew:  # the excluded processes' subtrees, whatever order they were listed in
+            grew = False
+            for proc in found:
+                if proc.pid not in left_out and _ppid(proc) in left_out:
+                    left_out.add(proc.pid)
+                    grew = True
+        return [proc for proc in found if proc.pid not in left_out]
     found: list[Any] = []
     stack = [root.pid]
     while stack:
@@ -119,12 +131,23 @@ def descendants(root: Any, *, proc_root: str = "/proc", children_files: bool | N
             except (FileNotFoundError, ProcessLookupError):  # thread or process ended
                 continue
             for kid in kids:
+                if kid in exclude:
+                    continue
                 try:
                     found.append(psutil.Process(kid))
                 except psutil.NoSuchProcess:
                     continue
                 stack.append(kid)
     return found
+
+
+def _ppid(proc: Any) -> int | None:
+    import psutil
+
+    try:
+        return int(proc.ppid())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def process_tree_pids(pid: int = 0, *, include_root: bool = True) -> set[int]:

@@ -112,6 +112,7 @@ class ProcessTreeProbe(Probe):
         self.include_root = include_root
         self._next_pss_s = 0.0
         self._pss_readable = True
+        self._excluded: set[int] = set()
         self._proc = proc_root
         self._children_files = has_children_files(self.pid, proc_root)
         self._has_io = hasattr(psutil.Process, "io_counters")
@@ -163,7 +164,8 @@ class ProcessTreeProbe(Probe):
                 raise ps.NoSuchProcess(self.pid, msg="process ended or its pid was reused")
             rss_total, cpu_s, io, _ = self._stats(root)
             kids = descendants(root, proc_root=self._proc,
-                               children_files=self._children_files)
+                               children_files=self._children_files,
+                               exclude=frozenset(self._excluded))
         except (ps.NoSuchProcess, ps.AccessDenied) as exc:
             raise ProbeError(f"host probe: cannot read root process {self.pid}: {exc}") from exc
         seen: set[tuple[int, float]] = set()
@@ -260,6 +262,12 @@ class ProcessTreeProbe(Probe):
 
     def _gauges(self) -> dict[str, float]:
         return self._collect()
+
+    def exclude_process(self, pid: int) -> None:
+        self._excluded.add(pid)
+
+    def include_process(self, pid: int) -> None:
+        self._excluded.discard(pid)
 
     def peak_rss_bytes_from_rusage(self) -> RusagePeaks | None:
         """:func:`~energymeter.probes.proc.peak_rss_bytes_from_rusage` when the root is this

@@ -15,9 +15,10 @@ into user code:
   their last good value); gauges fail apart from energy and only ever lose the gauges;
 * a value that is not a finite, non-negative number of joules is that probe's error; a value
   below the channel's previous one counts nothing for that interval, with a warning;
-* a call of a probe that may block (:attr:`Probe.may_block`) is made on a helper thread and
-  waited for at most ``read_timeout_s``: a call that does not return marks the probe hung, it
-  is left out from then on, and the run goes on.
+* a call of a probe that may block (:attr:`Probe.may_block`) is made on a helper thread and,
+  once started, waited for at most ``read_timeout_s``: a call still running then is left to
+  finish on its own, and the probe's energy (or gauges, for a gauge call) is left out until it
+  has returned; its counters are read again after that, so counter probes lose nothing.
 """
 
 from __future__ import annotations
@@ -40,30 +41,36 @@ log = logging.getLogger("energymeter")
 MAX_CONSECUTIVE_FAILURES = 3
 #: A row reaches samples.csv at most this long after it was taken.
 FLUSH_EVERY_S = 1.0
-#: The longest a probe call may take before the probe is considered hung (seconds).
+#: The longest a probe call may run before it is given up (seconds from when it started).
 READ_TIMEOUT_S = 1.0
 
 
 class CallTimeout(Exception):
-    """A probe call did not return within the time allowed."""
+    """A probe call did not return within the time allowed; ``returned`` is set when it does."""
+
+    def __init__(self, message: str, returned: threading.Event) -> None:
+        super().__init__(message)
+        self.returned = returned
 
 
 class _Job:
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "error", "fn", "result", "started")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
+        self.started = threading.Event()
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
 
 
 class TimedCaller:
-    """Makes calls on a helper thread and waits for each at most ``timeout_s``.
+    """Makes calls on a helper thread and waits for each at most ``timeout_s`` once it has
+    started (a call that waits for the GIL behind the user's code is not timed).
 
     A call that does not return in time raises :class:`CallTimeout` in the caller; its thread
-    is abandoned (it may stay blocked forever: it is a daemon) and the next call starts a new
-    one. Calls are made one at a time by the sampler (under its read lock)."""
+    finishes it and then ends (it may stay blocked forever: it is a daemon), and the next call
+    starts a new one. Calls are made one at a time by the sampler (under its read lock)."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -72,16 +79,18 @@ class TimedCaller:
         self.thread_cpu_s = 0.0  # CPU time of helper threads that ended
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             self._jobs = queue.SimpleQueue()
             self._thread = threading.Thread(target=self._serve, args=(self._jobs,),
                                             name="energymeter-probe-call", daemon=True)
             self._thread.start()
         job = _Job(fn)
         self._jobs.put(job)
+        job.started.wait()
         if not job.done.wait(self.timeout_s):
-            self._thread = None  # abandoned: a new thread serves the next call
-            raise CallTimeout(f"no answer within {self.timeout_s:g} s")
+            self._jobs.put(None)  # the thread ends once the call returns
+            self._thread = None  # a new thread serves the next call
+            raise CallTimeout(f"no answer within {self.timeout_s:g} s", job.done)
         if job.error is not None:
             raise job.error
         return job.result
@@ -91,6 +100,7 @@ class TimedCaller:
             job = jobs.get()
             if job is None:
                 break
+            job.started.set()
             try:
                 job.result = job.fn()
             # Handed to the caller, which treats it as the probe's error.
@@ -141,7 +151,9 @@ class Sampler:
         self._warnings: dict[str, None] = {}
         self._lock = threading.Lock()  # one read at a time, and the state it updates
         self._caller = TimedCaller(read_timeout_s)
-        self._stop = threading.Event()
+        self._stuck: dict[tuple[int, str], float] = {}  # (probe, kind) -> when it was given up
+        self._stopping = False
+        self._wake = threading.Event()  # stop, or a row that must be flushed in time
         self._thread: threading.Thread | None = None
         self._t0_ns: int | None = None
         self._next_gauges_s = 0.0
@@ -153,16 +165,33 @@ class Sampler:
         self.thread_cpu_s = 0.0
 
     # -- probe calls ---------------------------------------------------------------------
-    def _call(self, probe: Probe, fn: Callable[[], Any]) -> Any:
-        return self._caller.call(fn) if probe.may_block else fn()
+    def _call(self, probe: Probe, kind: str, fn: Callable[[], Any]) -> Any:
+        """``fn`` (a call of ``probe`` of ``kind``): inline for probes that do not block,
+        else on the helper thread, bounded; a call left running marks the probe stuck for
+        that kind until it returns."""
+        if not probe.may_block:
+            return fn()
+        try:
+            return self._caller.call(fn)
+        except CallTimeout as exc:
+            probe.mark_stuck(kind, exc.returned)
+            self._stuck[(id(probe), kind)] = time.monotonic()
+            what = "its gauges are" if kind == "gauges" else "its energy is"
+            self._warn(f"probe {probe.source}: a {kind} call did not return ({exc}); {what} "
+                       "left out until it does")
+            raise
 
-    def _hung(self, probe: Probe, what: str, exc: CallTimeout) -> None:
-        probe.hung = True
-        if probe in self._active:
-            self._active.remove(probe)
-        ids = ", ".join(c.id for c in probe.channels) or "gauges only"
-        self._warn(f"probe {probe.source}: {what} did not return ({exc}); the probe is left "
-                   f"out from now on and its channels ({ids}) stop at their last value")
+    def _available(self, probe: Probe, kind: str) -> bool:
+        """Whether ``probe`` can be called for ``kind`` now: no earlier call of it is still
+        stuck. A probe whose stuck call has returned is back (and says so once)."""
+        if probe.stuck(kind) or (kind != "gauges" and probe.hung):
+            return False
+        since = self._stuck.pop((id(probe), kind), None)
+        if since is not None:
+            self._warn(f"probe {probe.source}: the {kind} call answered after "
+                       f"{time.monotonic() - since:.1f} s more; it is read again (a counter's "
+                       "energy over the gap is counted)")
+        return True
 
     def _fail(self, probe: Probe, counts: dict[int, int], what: str,
               exc: BaseException) -> bool:
@@ -204,10 +233,11 @@ class Sampler:
     def _read_energy(self) -> dict[str, float]:
         raw: dict[str, float] = {}
         for probe in tuple(self._active):
+            if not self._available(probe, "read"):
+                continue
             try:
-                values = self._checked(probe, self._call(probe, probe.read))
-            except CallTimeout as exc:
-                self._hung(probe, "an energy read", exc)
+                values = self._checked(probe, self._call(probe, "read", probe.read))
+            except CallTimeout:
                 continue
             # The sampler is the boundary between hardware and the user's program: any
             # probe error is recorded on the run and never propagates.
@@ -227,12 +257,13 @@ class Sampler:
         values: dict[str, float] = {}
         for probe in tuple(self._active):
             key = id(probe)
-            if not probe.gauge_names or key in self._no_gauges:
+            if not probe.gauge_names or key in self._no_gauges \
+                    or not self._available(probe, "gauges"):
                 continue
             try:
-                values.update(self._call(probe, probe.gauges))
-            except CallTimeout as exc:
-                self._hung(probe, "a gauge read", exc)
+                values.update(self._call(probe, "gauges", probe.gauges))
+            except CallTimeout:
+                continue
             except Exception as exc:  # a gauge never costs energy: only the gauges are lost
                 if self._fail(probe, self._gauge_failures, "gauges", exc):
                     self._no_gauges.add(key)
@@ -273,6 +304,7 @@ class Sampler:
             self._writer.row(t_s, energy, values if gauges else None)
             if self._unflushed_since_s is None:
                 self._unflushed_since_s = t_s
+                self._wake.set()  # the thread must flush it within FLUSH_EVERY_S
         if self._on_energy is not None:
             self._on_energy(sum(energy.get(c, 0.0) for c in self._counted_ids))
         return t_s, energy
@@ -287,10 +319,12 @@ class Sampler:
         first gauges, t = 0 (its stamp; :attr:`started_wall_ns` is its wall-clock time)."""
         with self._lock:
             for probe in tuple(self._active):
+                if not self._available(probe, "begin_run"):
+                    continue
                 try:
-                    self._call(probe, probe.begin_run)
-                except CallTimeout as exc:
-                    self._hung(probe, "begin_run()", exc)
+                    self._call(probe, "begin_run", probe.begin_run)
+                except CallTimeout:
+                    continue
                 except Exception as exc:
                     self._fail(probe, self._energy_failures, "begin_run()", exc)
                 else:
@@ -317,14 +351,17 @@ class Sampler:
         interval = self.interval_s
         next_s = self._now_s() + interval
         while True:
-            wake_s = next_s
-            unflushed = self._unflushed_since_s
-            if unflushed is not None:
-                wake_s = min(wake_s, unflushed + FLUSH_EVERY_S)
-            if self._stop.wait(max(0.0, wake_s - self._now_s())):
-                break
-            now_s = self._now_s()
             with self._lock:
+                wake_s = next_s
+                if self._unflushed_since_s is not None:
+                    wake_s = min(wake_s, self._unflushed_since_s + FLUSH_EVERY_S)
+            self._wake.wait(max(0.0, wake_s - self._now_s()))
+            self._wake.clear()
+            if self._stopping:
+                break
+            writer = None
+            with self._lock:
+                now_s = self._now_s()
                 if now_s >= next_s:
                     gauges = now_s >= self._next_gauges_s
                     if gauges:
@@ -339,43 +376,48 @@ class Sampler:
                         next_s += missed * interval
                 if (self._unflushed_since_s is not None
                         and now_s - self._unflushed_since_s >= FLUSH_EVERY_S):
-                    self._flush_locked()
+                    self._unflushed_since_s = None
+                    writer = self._writer
+            if writer is not None:  # the disk write holds up no read
+                self._flush(writer)
         self.thread_cpu_s = time.thread_time()
 
-    def _flush_locked(self) -> None:
-        self._unflushed_since_s = None
-        if self._writer is None:
-            return
+    def _flush(self, writer: SamplesWriter, close: bool = False) -> None:
         try:
-            self._writer.flush()
+            if close:
+                writer.close()
+            else:
+                writer.flush()
         except OSError as exc:  # disk full etc.: keep measuring, say so
-            self._warn(f"samples.csv could not be written: {exc}")
-            self._writer.abandon()  # drop the rows, close the fd
-            self._writer = None
+            with self._lock:
+                self._warn(f"samples.csv could not be written: {exc}")
+                if self._writer is writer:
+                    self._writer = None
+            writer.abandon()  # drop the rows, close the fd
 
     def stop(self) -> tuple[float, dict[str, float]]:
         """Final boundary read (with gauges), stop the thread, flush and close ``samples.csv``,
         tell the probes the run ended. Returns the final read."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
             final = self._read_locked(gauges=True)
-            self._flush_locked()
-            if self._writer is not None:
-                try:
-                    self._writer.close()
-                except OSError as exc:
-                    self._warn(f"samples.csv could not be closed: {exc}")
-                self._writer = None
-            for probe in self._begun:
-                if probe.hung:
-                    continue
-                try:
-                    self._call(probe, probe.end_run)
-                except CallTimeout as exc:
-                    self._hung(probe, "end_run()", exc)
-                except Exception as exc:
+            writer, self._writer = self._writer, None
+            self._unflushed_since_s = None
+        if writer is not None:
+            self._flush(writer, close=True)
+        for probe in self._begun:
+            if probe.hung:  # its lock may be held: end its run once its call returns
+                _end_run_later(probe)
+                continue
+            try:
+                self._call(probe, "end_run", probe.end_run)
+            except CallTimeout:
+                continue
+            except Exception as exc:
+                with self._lock:
                     self._warn(f"probe {probe.source}: end_run() failed: "
                                f"{type(exc).__name__}: {exc}")
         self._caller.close()
@@ -384,7 +426,8 @@ class Sampler:
 
     def abandon(self) -> None:
         """In a forked child: never write the parent's files."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         if self._writer is not None:
             self._writer.abandon()
             self._writer = None
@@ -393,3 +436,17 @@ class Sampler:
     def warnings(self) -> list[str]:
         with self._lock:
             return list(self._warnings)
+
+
+def _end_run_later(probe: Probe, poll_s: float = 0.5) -> None:
+    """Tell ``probe`` the run ended once its stuck call has returned (a daemon thread that
+    waits for it; forever, if it never returns)."""
+    def wait_then_end() -> None:
+        while probe.hung:
+            time.sleep(poll_s)
+        try:
+            probe.end_run()
+        except Exception as exc:  # nobody is left to tell but the log
+            log.warning("probe %s: end_run() after a stuck call failed: %r", probe.source, exc)
+
+    threading.Thread(target=wait_then_end, name="energymeter-end-run", daemon=True).start()

@@ -19,12 +19,15 @@ non-interactive shell) stays ignored, and the child inherits that.
 Exactly once. Signals sent to a whole process group or to every process of a job would reach
 the child directly *and* through us. So:
 
-* When this process is not the foreground job of a terminal (batch jobs, CI, ``timeout``,
-  ``nohup``, a background ``&``), the child runs in a process group of its own
-  (:func:`isolate_child`): group kills aimed at ours (``kill -- -PGID``, GNU ``timeout``, which
-  signals its whole group) reach only us, and we forward every signal to the child's group. In
-  the foreground of a terminal the child stays in our group, where Ctrl-C, Ctrl-Z and the
-  terminal's other signals reach it directly (those are not forwarded).
+* When this process has no controlling terminal (batch jobs, SLURM, CI, cron, containers
+  without a tty), the child runs in a process group of its own (:func:`isolate_child`): group
+  kills aimed at ours (``kill -- -PGID``, GNU ``timeout``, which signals its whole group) reach
+  only us, and we forward every signal to the child's group. The group is led by a watchdog
+  (:func:`watchdog`) that kills it if we die first (a SIGKILL of our group cannot be passed
+  on). With a
+  controlling terminal the child stays in our group, as the shell made it: the terminal's
+  job control (Ctrl-C, Ctrl-Z, ``fg``) works as without energymeter, and the terminal's own
+  signals are not forwarded (they reached the child already).
 * A signal whose sender's command name is in :data:`SIGNALS_EVERY_PROCESS` (``slurmstepd``:
   ``scancel`` and preemption signal every process of the step) is not forwarded.
 * The same signal from the same sender within :data:`DUPLICATE_WINDOW_S` of a forward is not
@@ -38,8 +41,10 @@ has passed meanwhile. :meth:`SignalGate.wait` accepts only signals it waits for.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -54,6 +59,8 @@ FORWARDED_ONLY = (signal.SIGUSR1, signal.SIGUSR2)
 #: ``siginfo.si_code`` values (Linux ``<asm-generic/siginfo.h>``); the signal module lacks them.
 SI_USER = 0
 SI_KERNEL = 0x80
+
+log = logging.getLogger("energymeter")
 
 #: Senders (by command name) that signal every process of a job themselves.
 SIGNALS_EVERY_PROCESS = frozenset({"slurmstepd"})
@@ -150,46 +157,56 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def foreground_job() -> bool:
-    """Whether this process belongs to the foreground job of a terminal (one of fds 0-2)."""
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd):
-                return os.tcgetpgrp(fd) == os.getpgrp()
-        except OSError:
-            continue
-    return False
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def isolate_child() -> dict[str, Any]:
-    """``Popen`` keyword arguments that start the child in a process group of its own, killed
-    (SIGKILL) if this process dies first.
-
-    Out of our group, a SIGKILL aimed at it (``kill -9 -- -PGID``, ``timeout -k``) would no
-    longer reach the child; the parent-death signal keeps that outcome: both die. Where
-    ``prctl`` cannot be had (not Linux), only the process group is set."""
+def has_controlling_terminal() -> bool:
+    """Whether this process has a controlling terminal (an interactive session, a job of an
+    interactive shell, a command under ``timeout`` typed at a prompt)."""
     try:
-        import ctypes
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:  # ENXIO: none (batch jobs, CI, cron, daemons)
+        return False
+    os.close(fd)
+    return True
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        if sys.version_info >= (3, 11):
-            return {"process_group": 0}
-        return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    parent = os.getpid()
 
-    def in_child() -> None:  # between fork and exec: system calls only
-        os.setpgid(0, 0)
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # we died before the signal was armed
-            os._exit(137)
+_WATCHDOG = ("trap '' INT TERM HUP QUIT USR1 USR2; read line; "
+             "[ \"$line\" = done ] || kill -9 -$$")
 
-    return {"preexec_fn": in_child}
+
+def watchdog() -> subprocess.Popen[bytes] | None:
+    """A tiny ``sh`` leading a new process group for the command to join. It waits on a pipe
+    from this process: if this process dies (the pipe closes without a word), it SIGKILLs that
+    whole group, so that a SIGKILL of our group, which cannot be passed on, still ends the
+    command and its workers. It ignores the signals forwarded to the group. Started before the
+    command, it guards it from its first instruction; end it with :func:`end_watchdog`. None
+    where ``sh`` cannot be run."""
+    try:
+        return subprocess.Popen(["/bin/sh", "-c", _WATCHDOG], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                **join_group(None))
+    except OSError as exc:  # no /bin/sh: the command gets a group of its own, unguarded
+        log.debug("no watchdog for the command's group: %r", exc)
+        return None
+
+
+def join_group(pgid: int | None) -> dict[str, Any]:
+    """``Popen`` keyword arguments that start the child in process group ``pgid`` (a
+    :func:`watchdog`'s), or in a new group of its own when ``pgid`` is None."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": pgid or 0}
+    return {"preexec_fn": lambda: os.setpgid(0, pgid or 0)}  # pragma: no cover - Python 3.10
+
+
+def end_watchdog(process: subprocess.Popen[bytes] | None) -> None:
+    """Stand a :func:`watchdog` down (the command has ended: its group is left alone) and
+    reap it."""
+    if process is None:
+        return
+    try:
+        process.communicate(b"done\n", timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:  # gone, or stuck: make sure it ends
+        log.debug("watchdog did not stand down: %r", exc)
+        process.kill()
+        process.wait()
 
 
 def sender_name(pid: int | None) -> str | None:
@@ -206,13 +223,14 @@ def sender_name(pid: int | None) -> str | None:
 class Forwarder:
     """Passes signals on to a child exactly once (see the module docstring).
 
-    ``isolated``: the child runs in its own process group (:func:`isolate_child`), so nothing
-    aimed at ours reached it: every signal is forwarded, to the child's whole group."""
+    ``group``: the process group the child runs in when it is not ours (None when it shares
+    ours): nothing aimed at ours reached it, so every signal is forwarded, to that group."""
 
-    def __init__(self, pid: int, isolated: bool,
+    def __init__(self, pid: int, group: int | None,
                  clock: Any = time.monotonic) -> None:
         self.pid = pid
-        self.isolated = isolated
+        self.group = group
+        self.isolated = group is not None
         self._clock = clock
         self._last: dict[tuple[int, int | None], float] = {}
 
@@ -230,8 +248,8 @@ class Forwarder:
         if not self.should_forward(got):
             return False
         try:
-            if self.isolated:
-                os.killpg(self.pid, got.signum)
+            if self.group is not None:
+                os.killpg(self.group, got.signum)
             else:
                 os.kill(self.pid, got.signum)
         except ProcessLookupError:  # the child (or its whole group) is gone

@@ -299,6 +299,7 @@ class FakeNVML:
         self.shutdown_count = 0
         self._refcount = 0
         self._failures: dict[tuple[int, str], str] = {}
+        self._hangs: dict[tuple[int, str], threading.Event] = {}
         self._states = [_GpuState(g) for g in self.gpus]
         self.lock = threading.RLock()
 
@@ -333,6 +334,12 @@ class FakeNVML:
         with self.lock:
             self._failures.clear()
 
+    def hang(self, index: int, function: str, until: threading.Event) -> None:
+        """From now on, ``function`` on GPU ``index`` blocks (holding the library's lock, as a
+        wedged driver does: every other call waits too) until ``until`` is set."""
+        with self.lock:
+            self._hangs[(index, function)] = until
+
     # -- plumbing ---------------------------------------------------------------------------
     def _enter(self, function: str, handle: FakeHandle | None = None) -> FakeGPU | None:
         self.calls[function] += 1
@@ -343,6 +350,9 @@ class FakeNVML:
         gpu = self.gpus[handle.index]
         if gpu.lost_at_s is not None and self.elapsed_s() >= gpu.lost_at_s:
             raise NVMLError_GpuIsLost()
+        hang = self._hangs.get((handle.index, function))
+        if hang is not None:
+            hang.wait()
         failure = self._failures.get((handle.index, function))
         if failure is not None:
             raise ERRORS[failure]()
