@@ -22,6 +22,7 @@ from .errors import ConfigError, EnergyMeterError, ProbeError, ReportError, Usag
 if TYPE_CHECKING:
     from .report import Report
     from .session import Meter, measure
+    from .session.repeat import repeat
     from .settings import Settings
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "UsageError",
     "__version__",
     "measure",
+    "repeat",
 ]
 
 __getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
-                                       "Report": "report", "Settings": "settings"})
+                                       "repeat": "session.repeat", "Report": "report",
+                                       "Settings": "settings"})

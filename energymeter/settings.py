@@ -30,6 +30,9 @@ MIN_INTERVAL_S = 0.001
 NON_SETTING_ENV = (
     "ENERGYMETER_RUN_ID",
     "ENERGYMETER_RUN_DIR",
+    "ENERGYMETER_RUN_TAGS",
+    "ENERGYMETER_GROUP_ID",
+    "ENERGYMETER_WARMUP",
     "ENERGYMETER_ELECTRICITYMAPS_TOKEN",
     "ENERGYMETER_ELECTRICITYMAPS_URL",
     "ENERGYMETER_GB_CARBON_URL",
@@ -237,6 +240,11 @@ class Settings:
         _currency, "Currency of the price.", flag="--currency"))
     powercap_root: Path = field(default=Path("/sys/class/powercap"), metadata=_meta(
         _path, "RAPL sysfs root (containers, tests)."))
+    baseline_s: float = field(default=0.0, metadata=_meta(
+        _seconds(0.0, inclusive=True, example=" (0: no baseline), e.g. 30"),
+        "Seconds of idle measured before the run, to report gross, idle and net energy (0: "
+        "none; this host's baseline from the last hour is reused).", flag="--baseline",
+        metavar="SECONDS"))
     cpu_tdp_w: float | None = field(default=None, metadata=_meta(
         _cpu_tdp, "Full-load power (W) of the CPUs this machine sees, for the estimated CPU "
         "model where no energy counter is readable (e.g. a cloud provider's figure for this "

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
-from ..errors import EnergyMeterError
+from .errors import EnergyMeterError
 
 #: The confidence level of every interval shown, and the significance level (1 - it).
 CONFIDENCE = 0.95

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "energymeter"
 #: and from lower layers only. Folders sharing a layer must not import each other.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "_version", "_lazy", "data"}),
-    frozenset({"settings", "redact"}),
+    frozenset({"settings", "redact", "stats"}),
     frozenset({"probes"}),
     frozenset({"carbon", "store"}),
     frozenset({"sampling"}),

@@ -198,7 +198,7 @@ def test_compare_groups_by_name(env: Path) -> None:
     assert code == 0
     header = out.splitlines()[0]
     assert "base (n=2)" in header and "fast (n=3)" in header
-    assert "±" in out and "(×" in out
+    assert "±" in out and "half-width of the 95 % confidence interval" in out
     assert "energy total (J)" in out and "peak RSS (MiB)" in out
     code, out, _ = invoke("compare", "--format", "json", str(env))
     rows = json.loads(out)

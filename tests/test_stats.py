@@ -1,4 +1,4 @@
-"""energymeter.analysis.stats: hand-written Student's t, confidence intervals, Welch's test and
+"""energymeter.stats: hand-written Student's t, confidence intervals, Welch's test and
 the relative difference, checked against arithmetic written out here and against scipy."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energymeter.analysis import stats
-from energymeter.analysis.stats import (
+from energymeter import stats
+from energymeter.errors import EnergyMeterError
+from energymeter.stats import (
     StatsError,
     betainc,
     coefficient_of_variation,
@@ -26,7 +27,6 @@ from energymeter.analysis.stats import (
     t_sf,
     welch,
 )
-from energymeter.errors import EnergyMeterError
 
 T_975_2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)  # df = 2: t_p = (2p - 1) / sqrt(2p(1 - p))
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..probes.base import KINDS
+from ..stats import ALPHA, CONFIDENCE, relative_difference, summarize
 from .groups import Group, group_runs
-from .stats import ALPHA, CONFIDENCE, relative_difference, summarize
 from .target import TARGET_FIGURES, Target, as_target, run_energy_to, target_text
 
 if TYPE_CHECKING:
@@ -354,7 +354,13 @@ def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
             reached = row["target_reached"]
             if reached < n:
                 w.append(f"{label}: {reached} of {_plural(n, 'run')} reached {row['target']}")
-            w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]]
+            nested = [note for note in row["target_notes"] if note.startswith("from nested run")]
+            if nested:  # one line for them all (the JSON rows keep each note)
+                w.append(f"{label}: {row['target']}: for {_plural(len(nested), 'run')}, from the "
+                         "run nested in each (the script's own measure() logged the metric), "
+                         "plus what each spent before its nested run started")
+            w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]
+                  if note not in nested]
         w += everywhere
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..report.render import check_format
 from ..report.tables import decimals_for, format_number, latex_escape, render, render_csv
+from ..stats import ALPHA, CONFIDENCE
 from .compare import comparison_warnings, metric_list, p_text, percent, signed
-from .stats import ALPHA, CONFIDENCE
 
 #: The width the plain table keeps to where it can (columns of a terminal).
 WIDTH = 100

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
 from ..report.target import parse_target
+from ..stats import summarize
 from ..store import SAMPLES_NAME, iter_samples
 from .groups import group_runs
-from .stats import summarize
 
 if TYPE_CHECKING:
     from ..report import Report

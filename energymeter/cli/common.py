@@ -147,12 +147,14 @@ def check_json_path(path: str | None) -> None:
 
 
 def write_report_json(report: Any, path: str) -> bool:
-    """Write ``report``'s JSON to ``path`` (atomically; the user's path, so its folder may be
-    a link); say so and return False on failure."""
+    """Write ``report``'s JSON (or a list of reports' JSON) to ``path`` (atomically; the
+    user's path, so its folder may be a link); say so and return False on failure."""
     from ..store import write_json_atomic
 
+    data = ([r.to_dict() for r in report] if isinstance(report, (list, tuple))
+            else report.to_dict())
     try:
-        write_json_atomic(Path(path), report.to_dict(), follow_dir=True)
+        write_json_atomic(Path(path), data, follow_dir=True)
     except OSError as exc:
         err(f"error: cannot write the report JSON to {path}: {exc}")
         return False

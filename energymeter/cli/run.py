@@ -63,15 +63,30 @@ class LiveLine:
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True,
                                  "allow_interspersed_args": False})
 @click.option("--name", default=None, help="Run name [default: the program's name].")
-@options(setting_option("out"), setting_option("interval_s"), *CARBON_OPTIONS, JSON_OUT)
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="Tag the run (repeatable), e.g. --tag method=sparse --tag lr=3e-4; "
+                   "compare groups by them with --by tag:KEY.")
+@click.option("--repeat", "repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="N", help="Run the command N times, as one repeat group.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="K", help="Run it K more times first, recorded as warm-up runs and "
+                                "left out of comparisons.")
+@click.option("--cooldown", "cooldown_s", type=click.FloatRange(min=0, max=86400),
+              default=0.0, show_default=True, metavar="SECONDS",
+              help="Seconds to wait, unmeasured, between repeated runs.")
+@click.option("--items", type=click.FloatRange(min=0), default=None, metavar="N",
+              help="Items the command processes (samples, tokens): the report gives J per item.")
+@options(setting_option("out"), setting_option("interval_s"), setting_option("baseline_s"),
+         *CARBON_OPTIONS, JSON_OUT)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
                                                   "status); errors still go to stderr.")
 @click.option("--shell", is_flag=True,
               help="Run the command through `sh -c` (pipes, globs, &&), its words joined by "
                    "spaces.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet: bool,
-        shell: bool, **settings: Any) -> None:
+def run(command: tuple[str, ...], name: str | None, tags: tuple[str, ...], repeat: int,
+        warmup: int, cooldown_s: float, items: float | None, json_path: str | None,
+        quiet: bool, shell: bool, **settings: Any) -> None:
     """Run COMMAND and measure its energy, power, carbon and memory.
 
     The command's stdin, stdout and stderr are its own (nothing is piped); energymeter's
@@ -81,22 +96,44 @@ def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet
     SIGUSR1/SIGUSR2 too. The run directory goes to --out; the command sees its id and path
     in ENERGYMETER_RUN_ID and ENERGYMETER_RUN_DIR.
 
+    With --repeat N (and --warmup K) the command runs K + N times as one repeat group; the
+    repeats stop at the first run that does not complete, whose exit code is returned.
+
     \b
     Examples:
       energymeter run -- python train.py --epochs 3
       energymeter run --name bert-base --region SE --pue 1.2 -- python train.py
+      energymeter run --repeat 5 --warmup 1 --tag method=sparse -- python train.py
+      energymeter run --baseline 30 --items 60000 -- python infer.py
       energymeter run --json cost.json --quiet -- ./bench.sh
       energymeter run --shell -- 'make -j8 && ./test'
     """
-    from ..session.command import RunError, run_command
+    from ..session.command import RunError, repeat_command
+    from ..session.experiment import parse_tag
 
     setup_logging(quiet)
     check_json_path(json_path)  # before the command runs: nothing measured on a bad path
     live = None
     if not quiet and sys.stderr.isatty():
         live = LiveLine(sys.stderr)
+    reports = []
+
+    def done(index: int, result: Any) -> None:
+        if live is not None:
+            live.clear()
+        reports.append(result.report)
+        if not quiet:
+            try:
+                echo(result.report.summary(), err=True)
+            except OSError as exc:  # stderr is gone (closed pipe, hung-up terminal)
+                log.debug("cannot print the summary (the report is in %s): %r",
+                          result.report.path, exc)
+
     try:
-        result = run_command(list(command), shell=shell, name=name, on_status=live, **settings)
+        run_tags = dict(parse_tag(t) for t in tags)
+        results = repeat_command(list(command), repeat, warmup=warmup, cooldown_s=cooldown_s,
+                                 on_run=done, shell=shell, name=name, on_status=live,
+                                 tags=run_tags, items=items, **settings)
     except RunError as exc:
         if live is not None:
             live.clear()
@@ -104,15 +141,14 @@ def run(command: tuple[str, ...], name: str | None, json_path: str | None, quiet
         sys.exit(exc.exit_code)
     except EnergyMeterError as exc:
         fail(str(exc))
-    if live is not None:
-        live.clear()
-    report = result.report
-    if not quiet:
-        try:
-            echo(report.summary(), err=True)
-        except OSError as exc:  # stderr is gone (closed pipe, hung-up terminal)
-            log.debug("cannot print the summary (the report is in %s): %r", report.path, exc)
-    if json_path is not None and not write_report_json(report, json_path) and \
+    result = results[-1]
+    if (repeat > 1 or warmup) and not quiet:
+        measured = sum(1 for r in reports if not r.warmup)
+        err(f"{measured} of {repeat} run(s)" + (f" (+{warmup} warm-up)" if warmup else "")
+            + f" in group {result.report.group_id}; compare them with "
+              f"`energymeter compare {result.report.path.parent}`")
+    data = reports if (repeat > 1 or warmup) else result.report
+    if json_path is not None and not write_report_json(data, json_path) and \
             result.exit_code == 0:
         sys.exit(1)
     sys.exit(result.exit_code)

@@ -42,9 +42,11 @@ from .values import (
     STATUSES,
     Fields,
     Phase,
+    baseline_block,
     channel_energies,
     channel_from_fields,
     read_log,
+    read_tags,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +103,10 @@ class _Start:
     unavailable: tuple[dict[str, Any], ...]
     command: tuple[str, ...] | None
     parent_run_id: str | None
+    tags: dict[str, Any]
+    group_id: str | None
+    warmup: bool
+    baseline: dict[str, Any] | None
     pid: Any
     hostname: Any
 
@@ -117,6 +123,10 @@ class _Start:
             unavailable=tuple(u.plain() for u in f.objects("unavailable", [])),
             command=f.texts("command", None, optional=True),
             parent_run_id=f.text("parent_run_id", None, optional=True),
+            tags=read_tags(f.obj("tags", {})),
+            group_id=f.text("group_id", None, optional=True),
+            warmup=f.flag("warmup", False),
+            baseline=b.plain() if (b := f.optional_obj("baseline")) is not None else None,
             # Recorded since 0.1.0 to tell a live run from a killed one; older runs lack them.
             pid=f.data.get("pid"), hostname=f.data.get("hostname"))
 
@@ -203,6 +213,8 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
     ended: list[Phase] = []
     starts: list[tuple[str, float, str | None]] = []
     logs: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    items: float | None = None
     for number, event in iter_events(events_path, skipped=skipped):
         f = Fields(event, f"{events_path} line {number}")
         kind = event.get("event")
@@ -218,6 +230,10 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
                            f.text("parent", None, optional=True)))
         elif kind == "log":
             logs.append(read_log(f))
+        elif kind == "set":
+            values.update(f.obj("values").plain())
+        elif kind == "count":
+            items = f.number("items")
     if start is None:
         raise ReportError(f"{events_path} has no start event; cannot rebuild the run")
     channels = list(start.channels)
@@ -322,6 +338,10 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
         command=start.command or None,
         exit_code=stop[1] if stop else None,
         parent_run_id=start.parent_run_id,
+        tags=start.tags, values=values, items=items, group_id=start.group_id,
+        warmup=start.warmup,
+        baseline=(baseline_block(start.baseline, channels, energy, t_s)
+                  if start.baseline is not None else None),
         path=run_dir,
     )
 

@@ -309,3 +309,31 @@ def parse_timestamp(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ReportError(f"timestamp {_show(value)} has no time zone; reports use UTC")
     return parsed
+
+
+def baseline_block(baseline: Mapping[str, Any], channels: Sequence[Channel],
+                   energy_j: Mapping[str, float], duration_s: float) -> dict[str, Any]:
+    """The report's ``baseline``: per channel the gross energy, the idle energy over the same
+    duration (baseline power × duration, with its spread) and the net energy (gross − idle);
+    totals over the channels in the total."""
+    power, spread = baseline.get("power_w", {}), baseline.get("power_std_w", {})
+    per_channel: dict[str, dict[str, float]] = {}
+    totals = {"gross_j": 0.0, "idle_j": 0.0, "net_j": 0.0}
+    for c in channels:
+        if c.id not in power or c.id not in energy_j:
+            continue
+        idle = float(power[c.id]) * duration_s
+        entry = {"gross_j": energy_j[c.id], "idle_j": idle, "net_j": energy_j[c.id] - idle,
+                 "idle_std_j": float(spread.get(c.id, 0.0)) * duration_s}
+        per_channel[c.id] = entry
+        if c.in_total:
+            for key in totals:
+                totals[key] += entry[key]
+    return {
+        "source": baseline.get("source"), "measured_at": baseline.get("measured_at"),
+        "duration_s": baseline.get("duration_s"), "windows": baseline.get("windows"),
+        "power_w": dict(power), "power_std_w": dict(spread),
+        "channels": per_channel,
+        "gross_total_j": totals["gross_j"], "idle_total_j": totals["idle_j"],
+        "net_total_j": totals["net_j"],
+    }

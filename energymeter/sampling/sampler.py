@@ -330,7 +330,9 @@ class Sampler:
                 else:
                     self._begun.append(probe)
             self._t0_ns = None
-            self._next_gauges_s = self.gauge_interval_s
+            # The first tick reads gauges too: a command started just after begin (energymeter
+            # run) is seen at once, however short it is.
+            self._next_gauges_s = self.interval_s
             return self._read_locked(gauges=True)
 
     @property

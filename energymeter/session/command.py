@@ -24,23 +24,29 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EnergyMeterError
+from ..errors import ConfigError, EnergyMeterError
 from ..report import Report
+from ..settings import ENV_PREFIX, settings_dict
+from . import experiment
 from .meter import RUN_ID_ENV, Meter, Snapshot
 from .signals import (
     FORWARDED_ONLY,
     INTERRUPTING,
     Forwarder,
     SignalGate,
+    end_watchdog,
     exit_code_of,
-    foreground_job,
-    isolate_child,
+    has_controlling_terminal,
+    join_group,
+    watchdog,
 )
 
 #: The most often a live status callback is called.
 STATUS_PERIOD_S = 1.0
 #: The longest wait between two looks at the child, should its SIGCHLD go astray.
 _POLL_S = 0.25
+#: The longest cool-down between repeated runs (a day).
+MAX_COOLDOWN_S = 86400.0
 
 log = logging.getLogger("energymeter")
 
@@ -186,6 +192,10 @@ def run_command(
     on_status: Callable[[Snapshot], None] | None = None,
     status_period_s: float = STATUS_PERIOD_S,
     env: Mapping[str, str] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    group_id: str | None = None,
+    warmup: bool = False,
+    items: float | None = None,
     **settings: Any,
 ) -> RunResult:
     """Run ``cmd`` as a child process and measure it; return its exit code and report.
@@ -194,8 +204,11 @@ def run_command(
     base name). ``on_status``: called with a :class:`~.meter.Snapshot` at most every
     ``status_period_s`` seconds while the child runs (live displays). ``env``: the environment
     the settings are read from and the child gets (default ``os.environ``), plus
-    ``ENERGYMETER_RUN_ID`` and ``ENERGYMETER_RUN_DIR``. Other keyword arguments are
-    :class:`~energymeter.Settings` fields (``None`` = not set).
+    ``ENERGYMETER_RUN_ID`` and ``ENERGYMETER_RUN_DIR`` (and the run's tags, group and warm-up
+    flag, which a ``measure()`` in the command inherits). ``tags``, ``group_id``, ``warmup``:
+    the run's experiment metadata (:class:`~.meter.Meter`); ``items``: the number of items
+    (samples, tokens) the command processed, for the energy per item. Other keyword arguments
+    are :class:`~energymeter.Settings` fields (``None`` = not set).
 
     Raises :class:`CommandNotFoundError` / :class:`CommandNotExecutableError` before anything
     is measured or written, and :class:`~energymeter.errors.ConfigError` for bad settings,
@@ -213,25 +226,40 @@ def run_command(
         # The meter's threads start here and inherit the blocked mask.
         # The command's resources, not this wrapper's: only the processes it starts count.
         meter = Meter(run_name, command=list(argv), env=base_env, children_only=True,
-                      **settings).start()
-        child_env = {**base_env, RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path)}
-        # In the foreground of a terminal the child shares our process group, as the shell
-        # made it; elsewhere it gets its own, so that group-wide signals reach it once.
-        isolated = not foreground_job()
+                      tags=tags, group_id=group_id, warmup=warmup, **settings).start()
+        child_env = {**base_env, **_explicit_settings_env(meter),
+                     RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path),
+                     **experiment.child_env(meter.tags, meter.group_id, meter.warmup)}
+        # With a terminal the child shares our process group, as the shell made it (job
+        # control); without one (batch) it gets its own, so that group-wide signals reach it
+        # once, through us. Off the main thread nothing is forwarded: nothing is isolated.
+        isolated = gate.active and not has_controlling_terminal()
+        guard = watchdog() if isolated else None  # leads the command's group, from its start
+        if guard is not None:  # a few hundred KB of sh: not the command's
+            meter.exclude_process(guard.pid)
         try:
             with gate.unblocked():
-                proc = subprocess.Popen(argv, env=child_env,
-                                        **(isolate_child() if isolated else {}))
+                proc = subprocess.Popen(
+                    argv, env=child_env,
+                    **(join_group(guard.pid if guard else None) if isolated else {}))
         except OSError as exc:
+            end_watchdog(guard)
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             report = meter.stop("failed", exit_code=code)
             raise RunError(f"{argv[0]}: cannot execute: {exc.strerror or exc}", code,
                            report) from None
         except ValueError as exc:  # e.g. an argument or variable holding a NUL byte
+            end_watchdog(guard)
             report = meter.stop("failed", exit_code=126)
             raise RunError(f"{argv[0]}: cannot execute: {exc}", 126, report) from None
-        interrupted = _wait_child(proc, meter, gate, Forwarder(proc.pid, isolated), on_status,
-                                  status_period_s)
+        group = (guard.pid if guard else proc.pid) if isolated else None
+        try:
+            interrupted, usage = _wait_child(proc, meter, gate, Forwarder(proc.pid, group),
+                                             on_status, status_period_s)
+        finally:
+            end_watchdog(guard)
+        if usage is not None:
+            meter.record_command_rusage(usage)
         # Signals arriving from here on are taken and dropped: the child is gone.
         gate.drain()
         code = exit_code_of(proc.returncode)
@@ -239,6 +267,8 @@ def run_command(
             status = "interrupted"
         else:
             status = "completed" if code == 0 else "failed"
+        if items is not None:
+            meter.count(items)
         try:
             report = meter.stop(status, exit_code=code)
         except OSError as exc:
@@ -248,14 +278,98 @@ def run_command(
     return RunResult(code, report)
 
 
+def repeat_command(
+    cmd: Sequence[str],
+    n: int,
+    *,
+    warmup: int = 0,
+    cooldown_s: float = 0.0,
+    on_run: Callable[[int, RunResult], None] | None = None,
+    **kwargs: Any,
+) -> list[RunResult]:
+    """Run ``cmd`` ``warmup + n`` times with :func:`run_command` (same keyword arguments), the
+    runs sharing a new ``group_id``; the first ``warmup`` are recorded as warm-up runs (left
+    out of comparisons). ``cooldown_s`` seconds pass between runs, unmeasured. ``on_run`` is
+    called after each run with its index and result. The repeats end early at a run that did
+    not complete (non-zero exit, interrupted) or a signal during a cool-down (whose
+    :class:`RunResult` is then the last one, its exit code ``128 + N``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"repeat n={n!r}; accepted: a whole number of runs >= 1")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup={warmup!r}; accepted: a whole number of runs >= 0")
+    if not (isinstance(cooldown_s, (int, float)) and 0 <= cooldown_s <= MAX_COOLDOWN_S):
+        raise ConfigError(f"cooldown_s={cooldown_s!r}; accepted: seconds from 0 to "
+                          f"{MAX_COOLDOWN_S:g}")
+    group_id = experiment.new_group_id()
+    results: list[RunResult] = []
+    for i in range(warmup + n):
+        if i and cooldown_s:
+            signum = _cool_down(cooldown_s)
+            if signum is not None:
+                results[-1] = RunResult(128 + signum, results[-1].report)
+                break
+        result = run_command(cmd, group_id=group_id, warmup=i < warmup, **kwargs)
+        results.append(result)
+        if on_run is not None:
+            on_run(i, result)
+        if result.exit_code != 0 or result.report.status != "completed":
+            break
+    return results
+
+
+def _cool_down(seconds: float) -> int | None:
+    """Wait ``seconds`` between repeats; an interrupting signal meanwhile ends the wait (and
+    the repeats): its number is returned."""
+    with SignalGate(INTERRUPTING) as gate:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            got = gate.wait(left)
+            if got is not None and got.signum != signal.SIGCHLD:
+                return got.signum
+    return None
+
+
+def _explicit_settings_env(meter: Meter) -> dict[str, str]:
+    """The settings given to this run explicitly (options), and its out folder, as
+    ``ENERGYMETER_*`` variables: a ``measure()`` inside the command is measured the same way
+    (same region, PUE...) and writes its run beside this one."""
+    out = {f"{ENV_PREFIX}OUT": str(meter.path.parent)} if meter.path is not None else {}
+    values = settings_dict(meter.settings)
+    for name, origin in values["origins"].items():
+        if origin == "argument" and values[name] is not None:
+            out[ENV_PREFIX + name.upper()] = str(values[name])
+    return out
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> Any:
+    """Reap ``proc`` if it has ended (its ``returncode`` set) and return the kernel's account
+    of it (``resource.struct_rusage``: its peak RSS and CPU time with those of the processes
+    it waited for), else None."""
+    if proc.returncode is not None:
+        return None
+    try:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: let Popen find its code
+        proc.poll()
+        return None
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
 def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
                 forwarder: Forwarder, on_status: Callable[[Snapshot], None] | None,
-                status_period_s: float) -> bool:
+                status_period_s: float) -> tuple[bool, Any]:
     """Wait for ``proc``, forwarding signals and calling ``on_status``; whether an
-    interrupting signal was received."""
+    interrupting signal was received, and the kernel's account of the child (its rusage)."""
     interrupted = False
+    usage = None
     next_status = time.monotonic() + status_period_s
-    while proc.poll() is None:
+    while True:
+        usage = _reap(proc)
+        if proc.returncode is not None:
+            break
         timeout = _POLL_S
         if on_status is not None:
             timeout = min(timeout, next_status - time.monotonic())
@@ -265,7 +379,7 @@ def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
                 continue
             if got.signum in INTERRUPTING:
                 interrupted = True
-            if proc.poll() is None:
+            if proc.returncode is None:
                 forwarder.forward(got)
             continue
         if on_status is not None and time.monotonic() >= next_status:
@@ -278,6 +392,6 @@ def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
                 log.warning("live status callback failed, disabled for this run: %r", exc)
                 on_status = None
             next_status = time.monotonic() + status_period_s
-    return interrupted
+    return interrupted, usage
 
 

@@ -12,9 +12,12 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import os
 import socket
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +31,9 @@ from ..errors import UsageError
 from ..probes import Channel, DiscoveryContext, discover_cached
 from ..probes.base import energy_summary, total_energy_j
 from ..probes.proc import CpuSeconds, cpu_seconds, peak_rss_bytes_from_rusage, rusage_cpu_s
+from ..redact import redact_command
 from ..report import LEDGER_COLUMNS, STATUSES, Report, channel_energies
+from ..report.values import baseline_block
 from ..sampling import Aggregator, Sampler, peak_window_s
 from ..settings import resolve_settings, settings_dict
 from ..store import (
@@ -40,9 +45,12 @@ from ..store import (
     append_ledger,
     json_safe,
     make_run_dir,
+    replace_ledger_row,
     write_json_atomic,
 )
 from . import facts, forks
+from .baseline import idle_baseline
+from .experiment import Estimate, Progress, check_tags, inherited
 from .phases import OpenPhase, Phases
 from .sync import resolve_sync
 
@@ -50,6 +58,8 @@ log = logging.getLogger("energymeter")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``count()`` records its running total in events.jsonl at most this often (for a rebuild).
+COUNT_EVENT_EVERY_S = 1.0
 #: Above this share of skipped sampling ticks a report says so in a warning.
 SKIPPED_TICKS_WARN_FRACTION = 0.1
 #: Above this share of the machine's busy CPU time used by other processes (over at least
@@ -96,19 +106,32 @@ class Meter:
         env: Mapping[str, str] | None = None,
         ledger: bool = True,
         children_only: bool = False,
+        tags: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        warmup: bool = False,
         **settings: Any,
     ) -> None:
         self.name = name or "run"
         self._settings_args = settings
         self.settings = resolve_settings(settings, env=env)
         self._sync_arg = sync
-        from ..redact import redact_command  # secrets (--token x, API_KEY=y) are never recorded
-
+        # Secrets (--token x, API_KEY=y) in the command are never recorded.
         self.command = (redact_command(command, self.settings.redact)
                         if command is not None else None)
         self._pynvml = pynvml
         self._children_only = children_only
         self._env = dict(os.environ if env is None else env)
+        # A run nested in another (measure() under `energymeter run`) inherits its metadata.
+        outer_tags, outer_group, outer_warmup = inherited(self._env)
+        self.tags = {**outer_tags, **check_tags(tags)}
+        self.group_id = group_id or outer_group
+        self.warmup = bool(warmup) or outer_warmup
+        self._values: dict[str, Any] = {}
+        self._items: float | None = None
+        self._counted_at = 0.0  # monotonic time of the last "count" event
+        self._progress = Progress()
+        self._excluded_pids: list[int] = []
+        self._command_rusage: Any = None
         self._ledger = ledger
         self.report: Report | None = None
         self.path: Path | None = None
@@ -168,6 +191,10 @@ class Meter:
             counted_ids=[c.id for c in self._channels if c.in_total],
             on_energy=self._carbon.update)
         self._interval_warnings = [w for p in probes for w in p.check_interval(s.interval_s)]
+        self._baseline = (idle_baseline(probes, self._channels, s.baseline_s, self._out)
+                          if s.baseline_s else None)
+        if self._baseline is not None:
+            self._warnings += self._baseline.pop("warnings", [])
         forks.register(self)
         self._run_sync()
         self._rusage_cpu_s = rusage_cpu_s(include_self=not self._children_only)
@@ -185,6 +212,8 @@ class Meter:
             region_source=self._carbon.region_source,
             notes=self._notes,
             unavailable=[u.to_dict() for u in self._discovery.unavailable],
+            tags=self.tags, group_id=self.group_id, warmup=self.warmup,
+            baseline=self._baseline,
             # Who writes this run: a reader tells a run in progress from a killed one by them
             # (and by samples.csv being flushed at least once a second while it runs).
             pid=os.getpid(), hostname=socket.gethostname())
@@ -225,17 +254,12 @@ class Meter:
         if status not in STATUSES:
             raise UsageError(f"stop() status {status!r} is unknown; accepted: "
                              f"{', '.join(STATUSES)}")
-        try:
-            self._run_sync()
-        # The run must end and be reported whatever the sync does (a CUDA error raised again
-        # by synchronize() while the user's own exception is on its way out, typically).
-        except Exception as exc:
-            message = (f"sync before the final read failed ({type(exc).__name__}: {exc}); "
-                       "energy of device work still queued then may be missing")
-            log.warning("energymeter: %s", message)
-            self._warnings.append(message)
+        self._run_sync("the final read")
         t_s, energy = self._sampler.stop()
         ended_at = self.started_at + timedelta(seconds=t_s)
+        for probe in self._discovery.probes:
+            for pid in self._excluded_pids:
+                probe.include_process(pid)
         self._state = "stopped"
         forks.unregister(self)
         for phase in self._phases.end_all(t_s, energy):  # left open by an exception
@@ -293,15 +317,33 @@ class Meter:
             self._state = "forked"
 
     # -- phases and logs -----------------------------------------------------------------
-    def _run_sync(self) -> None:
-        if self._sync is not None:
+    def _run_sync(self, before: str | None = None) -> None:
+        """The user's ``sync``. At start (``before`` None) an error is raised: no run begins.
+        Before a boundary read it becomes a warning: the run must go on and be reported
+        whatever the sync does (a CUDA error raised again by synchronize() in a phase's end
+        while the user's own exception is on its way out, typically), and never replace the
+        user's exception."""
+        if self._sync is None:
+            return
+        if before is None:
             self._sync()
+            return
+        try:
+            self._sync()
+        except Exception as exc:
+            message = (f"sync before {before} failed ({type(exc).__name__}: {exc}); energy of "
+                       "device work still queued then may be missing")
+            with self._lock:
+                if message in self._warnings:
+                    return
+                self._warnings.append(message)
+            log.warning("energymeter: %s", message)
 
-    def _boundary(self) -> tuple[float, dict[str, float]]:
+    def _boundary(self, what: str = "a boundary read") -> tuple[float, dict[str, float]]:
         if self._state != "running":
             raise UsageError(f"meter {self.name!r} is {self._state}; phase() and log() work "
                              "only inside a running measurement")
-        self._run_sync()
+        self._run_sync(what)
         return self._sampler.read()
 
     @contextmanager
@@ -312,7 +354,7 @@ class Meter:
         if os.getpid() != self._owner_pid:  # a forked child (DataLoader worker) measures nothing
             yield self
             return
-        t_s, energy = self._boundary()
+        t_s, energy = self._boundary(f"phase {name!r}")
         entry, token = self._phases.open(name, t_s, energy)
         # The parent too: a rebuild of a killed run closes this phase under the right one.
         self._events.event("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
@@ -321,7 +363,7 @@ class Meter:
         finally:
             self._phases.leave(entry, token)
             if self._state == "running":
-                self._end_phase(entry, *self._boundary())
+                self._end_phase(entry, *self._boundary(f"the end of phase {entry.name!r}"))
 
     def _end_phase(self, entry: OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
         phase = self._phases.end(entry, t_s, energy)
@@ -336,11 +378,83 @@ class Meter:
         DataLoader worker) it does nothing: only the process that started the run records."""
         if os.getpid() != self._owner_pid:
             return
-        t_s, energy = self._boundary()
+        t_s, energy = self._boundary("log()")
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
                  "metrics": json_safe(metrics)}
         self._logs.append(entry)
         self._events.event("log", **entry)
+
+    def record_command_rusage(self, usage: Any) -> None:
+        """The kernel's account of the command a ``children_only`` run measured (``os.wait4``):
+        its own peak RSS and CPU time, exact even for a command too short to be sampled."""
+        self._command_rusage = usage
+
+    def exclude_process(self, pid: int) -> None:
+        """Leave process ``pid`` (a helper of energymeter's own) and its descendants out of the
+        run's per-process figures (memory, CPU time, I/O), until the run stops."""
+        self._excluded_pids.append(pid)
+        for probe in self._discovery.probes:
+            probe.exclude_process(pid)
+
+    # -- experiment values ---------------------------------------------------------------
+    def set(self, **values: Any) -> None:
+        """Record values of the run (``final_acc=0.91``, ``dataset="filtered"``), before it
+        stops or after: written into ``report.json`` and the ledger (an update after stop
+        rewrites both). Values are stored as JSON like :meth:`log`'s. Does nothing in a
+        forked child."""
+        if os.getpid() != self._owner_pid:
+            return
+        plain = json_safe(values)
+        if self._state == "stopped" and self.report is not None:
+            self._update_report(dataclasses.replace(
+                self.report, values={**self.report.values, **plain}))
+            return
+        with self._lock:
+            self._values.update(plain)
+        if self._state == "running":
+            self._events.event("set", values=plain)
+
+    def count(self, n: float = 1) -> None:
+        """Count ``n`` items processed (samples, tokens, inferences): the report gives the
+        energy per item (``energy_per_item_j``). Cheap enough to call every batch."""
+        if os.getpid() != self._owner_pid:
+            return
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) \
+                or n < 0:
+            raise UsageError(f"count(n={n!r}); accepted: a number of items >= 0")
+        with self._lock:
+            self._items = (self._items or 0.0) + n
+            items = self._items
+            now = time.monotonic()
+            due = now - self._counted_at >= COUNT_EVENT_EVERY_S
+            if due:
+                self._counted_at = now
+        if due and self._state == "running":  # kept for a rebuild, at most once a second
+            self._events.event("count", items=items)
+
+    def estimate_total(self, done: float, total: float) -> Estimate:
+        """Project the run's energy, duration and emissions at ``total`` units of work
+        (epochs, steps) from ``done`` so far, assuming the rest costs what the work so far
+        cost per unit; with a 95 % interval from the variation between successive calls
+        (from the second interval on). A boundary read (with ``sync``)."""
+        t_s, energy = self._boundary("estimate_total()")
+        joules = total_energy_j(self._channels, energy)
+        g_per_j = self._carbon.g_per_kwh_now * self._carbon.pue / 3.6e6
+        with self._lock:
+            return self._progress.estimate(done, total, t_s, joules, g_per_j)
+
+    def _update_report(self, report: Report) -> None:
+        """Replace the stopped run's report, on disk too (report.json, its ledger row)."""
+        self.report = report
+        if report.path is None or not (report.path / REPORT_NAME).exists():
+            return  # it could not be written at stop: it lives in memory only
+        try:
+            write_json_atomic(report.path / REPORT_NAME, report.to_dict())
+            if self._ledger:
+                replace_ledger_row(self._out, report.to_row(), LEDGER_COLUMNS)
+        except OSError as exc:
+            log.warning("energymeter: the updated report could not be written (%s); it is in "
+                        "Meter.report", exc)
 
     # -- report --------------------------------------------------------------------------
     def _build_report(self, status: str, exit_code: int | None, duration_s: float,
@@ -377,13 +491,20 @@ class Meter:
         # The kernel's RSS high-water mark of this process and its reaped children catches
         # spikes between samples, but covers their whole lifetime, so it is reported beside
         # the sampled peak rather than merged into it.
-        peaks = peak_rss_bytes_from_rusage()
-        resources = {**agg.resources(), "max_rss_bytes_rusage": (
-            peaks.children_bytes if self._children_only else peaks.max_bytes)}
-        # Sampling sees live processes; the kernel's accounting sees this process and every
-        # child reaped during the run, including ones too short-lived to be sampled (the usual
-        # case for `energymeter run -- short-command`). Both are lower bounds: take the larger.
-        cpu_s = rusage_cpu_s(include_self=not self._children_only) - self._rusage_cpu_s
+        resources = agg.resources()
+        usage = self._command_rusage
+        if usage is not None:  # the command's own account (energymeter run): this run's only
+            # (its peak counts the forking parent's image too, between fork and exec).
+            rusage_rss = int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
+            cpu_s = usage.ru_utime + usage.ru_stime
+        else:
+            peaks = peak_rss_bytes_from_rusage()
+            rusage_rss = peaks.children_bytes if self._children_only else peaks.max_bytes
+            cpu_s = rusage_cpu_s(include_self=not self._children_only) - self._rusage_cpu_s
+        resources["max_rss_bytes_rusage"] = rusage_rss
+        # Sampling sees live processes; the kernel's accounting sees every child reaped during
+        # the run, including ones too short-lived to be sampled (the usual case for
+        # `energymeter run -- short-command`). Both are lower bounds: take the larger.
         resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, cpu_s)
         attribution = self._cpu_attribution(resources["cpu_time_s"],
                                             energy_summary(self._channels, energy))
@@ -412,6 +533,10 @@ class Meter:
             phases=phases,
             logs=tuple(self._logs), carbon=carbon, resources=resources,
             cpu_attribution=attribution, overhead=overhead,
+            tags=self.tags, values=dict(self._values), items=self._items,
+            group_id=self.group_id, warmup=self.warmup,
+            baseline=(baseline_block(self._baseline, self._channels, energy, duration_s)
+                      if self._baseline is not None else None),
             host=facts.host(self._discovery), software=facts.software(),
             settings=settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
@@ -462,7 +587,8 @@ class Meter:
     def _fresh(self) -> Meter:
         return Meter(self.name, sync=self._sync_arg, command=self.command,
                      pynvml=self._pynvml, env=self._env, ledger=self._ledger,
-                     children_only=self._children_only, **self._settings_args)
+                     children_only=self._children_only, tags=self.tags,
+                     group_id=self.group_id, warmup=self.warmup, **self._settings_args)
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn`` (sync or async): every call is measured as its own run; the latest

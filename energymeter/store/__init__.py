@@ -4,7 +4,7 @@ ledger, and the readers of a run's files. Plain data in and out: nothing here kn
 
 from __future__ import annotations
 
-from .ledger import append_ledger
+from .ledger import append_ledger, replace_ledger_row
 from .readers import iter_samples, read_events, read_samples
 from .rundir import EVENTS_NAME, LEDGER_NAME, REPORT_NAME, SAMPLES_NAME, make_run_dir, safe_name
 from .writers import EventLog, SamplesWriter, UnsafePathError, json_safe, write_json_atomic
@@ -23,6 +23,7 @@ __all__ = [
     "make_run_dir",
     "read_events",
     "read_samples",
+    "replace_ledger_row",
     "safe_name",
     "write_json_atomic",
 ]

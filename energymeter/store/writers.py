@@ -107,6 +107,7 @@ def write_all(fd: int, data: bytes) -> None:
         written = os.write(fd, view)
         view = view[written:]
 
+
 log = logging.getLogger("energymeter")
 
 
@@ -158,7 +159,8 @@ class _FdWriter:
             os.close(dir_fd)
         self._pid = os.getpid()
         self._buf: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffer
+        self._write_lock = threading.Lock()  # the disk: one flush at a time, in order
 
     def _write(self, text: str) -> None:
         with self._lock:
@@ -166,8 +168,16 @@ class _FdWriter:
                 self._buf.append(text)
 
     def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
+        """Write the buffered text. The buffer is taken under its lock and written outside it,
+        so rows keep being buffered (a sampler's reads go on) while a slow disk writes."""
+        with self._write_lock:
+            with self._lock:
+                fd = self._fd
+                if fd is None or not self._buf or os.getpid() != self._pid:
+                    return
+                data = "".join(self._buf).encode()
+                self._buf.clear()
+            write_all(fd, data)
 
     def _flush_locked(self) -> None:
         if self._fd is None or not self._buf or os.getpid() != self._pid:
@@ -190,10 +200,11 @@ class _FdWriter:
         if os.getpid() != self._pid:
             self.abandon()
             return
-        with self._lock:
+        self.flush()
+        with self._write_lock, self._lock:
             if self._fd is None:
                 return
-            self._flush_locked()
+            self._flush_locked()  # rows buffered since the flush above
             os.close(self._fd)
             self._fd = None
 
@@ -249,14 +260,20 @@ class EventLog(_FdWriter):
 
 
 def write_json_atomic(path: Path, data: Any, *, follow_dir: bool = False) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace`` (never a half file).
+    """Write JSON to ``path`` through a temp file and ``os.replace`` (never a half file); see
+    :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
+                      follow_dir=follow_dir)
+
+
+def write_text_atomic(path: Path, text: str, *, follow_dir: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temp file and ``os.replace`` (never a half file).
 
     Files go through :func:`open_file` (umask, no links); a link at ``path`` itself is
     replaced, never written through. The folder of ``path`` must not be a symbolic link
     (:class:`UnsafePathError`: a run directory is one energymeter created) unless
     ``follow_dir`` (a path the user named, e.g. ``--json``)."""
     path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
     dir_fd = open_dir(path.parent, follow=follow_dir)
     try:
         for _ in range(100):

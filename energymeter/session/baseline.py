@@ -1,0 +1,124 @@
+"""Idle baseline: the power a machine draws doing nothing of ours, measured before a run
+(``baseline_s``), so that a report can give gross, idle-over-the-same-duration and net energy.
+
+The baseline is measured with the run's own probes over ``baseline_s`` seconds cut into
+:data:`WINDOWS` windows: the mean power per channel, and its spread between windows. It is
+recorded in ``<out>/baselines.jsonl``; a later run on the same host with the same channels
+reuses one measured within :data:`REUSE_WITHIN_S` (and at least as long as asked) instead of
+idling again, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import ReportError
+from ..probes.base import Channel, Probe
+from ..sampling import Aggregator, Sampler
+from ..store.readers import parse_json
+from ..store.writers import open_file, write_all
+
+log = logging.getLogger("energymeter")
+
+BASELINES_NAME = "baselines.jsonl"
+#: A baseline of this host younger than this is reused (seconds).
+REUSE_WITHIN_S = 3600.0
+#: The baseline is cut into this many windows; their spread is the baseline's.
+WINDOWS = 10
+
+
+def _recent(out: Path, hostname: str, channel_ids: Sequence[str], seconds: float,
+            now: datetime) -> dict[str, Any] | None:
+    path = out / BASELINES_NAME
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s (%s): measuring a new baseline", path, exc)
+        return None
+    for line in reversed(lines[-1000:]):
+        try:
+            entry = parse_json(line, str(path))
+        except ReportError as exc:  # a damaged line is skipped
+            log.debug("skipping a line of %s: %s", path, exc)
+            continue
+        if not isinstance(entry, dict) or entry.get("hostname") != hostname \
+                or entry.get("channels") != list(channel_ids):
+            continue
+        try:
+            age_s = (now - datetime.fromisoformat(entry["measured_at"])).total_seconds()
+            long_enough = float(entry["duration_s"]) >= seconds
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= age_s <= REUSE_WITHIN_S and long_enough and isinstance(entry.get("power_w"),
+                                                                       dict):
+            return entry
+    return None
+
+
+def _measure(probes: Sequence[Probe], channels: Sequence[Channel],
+             seconds: float) -> dict[str, Any]:
+    ids = [c.id for c in channels]
+    sampler = Sampler(probes, interval_s=seconds, gauge_interval_s=seconds,
+                      aggregator=Aggregator(ids, seconds))
+    reads = [sampler.begin()]
+    window_s = seconds / WINDOWS
+    try:
+        for i in range(1, WINDOWS + 1):
+            time.sleep(max(0.0, i * window_s - reads[-1][0]))
+            reads.append(sampler.read())
+    finally:
+        end = sampler.stop()
+    powers: dict[str, list[float]] = {cid: [] for cid in ids}
+    for (t0, e0), (t1, e1) in zip(reads, reads[1:], strict=False):
+        for cid in ids:
+            if t1 > t0 and cid in e0 and cid in e1:
+                powers[cid].append((e1[cid] - e0[cid]) / (t1 - t0))
+    return {
+        "duration_s": end[0],
+        "windows": WINDOWS,
+        "power_w": {cid: sum(p) / len(p) for cid, p in powers.items() if p},
+        "power_std_w": {cid: _std(p) for cid, p in powers.items() if p},
+        "warnings": sampler.warnings,
+    }
+
+
+def _std(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def idle_baseline(probes: Sequence[Probe], channels: Sequence[Channel], seconds: float,
+                  out: Path) -> dict[str, Any]:
+    """This host's idle power per channel: reused from ``<out>/baselines.jsonl`` when recent
+    enough, else measured now for ``seconds`` and recorded there."""
+    hostname = socket.gethostname()
+    now = datetime.now(timezone.utc)
+    ids = [c.id for c in channels]
+    found = _recent(out, hostname, ids, seconds, now)
+    if found is not None:
+        return {**found, "source": "reused"}
+    entry = {"hostname": hostname, "channels": ids, "measured_at": now.isoformat(),
+             **_measure(probes, channels, seconds)}
+    warnings = entry.pop("warnings")
+    try:
+        fd = open_file(out / BASELINES_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            write_all(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:  # the run goes on; the next one measures again
+        warnings = [*warnings, f"the baseline could not be recorded in {out}: {exc}"]
+    return {**entry, "source": "measured", "warnings": warnings}
