@@ -5,29 +5,19 @@ runs, the statistics printed, energy-to-target through a nested run's logs)."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import random
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from energymeter.analysis import energy_before, find_runs, load_reports, run_energy_to
-from energymeter.cli import cli
 from energymeter.errors import ReportError
 from energymeter.report import Report
 from energymeter.store import write_json_atomic
+from tests.test_cli import invoke
 from tests.test_compare import fake_report
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters \
-        else {}
-    result = CliRunner(**kwargs).invoke(cli, list(args), prog_name="energymeter",
-                                        catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def save(report: Report, folder: Path) -> Path:

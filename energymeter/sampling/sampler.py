@@ -193,6 +193,18 @@ class Sampler:
                        "energy over the gap is counted)")
         return True
 
+    def _run_hook(self, probe: Probe, kind: str) -> bool:
+        """``probe.begin_run()`` or ``end_run()``; whether it returned (a failure is a
+        warning: the run goes on without it)."""
+        try:
+            self._call(probe, kind, getattr(probe, kind))
+        except CallTimeout:
+            return False
+        except Exception as exc:
+            self._warn(f"probe {probe.source}: {kind}() failed: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
     def _fail(self, probe: Probe, counts: dict[int, int], what: str,
               exc: BaseException) -> bool:
         """Record a failure; whether it was the last one tolerated in a row."""
@@ -319,15 +331,7 @@ class Sampler:
         first gauges, t = 0 (its stamp; :attr:`started_wall_ns` is its wall-clock time)."""
         with self._lock:
             for probe in tuple(self._active):
-                if not self._available(probe, "begin_run"):
-                    continue
-                try:
-                    self._call(probe, "begin_run", probe.begin_run)
-                except CallTimeout:
-                    continue
-                except Exception as exc:
-                    self._fail(probe, self._energy_failures, "begin_run()", exc)
-                else:
+                if self._available(probe, "begin_run") and self._run_hook(probe, "begin_run"):
                     self._begun.append(probe)
             self._t0_ns = None
             # The first tick reads gauges too: a command started just after begin (energymeter
@@ -413,15 +417,9 @@ class Sampler:
         for probe in self._begun:
             if probe.hung:  # its lock may be held: end its run once its call returns
                 _end_run_later(probe)
-                continue
-            try:
-                self._call(probe, "end_run", probe.end_run)
-            except CallTimeout:
-                continue
-            except Exception as exc:
+            else:
                 with self._lock:
-                    self._warn(f"probe {probe.source}: end_run() failed: "
-                               f"{type(exc).__name__}: {exc}")
+                    self._run_hook(probe, "end_run")
         self._caller.close()
         self.thread_cpu_s += self._caller.thread_cpu_s
         return final
