@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
+from ..report.samples import iter_energy
 from ..report.target import parse_target
 from ..stats import summarize
-from ..store import SAMPLES_NAME, iter_samples
+from ..store import SAMPLES_NAME
 from .groups import group_runs
 
 if TYPE_CHECKING:
@@ -43,33 +44,19 @@ def energy_before(report: Report, offset_s: float) -> float:
     the rows around ``offset_s``. Raises :class:`ReportError` saying why it cannot be known."""
     if offset_s <= 0:
         return 0.0
-    if report.path is None:
-        raise ReportError(f"run {report.run_id} has no run directory to read samples from")
-    path = report.path / SAMPLES_NAME
-    header, rows = iter_samples(path)
-    try:
-        index = {name: i for i, name in enumerate(header)}
-        wanted = [c.channel.id for c in report.channels if c.channel.in_total]
-        missing = [c for c in wanted if f"{c}_j" not in index]
-        if not wanted or missing:
-            raise ReportError(f"{path} has no column for channel(s) "
-                              f"{', '.join(missing) or '(none in the total)'}")
-        columns = [index[f"{c}_j"] for c in wanted]
-        previous: tuple[float, float] | None = None
-        for row in rows:
-            try:
-                t_s, energy_j = float(row[0]), sum(float(row[i]) for i in columns)
-            except ValueError:
-                continue  # a damaged row: the next ones still tell
-            if t_s >= offset_s:
-                if previous is None or t_s == previous[0]:
-                    return energy_j
-                share = (offset_s - previous[0]) / (t_s - previous[0])
-                return previous[1] + share * (energy_j - previous[1])
-            previous = (t_s, energy_j)
-    finally:
-        rows.close()
-    raise ReportError(f"{path} ends before {offset_s:.3g} s")
+    wanted = [c.channel.id for c in report.channels if c.channel.in_total]
+    if not wanted:
+        raise ReportError(f"run {report.run_id} has no channel in the total")
+    previous: tuple[float, float] | None = None
+    for t_s, joules in iter_energy(report, wanted):
+        energy_j = sum(joules.get(c, 0.0) for c in wanted)
+        if t_s >= offset_s:
+            if previous is None or t_s == previous[0]:
+                return energy_j
+            share = (offset_s - previous[0]) / (t_s - previous[0])
+            return previous[1] + share * (energy_j - previous[1])
+        previous = (t_s, energy_j)
+    raise ReportError(f"{report.path}/{SAMPLES_NAME} ends before {offset_s:.3g} s")
 
 
 def run_energy_to(report: Report, target: str | Target,
