@@ -13,7 +13,7 @@ on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_getattr
 from ._version import __version__
@@ -42,3 +42,10 @@ __all__ = [
 __getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
                                        "repeat": "session.repeat", "Report": "report",
                                        "Settings": "settings"})
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext energymeter``: the ``%%measure`` cell magic (:mod:`energymeter.notebook`)."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)

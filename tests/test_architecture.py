@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"report"}),
     frozenset({"session"}),
     frozenset({"analysis"}),
-    frozenset({"cli"}),
+    frozenset({"cli", "notebook"}),
     frozenset({"__init__", "__main__"}),  # the lazy front and `python -m energymeter`
 )
 

@@ -300,10 +300,20 @@ class Report:
             "energy_per_item_j": self.energy_per_item_j,
         }
 
-    def to_dataframe(self, table: str = "summary") -> Any:
+    def to_dataframe(self, table: str = "summary", *, resample: str | float | None = None
+                     ) -> Any:
         """A pandas DataFrame: ``summary`` (one row, the ledger columns), ``channels``,
-        ``phases`` or ``logs``."""
+        ``phases``, ``logs`` or ``samples`` (the timeline from ``samples.csv``: ``t_s``, the
+        power of each channel ``<id>_w`` over the interval ending there, derived from the
+        counters, ``total_w`` over the channels in the total, and the cumulative ``<id>_j``).
+        ``resample`` (``samples`` only): seconds, or a pandas offset such as ``"1s"``: one
+        row per bin, the power being the energy between bins over the time between them."""
         import pandas as pd
+
+        if table == "samples":
+            return self._samples_frame(pd, resample)
+        if resample is not None:
+            raise ReportError("resample applies to table 'samples' only")
 
         if table == "summary":
             return pd.DataFrame([self.to_row()], columns=list(LEDGER_COLUMNS))
@@ -322,9 +332,54 @@ class Report:
         if table == "logs":
             return pd.DataFrame([{"t_s": e["t_s"], "energy_j": e["energy_j"], **e["metrics"]}
                                  for e in self.logs])
-        raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, logs")
+        raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, "
+                          "logs, samples")
+
+    def _samples_frame(self, pd: Any, resample: str | float | None) -> Any:
+        from .samples import iter_energy
+
+        ids = [c.channel.id for c in self.channels]
+        summed = [c.channel.id for c in self.channels if c.channel.in_total]
+        rows = [{"t_s": t, **{f"{c}_j": e.get(c) for c in ids}}
+                for t, e in iter_energy(self, ids)]
+        energy = pd.DataFrame(rows, columns=["t_s", *(f"{c}_j" for c in ids)], dtype=float)
+        if resample is not None:
+            try:
+                width = pd.to_timedelta(resample, unit="s") if isinstance(resample, (int, float)) \
+                    else pd.to_timedelta(resample)
+            except (ValueError, TypeError) as exc:
+                raise ReportError(f"resample={resample!r} is not understood ({exc}); accepted: "
+                                  "seconds (2.5) or a pandas offset ('1s', '500ms')") from None
+            if width <= pd.Timedelta(0):
+                raise ReportError(f"resample={resample!r}; accepted: a positive duration")
+            bins = (energy["t_s"] // width.total_seconds()).astype(int)
+            # The first sample (t = 0) starts the first bin; each bin ends at its last sample.
+            energy = pd.concat([energy.iloc[:1], energy.groupby(bins).last()],
+                               ignore_index=True)
+        dt = energy["t_s"].diff()
+        out = pd.DataFrame({"t_s": energy["t_s"]})
+        for c in ids:
+            out[f"{c}_w"] = energy[f"{c}_j"].diff() / dt
+        out["total_w"] = sum((out[f"{c}_w"] for c in summed), start=pd.Series(0.0,
+                                                                             index=out.index))
+        for c in ids:
+            out[f"{c}_j"] = energy[f"{c}_j"]
+        return out.iloc[1:].reset_index(drop=True)
 
     # -- human forms (rendered by :mod:`.render`) ----------------------------------------
+    def __repr__(self) -> str:
+        return (f"<Report {self.name!r} {self.status}: {self.duration_s:.3g} s, "
+                f"{self.total_energy_j:.4g} J, run {self.run_id[:8]}>")
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a report as a small table (see :mod:`.html`)."""
+        from .html import report_html
+
+        return report_html(self)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
     def summary(self) -> str:
         """A few human lines: energy by kind and method, power, carbon, resources, warnings."""
         return render.summary(self)

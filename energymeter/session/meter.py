@@ -141,6 +141,15 @@ class Meter:
         self._warnings: list[str] = []
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        if self._state == "running":
+            return f"<Meter {self.name!r} running since {self.started_at:%H:%M:%S} UTC>"
+        if self._state == "stopped" and self.report is not None:
+            r = self.report
+            return (f"<Meter {self.name!r} stopped: {r.status}, {r.duration_s:.3g} s, "
+                    f"{r.total_energy_j:.4g} J>")
+        return f"<Meter {self.name!r} {self._state}>"
+
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Meter:
         """Discover probes, take the first boundary read and start sampling."""
