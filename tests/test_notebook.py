@@ -81,5 +81,7 @@ def test_samples_frame_power_from_the_counters(rapl40: FakePowercap) -> None:
     assert len(binned) == 3  # 0-0.5, 0.5-1.0, 1.0-end
     assert binned["cpu0_w"].tolist() == pytest.approx([40.0] * 3, rel=0.05)
     assert binned["cpu0_j"].iloc[-1] == pytest.approx(m.report.channels[0].energy_j, rel=1e-9)
+    coarse = m.report.to_dataframe("samples", resample=0.01)  # bins finer than the samples
+    assert coarse["cpu0_w"].notna().all() and len(coarse) >= 15
     with pytest.raises(Exception, match="accepted: seconds"):
         m.report.to_dataframe("samples", resample="soon")

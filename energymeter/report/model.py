@@ -355,7 +355,7 @@ class Report:
             bins = (energy["t_s"] // width.total_seconds()).astype(int)
             # The first sample (t = 0) starts the first bin; each bin ends at its last sample.
             energy = pd.concat([energy.iloc[:1], energy.groupby(bins).last()],
-                               ignore_index=True)
+                               ignore_index=True).drop_duplicates("t_s", ignore_index=True)
         dt = energy["t_s"].diff()
         out = pd.DataFrame({"t_s": energy["t_s"]})
         for c in ids:
