@@ -20,6 +20,7 @@ from ._version import __version__
 from .errors import ConfigError, EnergyMeterError, ProbeError, ReportError, UsageError
 
 if TYPE_CHECKING:
+    from .analysis.plots import plot
     from .report import Report
     from .session import Meter, measure
     from .session.repeat import repeat
@@ -36,11 +37,13 @@ __all__ = [
     "UsageError",
     "__version__",
     "measure",
+    "plot",
     "repeat",
 ]
 
 __getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
                                        "repeat": "session.repeat", "Report": "report",
+                                       "plot": "analysis.plots",
                                        "Settings": "settings"})
 
 

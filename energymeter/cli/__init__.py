@@ -23,6 +23,7 @@ from .carbon import carbon
 from .common import CONTEXT, EXIT_USAGE, silence_stdout
 from .compare import compare
 from .monitor import monitor
+from .plot import plot
 from .probes import probes
 from .report import report
 from .run import run
@@ -49,7 +50,7 @@ def cli() -> None:
     """
 
 
-for _command in (run, report, compare, probes, monitor, carbon):
+for _command in (run, report, compare, probes, monitor, carbon, plot):
     cli.add_command(_command)
 
 

@@ -132,6 +132,15 @@ class Report:
                         if c.channel.kind == kind and not c.channel.is_subzone})
         return "+".join(found)
 
+    def plot(self, kind: str = "timeline", ax: Any = None, **kw: Any) -> Any:
+        """A matplotlib Figure of this run (extra ``plot``): ``timeline`` (power per channel
+        over time, phases shaded), ``breakdown`` (energy by kind) or ``energy-to-target``
+        (``metric=``, ``target="val_acc=0.9"``); on ``ax`` when given. Also ``width=``,
+        ``height=`` (inches), ``window_s=``. See :mod:`energymeter.report.plot`."""
+        from .plot import plot_report
+
+        return plot_report(self, kind, ax, **kw)
+
     # -- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         channels = [c.channel for c in self.channels]
