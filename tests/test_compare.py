@@ -432,8 +432,9 @@ def test_table_cells_footer_and_width() -> None:
     # Two groups: the difference on one line under the value
     two = format_comparison(rows[:2]).splitlines()
     assert two[3].strip().startswith("−40.0 % [") and two[3].rstrip().endswith("p < 0.001")
-    md = format_comparison(rows, "markdown")
-    assert "| 300.0 ± 9.8 (−40.0 % [" in md and "- warning:" in md
+    md = format_comparison(rows, "markdown")  # as the paper tables: the difference under
+    assert "| energy total (J) | 500.0 ± 9.8 | 300.0 ± 9.8 |" in md and "- warning:" in md
+    assert "| difference |  | −40.0 % [" in md
 
 
 def test_json_and_csv_carry_every_number() -> None:

@@ -10,8 +10,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..report.render import check_format
-from ..report.tables import decimals_for, format_number, latex_escape, render, render_csv
+from ..report.render import check_caption_options, check_format
+from ..report.tables import (
+    LATEX_NOTE,
+    decimals_for,
+    format_number,
+    latex_comment,
+    markdown_escape,
+    render,
+    render_booktabs,
+    render_csv,
+)
 from ..stats import ALPHA, CONFIDENCE
 from .compare import comparison_warnings, metric_list, p_text, percent, signed
 
@@ -90,12 +99,13 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
             and not (m[0] == "peak_gpu_memory_bytes" and not any(r.get(m[0]) for r in rows))]
 
 
-def comparison_table(rows: Sequence[Mapping[str, Any]], *, lines: int = 1
-                     ) -> tuple[list[str], list[list[str]]]:
+def comparison_table(rows: Sequence[Mapping[str, Any]], *, lines: int = 1,
+                     diff_label: str = "") -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the side-by-side table: one column per group (``label (n=5)``),
     one row per figure, ``mean ± half-width of the 95 % CI``. ``lines``: how the difference
     of each later column from the first is shown: 1, in the same cell (``… (−39.3 % [−41.2,
-    −37.4], p < 0.001)``); 2, on one line under it; 3, on two lines (interval, then p)."""
+    −37.4], p < 0.001)``); 2, on one line under it; 3, on two lines (interval, then p).
+    ``diff_label``: the first cell of those lines."""
     grouped = any(r.get("by") != "run" for r in rows)
     headers = ["", *[_header(r, grouped) for r in rows]]
     table: list[list[str]] = []
@@ -112,9 +122,10 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], *, lines: int = 1
         table.append([f"{label} ({unit})", *cells])
         if lines > 1 and any(p is not None for p in parts):
             if lines == 2:
-                table.append(["", *["" if p is None else f"{p[0]}, {p[1]}" for p in parts]])
+                table.append([diff_label, *["" if p is None else f"{p[0]}, {p[1]}"
+                                            for p in parts]])
             else:
-                table.append(["", *["" if p is None else p[0] for p in parts]])
+                table.append([diff_label, *["" if p is None else p[0] for p in parts]])
                 table.append(["", *["" if p is None else p[1] for p in parts]])
     if any("target" in r for r in rows):
         table.append([f"reached {next(r['target'] for r in rows if 'target' in r)}",
@@ -148,22 +159,54 @@ def comparison_footer(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-_LATEX_EXTRA = {"−": "$-$", "≥": r"$\geq$", "≤": r"$\leq$", "<": "$<$", ">": "$>$",
-                "…": r"\ldots{}"}
+#: The first cell of the line under a figure that gives each later group's difference.
+DIFF_LABEL = "difference"
 
 
-def _latex_cell(text: str) -> str:
-    escaped = latex_escape(text)
-    for raw, tex in _LATEX_EXTRA.items():
-        escaped = escaped.replace(raw, tex)
-    return escaped
+def _paper_table(rows: Sequence[Mapping[str, Any]], lines: int = 2
+                 ) -> tuple[list[str], list[list[str]], int]:
+    """The table of the markdown and latex formats (the difference under each figure, on
+    ``lines - 1`` lines, labelled :data:`DIFF_LABEL`) and the index of its first text row."""
+    headers, table = comparison_table(rows, lines=lines, diff_label=DIFF_LABEL)
+    text_from = next(i for i, r in enumerate(table) if r[0] == "methods"
+                     or r[0].startswith("reached "))
+    return headers, table, text_from
 
 
-def _latex(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = [r"\begin{tabular}{" + "l" + "r" * (len(headers) - 1) + "}", r"\hline",
-             " & ".join(_latex_cell(h) for h in headers) + r" \\", r"\hline"]
-    lines += [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
-    return "\n".join([*lines, r"\hline", r"\end{tabular}"])
+def comparison_caption(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The default caption of the LaTeX table: what was compared, what ± is, what the
+    difference, its interval and p are, and which figures are estimated."""
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
+    grouped = any(r.get("by") != "run" for r in rows)
+    if grouped:
+        text = (f"Energy and time of {len(rows)} groups of runs, measured with energymeter: "
+                f"mean ± half-width of the {level} confidence interval of the mean "
+                "(Student's t) over the n runs of each group.")
+    else:
+        text = f"Energy and time of {len(rows)} runs, measured with energymeter."
+    if len(rows) > 1:
+        first = rows[0]["label"]
+        text += (f" Difference: from {first} (mean / mean of {first} − 1), with its {level} "
+                 "confidence interval (delta method on the log ratio) and the p-value of "
+                 f"Welch's two-sided t-test (not significant: p ≥ {ALPHA:.2g}).")
+    if any("model" in m for r in rows for m in r.get("methods", {}).values()):
+        text += (" Method model: energy estimated from CPU utilisation × TDP, not "
+                 "measured.")
+    return text
+
+
+def _comparison_latex(rows: Sequence[Mapping[str, Any]], caption: str | None,
+                      label: str | None) -> str:
+    headers, table, text_from = _paper_table(rows, lines=3)  # narrow: interval, then p
+    text = render_booktabs(headers, table, ["l"] + ["r"] * len(rows),
+                           caption=caption or comparison_caption(rows),
+                           label=label or "tab:energymeter-compare",
+                           rules_before=[text_from])
+    warnings = comparison_warnings(rows)
+    parts = [LATEX_NOTE, text]
+    if warnings:
+        parts.append(latex_comment("\n".join(f"warning: {w}" for w in warnings)))
+    return "\n\n".join(parts) + "\n"
 
 
 def _plain_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -176,25 +219,33 @@ def _plain_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
-def format_comparison(rows: Sequence[Mapping[str, Any]], fmt: str = "table") -> str:
+def format_comparison(rows: Sequence[Mapping[str, Any]], fmt: str = "table", *,
+                      caption: str | None = None, label: str | None = None) -> str:
     """:func:`compare` rows as ``table`` (side by side, with the footer and warnings),
-    ``json`` (the rows), ``csv`` (one row per group, every number), ``markdown`` (the table,
-    footer and warnings) or ``latex`` (the table)."""
+    ``json`` (the rows), ``csv`` (one row per group, every number), ``markdown`` (the table
+    with each difference on a line under its figure, the footer and the warnings; ``caption``
+    as a heading) or ``latex`` (the same table, booktabs, in a ``table`` float whose caption
+    says what ± and the difference are, unless ``caption`` replaces it; ``label`` default
+    ``tab:energymeter-compare``; the warnings as comments). Text columns are left-aligned,
+    numbers right-aligned."""
     check_format(fmt)
+    check_caption_options(fmt, caption, label)
     if fmt == "json":
         return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         flat = [{**r, "warnings": " | ".join(r.get("warnings", ()))} for r in rows]
         return render_csv(comparison_columns(rows), flat)
     if fmt == "latex":
-        return _latex(*comparison_table(rows)) + "\n"
+        return _comparison_latex(rows, caption, label)
     warnings = comparison_warnings(rows)
     if fmt == "markdown":
-        headers, table = comparison_table(rows)
-        text = render("markdown", headers, table)
-        text += "\n\n" + "  \n".join(comparison_footer(rows))
+        headers, table, _ = _paper_table(rows)
+        text = f"**{markdown_escape(caption)}**\n\n" if caption else ""
+        text += render("markdown", headers, table)
+        text += "\n\n" + "  \n".join(markdown_escape(line)
+                                       for line in comparison_footer(rows))
         if warnings:
-            text += "\n\n" + "\n".join(f"- warning: {w}" for w in warnings)
+            text += "\n\n" + "\n".join(f"- warning: {markdown_escape(w)}" for w in warnings)
         return text + "\n"
     text = _plain_table(rows)
     text += "\n" + "\n".join(comparison_footer(rows))
@@ -244,25 +295,39 @@ def target_tables(result: Mapping[str, Any]) -> list[tuple[list[str], list[list[
     return tables
 
 
-def format_targets(result: Mapping[str, Any], fmt: str = "table") -> str:
+def format_targets(result: Mapping[str, Any], fmt: str = "table", *,
+                   caption: str | None = None, label: str | None = None) -> str:
     """:func:`~energymeter.analysis.target.target_results` as ``table``, ``markdown`` or
-    ``latex`` (:func:`target_tables`), ``json`` (the whole result) or ``csv`` (one row per
-    run, :data:`TARGET_RUN_COLUMNS`)."""
+    ``latex`` (:func:`target_tables`; latex: booktabs floats, ``caption`` and ``label``
+    default ``tab:energymeter-target``, the group table's label with ``-groups``), ``json``
+    (the whole result) or ``csv`` (one row per run, :data:`TARGET_RUN_COLUMNS`)."""
     check_format(fmt)
+    check_caption_options(fmt, caption, label)
     if fmt == "json":
         return json.dumps(result, indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         return render_csv(TARGET_RUN_COLUMNS, result["runs"])
     title = f"energy to {result['target']['text']}"
     parts = []
-    for headers, rows in target_tables(result):
+    base = label or "tab:energymeter-target"
+    for i, (headers, rows) in enumerate(target_tables(result)):
+        # text columns left, figures right
+        align = ["l" if h in ("run", "group", "note", "reached") else "r" for h in headers]
         if fmt == "latex":
-            parts.append(_latex(headers, rows))
-        else:  # text columns left, figures right
-            align = ["l" if h in ("run", "group", "note", "reached") else "r" for h in headers]
+            what = ("per run" if i == 0 else "per group: mean ± half-width of the 95 % "
+                    "confidence interval over the runs that reached it (Student's t; warm-up "
+                    "runs left out)")
+            # the notes wrap in a paragraph column rather than widen the table past the page
+            align = [r"p{0.3\linewidth}" if h == "note" else a for h, a in zip(headers, align,
+                                                                                strict=True)]
+            parts.append(render_booktabs(
+                [h[:1].upper() + h[1:] for h in headers], rows, align,
+                label=base + ("-groups" if i else ""),
+                caption=f"{caption or title[:1].upper() + title[1:]}, {what}."))
+        else:
             parts.append(render(fmt, headers, rows, align))
     if fmt == "latex":
-        return "\n\n".join(parts) + "\n"
+        return "\n\n".join([LATEX_NOTE, *parts]) + "\n"
     footer = ""
     if result.get("groups") is not None:
         footer = ("\n\n" if fmt == "markdown" else "\n") + (

@@ -20,6 +20,7 @@ import click
 
 from .._version import __version__
 from .carbon import carbon
+from .cite import cite
 from .common import CONTEXT, EXIT_USAGE, silence_stdout
 from .compare import compare
 from .monitor import monitor
@@ -52,6 +53,7 @@ def cli() -> None:
 
 for _command in (run, report, compare, probes, monitor, carbon, plot):
     cli.add_command(_command)
+cli.add_command(cite)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,14 @@ NESTED = click.option(
     "--nested", is_flag=True, default=False,
     help="Compare runs measured inside other runs (measure() under energymeter run) instead "
          "of the runs they are part of (left out by default).")
+CAPTION = click.option(
+    "--caption", default=None, metavar="TEXT",
+    help="The caption of the latex tables (plain text, escaped; the default says what the "
+         "figures are) or the heading of the markdown output.")
+LABEL = click.option(
+    "--label", default=None, metavar="LABEL",
+    help="The \\label of the latex table (letters, digits, : . _ / + -); default "
+         "tab:energymeter-compare for compare, tab:energymeter-<run id> for report.")
 TARGET = click.option(
     "--target", default=None, metavar="METRIC=VALUE",
     help="Also the energy and time until a logged metric first reached VALUE: METRIC=VALUE "
@@ -36,10 +44,13 @@ def find_runs(runs: tuple[str, ...]) -> list[Any]:
         fail(str(exc))
 
 
-def check_options(by: str | None, target: str | None) -> None:
-    """Exit 2 (before any run is read) for a --by or --target that is not understood."""
+def check_options(by: str | None, target: str | None, fmt: str | None = None,
+                  caption: str | None = None, label: str | None = None) -> None:
+    """Exit 2 (before any run is read) for a --by or --target that is not understood, or a
+    --caption or --label the format ``fmt`` does not take."""
     from ..analysis import check_by
     from ..errors import ReportError
+    from ..report.render import check_caption_options
     from ..report.target import parse_target
 
     try:
@@ -47,6 +58,8 @@ def check_options(by: str | None, target: str | None) -> None:
             check_by(by)
         if target is not None:
             parse_target(target)
+        if fmt is not None:
+            check_caption_options(fmt, caption, label)
     except ReportError as exc:
         fail(str(exc))
 
@@ -57,8 +70,9 @@ def check_options(by: str | None, target: str | None) -> None:
 @options(FORMAT, BY, TARGET, NESTED)
 @click.option("--group/--no-group", default=True, show_default=True,
               help="Group runs (see --by); --no-group: one column per run.")
+@options(CAPTION, LABEL)
 def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested: bool,
-            group: bool) -> None:
+            group: bool, caption: str | None, label: str | None) -> None:
     """Compare groups of runs side by side, each against the first.
 
     Shows energy (total, per kind, per item where counted), duration, mean power, emissions,
@@ -74,21 +88,27 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     (CV > 10 %), runs of a group that differ in region, PUE, carbon basis or hardware,
     unlike measurement methods, unfinished runs.
 
+    For papers: --format latex gives a booktabs table (needs \\usepackage{booktabs}) in a
+    table float, each difference on a line under its figure, with --caption and --label
+    (the warnings as % comments); --format markdown the same table.
+
     \b
     Examples:
       energymeter compare runs/dense/ runs/sparse/
       energymeter compare --by tag:method --format markdown energymeter-runs/
       energymeter compare --target val_acc=0.9 runs/dense/ runs/sparse/
       energymeter compare --no-group --format csv run1 run2 run3
+      energymeter compare --format latex --label tab:prune runs/dense/ runs/sparse/ > t.tex
     """
     from ..analysis import compare as compare_runs
     from ..analysis import format_comparison
     from ..errors import ReportError
 
-    check_options(by, target)
+    check_options(by, target, fmt, caption, label)
     found = find_runs(runs)
     try:
         rows = compare_runs(found, by=by, group=group, nested=nested, target=target)
     except ReportError as exc:
         fail(str(exc))
-    echo(format_comparison(rows, fmt), nl=False, json=fmt == "json")
+    echo(format_comparison(rows, fmt, caption=caption, label=label), nl=False,
+         json=fmt == "json")

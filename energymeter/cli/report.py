@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .common import CONTEXT, FORMAT, echo, err, fail, options
-from .compare import NESTED, TARGET, check_options, find_runs
+from .compare import CAPTION, LABEL, NESTED, TARGET, check_options, find_runs
 
 SAVE = click.option(
     "--save", is_flag=True, default=False,
@@ -62,16 +62,19 @@ def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[An
 
 @click.command(context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(FORMAT, SAVE, TARGET, BY, NESTED)
+@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL)
 def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: str | None,
-           nested: bool) -> None:
+           nested: bool, caption: str | None, label: str | None) -> None:
     """Show the report of one or more runs.
 
     RUN is a run directory, its report.json, or a folder of runs (every run in it). A run
     killed without writing report.json (SIGKILL, OOM) is rebuilt from its samples and shown
     as `interrupted`; one still being measured is shown as `running`. Formats: table (summary
     and per-channel table), json (one report, or a list), csv (runs.csv ledger columns, one
-    row per run), markdown, latex.
+    row per run), markdown and latex (for papers: a runs table, then each run's channel
+    table with a total row and, where it has them, its phases and logged metrics; latex is
+    booktabs tables in table floats, needing \\usepackage{booktabs}, with --caption and
+    --label).
 
     With --save, each rebuilt run that has no report.json gets one (written atomically) and
     its row in the runs.csv of the folder holding it; an existing report.json is never
@@ -90,29 +93,35 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
       energymeter report energymeter-runs/20261121T100000Z-train-1a2b3c4d
       energymeter report --format csv energymeter-runs/ > runs.csv
       energymeter report --format markdown run1 run2 >> RESULTS.md
+      energymeter report --format latex --caption "Training cost" run1 > table.tex
       energymeter report --save energymeter-runs/    # keep the rebuilt reports of killed runs
       energymeter report --target val_acc=0.9 --by dir runs/dense/ runs/sparse/
     """
     from ..analysis import format_targets, target_results
     from ..errors import ReportError
     from ..report.render import format_reports
+    from ..report.tables import markdown_escape
 
-    check_options(by, target)
+    check_options(by, target, fmt, caption, label)
     found = find_runs(runs)
     reports = [r for _, r in found]
     saved = save_rebuilt_runs(reports) if save else True
     try:
         if target is not None:
-            text = format_targets(target_results(found, target, by=by, nested=nested), fmt)
-        elif by is not None and fmt in ("table", "markdown"):
-            mark = "==" if fmt == "table" else "##"
-            text = "\n".join(f"{mark} {heading}\n\n{format_reports(group, fmt)}"
+            text = format_targets(target_results(found, target, by=by, nested=nested), fmt,
+                                  caption=caption, label=label)
+        elif by is not None and fmt == "table":
+            text = "\n".join(f"== {heading}\n\n{format_reports(group, fmt)}"
                              for heading, group in _grouped(found, by, nested))
+        elif by is not None and fmt == "markdown":
+            text = "\n".join(f"## {markdown_escape(heading)}\n\n"
+                              f"{format_reports(group, fmt, caption=caption)}"
+                              for heading, group in _grouped(found, by, nested))
         elif by is not None:
             text = format_reports([r for _, group in _grouped(found, by, nested)
-                                   for r in group], fmt)
+                                   for r in group], fmt, caption=caption, label=label)
         else:
-            text = format_reports(reports, fmt)
+            text = format_reports(reports, fmt, caption=caption, label=label)
     except ReportError as exc:
         fail(str(exc))
     echo(text, nl=False, json=fmt == "json")

@@ -5,13 +5,27 @@ report`` prints). Nothing here prints."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
 from ..store.rundir import REPORT_NAME
-from .tables import format_number, render_csv, render_latex, render_markdown, render_table
+from .tables import (
+    LATEX_NOTE,
+    check_label,
+    column_align,
+    format_number,
+    latex_comment,
+    latex_escape,
+    markdown_code,
+    markdown_escape,
+    render_booktabs,
+    render_csv,
+    render_markdown,
+    render_table,
+)
 from .values import LEDGER_COLUMNS, RUNNING
 
 if TYPE_CHECKING:
@@ -28,6 +42,17 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ReportError(f"format {fmt!r} unknown; accepted: {', '.join(FORMATS)}")
     return fmt
+
+
+def check_caption_options(fmt: str, caption: str | None, label: str | None) -> None:
+    """:class:`ReportError` unless ``caption`` and ``label`` suit ``fmt``: a caption is for
+    ``markdown`` and ``latex``, a label for ``latex`` (and must be a valid LaTeX label)."""
+    if caption is not None and fmt not in ("markdown", "latex"):
+        raise ReportError(f"a caption is for the markdown and latex formats, not {fmt}")
+    if label is not None:
+        if fmt != "latex":
+            raise ReportError(f"a label is for the latex format, not {fmt}")
+        check_label(label)
 
 
 def _sig(value: float | None) -> str:
@@ -104,28 +129,319 @@ def _where(report: Report, run_dir: Path) -> str:
             f"`energymeter report --save` writes one)")
 
 
-def markdown(report: Report) -> str:
-    """The channel table with duration, total, carbon and warnings, in Markdown."""
+# -- paper tables (markdown, latex) -------------------------------------------------------------
+#: The most phases and logs a Markdown or LaTeX table shows (a float cannot span pages; the
+#: json and csv forms keep every entry), and the most logged metrics (columns) shown.
+MAX_PHASE_ROWS = 50
+MAX_LOG_ROWS = 30
+MAX_LOG_METRICS = 8
+
+_CHANNEL_ALIGN = ("l", "l", "l", "l", "r", "r", "r")
+LATEX_CHANNEL_HEADERS = ("Channel", "Kind", "Device", "Method", "Energy (J)", "Mean power (W)",
+                         "Peak power (W)")
+_PHASE_ALIGN = ("l", "l", "r", "r", "r")
+ESTIMATED_NOTE = ("est.: includes energy estimated by a model (CPU utilisation × TDP), not "
+                  "measured")
+
+
+def _estimated(report: Report) -> bool:
+    """Whether the total of ``report`` includes a channel estimated by a model."""
+    return any(c.channel.method == "model" and c.channel.in_total for c in report.channels)
+
+
+def _run_labels(reports: Sequence[Report]) -> list[str]:
+    """Each run's name, with its short id where names repeat and ``warm-up`` for one."""
+    names = [r.name for r in reports]
+    labels = []
+    for r in reports:
+        notes = [r.run_id[:8]] if names.count(r.name) > 1 else []
+        notes += ["warm-up"] if r.warmup else []
+        labels.append(r.name + (f" ({', '.join(notes)})" if notes else ""))
+    return labels
+
+
+def runs_table(reports: Sequence[Report]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, rows and alignment of the runs table: one row per run with its duration,
+    energy (``est.`` where a model estimated part of it), mean power, and where any run has
+    them its status (when not all completed), emissions, items and energy per item."""
+    status = any(r.status != "completed" for r in reports)
+    carbon = any(r.emissions_g is not None for r in reports)
+    items = any(r.items is not None for r in reports)
+    headers = ["run", *(["status"] if status else []), "duration (s)", "energy (J)",
+               "mean power (W)", *(["emissions (gCO2e)"] if carbon else []),
+               *(["items", "energy per item (J)"] if items else [])]
+    rows = []
+    for r, label in zip(reports, _run_labels(reports), strict=True):
+        energy = format_number(r.total_energy_j) + (" (est.)" if _estimated(r) else "")
+        row = [label, *([r.status] if status else []), format_number(r.duration_s), energy,
+               format_number(r.mean_power_w)]
+        if carbon:
+            row.append("-" if r.emissions_g is None else _sig(r.emissions_g))
+        if items:
+            row += ["-" if r.items is None else f"{r.items:.6g}",
+                    "-" if r.energy_per_item_j is None else _sig(r.energy_per_item_j)]
+        rows.append(row)
+    return headers, rows, ["l", *(["l"] if status else []), *["r"] * (len(headers) - 1
+                                                                      - status)]
+
+
+def _total_row(report: Report) -> list[str]:
+    return ["total", "", "", "", format_number(report.total_energy_j, 2),
+            format_number(report.mean_power_w, 1), ""]
+
+
+def _phases(report: Report) -> tuple[list[list[str]], str | None]:
+    rows = phase_rows(report)
+    notes = []
+    if len(rows) > MAX_PHASE_ROWS:
+        notes.append(f"the first {MAX_PHASE_ROWS} of {len(rows)} phases, json and csv have all")
+        rows = rows[:MAX_PHASE_ROWS]
+    short = sum(1 for p in report.phases[:MAX_PHASE_ROWS] if p.below_resolution)
+    if short:
+        notes.append(f"{short} shorter than the energy counter's update period, so their "
+                     "energy is uncertain")
+    return rows, "; ".join(notes) or None
+
+
+def _metric_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _sig(value)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def log_table(report: Report) -> tuple[list[str], list[list[str]], list[str], str | None]:
+    """Headers, rows, alignment and a note (what was left out, or None) of the logs table:
+    per ``log()`` its time (s), cumulative energy (J) and metrics; at most
+    :data:`MAX_LOG_ROWS` logs (evenly spaced, the first and last kept) and
+    :data:`MAX_LOG_METRICS` metrics."""
+    logs = list(report.logs)
+    keys: list[str] = []
+    for entry in logs:
+        keys += [k for k in entry.get("metrics", {}) if k not in keys]
+    notes = []
+    if len(logs) > MAX_LOG_ROWS:
+        step = (len(logs) - 1) / (MAX_LOG_ROWS - 1)
+        logs = [logs[round(i * step)] for i in range(MAX_LOG_ROWS)]
+        notes.append(f"{MAX_LOG_ROWS} of {len(report.logs)} logs evenly spaced, json and csv "
+                     "have all")
+    if len(keys) > MAX_LOG_METRICS:
+        notes.append(f"{len(keys) - MAX_LOG_METRICS} more metrics not shown: "
+                     + ", ".join(keys[MAX_LOG_METRICS:]))
+        keys = keys[:MAX_LOG_METRICS]
+    headers = ["time (s)", "energy (J)", *keys]
+    rows = [[format_number(e.get("t_s")), format_number(e.get("energy_j")),
+             *[_metric_cell(e.get("metrics", {}).get(k)) for k in keys]] for e in logs]
+    align = ["r", "r", *column_align([["", *r[2:]] for r in rows], len(keys) + 1)[1:]]
+    return headers, rows, align, "; ".join(notes) or None
+
+
+def carbon_text(report: Report) -> str | None:
+    """How the emissions of ``report`` were computed, in one sentence (None without carbon)."""
+    cb = report.carbon
+    if not cb:
+        return None
+    where = str(cb.get("region"))
+    if cb.get("name") and cb.get("name") != cb.get("region"):
+        where = f"{cb.get('name')}, {where}"
+    detail = ", ".join(str(x) for x in (cb.get("basis") and f"{cb.get('basis')} basis",
+                                        cb.get("source"), cb.get("year")) if x)
+    live = ""
+    if cb.get("provider") not in (None, "table"):
+        live = f"; live intensity from {cb.get('provider')}"
+    return (f"Emissions {_sig(cb.get('emissions_g'))} gCO2e = energy × PUE {cb.get('pue')} × "
+            f"{_sig(cb.get('g_per_kwh'))} gCO2e/kWh ({where}{live}"
+            + (f"; {detail}" if detail else "") + ").")
+
+
+def markdown(report: Report, *, caption: str | None = None, heading: bool = True) -> str:
+    """``report`` in Markdown: a heading (``caption``, else the run's name and status), its
+    duration, energy (and per item), the channel table with a total row, how emissions were
+    computed, the phase and log tables where it has them, and its warnings. Text columns are
+    left-aligned, numbers right-aligned."""
     total = report.total_energy_j
-    lines = [f"### energymeter run `{report.name}` ({report.status})", "",
-             f"Duration {report.duration_s:.2f} s, total energy {total:.2f} J "
-             f"({total / 3600:.4f} Wh).", "",
-             render_markdown(CHANNEL_HEADERS, channel_rows(report))]
+    lines = []
+    if heading:
+        title = (markdown_escape(caption) if caption else
+                 f"energymeter run {markdown_code(report.name)} ({report.status})")
+        lines += [f"### {title}", ""]
+    per_item = ""
+    if report.energy_per_item_j is not None:
+        per_item = (f" Energy per item {_sig(report.energy_per_item_j)} J "
+                    f"({report.items:.6g} items).")
+    lines += [f"Duration {report.duration_s:.2f} s, total energy {total:.2f} J "
+              f"({total / 3600:.4f} Wh), mean power {report.mean_power_w:.1f} W." + per_item,
+              "", render_markdown(CHANNEL_HEADERS, [*channel_rows(report), _total_row(report)],
+                                  _CHANNEL_ALIGN)]
+    if _estimated(report):
+        lines += ["", "Channels with method `model (estimated)`: energy estimated from CPU "
+                      "utilisation × TDP, not measured."]
     if report.carbon:
-        cb = report.carbon
-        lines += ["", f"Emissions {_sig(cb.get('emissions_g', 0))} gCO2e "
-                      f"(region {cb.get('region')}, {cb.get('g_per_kwh')} g/kWh "
-                      f"{cb.get('basis', '')}, {cb.get('source', '')}, PUE {cb.get('pue')})."]
+        lines += ["", markdown_escape(carbon_text(report) or "")]
+    if report.phases:
+        rows, note = _phases(report)
+        lines += ["", "Phases" + (f" ({markdown_escape(note)})" if note else "") + ":", "",
+                  render_markdown(PHASE_HEADERS, rows, _PHASE_ALIGN)]
+    if report.logs:
+        headers, rows, align, note = log_table(report)
+        lines += ["", "Logged metrics" + (f" ({markdown_escape(note)})" if note else "")
+                  + ":", "", render_markdown(headers, rows, align)]
     if report.warnings:
-        lines += ["", "Warnings:", *[f"- {w}" for w in report.warnings]]
+        lines += ["", "Warnings:", *[f"- {markdown_escape(w)}" for w in report.warnings]]
     return "\n".join(lines) + "\n"
 
 
-def latex(report: Report) -> str:
-    """A ``tabular`` of the channels with a total row (special characters escaped)."""
-    total = ["total", "", "", "", format_number(report.total_energy_j, 2),
-             format_number(report.mean_power_w, 1), ""]
-    return render_latex(CHANNEL_HEADERS, [*channel_rows(report), total]) + "\n"
+def _tex_name(report: Report) -> str:
+    return latex_escape(report.name)
+
+
+def _caption(default: str, caption: str | None, part: str | None = None) -> str:
+    """The caption of a table: ``default`` (LaTeX), or the user's ``caption`` (escaped), with
+    ``part`` (LaTeX) after it for the tables after the first."""
+    if caption is None:
+        return default
+    return latex_escape(caption) + (f": {part}" if part else "")
+
+
+def _labels(reports: Sequence[Report], label: str | None) -> tuple[str, list[str]]:
+    """The label of the runs table and the stem of each run's tables."""
+    if label is not None:
+        check_label(label)
+    if len(reports) == 1:
+        base = label or f"tab:energymeter-{_label_part(reports[0].run_id)}"
+        return base, [base]
+    base = label or "tab:energymeter-runs"
+    return base, [f"{base}-{_label_part(r.run_id)}" for r in reports]
+
+
+def _label_part(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", run_id)[:8] or "run"
+
+
+def _carbon_caption(reports: Sequence[Report]) -> str:
+    keys = {_carbon_key(r) for r in reports if r.carbon}
+    if not keys:
+        return ""
+    if len(keys) > 1:
+        return " Carbon settings differ between runs (region, intensity or PUE)."
+    cb = next(r.carbon for r in reports if r.carbon)
+    assert cb is not None
+    where = str(cb.get("region"))
+    detail = ", ".join(str(x) for x in (cb.get("basis") and f"{cb.get('basis')} basis",
+                                        cb.get("source"), cb.get("year")) if x)
+    return (f" Emissions: energy × PUE {cb.get('pue')} × {_sig(cb.get('g_per_kwh'))} "
+            f"gCO2e/kWh ({where}" + (f"; {detail}" if detail else "") + ").")
+
+
+def _carbon_key(report: Report) -> tuple[Any, ...]:
+    cb = report.carbon or {}
+    return tuple(str(cb.get(k)) for k in ("region", "g_per_kwh", "pue", "basis", "source",
+                                          "year"))
+
+
+def _tex(text: str) -> str:
+    return latex_escape(text).replace("CO2e", r"CO\textsubscript{2}e")
+
+
+def _latex_runs(reports: Sequence[Report], caption: str | None, label: str) -> str:
+    headers, rows, align = runs_table(reports)
+    what = (f"run {_tex_name(reports[0])}" if len(reports) == 1
+            else f"{len(reports)} runs")
+    default = f"Energy, duration and emissions of {what}, measured with energymeter."
+    default += _tex(_carbon_caption(reports))
+    if any(_estimated(r) for r in reports):
+        default += " " + _tex(ESTIMATED_NOTE[0].upper() + ESTIMATED_NOTE[1:] + ".")
+    return render_booktabs(_capitalised(headers), rows, align, raw_caption=True, label=label,
+                           caption=_caption(default, caption))
+
+
+def _capitalised(headers: Sequence[str]) -> list[str]:
+    return [h[:1].upper() + h[1:] for h in headers]
+
+
+def _latex_details(report: Report, caption: str | None, stem: str) -> list[str]:
+    """The channel, phase and log tables of ``report``, then its warnings as comments."""
+    name = _tex_name(report)
+    estimated = (" Method \\emph{model (estimated)}: estimated from CPU utilisation "
+                 r"$\times$ TDP, not measured." if _estimated(report) else "")
+    parts = [render_booktabs(
+        LATEX_CHANNEL_HEADERS, [*channel_rows(report), _total_row(report)],
+        _CHANNEL_ALIGN, rules_before=[len(report.channels)], raw_caption=True,
+        label=f"{stem}-channels",
+        caption=_caption(f"Energy and power per channel of run {name}.{estimated}", caption,
+                         f"energy per channel of run {name}"))]
+    if report.phases:
+        rows, note = _phases(report)
+        extra = f"; {_tex(note)}" if note else ""
+        parts.append(render_booktabs(
+            _capitalised(PHASE_HEADERS), rows, _PHASE_ALIGN, raw_caption=True,
+            label=f"{stem}-phases",
+            caption=_caption(f"Phases of run {name}: start from the run's start, duration and "
+                             f"energy{extra}.", caption, f"phases of run {name}{extra}")))
+    if report.logs:
+        headers, rows, align, note = log_table(report)
+        extra = f"; {_tex(note)}" if note else ""
+        parts.append(render_booktabs(
+            [*_capitalised(headers[:2]), *headers[2:]], rows, align, raw_caption=True,
+            label=f"{stem}-logs",
+            caption=_caption(f"Metrics logged during run {name}, with the time and the energy "
+                             f"used until each log{extra}.", caption,
+                             f"metrics logged during run {name}{extra}")))
+    if report.warnings:
+        parts.append(latex_comment("\n".join(f"warning ({report.name}): {w}"
+                                             for w in report.warnings)))
+    return parts
+
+
+def latex(report: Report, *, caption: str | None = None, label: str | None = None) -> str:
+    """``report`` as LaTeX tables to ``\\input`` into a paper (booktabs, each a ``table``
+    float with a caption and a label): the run's figures, energy per channel with a total
+    row, and its phases and logs where it has them; its warnings as comments. ``caption``
+    replaces the default captions (escaped; the later tables add what they show), ``label``
+    the default label ``tab:energymeter-<run id>`` (the later tables add ``-channels``,
+    ``-phases``, ``-logs``)."""
+    return format_reports([report], "latex", caption=caption, label=label)
+
+
+def _unique(reports: Sequence[Report]) -> list[Report]:
+    seen: set[str] = set()
+    out = []
+    for r in reports:
+        if r.run_id not in seen:
+            seen.add(r.run_id)
+            out.append(r)
+    return out
+
+
+def latex_reports(reports: Sequence[Report], *, caption: str | None = None,
+                  label: str | None = None) -> str:
+    """The LaTeX of :func:`latex` for several runs: one runs table (a row per run), then each
+    run's tables (labels ``<label>-<run id>-channels`` ...); a run given twice shows once."""
+    reports = _unique(reports)
+    base, stems = _labels(reports, label)
+    parts = [LATEX_NOTE, _latex_runs(reports, caption, base)]
+    for report, stem in zip(reports, stems, strict=True):
+        parts += _latex_details(report, caption, stem)
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_reports(reports: Sequence[Report], *, caption: str | None = None) -> str:
+    """:func:`markdown` of each report; several are preceded by a runs table (a row per run)
+    under ``caption`` (or ``energymeter runs``)."""
+    if len(reports) == 1:
+        return markdown(reports[0], caption=caption)
+    headers, rows, align = runs_table(reports)
+    head = [f"## {markdown_escape(caption) if caption else 'energymeter runs'}", "",
+            render_markdown(headers, rows, align)]
+    if any(_estimated(r) for r in reports):
+        head += ["", markdown_escape(ESTIMATED_NOTE[0].upper() + ESTIMATED_NOTE[1:] + ".")]
+    return "\n".join(head) + "\n\n" + "\n".join(markdown(r) for r in reports)
 
 
 def table(report: Report) -> str:
@@ -139,11 +455,15 @@ def table(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def format_reports(reports: Sequence[Report], fmt: str = "table") -> str:
+def format_reports(reports: Sequence[Report], fmt: str = "table", *,
+                   caption: str | None = None, label: str | None = None) -> str:
     """``reports`` as text: ``table`` (summary and channel table of each), ``json`` (one report,
-    or a list for several), ``csv`` (the ledger columns, one row per run), ``markdown`` or
-    ``latex`` (each report's table)."""
+    or a list for several), ``csv`` (the ledger columns, one row per run), ``markdown``
+    (:func:`markdown_reports`) or ``latex`` (:func:`latex_reports`: booktabs tables for a
+    paper). ``caption`` and ``label`` are for ``markdown`` (caption only) and ``latex``;
+    other formats refuse them (:class:`ReportError`)."""
     check_format(fmt)
+    check_caption_options(fmt, caption, label)
     if fmt == "json":
         if len(reports) == 1:
             return reports[0].to_json() + "\n"
@@ -151,7 +471,7 @@ def format_reports(reports: Sequence[Report], fmt: str = "table") -> str:
     if fmt == "csv":
         return render_csv(LEDGER_COLUMNS, (r.to_row() for r in reports))
     if fmt == "markdown":
-        return "\n".join(markdown(r) for r in reports)
+        return markdown_reports(reports, caption=caption)
     if fmt == "latex":
-        return "\n".join(latex(r) for r in reports)
+        return latex_reports(reports, caption=caption, label=label)
     return "\n".join(table(r) for r in reports)

@@ -1,0 +1,396 @@
+"""Paper tables (issue 12): the LaTeX and Markdown of `report` and `compare`.
+
+Every LaTeX output is checked for its structure (balanced environments, booktabs rules in
+order, no vertical rules, the same number of cells on every row as the column spec has,
+balanced braces and math, data escaped) and, where `pdflatex` with booktabs is installed,
+compiled in a small document. Markdown tables: the same cells on every row, text left and
+numbers right, data escaped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from energymeter.analysis import compare, format_comparison, format_targets, target_results
+from energymeter.errors import ReportError
+from energymeter.probes.base import Channel
+from energymeter.report import ChannelEnergy, Phase, Report
+from energymeter.report.render import format_reports
+from energymeter.report.tables import (
+    check_label,
+    latex_cell,
+    markdown_code,
+    markdown_escape,
+    render_booktabs,
+    split_headers,
+)
+from tests.test_cli import invoke, make_run
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+#: Every character LaTeX treats specially, and some Markdown does.
+HOSTILE = r"exp_1 & 100% #2 $x {y} ~z^ \w <b>|*"
+CPU = Channel("cpu0", "cpu", "Xeon_Gold & Co", "rapl", "counter")
+CPU_MODEL = Channel("cpu0", "cpu", "AMD EPYC", "model", "model",
+                    meta={"tdp_w": 8.0, "idle_w": 2.4, "tdp_source": "default"})
+DRAM = Channel("dram0", "dram", "Xeon_Gold & Co", "rapl", "counter")
+GPU = Channel("gpu0", "gpu", "NVIDIA H100 #1", "nvml", "counter")
+CARBON = {"region": "SE", "name": "Sweden", "g_per_kwh": 35.89, "basis": "generation",
+          "source": "Ember (2025)", "year": 2024, "pue": 1.2, "emissions_g": 0.0042}
+
+
+def full_report(name: str = HOSTILE, *, cpu: Channel = CPU, minute: int = 0,
+                cpu_j: float = 100.0, **fields: object) -> Report:
+    """A report with every table: channels (one a sub-zone), phases, logs, items, carbon."""
+    start = T0 + timedelta(minutes=minute)
+    fields.setdefault("phases", (Phase("epoch_1 & #", 0.0, 4.0, {"cpu0": 40.0, "gpu0": 80.0}),
+                                 Phase("fwd", 1.0, 1.001, {"cpu0": -0.5}, parent="epoch_1 & #",
+                                       below_resolution=True)))
+    fields.setdefault("logs", (
+        {"t_s": 4.0, "energy_j": 120.0, "metrics": {"epoch": 1, "val_acc": 0.5, "opt": "a_b"}},
+        {"t_s": 8.0, "energy_j": 250.0, "metrics": {"epoch": 2, "val_acc": 0.9}}))
+    return Report(
+        run_id=f"{minute:04d}abcd-ef", name=name, status="completed", started_at=start,
+        ended_at=start + timedelta(seconds=10), duration_s=10.0,
+        channels=(ChannelEnergy(cpu, cpu_j, cpu_j / 10, cpu_j / 5),
+                  ChannelEnergy(DRAM, 10.0, 1.0, 2.0),
+                  ChannelEnergy(GPU, 200.0, 20.0, 40.0)),
+        carbon=CARBON, items=fields.pop("items", 1000.0), warnings=("a warning & 50%",),
+        **fields)  # type: ignore[arg-type]
+
+
+# -- structure checks --------------------------------------------------------------------------
+def _columns(spec: str) -> int:
+    """The number of columns of a tabular spec (``l``, ``r``, ``c``, ``p{...}``)."""
+    assert "|" not in spec, f"vertical rule in {spec!r}"
+    spec = re.sub(r"[pmb]\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "p", spec)
+    assert re.fullmatch(r"[lrcp]+", spec), spec
+    return len(spec)
+
+
+def _cells(row: str) -> list[str]:
+    return re.split(r"(?<!\\)&", row)
+
+
+def _unescaped(text: str, char: str) -> int:
+    return len(re.findall(r"(?<!\\)" + re.escape(char), text))
+
+
+def check_latex(text: str) -> list[tuple[int, list[list[str]]]]:
+    """Assert the structure of ``text`` (see the module's docstring); return each tabular's
+    column count and rows of cells (the header lines included)."""
+    lines = text.splitlines()
+    body = [line for line in lines if not line.startswith("%")]
+    stack: list[str] = []
+    for line in body:
+        for kind, env in re.findall(r"\\(begin|end)\{(\w+\*?)\}", line):
+            if kind == "begin":
+                stack.append(env)
+            else:
+                assert stack and stack.pop() == env, f"unbalanced \\end{{{env}}}"
+    assert stack == [], f"environments left open: {stack}"
+    source = "\n".join(body)
+    assert r"\hline" not in source
+    for line in body:
+        assert _unescaped(line.replace(r"\\", ""), "{") == _unescaped(line.replace(r"\\", ""),
+                                                                       "}"), line
+        assert _unescaped(line, "$") % 2 == 0, f"unbalanced math: {line}"
+        assert _unescaped(line, "%") == 0, f"raw % (a comment) in {line}"
+        assert _unescaped(line, "#") == 0 and _unescaped(line, "_") == 0, line
+        assert "~" not in line.replace(r"~\cite", ""), line
+    tables = []
+    for match in re.finditer(r"\\begin\{tabular\}\{([^\n]*)\}\n(.*?)\\end\{tabular\}",
+                             source, re.S):
+        n = _columns(match.group(1))
+        rows = match.group(2).splitlines()
+        rules = [r for r in rows if r.startswith("\\") and r.endswith("rule")]
+        assert rules[0] == r"\toprule" and rules[-1] == r"\bottomrule", rules
+        assert r"\midrule" in rules
+        cells = []
+        for row in rows:
+            if row in (r"\toprule", r"\midrule", r"\bottomrule"):
+                continue
+            assert row.endswith(r" \\"), row
+            cells.append(_cells(row[:-3]))
+            assert len(cells[-1]) == n, f"{len(cells[-1])} cells, spec has {n}: {row}"
+        tables.append((n, cells))
+    assert tables, "no tabular"
+    return tables
+
+
+def check_markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table of ``text``: equal cell counts, a separator row of ``---`` (text)
+    or ``---:`` (numbers); returns each table's rows of cells."""
+    tables: list[list[list[str]]] = []
+    block: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            rows = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in block]
+            assert all(len(r) == len(rows[0]) for r in rows), block
+            assert all(c in ("---", "---:") for c in rows[1]), rows[1]
+            for i, sep in enumerate(rows[1]):
+                values = [r[i] for r in rows[2:] if r[i] not in ("", "-")]
+                numeric = values and all(re.match(r"^[−+-]?\d", v) for v in values)
+                if numeric and i:
+                    assert sep == "---:", (rows[0][i], values)
+            tables.append([rows[0], *rows[2:]])
+            block = []
+    return tables
+
+
+# -- pdflatex ----------------------------------------------------------------------------------
+def _tex_available() -> bool:
+    if not shutil.which("pdflatex") or not shutil.which("kpsewhich"):
+        return False
+    found = subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True,
+                           check=False)
+    return found.returncode == 0 and bool(found.stdout.strip())
+
+
+needs_tex = pytest.mark.skipif(not _tex_available(),
+                               reason="pdflatex with booktabs.sty not installed")
+
+
+def compile_latex(tmp_path: Path, *parts: str) -> str:
+    """Compile ``parts`` (each \\input into an article with booktabs); return the log."""
+    names = []
+    for i, part in enumerate(parts):
+        (tmp_path / f"part{i}.tex").write_text(part, encoding="utf-8")
+        names.append(f"\\input{{part{i}}}\n\\clearpage")
+    doc = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+           + "\n".join(names) + "\n\\end{document}\n")
+    (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                           "doc.tex"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+    return log
+
+
+# -- report: LaTeX -----------------------------------------------------------------------------
+def test_report_latex_tables_structure_units_and_escaping() -> None:
+    text = format_reports([full_report()], "latex")
+    assert text.startswith("% energymeter: needs \\usepackage{booktabs}")
+    tables = check_latex(text)
+    assert len(tables) == 4  # runs, channels, phases, logs
+    runs, channels, phases, logs = (cells for _, cells in tables)
+    # units in the headers (the second header line)
+    assert runs[0] == ["Run ", " Duration ", " Energy ", " Mean power ", " Emissions ", " Items ",
+                       " Energy per item"]
+    assert [c.strip() for c in runs[1]] == ["", "(s)", "(J)", "(W)",
+                                            r"(gCO\textsubscript{2}e)", "", "(J)"]
+    escaped = r"exp\_1 \& 100\% \#2 \$x \{y\} \textasciitilde{}z\textasciicircum{} " \
+              r"\textbackslash{}w \textless{}b\textgreater{}\textbar{}*"
+    assert runs[2][0].strip() == escaped
+    assert runs[2][-2:] == [" 1000 ", " 0.31"]  # items and energy per item
+    assert [c.strip() for c in channels[1]][:2] == ["", ""]
+    assert channels[2][2].strip() == r"Xeon\_Gold \& Co"
+    assert channels[-1][0].strip() == "total" and channels[-1][4].strip() == "310.00"
+    assert [c.strip() for c in phases[0]] == ["Phase", "Parent", "Start", "Duration", "Energy"]
+    assert phases[3][0].strip() == "fwd" and phases[3][4].strip() == "$-$0.50"
+    assert [c.strip() for c in logs[0]] == ["Time", "Energy", "epoch", "val\\_acc", "opt"]
+    assert [c.strip() for c in logs[2]] == ["4.000", "120.0", "1", "0.5", r"a\_b"]
+    assert [c.strip() for c in logs[3]][-1] == "-"
+    for label in ("tab:energymeter-0000abcd", "tab:energymeter-0000abcd-channels",
+                  "tab:energymeter-0000abcd-phases", "tab:energymeter-0000abcd-logs"):
+        assert f"\\label{{{label}}}" in text
+    assert text.count(r"\caption{") == 4 and "35.89 gCO\\textsubscript{2}e/kWh" in text
+    assert r"% warning (exp_1 & 100% #2" in text  # warnings as comments, never typeset
+
+
+def test_report_latex_caption_label_and_what_is_absent() -> None:
+    plain = full_report("plain", phases=(), logs=(), items=None)
+    text = format_reports([plain], "latex", caption="Cost of training 50% & more",
+                          label="tab:train")
+    tables = check_latex(text)
+    assert len(tables) == 2  # no phases, no logs
+    assert "Items" not in text and "per item" not in text
+    assert r"\caption{Cost of training 50\% \& more}" in text
+    assert r"\caption{Cost of training 50\% \& more: energy per channel of run plain}" in text
+    assert r"\label{tab:train}" in text and r"\label{tab:train-channels}" in text
+    with pytest.raises(ReportError, match="accepted: letters"):
+        format_reports([plain], "latex", label="tab:a b{")
+    with pytest.raises(ReportError, match="markdown and latex"):
+        format_reports([plain], "csv", caption="x")
+    with pytest.raises(ReportError, match="latex format"):
+        format_reports([plain], "markdown", label="tab:x")
+
+
+def test_report_latex_several_runs_one_runs_table_and_estimates_said() -> None:
+    reports = [full_report("a", minute=1), full_report("a", minute=2, cpu=CPU_MODEL),
+               full_report("a", minute=1)]  # the same run twice shows once
+    text = format_reports(reports, "latex")
+    tables = check_latex(text)
+    assert len(tables) == 1 + 2 * 3
+    runs = tables[0][1]
+    assert [r[0].strip() for r in runs[2:]] == ["a (0001abcd)", "a (0002abcd)"]
+    assert runs[3][2].strip() == "310.0 (est.)" and runs[2][2].strip() == "310.0"
+    assert "Est.: includes energy estimated by a model" in text
+    assert "model (estimated)" in text
+    assert r"\label{tab:energymeter-runs-0002abcd-channels}" in text
+
+
+def test_latex_cells_numbers_and_helpers() -> None:
+    assert latex_cell("-1.5", numeric=True) == "$-$1.5"
+    assert latex_cell("epoch-1", numeric=True) == "epoch-1"
+    assert latex_cell("8.7e-05", numeric=True) == r"8.7$\times 10^{-5}$"
+    assert latex_cell("1 ± 2 × 3 − 4 ≥ 5") == r"1 $\pm$ 2 $\times$ 3 $-$ 4 $\geq$ 5"
+    assert latex_cell("evil\x1b[2J\n") == r"evil\textbackslash{}x1b[2J\textbackslash{}n"
+    assert split_headers(["energy (J)", "run", "dense (n=5)"]) == (
+        ["energy", "run", "dense"], ["(J)", "", "(n=5)"])
+    assert check_label("tab:a-b_c.d/1+2") == "tab:a-b_c.d/1+2"
+    bare = render_booktabs(["a", "b (W)"], [["x", "1"]], float_env=False)
+    assert bare.startswith(r"\begin{tabular}{lr}") and r"\begin{table}" not in bare
+
+
+# -- compare: LaTeX ----------------------------------------------------------------------------
+def _groups() -> list:
+    dense = [("runs/dense_&%/", full_report("train", minute=i, cpu_j=e))
+             for i, e in enumerate([500.0, 510.0, 495.0, 505.0])]
+    sparse = [("runs/sp#rse/", full_report("train", minute=10 + i, cpu_j=e))
+              for i, e in enumerate([300.0, 310.0, 290.0, 305.0])]
+    return dense + sparse
+
+
+def test_compare_latex_mean_ci_difference_and_p() -> None:
+    rows = compare(_groups())
+    text = format_comparison(rows, "latex")
+    tables = check_latex(text)
+    (n, cells), = tables
+    assert n == 3 and r"\begin{tabular}{lrr}" in text
+    heads = [c.strip() for c in cells[0]], [c.strip() for c in cells[1]]
+    assert heads == (["", r"dense\_\&\%", r"sp\#rse"], ["", "(n=4)", "(n=4)"])
+    energy = next(i for i, r in enumerate(cells) if r[0].strip() == "energy total (J)")
+    assert re.fullmatch(r"\d+\.\d+ \$\\pm\$ \d+\.\d+", cells[energy][1].strip())
+    assert cells[energy + 1][0].strip() == "difference"
+    assert re.match(r"\$-\$\d+\.\d \\% \[\$-\$\d+\.\d, \$-\$\d+\.\d\]$",
+                    cells[energy + 1][2].strip())
+    assert cells[energy + 2][2].strip() == r"p \textless{} 0.001"
+    assert any(r[0].strip() == r"emissions (gCO\textsubscript{2}e)" for r in cells)
+    assert any(r[0].strip() == "energy per item (J)" for r in cells)
+    assert "Welch's two-sided t-test" in text and r"\label{tab:energymeter-compare}" in text
+    custom = format_comparison(rows, "latex", caption="Dense & sparse", label="tab:cmp")
+    assert r"\caption{Dense \& sparse}" in custom and r"\label{tab:cmp}" in custom
+    assert "−" not in text and "±" not in text and "≥" not in text
+
+
+def test_target_latex_structure() -> None:
+    found = _groups()
+    result = target_results(found, "val_acc=0.8", by="dir")
+    text = format_targets(result, "latex", label="tab:tgt")
+    tables = check_latex(text)
+    assert len(tables) == 2 and r"\label{tab:tgt-groups}" in text
+    assert r"p{0.3\linewidth}" in text
+
+
+# -- markdown ----------------------------------------------------------------------------------
+def test_report_markdown_tables_alignment_and_escaping() -> None:
+    text = format_reports([full_report()], "markdown")
+    tables = check_markdown_tables(text)
+    assert len(tables) == 3  # channels, phases, logs (one run: its figures in a sentence)
+    channels, phases, logs = tables
+    assert channels[0] == ["channel", "kind", "device", "method", "energy (J)", "mean (W)",
+                           "peak (W)"]
+    assert "|---|---|---|---|---:|---:|---:|" in text
+    assert channels[-1][0] == "total" and channels[2][2] == r"Xeon\_Gold & Co"
+    assert phases[0] == ["phase", "parent", "start (s)", "duration (s)", "energy (J)"]
+    assert logs[0] == ["time (s)", "energy (J)", "epoch", r"val\_acc", "opt"]
+    assert "|---:|---:|---:|---:|---|" in text  # the text metric left-aligned
+    assert "Energy per item 0.31 J (1000 items)." in text
+    assert "### energymeter run `exp_1 & 100% #2 $x {y} ~z^ \\w <b>|*`" in text
+    several = format_reports([full_report("a|b_c", minute=1), full_report("d", minute=2)],
+                             "markdown", caption="Runs")
+    runs = check_markdown_tables(several)[0]
+    assert runs[0][:4] == ["run", "duration (s)", "energy (J)", "mean power (W)"]
+    assert runs[1][0] == r"a\|b\_c" and several.startswith("## Runs")
+
+
+def test_compare_markdown_same_table_as_latex() -> None:
+    rows = compare(_groups())
+    text = format_comparison(rows, "markdown", caption="Dense vs sparse")
+    table, = check_markdown_tables(text)
+    assert table[0] == ["", r"dense\_&% (n=4)", "sp#rse (n=4)"]
+    energy = next(i for i, r in enumerate(table) if r[0] == "energy total (J)")
+    assert "±" in table[energy][1] and table[energy + 1][0] == "difference"
+    assert "p < 0.001" in table[energy + 1][2] and text.startswith("**Dense vs sparse**")
+    assert "Welch's t-test" in text
+
+
+def test_markdown_helpers() -> None:
+    assert markdown_escape("a|b*c_d`e\nf<g> 1 < 2 [x](y)") == \
+        r"a\|b\*c\_d\`e f\<g> 1 < 2 [x\](y)"
+    assert markdown_code("a`b") == "``a`b``"
+    assert markdown_escape("evil\x1b]0;x\x07") == r"evil\x1b]0;x\x07"
+
+
+# -- compilation -------------------------------------------------------------------------------
+@needs_tex
+def test_latex_outputs_compile_with_pdflatex(tmp_path: Path) -> None:
+    rows = compare(_groups())
+    parts = [format_reports([full_report()], "latex"),
+             format_reports([full_report("a", minute=1), full_report("b", minute=2,
+                                                                     cpu=CPU_MODEL)], "latex"),
+             format_comparison(rows, "latex"),
+             format_comparison(compare(_groups(), group=False), "latex"),
+             format_targets(target_results(_groups(), "val_acc=0.8", by="dir"), "latex")]
+    log = compile_latex(tmp_path, *parts)
+    assert "Undefined control sequence" not in log
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ENERGYMETER_REGION", "SE")
+    out = tmp_path / "runs"
+    make_run(out, "paper_run & 50%")
+    return out
+
+
+def test_cli_report_and_compare_latex_options(runs: Path, tmp_path: Path) -> None:
+    code, out, err = invoke("report", "--format", "latex", "--caption", "Cost", "--label",
+                            "tab:cost", str(runs))
+    assert code == 0, err
+    check_latex(out)
+    assert r"\caption{Cost}" in out and r"\label{tab:cost-channels}" in out
+    assert r"paper\_run \& 50\%" in out
+    code, out, err = invoke("compare", "--format", "latex", "--label", "tab:c", str(runs))
+    assert code == 0, err
+    check_latex(out)
+    code, out, err = invoke("compare", "--format", "markdown", str(runs))
+    assert code == 0 and check_markdown_tables(out)
+    code, _, err = invoke("report", "--format", "latex", "--label", "bad label", str(runs))
+    assert code == 2 and "accepted: letters" in err
+    code, _, err = invoke("compare", "--caption", "x", str(runs))
+    assert code == 2 and "markdown and latex" in err
+
+
+@needs_tex
+def test_cli_latex_of_a_real_run_compiles(runs: Path, tmp_path: Path) -> None:
+    _, report_tex, _ = invoke("report", "--format", "latex", str(runs))
+    _, compare_tex, _ = invoke("compare", "--format", "latex", str(runs))
+    _, cite_tex, _ = invoke("cite", "--format", "latex", str(runs))
+    compile_latex(tmp_path / "..", report_tex, compare_tex, cite_tex)
+
+
+def test_the_structure_checks_are_not_blind() -> None:
+    good = "\\begin{tabular}{lr}\n\\toprule\na & 1 \\\\\n\\midrule\nb & 2 \\\\\n\\bottomrule\n" \
+           "\\end{tabular}"
+    check_latex(good)
+    for bad in (good.replace("b & 2", "b & 2 & 3"), good.replace("{lr}", "{l|r}"),
+                good.replace("\\bottomrule\n", ""), good.replace("a & 1", "a_1 & 1"),
+                good.replace("a & 1", "100% & 1"), good.replace("\\end{tabular}", ""),
+                good.replace("a & 1", "$x & 1")):
+        with pytest.raises(AssertionError):
+            check_latex(bad)
+    with pytest.raises(AssertionError):
+        check_markdown_tables("| a | b |\n|---|---|\n| x | 1 |\n")  # a number left-aligned
