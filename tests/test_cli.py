@@ -26,7 +26,7 @@ from tests.fakes.nvml import FakeGPU, FakeNVML
 from tests.fakes.powercap import FakePowercap
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("run", "report", "compare", "probes", "monitor", "carbon")
+COMMANDS = ("run", "report", "compare", "plot", "cite", "probes", "monitor", "carbon")
 
 
 @pytest.fixture

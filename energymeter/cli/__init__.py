@@ -1,5 +1,5 @@
-"""The ``energymeter`` command line: ``run``, ``report``, ``compare``, ``probes``, ``monitor``
-and ``carbon``, one module each.
+"""The ``energymeter`` command line: ``run``, ``report``, ``compare``, ``plot``, ``cite``,
+``probes``, ``monitor`` and ``carbon``, one module each.
 
 Thin by design: each command parses its options, calls the library and prints. Options that
 mirror settings are generated from the settings' metadata (:func:`.common.setting_option`) and
@@ -43,6 +43,8 @@ def cli() -> None:
       energymeter run -- python train.py --epochs 3
       energymeter report energymeter-runs/
       energymeter compare runs/*-baseline-* runs/*-pruned-*
+      energymeter plot runs/ --kind compare --by tag:method -o compare.pdf
+      energymeter cite runs/ --format latex
       energymeter probes
       energymeter carbon SE
 

@@ -394,9 +394,12 @@ class Report:
         return render.summary(self)
 
     def to_markdown(self) -> str:
-        """The channel table with duration, total, carbon and warnings, in Markdown."""
+        """The run in Markdown: duration, energy (and per item), the channel table with a
+        total, how emissions were computed, phases, logs and warnings (see
+        :func:`.render.markdown`)."""
         return render.markdown(self)
 
     def to_latex(self) -> str:
-        """A ``tabular`` of the channels with a total row (special characters escaped)."""
+        """The run as booktabs LaTeX tables (figures, channels with a total, phases, logs;
+        warnings as comments; every value escaped; see :func:`.render.latex`)."""
         return render.latex(self)
