@@ -19,6 +19,7 @@ import pytest
 from energymeter import Report, measure
 from energymeter.analysis import compare, find_runs, target_results
 from energymeter.errors import ReportError
+from energymeter.report.samples import timeline
 from tests.fakes.powercap import FakePowercap
 from tests.test_cli import invoke
 
@@ -120,9 +121,11 @@ def test_timeline_of_a_run_under_energymeter_run(runs: Path, tmp_path: Path) -> 
     t, w = line.get_xdata(), line.get_ydata()
     assert len(t) >= 3 and all(0 < x < report.duration_s for x in t)
     assert all(math.isfinite(p) and p > 0 for p in w)
-    # The mean of the plotted power is the run's mean power (windows of equal length but the
-    # first and last): within a third.
-    assert sum(w) / len(w) == pytest.approx(report.mean_power_w, rel=0.35)
+    # What report.samples.timeline gives over windows of ten updates of the model's counter.
+    expected = timeline(report, ["cpu0"], min_interval_s=10 * report.channels[0].channel
+                        .resolution_s)
+    assert list(t) == pytest.approx(expected.t_s)
+    assert list(w) == pytest.approx(expected.power_w["cpu0"])
     assert ax.get_xlim() == pytest.approx((0, report.duration_s))
     assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "power (W)"
     # The phases of the run nested in it (the script's measure()), on the parent's clock.
@@ -146,7 +149,8 @@ def test_report_plot_on_given_axes_and_nested_run_phases(runs: Path) -> None:
     assert report.plot("timeline", ax=ax) is fig
     assert len(spans(ax)) == 4 and len(ax.lines) == 1
     assert [t.get_text() for t in ax.texts][:1] in ([], ["epoch-1"])  # labelled where it fits
-    assert isinstance(report.plot(), Figure)  # the default kind is the timeline
+    fig = report.plot()  # the default kind is the timeline
+    assert isinstance(fig, Figure) and fig._repr_png_()[:4] == b"\x89PNG"  # Jupyter shows it
 
 
 def test_timeline_one_panel_per_run(runs: Path, tmp_path: Path) -> None:
@@ -169,7 +173,7 @@ def test_timeline_marks_subzones_and_psys_as_not_in_the_total(tmp_path: Path) ->
                                region="SE", interval_s=0.01) as m, m.phase("a"):
         import time
 
-        time.sleep(0.3)
+        time.sleep(0.4)
     fake.close()
     report = m.report
     # Windows of 50 ms: the fake's counters are advanced by a thread that may lag under load.
@@ -188,9 +192,9 @@ def test_timeline_marks_subzones_and_psys_as_not_in_the_total(tmp_path: Path) ->
         power = next(line for line in ax.lines if line.get_label() == label).get_ydata()
         return sum(power) / len(power)
 
-    assert mean_w("cpu0") == pytest.approx(40.0, rel=0.1)
-    assert mean_w("total") == pytest.approx(45.0, rel=0.1)  # cpu0 + dram0, not core or psys
-    assert mean_w("psys (platform, not in total)") == pytest.approx(60.0, rel=0.1)
+    assert mean_w("cpu0") == pytest.approx(40.0, rel=0.2)
+    assert mean_w("total") == pytest.approx(45.0, rel=0.2)  # cpu0 + dram0, not core or psys
+    assert mean_w("psys (platform, not in total)") == pytest.approx(60.0, rel=0.2)
     fig = report.plot("breakdown")
     ax = fig.axes[0]
     assert not any(p.get_hatch() for p in ax.patches)  # measured: no hatching

@@ -12,8 +12,9 @@
 matplotlib (the ``plot`` extra) is imported only inside these functions, never when the
 package is. Figures are sized for a paper's column (3.4 in wide, 8-9 pt text) in the
 Okabe-Ito colour-blind-safe palette. A figure is a :class:`matplotlib.figure.Figure` that
-pyplot does not manage (no global state, no display needed), unless the caller has imported
-``matplotlib.pyplot``: then it is made with pyplot, so that ``plt.show()`` shows it.
+pyplot does not manage (no global state, no display needed; Jupyter shows it as the cell's
+value), unless a script (not IPython) has imported ``matplotlib.pyplot``: then it is made with
+pyplot, so that ``plt.show()`` shows it.
 Figures of many runs (a panel per run, groups, comparisons) are drawn by
 :mod:`energymeter.analysis.plots`.
 """
@@ -21,6 +22,8 @@ Figures of many runs (a panel per run, groups, comparisons) are drawn by
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -134,14 +137,41 @@ def new_figure(width_in: float | None, height_in: float | None, nrows: int = 1,
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.5 <= value <= 50):
             raise ReportError(f"figure {name} {value!r} in is not accepted; accepted: inches "
                               "from 0.5 to 50 (a column is about 3.4, a page 7)")
-    if "matplotlib.pyplot" in sys.modules:  # the caller uses pyplot: let plt.show() show it
+    if "matplotlib.pyplot" in sys.modules and not _in_ipython():
+        # A script that uses pyplot: a pyplot figure, so that plt.show() shows it.
         fig = sys.modules["matplotlib.pyplot"].figure(figsize=size, layout="constrained")
-    else:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=size, layout="constrained")
+    else:  # no global state; in Jupyter shown once, as the cell's value (_repr_png_)
+        fig = _figure_class()(figsize=size, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **subplots)
     return fig, [ax for row in axes for ax in row]
+
+
+#: The resolution of a figure shown in Jupyter.
+NOTEBOOK_DPI = 150
+
+
+def _in_ipython() -> bool:
+    """Whether this runs under IPython (Jupyter): a pyplot figure would be shown twice there
+    (by the inline backend, and as the cell's value)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _figure_class() -> type:
+    from matplotlib.figure import Figure
+
+    class ReportFigure(Figure):
+        """A matplotlib Figure that Jupyter shows without pyplot (as a PNG)."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            with style():
+                self.savefig(buffer, format="png", dpi=NOTEBOOK_DPI)
+            return buffer.getvalue()
+
+    return ReportFigure
 
 
 def check_output(output: str | Path) -> str:
