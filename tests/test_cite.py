@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import energymeter
 from energymeter.analysis import find_runs
@@ -20,7 +19,7 @@ from energymeter.probes.base import Channel
 from energymeter.report import ChannelEnergy, Report
 from energymeter.store import write_json_atomic
 from tests.test_cli import invoke, make_run
-from tests.test_hostile_input import FUZZ, JSON_VALUES, _paths
+from tests.test_hostile_input import FUZZ, mutated
 from tests.test_latex import compile_latex, needs_tex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,32 +202,10 @@ RICH = report("x", (MODEL_CPU, POLLED_GPU, RAPL_DRAM),
 RICH["host"]["probes"] = [{"source": "model", "packages": 2, "tdp_w": 225.0}]
 RICH["carbon"]["live_energy_share"] = 0.5
 RICH["carbon"]["provider"] = "gb"
-RICH_PATHS = list(_paths(RICH))
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> Any:
-    """RICH with 1 to 3 of its values replaced by arbitrary JSON or removed."""
-    import copy
-
-    data = copy.deepcopy(RICH)
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(RICH_PATHS))
-        node: Any = data
-        try:
-            for part in path[:-1]:
-                node = node[part]
-            if draw(st.booleans()) and isinstance(node, dict):
-                node.pop(path[-1], None)
-            else:
-                node[path[-1]] = draw(JSON_VALUES)
-        except (KeyError, IndexError, TypeError):
-            continue
-    return data
 
 
 @FUZZ
-@given(mutated())
+@given(mutated(RICH))
 def test_fuzz_any_loadable_report_can_be_cited(data: Any) -> None:
     try:
         loaded = Report.from_dict(data)

@@ -212,14 +212,13 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _paths(v, (*prefix, i))
 
 
-VALID_PATHS = list(_paths(VALID))
-
-
 @st.composite
-def mutated_reports(draw: st.DrawFn) -> Any:
-    data = copy.deepcopy(VALID)
+def mutated(draw: st.DrawFn, base: Any) -> Any:
+    """``base`` (JSON data) with 1 to 3 of its values replaced by arbitrary JSON or removed."""
+    data = copy.deepcopy(base)
+    paths = list(_paths(base))
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(VALID_PATHS))
+        path = draw(st.sampled_from(paths))
         node: Any = data
         try:
             for part in path[:-1]:
@@ -231,6 +230,10 @@ def mutated_reports(draw: st.DrawFn) -> Any:
         except (KeyError, IndexError, TypeError):  # an earlier mutation changed the shape
             continue
     return data
+
+
+def mutated_reports() -> Any:
+    return mutated(VALID)
 
 
 def _from_dict_or_report_error(data: Any) -> None:
