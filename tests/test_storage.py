@@ -16,6 +16,7 @@ from energymeter.store import (
     make_run_dir,
     read_events,
     read_samples,
+    run_dir_started_at,
     safe_name,
     write_json_atomic,
 )
@@ -127,3 +128,12 @@ def test_ledger_with_other_columns_is_written_by_name(tmp_path: Path) -> None:
     with open(tmp_path / "runs.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows == [{"name": "old", "run_id": "1"}, {"name": "new", "run_id": "2"}]
+
+
+def test_run_dir_name_gives_back_its_start(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    started = datetime(2026, 11, 22, 8, 15, 42, 123456, tzinfo=timezone.utc)
+    path = make_run_dir(tmp_path, "a/b c", "0123456789abcdef", started)
+    assert run_dir_started_at(path.name) == started.replace(microsecond=0)
+    assert run_dir_started_at("runs.csv") is None and run_dir_started_at("") is None

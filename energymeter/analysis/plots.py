@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from ..report.plot import (
     time_unit,
 )
 from ..stats import summarize
+from ..store import run_dir_started_at
 from .compare import compare, comparison_warnings, metric_list, p_text, percent
 from .find import find_runs
 from .groups import Grouping, group_runs
@@ -106,13 +107,6 @@ def _pairs(runs: Any) -> list[tuple[str | None, Report]]:
     return pairs
 
 
-def _stamp(name: str) -> datetime | None:
-    try:
-        return datetime.strptime(name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
 def nested_runs(report: Report, grouping: Grouping) -> tuple[Report, ...]:
     """The runs nested in ``report`` (a ``measure()`` inside ``energymeter run``): those
     loaded with it, else, for a run of ``energymeter run``, those beside it in its folder (run
@@ -129,7 +123,7 @@ def nested_runs(report: Report, grouping: Grouping) -> tuple[Report, ...]:
     end = report.ended_at + timedelta(seconds=1)
     found = []
     for path in sorted(report.path.parent.iterdir()):
-        stamp = _stamp(path.name)
+        stamp = run_dir_started_at(path.name)
         if stamp is None or not begin <= stamp <= end or path == report.path \
                 or not path.is_dir():
             continue

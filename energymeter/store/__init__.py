@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from .ledger import append_ledger, replace_ledger_row
 from .readers import iter_samples, read_events, read_samples
-from .rundir import EVENTS_NAME, LEDGER_NAME, REPORT_NAME, SAMPLES_NAME, make_run_dir, safe_name
+from .rundir import (
+    EVENTS_NAME,
+    LEDGER_NAME,
+    REPORT_NAME,
+    SAMPLES_NAME,
+    make_run_dir,
+    run_dir_started_at,
+    safe_name,
+)
 from .writers import EventLog, SamplesWriter, UnsafePathError, json_safe, write_json_atomic
 
 __all__ = [
@@ -21,6 +29,7 @@ __all__ = [
     "iter_samples",
     "json_safe",
     "make_run_dir",
+    "run_dir_started_at",
     "read_events",
     "read_samples",
     "replace_ledger_row",

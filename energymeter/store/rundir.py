@@ -7,7 +7,7 @@ A run directory is ``<out>/<UTC timestamp>-<name>-<short id>/`` holding ``report
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -16,6 +16,9 @@ LEDGER_NAME = "runs.csv"
 REPORT_NAME = "report.json"
 SAMPLES_NAME = "samples.csv"
 EVENTS_NAME = "events.jsonl"
+
+#: The UTC start stamp that begins a run directory's name.
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -30,7 +33,7 @@ def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Pat
     """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it.
 
     Raises :class:`ConfigError` when ``out`` cannot hold it (a file, not writable, full)."""
-    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    stamp = started_at.strftime(STAMP_FORMAT)
     path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
     try:
         path.mkdir(parents=True, exist_ok=False)
@@ -40,3 +43,12 @@ def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Pat
             "accepted: a directory this user can write (out=, ENERGYMETER_OUT or --out)"
         ) from exc
     return path
+
+
+def run_dir_started_at(name: str) -> datetime | None:
+    """The start (to the second, UTC) stamped on a run directory's ``name``, or None when
+    the name does not begin with one."""
+    try:
+        return datetime.strptime(name[:16], STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
