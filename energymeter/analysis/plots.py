@@ -40,7 +40,6 @@ from ..report.plot import (
     draw_breakdown,
     draw_energy_curves,
     draw_timeline,
-    energy_unit,
     grow_for_legend,
     infer_direction,
     legend_above,
@@ -54,6 +53,7 @@ from ..report.plot import (
     style,
     time_unit,
 )
+from ..report.tables import energy_unit
 from ..stats import summarize
 from ..store import run_dir_started_at
 from .compare import compare, comparison_warnings, metric_list, p_text, percent

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from .tables import format_number
+from .tables import energy_unit, format_number
 
 if TYPE_CHECKING:
     from .model import Report
@@ -32,8 +32,8 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int]) -> str:
 
 
 def _energy(joules: float) -> str:
-    return (f"{format_number(joules / 3600)} Wh" if abs(joules) >= 3600
-            else f"{format_number(joules)} J")
+    unit, per_unit = energy_unit(abs(joules))
+    return f"{format_number(joules / per_unit)} {unit}"
 
 
 def report_html(report: Report) -> str:

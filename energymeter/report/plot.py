@@ -35,6 +35,7 @@ from ..errors import EnergyMeterError, ReportError
 from ..probes.base import KINDS
 from ..store import SAMPLES_NAME
 from .samples import timeline
+from .tables import energy_unit
 from .target import parse_target
 
 if TYPE_CHECKING:
@@ -199,16 +200,6 @@ def save_figure(fig: Any, output: str | Path, dpi: int = DEFAULT_DPI) -> Path:
 
 
 # -- units -------------------------------------------------------------------------------------
-def energy_unit(max_j: float) -> tuple[str, float]:
-    """``(unit, joules per unit)`` for energies up to ``max_j``: J below 1 Wh, Wh below 1 kWh,
-    then kWh."""
-    if max_j >= 3.6e6:
-        return "kWh", 3.6e6
-    if max_j >= 3600:
-        return "Wh", 3600.0
-    return "J", 1.0
-
-
 def time_unit(max_s: float) -> tuple[str, float]:
     """``(unit, seconds per unit)``: s below 10 min, min below 2 h, then h."""
     if max_s >= 7200:

@@ -34,6 +34,16 @@ def format_number(value: float | None, decimals: int | None = None) -> str:
 
 
 # -- text tables -------------------------------------------------------------------------------
+def energy_unit(max_j: float) -> tuple[str, float]:
+    """``(unit, joules per unit)`` for energies up to ``max_j``: J below 1 Wh, Wh below 1 kWh,
+    then kWh."""
+    if max_j >= 3.6e6:
+        return "kWh", 3.6e6
+    if max_j >= 3600:
+        return "Wh", 3600.0
+    return "J", 1.0
+
+
 def _is_numeric(text: str) -> bool:
     head = text.split(" ", 1)[0].replace(",", "").lstrip("x×~")
     try:
