@@ -20,6 +20,7 @@ from ._version import __version__
 from .errors import ConfigError, EnergyMeterError, ProbeError, ReportError, UsageError
 
 if TYPE_CHECKING:
+    from .analysis.merge import merge
     from .analysis.plots import plot
     from .report import Report
     from .session import Meter, measure
@@ -37,6 +38,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "measure",
+    "merge",
     "plot",
     "repeat",
 ]
@@ -44,6 +46,7 @@ __all__ = [
 __getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
                                        "repeat": "session.repeat", "Report": "report",
                                        "plot": "analysis.plots",
+                                       "merge": "analysis.merge",
                                        "Settings": "settings"})
 
 

@@ -36,6 +36,8 @@ NON_SETTING_ENV = (
     "ENERGYMETER_ELECTRICITYMAPS_TOKEN",
     "ENERGYMETER_ELECTRICITYMAPS_URL",
     "ENERGYMETER_GB_CARBON_URL",
+    "ENERGYMETER_JOB_ID",
+    "ENERGYMETER_NODE",
 )
 
 #: Upper bounds, each with its reason (a larger value is a typo or a unit mix-up):
@@ -59,6 +61,10 @@ MAX_CURRENCY_CHARS = 8
 #: Accepted values of the settings that are a choice (the CLI and carbon code read them here).
 CARBON_TABLES = ("auto", "ember", "electricitymaps")
 CARBON_PROVIDERS = ("none", "electricitymaps", "gb")
+#: What each rank of a distributed job measures (docs/distributed.md): ``node``: local rank 0
+#: measures the node, the others record phases and logs; ``own``: each rank its own GPU(s);
+#: ``all``: each rank everything it sees.
+RANK_MODES = ("node", "own", "all")
 
 Parser = Callable[[str, Any, str], Any]
 """``parse(name, value, where)``: the value converted to the field's type, or ConfigError."""
@@ -180,6 +186,14 @@ def _redact(name: str, value: Any, where: str) -> str:
     return text
 
 
+def _module(name: str, value: Any, where: str) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise ConfigError(f"{name} from {where} must be a Python module name such as pynvml, "
+                          f"got {_show(value)}")
+    return text
+
+
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(name: str, value: Any, where: str) -> str:
         text = str(value).strip().lower()
@@ -249,6 +263,15 @@ class Settings:
         _cpu_tdp, "Full-load power (W) of the CPUs this machine sees, for the estimated CPU "
         "model where no energy counter is readable (e.g. a cloud provider's figure for this "
         "VM) [default: from the CPU TDP table].", optional=True))
+    ranks: str = field(default="node", metadata=_meta(
+        _choice(RANK_MODES), "Under torchrun, SLURM or MPI, what each rank measures: node "
+        "(local rank 0 measures the node's devices, other ranks record phases and logs only), "
+        "own (each rank its own GPU(s) and its share of the CPU), all (every rank everything "
+        "it sees; merging de-duplicates). See docs/distributed.md.", flag="--ranks",
+        choices=RANK_MODES))
+    nvml_module: str = field(default="pynvml", metadata=_meta(
+        _module, "The NVML bindings module to import (default pynvml from nvidia-ml-py; "
+        "another name for simulators and tests)."))
     redact: str = field(default="default", metadata=_meta(
         _redact, "What is hidden of the recorded command: default (secrets: token/password/"
         "key options, NAME=value, Authorization headers, URL passwords; see docs/privacy.md), "

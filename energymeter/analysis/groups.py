@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from ..report import Report
 
 #: The accepted values of ``by`` (``tag:KEY`` with a tag name for KEY).
-BY_CHOICES = ("auto", "name", "dir", "command", "group", "tag:KEY")
+BY_CHOICES = ("auto", "name", "dir", "command", "group", "job", "tag:KEY")
 BY_HELP = ("auto (by argument when several RUN arguments are given, else by name), name, dir "
-           "(the RUN argument each run came from), command, group (the repeat group), "
+           "(the RUN argument each run came from), command, group (the repeat group), job "
+           "(each distributed job's runs merged into one: energymeter.merge), "
            "tag:KEY (the value of tag KEY)")
 
 #: The longest group label shown; longer ones keep their end, after an ellipsis.
@@ -130,11 +131,34 @@ def _key(by: str, source: str | None, report: Report) -> str:
         return " ".join(report.command) if report.command else "(no command)"
     if by == "group":
         return report.group_id or "(no group)"
+    if by == "job":
+        job = report.job or {}
+        return (f"job {report.run_id.removeprefix('job-')}" if job.get("merged")
+                else f"(no job) {report.name}")
     if by.startswith("tag:"):
         tag = by[len("tag:"):]
         value = report.tags.get(tag)
         return f"{tag}=(none)" if value is None else f"{tag}={_tag_text(value)}"
     return report.run_id  # "run": one group per run
+
+
+def _merged_jobs(pairs: list[tuple[str | None, Report]]) -> list[tuple[str | None, Report]]:
+    """Each job's runs replaced by their merged report (:func:`~.merge.merge`), placed where
+    its first run was; runs under no launcher stay as they are."""
+    from .merge import merge, split_jobs
+
+    jobs = split_jobs(r for _, r in pairs)
+    member = {r.run_id: key for key, runs in jobs.items() for r in runs}
+    out: list[tuple[str | None, Report]] = []
+    done: set[str] = set()
+    for source, report in pairs:
+        key = member.get(report.run_id)
+        if key is None:
+            out.append((source, report))
+        elif key not in done:
+            done.add(key)
+            out.append((source, merge(jobs[key])))
+    return out
 
 
 def _top(report: Report, parents: Mapping[str, Report]) -> Report:
@@ -164,6 +188,8 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
     if not pairs:
         raise ReportError("nothing to compare: give at least one run")
     by = check_by(by)
+    if by == "job" and group:
+        pairs = _merged_jobs(pairs)
     kept: list[tuple[str | None, Report]] = []
     copies: dict[str, int] = {}
     for source, report in pairs:

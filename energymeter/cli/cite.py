@@ -14,7 +14,7 @@ CITE_FORMAT = click.option(
     help="text (with a reference under it), markdown (a footnote), latex (\\cite{energymeter} "
          "and the BibTeX entry as comments), bibtex (the entry alone).")
 BY = click.option(
-    "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|tag:KEY",
+    "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|job|tag:KEY",
     help="Group runs as `energymeter compare` does: the groups and their sizes are "
          "described, and with several groups the statistics used to compare them.")
 

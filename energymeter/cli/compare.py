@@ -10,10 +10,11 @@ import click
 from .common import CONTEXT, FORMAT, echo, fail, options
 
 BY = click.option(
-    "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|tag:KEY",
+    "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|job|tag:KEY",
     help="Group runs by: the RUN argument they came from (dir; what auto does when several "
          "RUN arguments are given), their name (auto with one RUN), their command, their "
-         "repeat group, or the value of tag KEY (runs without it: KEY=(none)).")
+         "repeat group, their distributed job (job: each job's runs merged into one, every "
+         "device once), or the value of tag KEY (runs without it: KEY=(none)).")
 NESTED = click.option(
     "--nested", is_flag=True, default=False,
     help="Compare runs measured inside other runs (measure() under energymeter run) instead "

@@ -43,8 +43,15 @@ def save_rebuilt_runs(reports: list[Any]) -> bool:
     return ok
 
 
+JOB = click.option(
+    "--job", default=None, metavar="ID",
+    help="Merge the runs of distributed job ID (SLURM job id, torchrun rendezvous id, "
+         "ENERGYMETER_JOB_ID) found in RUN... (default: the --out folder) into one report: "
+         "the sum over its nodes, each device once, with a per-node breakdown and the nodes "
+         "it misses (energymeter.merge).")
+
 BY = click.option(
-    "--by", default=None, metavar="auto|name|dir|command|group|tag:KEY",
+    "--by", default=None, metavar="auto|name|dir|command|group|job|tag:KEY",
     help="Group runs as `energymeter compare --by` does: with --target, each group's mean "
          "± 95 % CI over the runs that reached it; without, the runs group by group, each "
          "under a heading (table and markdown).")
@@ -61,10 +68,10 @@ def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[An
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL)
+@click.argument("runs", nargs=-1, required=False, metavar="RUN...")
+@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL, JOB)
 def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: str | None,
-           nested: bool, caption: str | None, label: str | None) -> None:
+           nested: bool, caption: str | None, label: str | None, job: str | None) -> None:
     """Show the report of one or more runs.
 
     RUN is a run directory, its report.json, or a folder of runs (every run in it). A run
@@ -79,6 +86,12 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
     With --save, each rebuilt run that has no report.json gets one (written atomically) and
     its row in the runs.csv of the folder holding it; an existing report.json is never
     overwritten and a running run is never saved. What was saved is said on stderr.
+
+    With --job ID, the runs of that distributed job (one per rank, from torchrun, srun or
+    mpirun) are merged into one report: channels named NODE:CHANNEL, each device once
+    (GPUs by UUID and host), phases summed over nodes, a per-node breakdown and a warning
+    for each node that left no measuring run. RUN defaults to the --out folder
+    (energymeter-runs) here.
 
     With --target METRIC=VALUE, shows instead for each run the energy (J), time (s) and
     emissions until the metric logged with log() first reached VALUE (interpolated between
@@ -96,6 +109,7 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
       energymeter report --format latex --caption "Training cost" run1 > table.tex
       energymeter report --save energymeter-runs/    # keep the rebuilt reports of killed runs
       energymeter report --target val_acc=0.9 --by dir runs/dense/ runs/sparse/
+      energymeter report --job 123456 /scratch/$USER/energymeter-runs/
     """
     from ..analysis import format_targets, target_results
     from ..errors import ReportError
@@ -103,7 +117,22 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
     from ..report.tables import markdown_escape
 
     check_options(by, target, fmt, caption, label)
+    if not runs:
+        if job is None:
+            fail("give at least one RUN (a run directory, its report.json or a folder of "
+                 "runs), or --job ID to merge a job's runs from the --out folder")
+        from ..settings import resolve_settings
+
+        runs = (str(resolve_settings().out),)
     found = find_runs(runs)
+    if job is not None:
+        from ..analysis import merge
+        from ..errors import ReportError
+
+        try:
+            found = [(None, merge(found, job=job))]
+        except ReportError as exc:
+            fail(str(exc))
     reports = [r for _, r in found]
     saved = save_rebuilt_runs(reports) if save else True
     try:

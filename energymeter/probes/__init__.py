@@ -65,9 +65,9 @@ def discover(ctx: DiscoveryContext) -> Discovery:
         for r in results:
             (missing if isinstance(r, Unavailable) else probes).append(r)  # type: ignore[arg-type]
 
-    for name in REGISTRY:
+    for name in REGISTRY if ctx.energy else ():
         take(_run(name, ctx))
-    if not any(c.kind == "cpu" for p in probes for c in p.channels):
+    if ctx.energy and not any(c.kind == "cpu" for p in probes for c in p.channels):
         why = "; ".join(f"{u.source}: {u.reason}" for u in missing if u.source == "rapl")
         take(_run("cpumodel", ctx, why=why or "no CPU energy counter found"))
     take(_run("process", ctx))
@@ -84,7 +84,7 @@ def discover_cached(ctx: DiscoveryContext) -> Discovery:
 
     Keyed by pid, so a forked child never shares its parent's probe objects."""
     key = (os.getpid(), ctx.pid, ctx.include_root, ctx.cpu_tdp_w, str(ctx.powercap_root),
-           id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"))
+           id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"), ctx.nvml_module, ctx.energy)
     with _cache_lock:
         found = _cache.get(key)
         if found is None:

@@ -134,6 +134,9 @@ class DiscoveryContext:
     ``cpu_tdp_w``: the full-load power to model the CPU with, overriding the TDP table.
     ``pynvml``: the NVML module object to use (``None``: import ``pynvml`` from nvidia-ml-py).
     ``env``: the environment to read (``CUDA_VISIBLE_DEVICES``...).
+    ``nvml_module``: the module imported as NVML when ``pynvml`` is not given.
+    ``energy``: whether energy probes are opened at all (False: only the process tree's
+    gauges, for a rank whose node another rank measures).
     """
 
     powercap_root: Path = field(default_factory=lambda: default("powercap_root"))
@@ -142,6 +145,8 @@ class DiscoveryContext:
     cpu_tdp_w: float | None = None
     pynvml: Any = None
     env: Mapping[str, str] = field(default_factory=dict)
+    nvml_module: str = "pynvml"
+    energy: bool = True
 
 
 class Probe(ABC):

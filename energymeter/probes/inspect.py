@@ -57,7 +57,8 @@ def inspect_probes(
     env = dict(os.environ if env is None else env)
     s = resolve_settings({k: v for k, v in settings.items() if v is not None}, env=env)
     discovery = discover(DiscoveryContext(powercap_root=s.powercap_root, pid=os.getpid(),
-                                          cpu_tdp_w=s.cpu_tdp_w, pynvml=pynvml, env=env))
+                                          cpu_tdp_w=s.cpu_tdp_w, pynvml=pynvml, env=env,
+                                          nvml_module=s.nvml_module))
     try:
         described = [p.describe() for p in discovery.probes]
         channels = [c for p in discovery.probes for c in p.channels]

@@ -18,6 +18,7 @@ Methodology and caveats (MIG, per-GPU not per-process energy): ``docs/methodolog
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -453,6 +454,8 @@ _NO_DRIVER_HINT = ("install the NVIDIA driver (`nvidia-smi` must work); in Docke
 def _load_nvml(ctx: DiscoveryContext) -> Any:
     if ctx.pynvml is not None:
         return ctx.pynvml
+    if ctx.nvml_module != "pynvml":  # a simulator named by the nvml_module setting
+        return importlib.import_module(ctx.nvml_module)
     import pynvml
 
     return pynvml
@@ -478,13 +481,18 @@ def discover(
     if poll_hz < MIN_POLL_HZ:
         raise ConfigError(f"NVML poll_hz is {poll_hz!r}; accepted: at least {MIN_POLL_HZ:g} Hz "
                           f"(default {DEFAULT_POLL_HZ:g})")
-    if ctx.pynvml is None and not any(os.path.exists(p) for p in driver_paths):
+    if ctx.pynvml is None and ctx.nvml_module == "pynvml" \
+            and not any(os.path.exists(p) for p in driver_paths):
         # Saves importing pynvml (~10 ms) on the many machines without an NVIDIA driver.
         return [Unavailable(SOURCE, "no NVIDIA driver is visible to this process (none of "
                                     f"{', '.join(driver_paths)} exists)", _NO_DRIVER_HINT)]
     try:
         nvml = _load_nvml(ctx)
     except ImportError as exc:
+        if ctx.nvml_module != "pynvml":
+            return [Unavailable(SOURCE, f"the NVML module {ctx.nvml_module!r} named by the "
+                                        f"nvml_module setting cannot be imported ({exc})",
+                                "unset ENERGYMETER_NVML_MODULE to use pynvml (nvidia-ml-py)")]
         return [Unavailable(SOURCE, f"the nvidia-ml-py package (module pynvml) is not "
                                     f"installed ({exc})",
                             "`pip install nvidia-ml-py` (NVIDIA's NVML bindings); the NVIDIA "

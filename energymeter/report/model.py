@@ -84,6 +84,9 @@ class Report:
     group_id: str | None = None
     warmup: bool = False
     baseline: Mapping[str, Any] | None = None
+    # Under a launcher (torchrun, SLURM, MPI): the job, node and rank of this run and what it
+    # measured (docs/distributed.md); a merged job report holds its nodes and merge notes.
+    job: Mapping[str, Any] | None = None
     path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +180,7 @@ class Report:
             "unavailable": [dict(u) for u in self.unavailable],
             "warnings": list(self.warnings),
             "baseline": dict(self.baseline) if self.baseline is not None else None,
+            "job": dict(self.job) if self.job is not None else None,
         }
 
     def to_json(self) -> str:
@@ -236,6 +240,7 @@ class Report:
             group_id=f.text("group_id", None, optional=True),
             warmup=f.flag("warmup", False),
             baseline=baseline.plain() if (baseline := f.optional_obj("baseline")) else None,
+            job=job.plain() if (job := f.optional_obj("job")) is not None else None,
             path=path,
         )
         return report._checked(where)
@@ -307,6 +312,8 @@ class Report:
             "values": json.dumps(dict(self.values), sort_keys=True) if self.values else "",
             "items": self.items,
             "energy_per_item_j": self.energy_per_item_j,
+            "job_id": _job_text(self.job, "id"), "node": _job_text(self.job, "node"),
+            "rank": _job_text(self.job, "rank"),
         }
 
     def to_dataframe(self, table: str = "summary", *, resample: str | float | None = None
@@ -403,3 +410,9 @@ class Report:
         """The run as booktabs LaTeX tables (figures, channels with a total, phases, logs;
         warnings as comments; every value escaped; see :func:`.render.latex`)."""
         return render.latex(self)
+
+
+def _job_text(job: Mapping[str, Any] | None, key: str) -> str:
+    """One fact of a report's ``job`` block as ledger text ("" when absent)."""
+    value = None if job is None else job.get(key)
+    return "" if value is None else str(value)

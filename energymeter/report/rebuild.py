@@ -107,6 +107,7 @@ class _Start:
     group_id: str | None
     warmup: bool
     baseline: dict[str, Any] | None
+    job: dict[str, Any] | None
     pid: Any
     hostname: Any
 
@@ -127,6 +128,7 @@ class _Start:
             group_id=f.text("group_id", None, optional=True),
             warmup=f.flag("warmup", False),
             baseline=b.plain() if (b := f.optional_obj("baseline")) is not None else None,
+            job=j.plain() if (j := f.optional_obj("job")) is not None else None,
             # Recorded since 0.1.0 to tell a live run from a killed one; older runs lack them.
             pid=f.data.get("pid"), hostname=f.data.get("hostname"))
 
@@ -342,6 +344,7 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
         warmup=start.warmup,
         baseline=(baseline_block(start.baseline, channels, energy, t_s)
                   if start.baseline is not None else None),
+        job=start.job,
         path=run_dir,
     )
 

@@ -110,11 +110,37 @@ def summary(report: Report) -> str:
                      f"{(memory or 0) / 2**20:.0f} MiB ({basis})"
                      + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
                         if res.get("peak_gpu_memory_bytes") else ""))
+    lines += job_lines(report)
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if report.path:
         lines.append(_where(report, report.path))
     return "\n".join(lines)
+
+
+def job_lines(report: Report) -> list[str]:
+    """The job of a run under a launcher (job, node, rank, what it measured), or of a merged
+    job report its nodes, one line each, and the nodes it misses."""
+    job = report.job
+    if not job:
+        return []
+    if not job.get("merged"):
+        return [f"  job: {job.get('id')} ({job.get('launcher') or 'no launcher'}), node "
+                f"{job.get('node')}, rank {job.get('rank')} of {job.get('world_size')}, "
+                f"measures: {job.get('measures')} (ranks={job.get('ranks_mode')})"]
+    nodes = [n for n in job.get("nodes", []) if isinstance(n, dict)]
+    lines = [f"  job: {job.get('id')} ({job.get('launcher') or '?'}), {len(nodes)} node(s), "
+             f"{job.get('runs')} run(s), span {format_number(job.get('span_s'), 3)} s"]
+    for n in nodes:
+        energy = n.get("energy_j") or {}
+        kinds = ", ".join(f"{k} {format_number(v, 1)} J"
+                          for k, v in (energy.get("by_kind") or {}).items())
+        measured = (f"{format_number(energy.get('total'), 1)} J ({kinds})" if n.get("measured_by")
+                    else "NOT MEASURED")
+        lines.append(f"    node {n.get('node')}: ranks {n.get('ranks')}, {measured}")
+    if job.get("missing_nodes"):
+        lines.append(f"    missing: {', '.join(str(m) for m in job['missing_nodes'])}")
+    return lines
 
 
 def _where(report: Report, run_dir: Path) -> str:

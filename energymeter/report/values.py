@@ -41,6 +41,7 @@ LEDGER_COLUMNS = (
     "cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes", "write_bytes",
     "exit_code", "warnings", "command", "path", "parent_run_id",
     "group_id", "warmup", "tags", "values", "items", "energy_per_item_j",
+    "job_id", "node", "rank",
 )
 
 

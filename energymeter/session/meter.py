@@ -51,6 +51,7 @@ from ..store import (
 from . import facts, forks
 from .baseline import idle_baseline
 from .experiment import Estimate, Progress, check_tags, inherited
+from .launch import detect_launch, job_block, plan_ranks
 from .phases import OpenPhase, Phases
 from .sync import resolve_sync
 
@@ -137,6 +138,7 @@ class Meter:
         self.path: Path | None = None
         self._state = "new"
         self._owner_pid = os.getpid()
+        self.job: dict[str, Any] | None = None  # the launcher's job and rank, once started
         self._logs: list[dict[str, Any]] = []
         self._warnings: list[str] = []
         self._lock = threading.Lock()
@@ -169,14 +171,24 @@ class Meter:
 
     def _start(self) -> None:
         s = self.settings
+        # Under torchrun/SLURM/MPI, what this rank measures (no device counted twice per job).
+        launch = detect_launch(self._env)
+        plan = plan_ranks(launch, s.ranks, self._env)
+        self.job = job_block(launch, plan)
+        env = (self._env if plan.visible is None
+               else {**self._env, "CUDA_VISIBLE_DEVICES": plan.visible})
         self._discovery = discover_cached(DiscoveryContext(
             powercap_root=s.powercap_root, pid=os.getpid(), include_root=not self._children_only,
-            cpu_tdp_w=s.cpu_tdp_w, pynvml=self._pynvml, env=self._env))
+            cpu_tdp_w=s.cpu_tdp_w, pynvml=self._pynvml, env=env, nvml_module=s.nvml_module,
+            energy=plan.measures != "nothing"))
         # A probe whose call never returned in an earlier run of this process stays out.
         probes = tuple(p for p in self._discovery.probes if not p.hung)
         self._notes = list(self._discovery.notes) + [
             f"probe {p.source} stopped answering in an earlier run of this process and is not "
             "used" for p in self._discovery.probes if p.hung]
+        if plan.measures == "nothing":
+            self._notes.append(f"this run measured no energy: {plan.reason}; `energymeter "
+                               f"report --job {launch.job_id}` gives the job's energy")
         self._channels = tuple(c for p in probes for c in p.channels)
         self._phases = Phases(self._channels)
         gauge_names = tuple(dict.fromkeys(g for p in probes for g in p.gauge_names))
@@ -222,7 +234,7 @@ class Meter:
             notes=self._notes,
             unavailable=[u.to_dict() for u in self._discovery.unavailable],
             tags=self.tags, group_id=self.group_id, warmup=self.warmup,
-            baseline=self._baseline,
+            baseline=self._baseline, job=self.job,
             # Who writes this run: a reader tells a run in progress from a killed one by them
             # (and by samples.csv being flushed at least once a second while it runs).
             pid=os.getpid(), hostname=socket.gethostname())
@@ -550,7 +562,8 @@ class Meter:
             settings=settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
             warnings=tuple(dict.fromkeys(warnings)), command=self.command,
-            exit_code=exit_code, parent_run_id=self.parent_run_id, path=self.path)
+            exit_code=exit_code, parent_run_id=self.parent_run_id,
+            job=_with_own_energy(self.job, channels, attribution), path=self.path)
 
     def _cpu_attribution(self, tree_cpu_s: float, summary: Mapping[str, Any]
                          ) -> dict[str, Any]:
@@ -628,6 +641,21 @@ class Meter:
 
         wrapper.last_report = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+
+def _with_own_energy(job: Mapping[str, Any] | None, channels: Any,
+                     attribution: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``job`` with, under ``ranks=own``, ``own_energy_j``: this rank's GPUs plus its process
+    tree's share of the node's CPU and DRAM energy (the per-rank figure; the channels keep the
+    node's whole CPU energy, which a merge counts once)."""
+    if job is None or job.get("measures") != "own":
+        return job
+    share = attribution.get("tree_share")
+    gpu_j = sum(c.energy_j for c in channels if c.channel.kind == "gpu" and c.channel.in_total)
+    cpu_j = sum(c.energy_j for c in channels
+                if c.channel.kind in ("cpu", "dram") and c.channel.in_total)
+    return {**job, "own_energy_j": None if share is None else gpu_j + share * cpu_j,
+            "own_energy_method": "own GPUs + process-tree CPU share x (CPU + DRAM energy)"}
 
 
 def _machine_cpu_seconds() -> CpuSeconds | None:

@@ -1,0 +1,379 @@
+"""One job's runs merged into one report: every device counted once, every node accounted for.
+
+A distributed job (torchrun, SLURM, MPI) leaves one run per rank, each with a ``job`` block
+(:mod:`energymeter.session.launch`). :func:`merge` sums the job over its nodes:
+
+* every device once: a GPU is known by its UUID on its node, any other channel (RAPL zone,
+  CPU model) by its id on its node; when several runs measured the same device (``ranks=all``,
+  ``own`` ranks sharing a CPU) the run that covered the longest time gives its energy, and the
+  others are listed under ``job.deduplicated``;
+* runs nested in another run of the job (``measure()`` inside ``energymeter run``) are
+  covered by their parent and left out of the energy;
+* the time span runs from the first run's start to the last one's end;
+* a node the job ran on (SLURM's node list, the launcher's node count) without a run that
+  measured its energy is reported in ``job.missing_nodes`` and a warning, never ignored.
+
+The result is a :class:`~energymeter.report.Report` (``run_id`` ``job-<id>``) whose channels
+are named ``<node>:<channel>``, whose phases are the ranks' phases summed over nodes (matched
+by name, parent and occurrence) and whose ``job`` block holds the per-node breakdown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ReportError
+
+if TYPE_CHECKING:
+    from ..report import Report
+
+#: How the merged statuses rank: the job's status is the worst of its runs'.
+_STATUS_ORDER = ("failed", "interrupted", "running", "completed")
+#: The ``id_source`` of a job id derived from torchrun's rendezvous address (not unique over
+#: time: its runs are split where they do not overlap in time).
+DERIVED_ID_SOURCE = "MASTER_ADDR:MASTER_PORT"
+
+
+def job_id(report: Report) -> str | None:
+    """The job id of ``report`` (``None`` for a run under no launcher)."""
+    value = (report.job or {}).get("id")
+    return None if value is None else str(value)
+
+
+def _node(report: Report) -> str:
+    node = (report.job or {}).get("node") or report.host.get("hostname") or "?"
+    return str(node)
+
+
+def _rank(report: Report) -> int | None:
+    rank = (report.job or {}).get("rank")
+    return rank if isinstance(rank, int) else None
+
+
+def expand_nodelist(text: str) -> list[str] | None:
+    """The host names of a SLURM node list (``gpu[01-03,07],login1``), or ``None`` when it is
+    not in that form."""
+    names: list[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,\[]*", text):
+        match = re.fullmatch(r"([^\[\]]*)\[([^\]]+)\]([^\[\]]*)", part)
+        if match is None:
+            if "[" in part or "]" in part or not part:
+                return None
+            names.append(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            bounds = item.split("-")
+            if not all(b.isdigit() for b in bounds) or len(bounds) > 2:
+                return None
+            width = len(bounds[0])
+            low, high = int(bounds[0]), int(bounds[-1])
+            if high < low or high - low > 100_000:
+                return None
+            names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(low, high + 1)]
+    return names
+
+
+def split_jobs(reports: Iterable[Report]) -> dict[str, list[Report]]:
+    """``reports`` under a launcher, by job (key: the job id; a job id derived from torchrun's
+    rendezvous address is split into runs that overlap in time, keyed ``id@start``). Runs
+    with no job id are left out; a run reached twice counts once."""
+    seen: set[str] = set()
+    by_id: dict[str, list[Report]] = {}
+    for report in reports:
+        jid = job_id(report)
+        if jid is None or report.run_id in seen:
+            continue
+        seen.add(report.run_id)
+        by_id.setdefault(jid, []).append(report)
+    out: dict[str, list[Report]] = {}
+    for jid, runs in by_id.items():
+        if all((r.job or {}).get("id_source") != DERIVED_ID_SOURCE for r in runs):
+            out[jid] = runs
+            continue
+        runs = sorted(runs, key=lambda r: r.started_at)
+        clusters: list[list[Report]] = []
+        end: datetime | None = None
+        for run in runs:
+            if end is None or run.started_at > end:
+                clusters.append([])
+                end = run.ended_at
+            clusters[-1].append(run)
+            end = max(end, run.ended_at)
+        for cluster in clusters:
+            key = jid if len(clusters) == 1 else f"{jid}@{cluster[0].started_at.isoformat()}"
+            out[key] = cluster
+    return out
+
+
+def _device_key(node: str, channel: Any) -> str:
+    uuid = channel.meta.get("uuid") if channel.kind == "gpu" else None
+    return f"{node}/{uuid}" if uuid else f"{node}/{channel.kind}/{channel.id}"
+
+
+def _worst(statuses: Iterable[str]) -> str:
+    found = set(statuses)
+    return next((s for s in _STATUS_ORDER if s in found), "completed")
+
+
+def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
+          job: str | None = None, expected_nodes: int | Sequence[str] | None = None,
+          ) -> Report:
+    """The merged report of one job's runs (see the module's description).
+
+    ``reports``: the job's runs (reports or ``(source, report)`` pairs from
+    :func:`~energymeter.analysis.find_runs`); with ``job``, only the runs of that job id are
+    taken from them. ``expected_nodes``: the nodes the job ran on, as a count or names
+    (default: what the runs' ``job`` blocks say: SLURM's node list or the launcher's node
+    count). Raises :class:`ReportError` when no run matches or the runs belong to several
+    jobs (naming them)."""
+    from ..probes import Channel
+    from ..report import ChannelEnergy, Phase, Report
+
+    runs: list[Report] = []
+    seen: set[str] = set()
+    for item in reports:
+        report = item[1] if isinstance(item, tuple) else item
+        if report.run_id not in seen:
+            seen.add(report.run_id)
+            runs.append(report)
+    if job is not None:
+        runs = [r for r in runs if job_id(r) == job]
+        if not runs:
+            raise ReportError(f"no run of job {job!r} was found; runs record their job id when "
+                              "started under torchrun, SLURM or MPI (or ENERGYMETER_JOB_ID)")
+    if not runs:
+        raise ReportError("nothing to merge: give the runs of one job")
+    ids = sorted({job_id(r) or "(none)" for r in runs})
+    if len(ids) > 1:
+        raise ReportError(f"these runs belong to {len(ids)} jobs ({', '.join(ids[:10])}); "
+                          "merge one job at a time (--job ID)")
+    jid = ids[0]
+
+    by_id = {r.run_id: r for r in runs}
+    nested = [r for r in runs if r.parent_run_id in by_id]
+    top = [r for r in runs if r.parent_run_id not in by_id]
+    started = min(r.started_at for r in runs)
+    ended = max(r.ended_at for r in runs)
+    span_s = (ended - started).total_seconds()
+
+    # Each device once: the run that covered it longest gives its energy.
+    best: dict[str, tuple[Report, ChannelEnergy]] = {}
+    readings: dict[str, list[str]] = {}
+    for run in sorted(top, key=lambda r: (-r.duration_s, _rank(r) if _rank(r) is not None
+                                          else 1 << 30, r.run_id)):
+        node = _node(run)
+        for ce in run.channels:
+            key = _device_key(node, ce.channel)
+            readings.setdefault(key, []).append(run.run_id)
+            best.setdefault(key, (run, ce))
+    kept_by_run: dict[str, set[str]] = {}
+    for run, ce in best.values():
+        kept_by_run.setdefault(run.run_id, set()).add(ce.channel.id)
+    deduplicated = [{"device": key, "kept_run": best[key][0].run_id, "dropped_runs": rest[1:]}
+                    for key, rest in readings.items() if len(rest) > 1]
+
+    def new_id(run: Report, cid: str) -> str:
+        return f"{_node(run)}:{cid}"
+
+    channels: list[ChannelEnergy] = []
+    for run, ce in best.values():
+        c = ce.channel
+        channel = Channel(new_id(run, c.id), c.kind, c.device, c.source, c.method,
+                          new_id(run, c.part_of) if c.part_of else None, c.resolution_s,
+                          {**c.meta, "node": _node(run), "run_id": run.run_id})
+        channels.append(replace(ce, channel=channel))
+    channels.sort(key=lambda ce: ce.channel.id)
+
+    # Phases: summed over the runs that measured, matched by (parent, name, occurrence).
+    phases: dict[tuple[str | None, str, int], dict[str, Any]] = {}
+    for run in top:
+        kept = kept_by_run.get(run.run_id)
+        if not kept:
+            continue
+        offset = (run.started_at - started).total_seconds()
+        count: dict[tuple[str | None, str], int] = {}
+        for p in run.phases:
+            n = count[(p.parent, p.name)] = count.get((p.parent, p.name), -1) + 1
+            slot = phases.setdefault((p.parent, p.name, n), {
+                "start_s": offset + p.start_s, "end_s": offset + p.end_s, "energy": {},
+                "below": False, "open": False})
+            slot["start_s"] = min(slot["start_s"], offset + p.start_s)
+            slot["end_s"] = max(slot["end_s"], offset + p.end_s)
+            slot["below"] |= p.below_resolution
+            slot["open"] |= p.open_at_end
+            for cid, e in p.energy_by_channel.items():
+                if cid in kept:
+                    slot["energy"][new_id(run, cid)] = e
+    merged_phases = tuple(sorted(
+        (Phase(name, s["start_s"], s["end_s"], s["energy"], parent, s["below"], s["open"])
+         for (parent, name, _), s in phases.items()), key=lambda p: p.start_s))
+
+    # Nodes: who ran there, who measured, and what.
+    nodes: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        info = nodes.setdefault(_node(run), {
+            "node": _node(run), "node_rank": (run.job or {}).get("node_rank"), "runs": [],
+            "ranks": [], "measured_by": [], "energy_j": {"total": 0.0, "by_kind": {}}})
+        info["runs"].append(run.run_id)
+        if _rank(run) is not None:
+            info["ranks"].append(_rank(run))
+    for run, ce in best.values():
+        info = nodes[_node(run)]
+        if run.run_id not in info["measured_by"]:
+            info["measured_by"].append(run.run_id)
+        if ce.channel.in_total:
+            info["energy_j"]["total"] += ce.energy_j
+            by_kind = info["energy_j"]["by_kind"]
+            by_kind[ce.channel.kind] = by_kind.get(ce.channel.kind, 0.0) + ce.energy_j
+    for info in nodes.values():
+        info["ranks"].sort()
+        measuring = [by_id[r] for r in info["measured_by"]]
+        if measuring:
+            first = min(r.started_at for r in measuring)
+            last = max(r.ended_at for r in measuring)
+            info.update(started_at=first.isoformat(), ended_at=last.isoformat(),
+                        duration_s=(last - first).total_seconds())
+
+    warnings: list[str] = []
+    expected = _expected_nodes(runs, expected_nodes)
+    missing: list[str] = []
+    unmeasured = [n for n, info in nodes.items() if not info["measured_by"]]
+    for name in unmeasured:
+        missing.append(name)
+        warnings.append(f"node {name}: runs of ranks {nodes[name]['ranks'] or '?'} are here but "
+                        "none measured its energy (its measuring run, local rank 0, is missing "
+                        "or failed to start): the job's energy lacks this node")
+    measured_nodes = [n for n, info in nodes.items() if info["measured_by"]]
+    if isinstance(expected, list):
+        absent = [n for n in expected if n not in nodes]
+        missing += absent
+        if absent:
+            warnings.append(f"{len(absent)} of the job's {len(expected)} nodes left no run: "
+                            f"{', '.join(absent)}; the job's energy lacks them")
+    elif isinstance(expected, int) and expected > len(measured_nodes):
+        ranks = {info.get("node_rank") for info in nodes.values() if info["measured_by"]}
+        absent = [f"node rank {i}" for i in range(expected) if i not in ranks] \
+            if all(isinstance(r, int) for r in ranks) else []
+        missing += [a for a in absent if a not in missing]
+        warnings.append(f"the job ran on {expected} nodes but only {len(measured_nodes)} "
+                        "measured their energy" + (f" (missing: {', '.join(absent)})"
+                                                   if absent else "")
+                        + ": the job's energy lacks the others")
+    if deduplicated:
+        warnings.append(f"{len(deduplicated)} device(s) were measured by more than one run of "
+                        "the job; each is counted once (job.deduplicated)")
+
+    # The runs' own warnings, each once, naming where it came from.
+    origin: dict[str, list[str]] = {}
+    for run in runs:
+        for w in run.warnings:
+            if w.startswith("this run measured no energy"):
+                continue  # expected of every rank but one per node
+            origin.setdefault(w, []).append(f"{_node(run)} rank {_rank(run)}"
+                                            if _rank(run) is not None else _node(run))
+    warnings += [f"[{', '.join(dict.fromkeys(where))}] {w}" for w, where in origin.items()]
+
+    first = min(runs, key=lambda r: (_rank(r) if _rank(r) is not None else 1 << 30,
+                                     r.started_at))
+    names = {r.name for r in runs}
+    total_j = sum(ce.energy_j for ce in channels if ce.channel.in_total)
+    job_info = {
+        "id": jid, "merged": True, "launcher": (first.job or {}).get("launcher"),
+        "span_s": span_s, "runs": len(runs), "nested_runs_excluded": len(nested),
+        "nodes": list(nodes.values()),
+        "expected_nodes": expected if expected is not None else None,
+        "missing_nodes": missing, "deduplicated": deduplicated,
+        "rank_runs": [{"run_id": r.run_id, "node": _node(r), "rank": _rank(r),
+                       "local_rank": (r.job or {}).get("local_rank"),
+                       "measures": (r.job or {}).get("measures"), "status": r.status}
+                      for r in sorted(runs, key=lambda r: (_node(r), _rank(r) or 0))],
+    }
+    if (first.job or {}).get("slurm"):
+        job_info["slurm"] = dict(first.job["slurm"])  # type: ignore[index]
+    common_tags = {k: v for k, v in first.tags.items()
+                   if all(r.tags.get(k) == v for r in runs)}
+    derived = any((r.job or {}).get("id_source") == DERIVED_ID_SOURCE for r in runs)
+    return Report(
+        # A rendezvous address is reused by later jobs: its start tells them apart.
+        run_id=f"job-{jid}@{started.isoformat()}" if derived else f"job-{jid}", name=names.pop() if len(names) == 1 else f"job {jid}",
+        status=_worst(r.status for r in top), started_at=started, ended_at=ended,
+        duration_s=span_s, channels=tuple(channels), phases=merged_phases,
+        carbon=_carbon(top, kept_by_run, total_j), resources=_resources(runs),
+        host={"hostname": ", ".join(nodes), "nodes": list(nodes)},
+        software=dict(first.software), warnings=tuple(warnings),
+        command=first.command, exit_code=_exit_code(top), tags=common_tags,
+        job=job_info)
+
+
+def _expected_nodes(runs: Sequence[Report], given: int | Sequence[str] | None
+                    ) -> int | list[str] | None:
+    if given is not None:
+        return given if isinstance(given, int) else list(given)
+    for run in runs:
+        nodelist = ((run.job or {}).get("slurm") or {}).get("nodelist")
+        if isinstance(nodelist, str):
+            names = expand_nodelist(nodelist)
+            if names:
+                return names
+    counts = [(r.job or {}).get("nodes") for r in runs]
+    counts = [c for c in counts if isinstance(c, int) and c > 0]
+    return max(counts) if counts else None
+
+
+def _exit_code(runs: Sequence[Report]) -> int | None:
+    codes = [r.exit_code for r in runs if r.exit_code is not None]
+    return next((c for c in codes if c != 0), codes[0] if codes else None)
+
+
+def _resources(runs: Sequence[Report]) -> dict[str, Any]:
+    """Summed CPU time and I/O over every rank's process tree; the largest peak memory."""
+    out: dict[str, Any] = {}
+    for key in ("cpu_time_s", "read_bytes", "write_bytes"):
+        values = [r.resources.get(key) for r in runs]
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        out[key] = sum(numbers) if numbers else None
+    for key in ("peak_rss_bytes", "peak_gpu_memory_bytes"):
+        numbers = [v for r in runs if isinstance(v := r.resources.get(key), (int, float))]
+        out[key] = max(numbers) if numbers else None
+    return out
+
+
+def _carbon(runs: Sequence[Report], kept: Mapping[str, set[str]], total_j: float
+            ) -> dict[str, Any] | None:
+    """Emissions summed over the measuring runs, each run's scaled to the share of its energy
+    that the merge kept (a de-duplicated device is not counted twice in carbon either)."""
+    blocks = []
+    for run in runs:
+        ids = kept.get(run.run_id)
+        if not ids or not run.carbon or run.carbon.get("emissions_g") is None:
+            continue
+        run_total = run.total_energy_j
+        kept_j = sum(ce.energy_j for ce in run.channels
+                     if ce.channel.id in ids and ce.channel.in_total)
+        share = kept_j / run_total if run_total > 0 else 0.0
+        blocks.append((run.carbon, share, kept_j))
+    if not blocks:
+        return None
+    emissions = sum(float(b["emissions_g"]) * share for b, share, _ in blocks)
+    first = dict(blocks[0][0])
+    same = all((b.get("region"), b.get("g_per_kwh"), b.get("pue"))
+               == (first.get("region"), first.get("g_per_kwh"), first.get("pue"))
+               for b, _, _ in blocks)
+    pues = {b.get("pue") for b, _, _ in blocks}
+    pue = pues.pop() if len(pues) == 1 else None
+    facility_j = sum(kept_j * float(b.get("pue") or 1.0) for b, _, kept_j in blocks)
+    out = first if same else {
+        "region": "mixed", "region_source": "merged", "name": "several regions",
+        "basis": first.get("basis"), "source": "per-node intensities of the merged runs",
+        "provider": "table"}
+    out.update(pue=pue, it_energy_j=total_j, facility_energy_j=facility_j,
+               it_energy_kwh=total_j / 3.6e6, facility_energy_kwh=facility_j / 3.6e6,
+               emissions_g=emissions)
+    if not same:
+        out["g_per_kwh"] = emissions / (facility_j / 3.6e6) if facility_j > 0 else None
+    return out
