@@ -300,7 +300,8 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
     derived = any((r.job or {}).get("id_source") == DERIVED_ID_SOURCE for r in runs)
     return Report(
         # A rendezvous address is reused by later jobs: its start tells them apart.
-        run_id=f"job-{jid}@{started.isoformat()}" if derived else f"job-{jid}", name=names.pop() if len(names) == 1 else f"job {jid}",
+        run_id=f"job-{jid}@{started.isoformat()}" if derived else f"job-{jid}",
+        name=names.pop() if len(names) == 1 else f"job {jid}",
         status=_worst(r.status for r in top), started_at=started, ended_at=ended,
         duration_s=span_s, channels=tuple(channels), phases=merged_phases,
         carbon=_carbon(top, kept_by_run, total_j), resources=_resources(runs),

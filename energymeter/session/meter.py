@@ -48,7 +48,7 @@ from ..store import (
     replace_ledger_row,
     write_json_atomic,
 )
-from . import facts, forks
+from . import facts, forks, terminate
 from .baseline import idle_baseline
 from .experiment import Estimate, Progress, check_tags, inherited
 from .launch import detect_launch, job_block, plan_ranks
@@ -167,6 +167,7 @@ class Meter:
             self._undo_start()
             raise
         self._state = "running"
+        terminate.arm(self)  # SIGTERM (scancel, preemption) still writes the report
         return self
 
     def _start(self) -> None:
@@ -283,6 +284,7 @@ class Meter:
                 probe.include_process(pid)
         self._state = "stopped"
         forks.unregister(self)
+        terminate.disarm(self)
         for phase in self._phases.end_all(t_s, energy):  # left open by an exception
             self._events.event("phase", **phase.to_dict(self._channels))
         report = self._build_report(status, exit_code, t_s, energy, ended_at)
