@@ -8,6 +8,9 @@ import pytest
 from energymeter.probes import close_cached
 from tests.fakes.powercap import FakePowercap
 
+# The slurm_cluster fixture (a real single-node SLURM, started once per session).
+pytest_plugins = ["tests.launch_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
