@@ -77,7 +77,7 @@ class LiveLine:
 @click.option("--items", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Items the command processes (samples, tokens): the report gives J per item.")
 @options(setting_option("out"), setting_option("interval_s"), setting_option("baseline_s"),
-         *CARBON_OPTIONS, JSON_OUT)
+         *CARBON_OPTIONS, setting_option("ranks"), JSON_OUT)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
                                                   "status); errors still go to stderr.")
 @click.option("--shell", is_flag=True,
@@ -96,6 +96,10 @@ def run(command: tuple[str, ...], name: str | None, tags: tuple[str, ...], repea
     SIGUSR1/SIGUSR2 too. The run directory goes to --out; the command sees its id and path
     in ENERGYMETER_RUN_ID and ENERGYMETER_RUN_DIR.
 
+    Under srun, torchrun or mpirun (one energymeter run per task), local rank 0 of each node
+    measures the node and the other ranks record their command's resources only (--ranks);
+    `energymeter report --job ID` merges the job (docs/distributed.md).
+
     With --repeat N (and --warmup K) the command runs K + N times as one repeat group; the
     repeats stop at the first run that does not complete, whose exit code is returned.
 
@@ -107,6 +111,7 @@ def run(command: tuple[str, ...], name: str | None, tags: tuple[str, ...], repea
       energymeter run --baseline 30 --items 60000 -- python infer.py
       energymeter run --json cost.json --quiet -- ./bench.sh
       energymeter run --shell -- 'make -j8 && ./test'
+      srun -N 2 --ntasks-per-node 4 energymeter run -- python train.py
     """
     from ..session.command import RunError, repeat_command
     from ..session.experiment import parse_tag
