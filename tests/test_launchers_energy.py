@@ -118,6 +118,29 @@ def test_srun_two_tasks_wrapping_a_command(tmp_path: Path, slurm_cluster: Slurm)
     assert '"merged": true' in shown.stdout
 
 
+def test_srun_one_task_wrapping_torchrun(tmp_path: Path, slurm_cluster: Slurm) -> None:
+    """`srun energymeter run -- torchrun ...`: the wrapper measures the node; the workers'
+    measure() runs are nested in it and covered by it (not counted again)."""
+    argv = torchrun_argv()
+    out = tmp_path / "runs"
+    with _fake_rapl(tmp_path, "alpha").start() as fake:
+        done = slurm_cluster.run(
+            ["srun", "-n", "1", "-c", "2", *ENERGYMETER, "run", "--", *argv,
+             "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+             str(free_port()), str(REPO / "tests" / "launched" / "ddp_train.py"), "0.5"],
+            env=_node_env("alpha", out, fake, name_node=False), timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [r for _, r in find_runs([out])]
+    assert len(reports) == 3  # the wrapper and two workers
+    [outer] = [r for r in reports if r.parent_run_id is None]
+    merged = merge(reports)
+    assert merged.job["nested_runs_excluded"] == 2
+    assert merged.total_energy_j == pytest.approx(outer.total_energy_j)
+    truth = (CPU_W["alpha"] + sum(GPU_W["alpha"])) * outer.duration_s
+    assert merged.total_energy_j == pytest.approx(truth, rel=TOLERANCE)
+    assert len([c for c in merged.channels if c.channel.kind == "gpu"]) == 2
+
+
 def test_sbatch_job_with_srun_steps(tmp_path: Path, slurm_cluster: Slurm) -> None:
     out = tmp_path / "runs"
     script = tmp_path / "job.sh"
