@@ -230,6 +230,9 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
             info["energy_j"]["total"] += ce.energy_j
             by_kind = info["energy_j"]["by_kind"]
             by_kind[ce.channel.kind] = by_kind.get(ce.channel.kind, 0.0) + ce.energy_j
+    # In node order (node rank where the launcher gives one, else name).
+    nodes = dict(sorted(nodes.items(), key=lambda item: (
+        item[1]["node_rank"] if isinstance(item[1]["node_rank"], int) else 1 << 30, item[0])))
     for info in nodes.values():
         info["ranks"].sort()
         measuring = [by_id[r] for r in info["measured_by"]]
