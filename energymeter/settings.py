@@ -186,6 +186,18 @@ def _redact(name: str, value: Any, where: str) -> str:
     return text
 
 
+def _daemon(name: str, value: Any, where: str) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    text = value.strip() if isinstance(value, str) else ""
+    if text.lower() in ("auto", "off"):
+        return text.lower()
+    if not text:
+        raise ConfigError(f"{name} from {where} must be auto, off or the path of the daemon's "
+                          f"socket, got {_show(value)}")
+    return os.path.expanduser(text)
+
+
 def _module(name: str, value: Any, where: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not all(part.isidentifier() for part in text.split(".")):
@@ -269,6 +281,10 @@ class Settings:
         "own (each rank its own GPU(s) and its share of the CPU), all (every rank everything "
         "it sees; merging de-duplicates). See docs/distributed.md.", flag="--ranks",
         choices=RANK_MODES))
+    daemon: str = field(default="auto", metadata=_meta(
+        _daemon, "Read RAPL through an `energymeter daemon`: auto (its default socket "
+        "/run/energymeter/energymeter.sock when it answers), off, or the socket's path.",
+        flag="--daemon", metavar="auto|off|PATH"))
     nvml_module: str = field(default="pynvml", metadata=_meta(
         _module, "The NVML bindings module to import (default pynvml from nvidia-ml-py; "
         "another name for simulators and tests)."))

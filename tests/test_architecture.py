@@ -25,7 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"carbon", "store"}),
     frozenset({"sampling"}),
     frozenset({"report"}),
-    frozenset({"session"}),
+    frozenset({"session", "daemon"}),
     frozenset({"analysis"}),
     frozenset({"cli", "notebook"}),
     frozenset({"__init__", "__main__"}),  # the lazy front and `python -m energymeter`

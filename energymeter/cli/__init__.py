@@ -23,6 +23,7 @@ from .carbon import carbon
 from .cite import cite
 from .common import CONTEXT, EXIT_USAGE, silence_stdout
 from .compare import compare
+from .daemon import daemon, push
 from .monitor import monitor
 from .plot import plot
 from .probes import probes
@@ -56,6 +57,8 @@ def cli() -> None:
 for _command in (run, report, compare, probes, monitor, carbon, plot):
     cli.add_command(_command)
 cli.add_command(cite)
+cli.add_command(daemon)
+cli.add_command(push)
 
 
 def main(argv: list[str] | None = None) -> None:

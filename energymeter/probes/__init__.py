@@ -65,7 +65,15 @@ def discover(ctx: DiscoveryContext) -> Discovery:
         for r in results:
             (missing if isinstance(r, Unavailable) else probes).append(r)  # type: ignore[arg-type]
 
+    served = False  # RAPL read through an energymeter daemon
+    if ctx.energy and ctx.daemon != "off":
+        found = _run("daemon", ctx)
+        served = any(isinstance(r, Probe) for r in found)
+        # With "auto", no daemon is the usual case: not worth a line in every report.
+        take([r for r in found if served or ctx.daemon != "auto" or isinstance(r, Probe)])
     for name in REGISTRY if ctx.energy else ():
+        if name == "rapl" and served:
+            continue
         take(_run(name, ctx))
     if ctx.energy and not any(c.kind == "cpu" for p in probes for c in p.channels):
         why = "; ".join(f"{u.source}: {u.reason}" for u in missing if u.source == "rapl")
@@ -84,7 +92,8 @@ def discover_cached(ctx: DiscoveryContext) -> Discovery:
 
     Keyed by pid, so a forked child never shares its parent's probe objects."""
     key = (os.getpid(), ctx.pid, ctx.include_root, ctx.cpu_tdp_w, str(ctx.powercap_root),
-           id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"), ctx.nvml_module, ctx.energy)
+           id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"), ctx.nvml_module, ctx.energy,
+           ctx.daemon)
     with _cache_lock:
         found = _cache.get(key)
         if found is None:

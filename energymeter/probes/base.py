@@ -137,6 +137,8 @@ class DiscoveryContext:
     ``nvml_module``: the module imported as NVML when ``pynvml`` is not given.
     ``energy``: whether energy probes are opened at all (False: only the process tree's
     gauges, for a rank whose node another rank measures).
+    ``daemon``: ``off``, ``auto`` or the socket of an ``energymeter daemon`` to read RAPL
+    through (the ``daemon`` setting).
     """
 
     powercap_root: Path = field(default_factory=lambda: default("powercap_root"))
@@ -147,6 +149,7 @@ class DiscoveryContext:
     env: Mapping[str, str] = field(default_factory=dict)
     nvml_module: str = "pynvml"
     energy: bool = True
+    daemon: str = "off"
 
 
 class Probe(ABC):

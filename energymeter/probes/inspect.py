@@ -58,7 +58,7 @@ def inspect_probes(
     s = resolve_settings({k: v for k, v in settings.items() if v is not None}, env=env)
     discovery = discover(DiscoveryContext(powercap_root=s.powercap_root, pid=os.getpid(),
                                           cpu_tdp_w=s.cpu_tdp_w, pynvml=pynvml, env=env,
-                                          nvml_module=s.nvml_module))
+                                          nvml_module=s.nvml_module, daemon=s.daemon))
     try:
         described = [p.describe() for p in discovery.probes]
         channels = [c for p in discovery.probes for c in p.channels]

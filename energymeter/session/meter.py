@@ -181,7 +181,7 @@ class Meter:
         self._discovery = discover_cached(DiscoveryContext(
             powercap_root=s.powercap_root, pid=os.getpid(), include_root=not self._children_only,
             cpu_tdp_w=s.cpu_tdp_w, pynvml=self._pynvml, env=env, nvml_module=s.nvml_module,
-            energy=plan.measures != "nothing"))
+            daemon=s.daemon, energy=plan.measures != "nothing"))
         # A probe whose call never returned in an earlier run of this process stays out.
         probes = tuple(p for p in self._discovery.probes if not p.hung)
         self._notes = list(self._discovery.notes) + [

@@ -1,0 +1,291 @@
+"""The ``daemon`` probe family: RAPL counters read through ``energymeter daemon``.
+
+Since Linux 5.10 RAPL ``energy_uj`` is readable by root only. ``energymeter daemon`` (root, or
+a group with read access) samples every probe of the machine and serves the counters read-only
+on a Unix socket; this probe reads them there, so that an unprivileged ``measure()`` still
+gets ``method: counter`` (source ``rapl via daemon``). GPUs stay in-process: NVML needs no
+root, and which GPUs a process sees (``CUDA_VISIBLE_DEVICES``) is per process.
+
+Protocol (version :data:`PROTOCOL`): JSON lines over the Unix socket. A request is one JSON
+object per line with ``op``; the answer is one JSON object per line with ``ok`` (and ``error``
+saying what is accepted when false). Operations, all read-only:
+
+* ``hello``: ``protocol``, ``version``, ``host``, ``pid``, ``interval_s``, ``started_at``;
+* ``channels``: the channels served (``Channel.to_dict()`` each, with ``meta``);
+* ``read``: a fresh read, ``t_ns`` (``CLOCK_MONOTONIC``, shared by every process of the
+  machine) and ``energy_j`` (cumulative joules per channel since the daemon started, wraps
+  undone);
+* ``rows`` (``since_ns``): the sampled rows newer than ``since_ns`` from the daemon's ring
+  buffer (``[t_ns, {channel: J}]`` each) and ``oldest_ns``.
+
+If the daemon stops answering mid-run the probe warns and falls back, for the rest of the
+run, to in-process RAPL (same channels, when readable) or else the estimated CPU model, whose
+energy is added to what the daemon had counted: nothing measured is lost, and the warning says
+which part was estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .base import Channel, DiscoveryContext, Probe, Unavailable
+
+log = logging.getLogger("energymeter")
+
+SOURCE = "daemon"
+PROTOCOL = 1
+#: Where ``energymeter daemon`` listens unless told otherwise, and where ``daemon="auto"`` looks.
+DEFAULT_SOCKET = Path("/run/energymeter/energymeter.sock")
+#: The longest wait for one answer of the daemon before it is taken as gone.
+TIMEOUT_S = 2.0
+#: The longest answer line read (a ``rows`` answer of a full ring buffer is far shorter).
+MAX_LINE_BYTES = 64 * 2**20
+#: Sources the daemon serves to clients (the root-only counters).
+SERVED_SOURCES = ("rapl",)
+#: The window over which the power is taken to fill the gap when the daemon is lost.
+POWER_WINDOW_S = 0.5
+
+
+class DaemonError(OSError):
+    """The daemon did not answer, or answered something that is not the protocol."""
+
+
+class Connection:
+    """One client connection: :meth:`call` sends a request and returns the answer."""
+
+    def __init__(self, path: Path, timeout_s: float = TIMEOUT_S) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout_s)
+        try:
+            self._sock.connect(str(path))
+        except OSError:
+            self._sock.close()
+            raise
+        self._file = self._sock.makefile("rb")
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        request = json.dumps({"op": op, **args}, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._sock.sendall(request)
+            line = self._file.readline(MAX_LINE_BYTES + 1)
+        except (OSError, ValueError) as exc:  # ValueError: the file was closed
+            raise DaemonError(f"no answer from the daemon at {self.path}: {exc}") from exc
+        if not line.endswith(b"\n"):
+            raise DaemonError(f"the daemon at {self.path} closed the connection"
+                              if not line else f"answer from {self.path} too long or cut")
+        try:
+            answer = json.loads(line)
+        except ValueError as exc:
+            raise DaemonError(f"the daemon at {self.path} answered something that is not "
+                              f"JSON: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise DaemonError(f"the daemon at {self.path} answered {type(answer).__name__}, "
+                              "not an object")
+        if not answer.get("ok"):
+            raise DaemonError(f"the daemon at {self.path} refused {op!r}: "
+                              f"{answer.get('error', 'no reason given')}")
+        return answer
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+
+def socket_path(setting: str, env: Any = None) -> Path | None:
+    """The socket the ``daemon`` setting names: ``off`` -> None, ``auto`` -> the default
+    socket, else the path given."""
+    if setting == "off":
+        return None
+    return DEFAULT_SOCKET if setting == "auto" else Path(setting)
+
+
+def query(path: Path, op: str = "hello", **args: Any) -> dict[str, Any]:
+    """One request to the daemon at ``path`` (``energymeter probes``, tests)."""
+    conn = Connection(path)
+    try:
+        return conn.call(op, **args)
+    finally:
+        conn.close()
+
+
+class DaemonProbe(Probe):
+    """Counters of the daemon's RAPL channels, as cumulative joules since this probe opened."""
+
+    source = SOURCE
+    may_block = True  # a socket round trip to another process
+
+    def __init__(self, conn: Connection, channels: tuple[Channel, ...], hello: dict[str, Any],
+                 ctx: DiscoveryContext) -> None:
+        super().__init__(channels)
+        self._conn: Connection | None = conn
+        self._hello = hello
+        self._ctx = ctx
+        self._ids = [c.id for c in channels]
+        first = self._fetch()
+        self._origin = {cid: first.get(cid, 0.0) for cid in self._ids}
+        self._last = {cid: 0.0 for cid in self._ids}
+        # Client time of the last good read, and recent good reads (for the power at loss).
+        self._last_t = time.monotonic()
+        self._recent: deque[tuple[float, dict[str, float]]] = deque(maxlen=64)
+        self._fallback: Probe | None = None
+        self._fallback_origin: dict[str, float] = {}
+        self._fallback_ids: dict[str, str] = {}  # our channel -> the fallback's channel
+        self._lost_at_s: float | None = None
+        self._opened_s = time.monotonic()
+
+    def _fetch(self) -> dict[str, float]:
+        assert self._conn is not None
+        answer = self._conn.call("read")
+        energy = answer.get("energy_j")
+        if not isinstance(energy, dict):
+            raise DaemonError(f"the daemon at {self._conn.path} answered 'read' without "
+                              "energy_j")
+        return {k: float(v) for k, v in energy.items() if isinstance(v, (int, float))}
+
+    def _read(self) -> dict[str, float]:
+        if self._conn is not None:
+            try:
+                now = self._fetch()
+            except DaemonError as exc:
+                self._lose(exc)
+            else:
+                self._recent.append((self._last_t, self._last))
+                self._last_t = time.monotonic()
+                self._last = {cid: now.get(cid, self._origin[cid]) - self._origin[cid]
+                              for cid in self._ids}
+                return dict(self._last)
+        out = dict(self._last)
+        if self._fallback is not None:
+            values = self._fallback.read()
+            for cid, fid in self._fallback_ids.items():
+                out[cid] = self._last[cid] + values.get(fid, 0.0) \
+                    - self._fallback_origin.get(fid, 0.0)
+        return out
+
+    def _lose(self, exc: DaemonError) -> None:
+        """The daemon is gone: keep what it counted, go on in-process for the rest."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._lost_at_s = time.monotonic() - self._opened_s
+        fallback, mapping, how = self._open_fallback()
+        self._fallback, self._fallback_ids = fallback, mapping
+        if fallback is not None:
+            fallback.begin_run()
+            self._fallback_origin = fallback.read()
+        # The time between the last good read and the fallback's first: at the last power
+        # the daemon gave (an estimate over at most a sampling interval or so).
+        gap_s = time.monotonic() - self._last_t
+        gap_j = 0.0
+        # The power over at least POWER_WINDOW_S before the last read (two reads a moment
+        # apart may straddle no counter update at all).
+        older = [r for r in self._recent if self._last_t - r[0] >= POWER_WINDOW_S]
+        base = older[-1] if older else (self._recent[0] if self._recent else None)
+        if base is not None and self._last_t > base[0]:
+            t_prev, e_prev = base
+            for channel in self.channels:
+                cid = channel.id
+                power_w = (self._last[cid] - e_prev.get(cid, 0.0)) / (self._last_t - t_prev)
+                self._last[cid] += power_w * gap_s
+                gap_j += power_w * gap_s if channel.in_total else 0.0
+        unmeasured = [cid for cid in self._ids if cid not in mapping]
+        self._warn_locked(
+            f"the energymeter daemon stopped answering ({exc}) {self._lost_at_s:.1f} s after "
+            f"this probe opened; what it counted until then is kept ({gap_j:.3g} J of the "
+            f"{gap_s * 1000:.0f} ms since its last answer estimated at its last power), and "
+            f"from then on {how}"
+            + (f"; not measured after that: {', '.join(unmeasured)}" if unmeasured else ""))
+
+    def _open_fallback(self) -> tuple[Probe | None, dict[str, str], str]:
+        from . import cpumodel, rapl
+
+        found = rapl.discover(self._ctx)
+        for probe in found:
+            if isinstance(probe, Probe):
+                ids = {c.id for c in probe.channels}
+                mapping = {cid: cid for cid in self._ids if cid in ids}
+                if mapping:
+                    return probe, mapping, "in-process RAPL counters (method counter) go on"
+                probe.close()
+        found = cpumodel.discover(self._ctx, why="the energymeter daemon stopped answering")
+        for probe in found:
+            if isinstance(probe, Probe):
+                cpu = next((c.id for c in probe.channels if c.kind == "cpu"), None)
+                target = next((c.id for c in self.channels
+                               if c.kind == "cpu" and c.part_of is None), None)
+                if cpu is not None and target is not None:
+                    probe.drain_warnings()
+                    return probe, {target: cpu}, (f"{target} is ESTIMATED by the CPU model "
+                                                  "(utilisation x TDP), not measured")
+                probe.close()
+        return None, {}, "no CPU energy is measured"
+
+    def describe(self) -> dict[str, Any]:
+        conn_path = str(self._conn.path) if self._conn is not None else None
+        return {**super().describe(), "socket": conn_path,
+                "daemon": {k: self._hello.get(k) for k in ("version", "pid", "interval_s",
+                                                           "started_at", "host")}}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._fallback is not None:
+            self._fallback.end_run()
+            self._fallback.close()
+            self._fallback = None
+
+
+def discover(ctx: DiscoveryContext) -> list[Probe | Unavailable]:
+    """A :class:`DaemonProbe` when a daemon answers at the socket ``ctx.daemon`` names, else an
+    :class:`Unavailable` saying why (with ``auto``, a missing socket is said quietly: most
+    machines run no daemon)."""
+    path = socket_path(ctx.daemon)
+    if path is None:
+        return []
+    if not os.path.exists(path):
+        return [Unavailable(SOURCE, f"no energymeter daemon socket at {path}",
+                            "start `energymeter daemon` as root (docs/permissions.md) to read "
+                            "root-only RAPL counters without root")]
+    try:
+        conn = Connection(path)
+    except OSError as exc:
+        hint = ("your user may not use it: ask for the daemon's group (docs/permissions.md)"
+                if isinstance(exc, PermissionError) else "is `energymeter daemon` running?")
+        return [Unavailable(SOURCE, f"cannot connect to the daemon at {path}: {exc}", hint)]
+    try:
+        hello = conn.call("hello")
+        if hello.get("protocol") != PROTOCOL:
+            raise DaemonError(f"the daemon at {path} speaks protocol {hello.get('protocol')!r}"
+                              f", this energymeter {PROTOCOL}: run the same version on both")
+        listed = conn.call("channels").get("channels")
+        if not isinstance(listed, list):
+            raise DaemonError(f"the daemon at {path} answered 'channels' without a list")
+        channels = tuple(_channel(c, path) for c in listed
+                         if isinstance(c, dict) and c.get("source") in SERVED_SOURCES)
+        if not channels:
+            conn.close()
+            return [Unavailable(SOURCE, f"the daemon at {path} serves no RAPL counter (it "
+                                        "cannot read them either)",
+                                "run `energymeter probes` as the daemon's user to see why")]
+        return [DaemonProbe(conn, channels, hello, ctx)]
+    except (DaemonError, KeyError, TypeError, ValueError) as exc:
+        conn.close()
+        return [Unavailable(SOURCE, f"the daemon at {path} is not usable: {exc}",
+                            "restart `energymeter daemon` (same energymeter version)")]
+
+
+def _channel(data: dict[str, Any], path: Path) -> Channel:
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    return Channel(str(data["id"]), str(data["kind"]), str(data.get("device", "")),
+                   f"{data['source']} via daemon", str(data["method"]),
+                   data.get("part_of"), float(data.get("resolution_s", 0.0)),
+                   {**meta, "daemon_socket": str(path)})
