@@ -130,8 +130,15 @@ def test_measure_reads_rapl_through_the_daemon(shared_dir: Path, rapl: FakePower
         with energymeter.measure("via", daemon=str(sock), region="SE",
                                  out=tmp_path / "runs") as m:
             time.sleep(3.5)  # past a counter wrap (every 3 s at 40 W)
+        shown = subprocess.run([sys.executable, "-m", "energymeter", "probes"],
+                               env={**os.environ, "PYTHONPATH": str(REPO),
+                                    "ENERGYMETER_DAEMON": str(sock)},
+                               capture_output=True, text=True, timeout=60)
     finally:
         _stop(proc)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Daemon: serving RAPL at {sock}" in shown.stdout
+    assert "rapl via daemon" in shown.stdout
     report = m.report
     by_id = {c.channel.id: c for c in report.channels}
     assert by_id["cpu0"].channel.source == "rapl via daemon"

@@ -52,6 +52,12 @@ def format_probes(info: Mapping[str, Any]) -> str:
     cpu = info["cpu"]
     lines = [f"CPU:   {cpu['model']} ({_plural(cpu['sockets'], 'socket')}, "
              f"{_plural(cpu['logical_cpus'] or 0, 'logical CPU')})"]
+    daemon = info.get("daemon") or {}
+    if daemon.get("serving"):
+        lines.append(f"Daemon: serving RAPL at {daemon.get('socket')} (pid {daemon.get('pid')}, "
+                     f"energymeter {daemon.get('version')}, every {daemon.get('interval_s')} s)")
+    elif daemon.get("setting") != "off":
+        lines.append(f"Daemon: none used ({daemon.get('socket')}: {daemon.get('reason')})")
     zones = info["rapl_zones"]
     root = info["powercap_root"]
     if zones:

@@ -87,6 +87,7 @@ def inspect_probes(
         if methods:
             measurable[kind] = "+".join(methods)
     return {
+        "daemon": daemon_status(s.daemon, described),
         "cpu": cpu_facts(cpuinfo_text),
         "powercap_root": str(s.powercap_root),
         "powercap_root_origin": s.origin("powercap_root"),
@@ -100,3 +101,26 @@ def inspect_probes(
         "notes": list(discovery.notes),
         "probes": described,
     }
+
+
+def daemon_status(setting: str, described: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether an ``energymeter daemon`` serves this machine to this user: ``setting``, the
+    ``socket``, ``serving`` and the daemon's facts, or ``reason`` when it does not."""
+    from .daemon import query, socket_path
+
+    path = socket_path(setting)
+    if path is None:
+        return {"setting": setting, "serving": False, "reason": "daemon=off"}
+    used = next((d for d in described if d.get("source") == "daemon"), None)
+    if used is not None:
+        return {"setting": setting, "socket": str(path), "serving": True, **used["daemon"]}
+    if not os.path.exists(path):
+        return {"setting": setting, "socket": str(path), "serving": False,
+                "reason": "no socket there (no daemon runs)"}
+    try:
+        hello = query(path)
+    except OSError as exc:
+        return {"setting": setting, "socket": str(path), "serving": False,
+                "reason": f"it does not answer this user: {exc}"}
+    return {"setting": setting, "socket": str(path), "serving": False,
+            "reason": "it answers but serves no RAPL counter", "pid": hello.get("pid")}
