@@ -77,7 +77,7 @@ class LiveLine:
 @click.option("--items", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Items the command processes (samples, tokens): the report gives J per item.")
 @options(setting_option("out"), setting_option("interval_s"), setting_option("baseline_s"),
-         *CARBON_OPTIONS, setting_option("ranks"), JSON_OUT)
+         *CARBON_OPTIONS, setting_option("ranks"), setting_option("daemon"), JSON_OUT)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
                                                   "status); errors still go to stderr.")
 @click.option("--shell", is_flag=True,
