@@ -368,3 +368,84 @@ def test_push_sends_a_run_to_a_pushgateway(tmp_path: Path) -> None:
     text = body.decode()
     assert 'energymeter_energy_joules_total{channel="cpu0"' in text
     assert "energymeter_run_duration_seconds" in text
+
+
+# -- OpenTelemetry -----------------------------------------------------------------------------
+def test_otel_hw_energy_and_hw_power() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from energymeter.daemon.otel import instrument
+
+    core = Daemon([ConstantPowerProbe("cpu0", "cpu", 30.0),
+                   ConstantPowerProbe("cpu0-core", "cpu", 20.0)], interval_s=0.01).start()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instrument(core, provider)
+    try:
+        def points() -> dict[str, dict[str, float]]:
+            data = reader.get_metrics_data()
+            out: dict[str, dict[str, float]] = {}
+            for rm in data.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        assert metric.unit == {"hw.energy": "J", "hw.power": "W"}[metric.name]
+                        for p in metric.data.data_points:
+                            out.setdefault(metric.name, {})[p.attributes["hw.id"]] = p.value
+            return out
+
+        time.sleep(0.1)
+        first, t0 = points(), time.monotonic()
+        time.sleep(0.5)
+        second, t1 = points(), time.monotonic()
+    finally:
+        provider.shutdown()
+        core.stop()
+    watts = (second["hw.energy"]["cpu0"] - first["hw.energy"]["cpu0"]) / (t1 - t0)
+    assert watts == pytest.approx(30.0, rel=0.05)
+    assert second["hw.power"]["cpu0"] == pytest.approx(30.0, rel=0.05)
+
+
+def test_otlp_http_export_reaches_a_collector() -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from energymeter.daemon.otel import start_otlp_export
+
+    bodies: list[bytes] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    core = Daemon([ConstantPowerProbe("cpu0", "cpu", 30.0)], interval_s=0.05).start()
+    provider = start_otlp_export(core, f"http://127.0.0.1:{server.server_port}/v1/metrics",
+                                 interval_s=0.3)
+    try:
+        deadline = time.monotonic() + 20
+        while not bodies and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        provider.shutdown()
+        core.stop()
+        server.shutdown()
+    assert bodies, "no OTLP export arrived"
+    request = ExportMetricsServiceRequest()
+    request.ParseFromString(bodies[0])
+    names = {m.name for rm in request.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    assert "hw.energy" in names

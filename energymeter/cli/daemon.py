@@ -41,8 +41,12 @@ log = logging.getLogger("energymeter")
                                    "prometheus).")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDR",
               help="Address of /metrics (0.0.0.0 to let a remote Prometheus scrape it).")
+@click.option("--otlp-endpoint", default=None, metavar="URL",
+              help="Also export hw.energy/hw.power by OTLP/HTTP to URL, e.g. "
+                   "http://collector:4318/v1/metrics (extra otel).")
 def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interval_s: float,
-           ring_rows: int, metrics_port: int | None, metrics_addr: str) -> None:
+           ring_rows: int, metrics_port: int | None, metrics_addr: str,
+           otlp_endpoint: str | None) -> None:
     """Sample this machine's energy counters for every user (run as root).
 
     Since Linux 5.10 RAPL counters are root-only: run this as root (or as a user with read
@@ -55,6 +59,7 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
     Examples:
       sudo energymeter daemon --group energymeter
       sudo energymeter daemon --group energymeter --metrics-port 9101
+      sudo energymeter daemon --group energymeter --otlp-endpoint http://localhost:4318/v1/metrics
     """
     from ..daemon.server import DEFAULT_SOCKET, Access, group_id, open_daemon, serve
     from ..errors import EnergyMeterError
@@ -85,6 +90,16 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
             server.server_close()
             core.stop()
             fail(f"cannot serve /metrics on {metrics_addr}:{metrics_port}: {exc}")
+    otel = None
+    if otlp_endpoint is not None:
+        from ..daemon.otel import start_otlp_export
+
+        try:
+            otel = start_otlp_export(core, otlp_endpoint)
+        except EnergyMeterError as exc:
+            server.server_close()
+            core.stop()
+            fail(str(exc))
     for u in unavailable:
         log.info("not served: %s: %s", u.source, u.reason)
     err(f"daemon: {len(core.channels)} channel(s) "
@@ -107,6 +122,8 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
     Path(server.server_address).unlink(missing_ok=True)
     if metrics is not None:
         metrics.shutdown()
+    if otel is not None:
+        otel.shutdown()
     core.stop()
     sys.exit(0)
 
