@@ -139,6 +139,7 @@ class Meter:
         self._state = "new"
         self._owner_pid = os.getpid()
         self.job: dict[str, Any] | None = None  # the launcher's job and rank, once started
+        self._begun: list[OpenPhase] = []  # phases begun with begin_phase(), still open
         self._logs: list[dict[str, Any]] = []
         self._warnings: list[str] = []
         self._lock = threading.Lock()
@@ -387,6 +388,44 @@ class Meter:
             self._phases.leave(entry, token)
             if self._state == "running":
                 self._end_phase(entry, *self._boundary(f"the end of phase {entry.name!r}"))
+
+    def begin_phase(self, name: str) -> OpenPhase | None:
+        """Begin phase ``name`` without a ``with`` block (for callbacks: a training loop's
+        ``on_epoch_start``); end it with :meth:`end_phase`, given the returned handle or the
+        name. Phases begun this way nest like ``phase()``'s (the parent is the innermost phase
+        open in this thread or task) and may end in any order; one still open when the run
+        stops ends with it. In a forked child it does nothing and returns ``None``."""
+        if os.getpid() != self._owner_pid:
+            return None
+        t_s, energy = self._boundary(f"phase {name!r}")
+        entry, _token = self._phases.open(name, t_s, energy)
+        self._events.event("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
+        with self._lock:
+            self._begun.append(entry)
+        return entry
+
+    def end_phase(self, phase: OpenPhase | str | None) -> None:
+        """End a phase begun with :meth:`begin_phase`: its handle, or its name (the most
+        recently begun open phase of that name). ``None`` (what a forked child got) does
+        nothing. A name with no open phase is a :class:`UsageError` naming the open ones."""
+        if phase is None or os.getpid() != self._owner_pid:
+            return
+        with self._lock:
+            if isinstance(phase, str):
+                entry = next((e for e in reversed(self._begun) if e.name == phase), None)
+            else:
+                entry = phase if phase in self._begun else None
+            if entry is not None:
+                self._begun.remove(entry)
+        if entry is None:
+            with self._lock:
+                names = [e.name for e in self._begun]
+            raise UsageError(f"end_phase({getattr(phase, 'name', phase)!r}): no such phase "
+                             "is open (already ended, or not begun with begin_phase); open: "
+                             + (", ".join(repr(n) for n in names) or "none"))
+        self._phases.forget(entry)
+        if self._state == "running" and self._phases.is_open(entry):
+            self._end_phase(entry, *self._boundary(f"the end of phase {entry.name!r}"))
 
     def _end_phase(self, entry: OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
         phase = self._phases.end(entry, t_s, energy)

@@ -55,6 +55,18 @@ class Phases:
         return entry, _flow.set((*flow, entry))
 
     @staticmethod
+    def forget(entry: OpenPhase) -> None:
+        """Remove ``entry`` from this thread's or task's open phases wherever it is in them
+        (an imperatively ended phase need not be the innermost one)."""
+        flow = _flow.get()
+        if entry in flow:
+            _flow.set(tuple(p for p in flow if p is not entry))
+
+    def is_open(self, entry: OpenPhase) -> bool:
+        with self._lock:
+            return entry in self._open
+
+    @staticmethod
     def leave(entry: OpenPhase, token: Token[tuple[OpenPhase, ...]]) -> None:
         """Forget ``entry`` as the innermost phase of this thread or task."""
         try:
