@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"report"}),
     frozenset({"session", "daemon"}),
     frozenset({"analysis"}),
-    frozenset({"cli", "notebook"}),
+    frozenset({"cli", "notebook", "integrations"}),
     frozenset({"__init__", "__main__"}),  # the lazy front and `python -m energymeter`
 )
 

@@ -48,7 +48,7 @@ from ..store import (
     replace_ledger_row,
     write_json_atomic,
 )
-from . import facts, forks, terminate
+from . import facts, forks, hooks, terminate
 from .baseline import idle_baseline
 from .experiment import Estimate, Progress, check_tags, inherited
 from .launch import detect_launch, job_block, plan_ranks
@@ -310,6 +310,10 @@ class Meter:
                        "as Meter.report (Report.to_json() to save it elsewhere)")
             log.error("energymeter: %s", message)
             self.report = dataclasses.replace(report, warnings=(*report.warnings, message))
+        failures = hooks.notify(self.report)  # e.g. integrations.mlflow.autolog()
+        if failures:
+            self.report = dataclasses.replace(
+                self.report, warnings=(*self.report.warnings, *failures))
         return self.report
 
     def snapshot(self) -> Snapshot:

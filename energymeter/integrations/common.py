@@ -1,0 +1,84 @@
+"""What every integration shares: a report's figures as flat metrics in base units, numeric
+metrics picked from a framework's logs, and the rank rules of distributed training."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..report import Report
+
+log = logging.getLogger("energymeter")
+
+#: The prefix of energymeter's metrics in other tools (``energy/total_j``...).
+PREFIX = "energy/"
+
+
+def report_metrics(report: Report, prefix: str = PREFIX) -> dict[str, float]:
+    """The figures of ``report`` as flat metrics in base units (J, W, s, g):
+    ``energy/total_j``, ``energy/<kind>_j``, ``energy/duration_s``, ``energy/mean_power_w``,
+    ``energy/emissions_g``, ``energy/per_item_j`` and each phase's ``energy/phase/<name>_j``
+    (the first occurrence of each name)."""
+    out: dict[str, float] = {f"{prefix}total_j": report.total_energy_j,
+                             f"{prefix}duration_s": report.duration_s,
+                             f"{prefix}mean_power_w": report.mean_power_w}
+    for kind, joules in report.energy_j["by_kind"].items():
+        out[f"{prefix}{kind}_j"] = float(joules)
+    if report.emissions_g is not None:
+        out[f"{prefix}emissions_g"] = float(report.emissions_g)
+    if report.energy_per_item_j is not None:
+        out[f"{prefix}per_item_j"] = report.energy_per_item_j
+    channels = [c.channel for c in report.channels]
+    for phase in report.phases:
+        key = f"{prefix}phase/{phase.name}_j"
+        if key not in out:
+            out[key] = float(phase.to_dict(channels)["energy_j"]["total"])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def report_tags(report: Report) -> dict[str, str]:
+    """How the numbers were obtained, as text tags: run id, methods per kind, region, path."""
+    tags = {"energymeter.run_id": report.run_id, "energymeter.status": report.status}
+    for kind in report.energy_j["by_kind"]:
+        tags[f"energymeter.method.{kind}"] = report.methods(kind)
+    if report.carbon:
+        tags["energymeter.region"] = str(report.carbon.get("region"))
+    if report.path is not None:
+        tags["energymeter.path"] = str(report.path)
+    return tags
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The entries of ``metrics`` that are finite numbers (tensors of one element included)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            out[str(key)] = float(value)
+    return out
+
+
+def log_elsewhere(report: Report) -> list[str]:
+    """``report`` to MLflow and W&B when the program uses them (already imported) and has a
+    run active there. A failure is logged and returned, never raised: the training goes on."""
+    failures = []
+    for module, target in (("mlflow", "mlflow"), ("wandb", "wandb")):
+        if module not in sys.modules:
+            continue
+        try:
+            if target == "mlflow":
+                from .mlflow import log_report
+            else:
+                from .wandb import log_report  # type: ignore[assignment]
+            log_report(report)
+        except Exception as exc:  # another tool's failure must not end the training
+            log.warning("energymeter: logging the report to %s failed: %r", target, exc)
+            failures.append(f"{target}: {type(exc).__name__}: {exc}")
+    return failures
