@@ -99,17 +99,27 @@ def test_node_mode_local_rank_zero_measures_the_rest_record() -> None:
     assert "local rank 0" in one.reason
 
 
-def test_node_mode_measures_the_jobs_gpus_when_each_task_sees_one() -> None:
-    env = {**SRUN, "CUDA_VISIBLE_DEVICES": "0"}  # --gpus-per-task=1
-    plan = plan_ranks(detect_launch(env), "node", env)
-    assert plan.measures == "node" and plan.visible == "0,1,2,3"
+def test_one_gpu_per_task_each_rank_measures_its_gpu_and_rank_zero_the_cpu() -> None:
+    env = {**SRUN, "CUDA_VISIBLE_DEVICES": "0"}  # --gpus-per-task=1: ids are cgroup-relative
+    zero = plan_ranks(detect_launch(env), "node", env)
+    assert zero.measures == "node" and zero.visible is None
+    other = {**env, "SLURM_LOCALID": "1", "SLURM_PROCID": "3"}
+    plan = plan_ranks(detect_launch(other), "node", other)
+    assert plan.measures == "gpus" and plan.gpus_only
+
+
+def test_gpus_only_rank_opens_no_cpu_probe(tmp_path: Path) -> None:
+    env = {**SRUN, "CUDA_VISIBLE_DEVICES": "1", "SLURM_LOCALID": "1", "SLURM_PROCID": "3"}
+    report = _rank_run(tmp_path, env, _nvml("gpu07"), seconds=0.05)
+    assert [c.channel.kind for c in report.channels] == ["gpu"]
+    assert report.job["measures"] == "gpus"
 
 
 def test_own_mode_picks_cuda_local_rank() -> None:
     plan = plan_ranks(detect_launch(TORCHRUN), "own", {})
     assert plan.measures == "own" and plan.visible == "1"
     env = {**TORCHRUN, "CUDA_VISIBLE_DEVICES": "4,5,6,7"}
-    assert plan_ranks(detect_launch(env), "own", env).visible == "6,7"  # 2 GPUs per rank
+    assert plan_ranks(detect_launch(env), "own", env).visible == "5"  # cuda:LOCAL_RANK
     env = {**TORCHRUN, "CUDA_VISIBLE_DEVICES": "GPU-abc"}
     assert plan_ranks(detect_launch(env), "own", env).visible == "GPU-abc"
 
@@ -183,10 +193,18 @@ def test_ranks_of_two_nodes_merge_to_each_gpu_once(tmp_path: Path) -> None:
     assert merged.to_row()["job_id"] == "job1"
 
 
+def _concurrent_runs(tmp_path: Path, nvml: FakeNVML, ranks: str) -> list:
+    """Ranks 0 and 1 of node alpha measuring at the same time (as real ranks do)."""
+    meters = [energymeter.measure("ddp", env=_torchrun_env(r, r, "alpha", 0), pynvml=nvml,
+                                  out=tmp_path / "runs", region="SE", cpu_tdp_w=10.0,
+                                  ranks=ranks).start() for r in (0, 1)]
+    time.sleep(0.3)
+    return [m.stop() for m in meters]
+
+
 def test_devices_measured_twice_count_once(tmp_path: Path) -> None:
     nvml = _nvml("alpha")
-    reports = [_rank_run(tmp_path, _torchrun_env(r, r, "alpha", 0), nvml, ranks="all")
-               for r in (0, 1)]
+    reports = _concurrent_runs(tmp_path, nvml, "all")
     assert all(len([c for c in r.channels if c.channel.kind == "gpu"]) == 2 for r in reports)
     merged = merge(reports)
     gpu_j = sum(c.energy_j for c in merged.channels if c.channel.kind == "gpu")
@@ -199,8 +217,7 @@ def test_devices_measured_twice_count_once(tmp_path: Path) -> None:
 
 def test_own_mode_measures_its_gpu_and_its_share(tmp_path: Path) -> None:
     nvml = _nvml("alpha")
-    reports = [_rank_run(tmp_path, _torchrun_env(r, r, "alpha", 0), nvml, ranks="own")
-               for r in (0, 1)]
+    reports = _concurrent_runs(tmp_path, nvml, "own")
     uuids = [[c.channel.meta["uuid"] for c in r.channels if c.channel.kind == "gpu"]
              for r in reports]
     assert uuids == [["GPU-alpha-0-0000-0000-000000000000"],
@@ -211,6 +228,68 @@ def test_own_mode_measures_its_gpu_and_its_share(tmp_path: Path) -> None:
     merged = merge(reports)
     assert len([c for c in merged.channels if c.channel.kind == "gpu"]) == 2
     assert len([c for c in merged.channels if c.channel.kind == "cpu"]) == 1  # node's, once
+
+
+def test_runs_one_after_another_in_a_job_add_up(tmp_path: Path) -> None:
+    """srun steps of one sbatch job, repeats, train then test: the same devices measured at
+    different times are added, not de-duplicated."""
+    env = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+           "SLURMD_NODENAME": "n1", "SLURM_JOB_NUM_NODES": "1"}
+    nvml = _nvml("n1")
+    first = _rank_run(tmp_path, env, nvml, seconds=0.2)
+    second = _rank_run(tmp_path, env, nvml, seconds=0.2)
+    merged = merge([first, second])
+    assert merged.total_energy_j == pytest.approx(first.total_energy_j
+                                                  + second.total_energy_j)
+    assert merged.job["deduplicated"] == []
+    assert len([c for c in merged.channels if c.channel.kind == "gpu"]) == 2
+
+
+def test_a_reused_rendezvous_address_names_several_jobs(tmp_path: Path) -> None:
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "none"}
+    nvml = _nvml("n1")
+    a = _rank_run(tmp_path, env, nvml, seconds=0.1)
+    b = _rank_run(tmp_path, env, nvml, seconds=0.1)
+    with pytest.raises(ReportError, match="reused its rendezvous address"):
+        merge([a, b], job="127.0.0.1:29500")
+    key = f"127.0.0.1:29500@{b.started_at.isoformat()}"
+    assert merge([a, b], job=key).total_energy_j == pytest.approx(b.total_energy_j)
+
+
+def test_a_run_nested_in_a_wrapper_on_another_node_is_not_covered(tmp_path: Path) -> None:
+    """`energymeter run -- srun -N2 ...`: srun exports the wrapper's run id to both nodes."""
+    wrapper_env = {"ENERGYMETER_JOB_ID": "w", "ENERGYMETER_NODE": "n1"}
+    wrapper = energymeter.measure("wrap", env=wrapper_env, pynvml=_nvml("n1"),
+                                  out=tmp_path / "runs", region="SE").start()
+    inner = _rank_run(tmp_path, {"ENERGYMETER_JOB_ID": "w", "ENERGYMETER_NODE": "n2",
+                                 "ENERGYMETER_RUN_ID": wrapper.run_id}, _nvml("n2"),
+                      seconds=0.1)
+    outer = wrapper.stop()
+    merged = merge([outer, inner])
+    assert merged.job["nested_runs_excluded"] == 0
+    assert merged.total_energy_j == pytest.approx(outer.total_energy_j + inner.total_energy_j)
+
+
+def test_srun_with_pmix_takes_the_local_rank_from_slurm() -> None:
+    env = {"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1",
+           "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_STEP_NUM_TASKS": "2",
+           "PMIX_RANK": "1", "PMIX_NAMESPACE": "slurm.pmix.5.0"}
+    launch = detect_launch(env)
+    assert launch.local_rank == 1 and launch.launcher == "slurm" and launch.mpi == "pmix"
+    assert plan_ranks(launch, "node", env).measures == "nothing"
+
+
+def test_odd_job_blocks_on_disk_are_refused_with_the_key(tmp_path: Path) -> None:
+    report = _rank_run(tmp_path, {"ENERGYMETER_JOB_ID": "x"}, _nvml("a"), seconds=0.05)
+    data = json.loads(report.to_json())
+    for key, value in (("slurm", "gpu"), ("rank", "zero"), ("nodes", 3)):
+        bad = {**data, "job": {**data["job"], key: value, "merged": key == "nodes"}}
+        with pytest.raises(ReportError, match=f"job.{key}"):
+            energymeter.Report.from_dict(bad)
+    bad = {**data, "job": "x"}
+    with pytest.raises(ReportError, match="job"):
+        energymeter.Report.from_dict(bad)
 
 
 def test_a_missing_node_is_reported(tmp_path: Path) -> None:
@@ -309,3 +388,57 @@ def test_a_program_handling_sigterm_itself_is_left_alone(tmp_path: Path) -> None
     assert proc.wait(timeout=30) == 3  # the program's own handler decided
     [(_, report)] = find_runs([tmp_path / "runs"])
     assert report.status == "failed"  # SystemExit(3) unwound the with block
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigterm_during_boundary_reads_and_twice(tmp_path: Path, signals: int) -> None:
+    """The handler does no work itself (the signal lands inside log()'s boundary read, with the
+    sampler's lock held) and a second SIGTERM (slurmstepd, then torchrun) changes nothing."""
+    script = ("import sys, energymeter\n"
+              "with energymeter.measure('busy', region='SE', out=sys.argv[1]) as m:\n"
+              "    print('ready', flush=True)\n"
+              "    i = 0\n"
+              "    while True:\n"
+              "        m.log(step=i)\n"
+              "        i += 1\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    [(_, report)] = find_runs([tmp_path / "runs"])
+    assert report.status == "interrupted" and (report.path / "report.json").is_file()
+    assert len(report.logs) > 10
+
+
+def test_a_handler_installed_after_the_meter_decides_how_the_program_ends(tmp_path: Path
+                                                                          ) -> None:
+    """Lightning-style: a handler installed after measure() started calls ours (chained);
+    the report is written and the program, not energymeter, decides how it ends."""
+    script = ("import signal, sys, time, energymeter\n"
+              "with energymeter.measure('chained', region='SE', out=sys.argv[1]) as m:\n"
+              "    previous = signal.getsignal(signal.SIGTERM)\n"
+              "    stop = []\n"
+              "    def mine(signum, frame):\n"
+              "        previous(signum, frame)\n"
+              "        stop.append(1)\n"
+              "    signal.signal(signal.SIGTERM, mine)\n"
+              "    print('ready', flush=True)\n"
+              "    while not stop:\n"
+              "        time.sleep(0.01)\n"
+              "    time.sleep(1.0)\n"  # the report is written meanwhile
+              "print('graceful', flush=True)\n"
+              "sys.exit(7)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 7 and "graceful" in out
+    [(_, report)] = find_runs([tmp_path / "runs"])
+    assert report.status == "interrupted"

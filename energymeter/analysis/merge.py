@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,10 @@ if TYPE_CHECKING:
 
 #: How the merged statuses rank: the job's status is the worst of its runs'.
 _STATUS_ORDER = ("failed", "interrupted", "running", "completed")
+#: Below this share of its ranks' time measured, a node's energy is said to be incomplete.
+COVERAGE_WARN = 0.9
+#: The most host names a SLURM node list is expanded to.
+MAX_NODELIST = 100_000
 #: The ``id_source`` of a job id derived from torchrun's rendezvous address (not unique over
 #: time: its runs are split where they do not overlap in time).
 DERIVED_ID_SOURCE = "MASTER_ADDR:MASTER_PORT"
@@ -73,6 +76,8 @@ def expand_nodelist(text: str) -> list[str] | None:
             width = len(bounds[0])
             low, high = int(bounds[0]), int(bounds[-1])
             if high < low or high - low > 100_000:
+                return None
+            if len(names) + high - low + 1 > MAX_NODELIST:
                 return None
             names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(low, high + 1)]
     return names
@@ -136,64 +141,114 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
 
     runs: list[Report] = []
     seen: set[str] = set()
+    merged_inputs = 0
     for item in reports:
         report = item[1] if isinstance(item, tuple) else item
+        if (report.job or {}).get("merged"):
+            merged_inputs += 1  # a saved merge: its runs are counted, not it again
+            continue
         if report.run_id not in seen:
             seen.add(report.run_id)
             runs.append(report)
+    jobs = split_jobs(runs)
     if job is not None:
-        runs = [r for r in runs if job_id(r) == job]
+        if job in jobs:
+            runs = jobs[job]
+        else:
+            # A rendezvous address reused by torchrun jobs at different times.
+            keys = [k for k in jobs if k.startswith(f"{job}@")]
+            if len(keys) > 1:
+                raise ReportError(f"job {job!r} names {len(keys)} jobs that reused its "
+                                  f"rendezvous address at different times: "
+                                  f"{', '.join(keys)}; give one of them")
+            if not keys:
+                raise ReportError(f"no run of job {job!r} was found; runs record their job id "
+                                  "when started under torchrun, SLURM or MPI (or "
+                                  "ENERGYMETER_JOB_ID)")
+            runs = jobs[keys[0]]
+    else:
         if not runs:
-            raise ReportError(f"no run of job {job!r} was found; runs record their job id when "
-                              "started under torchrun, SLURM or MPI (or ENERGYMETER_JOB_ID)")
-    if not runs:
-        raise ReportError("nothing to merge: give the runs of one job")
-    ids = sorted({job_id(r) or "(none)" for r in runs})
-    if len(ids) > 1:
-        raise ReportError(f"these runs belong to {len(ids)} jobs ({', '.join(ids[:10])}); "
-                          "merge one job at a time (--job ID)")
-    jid = ids[0]
+            raise ReportError("nothing to merge: give the runs of one job")
+        no_job = [r for r in runs if job_id(r) is None]
+        if no_job:
+            raise ReportError(f"{len(no_job)} run(s) have no job id ({no_job[0].name}, "
+                              f"{no_job[0].run_id[:8]}...): merging needs runs started under "
+                              "torchrun, SLURM or MPI (or with ENERGYMETER_JOB_ID)")
+        if len(jobs) > 1:
+            raise ReportError(f"these runs belong to {len(jobs)} jobs "
+                              f"({', '.join(list(jobs)[:10])}); merge one job at a time "
+                              "(--job ID)")
+        runs = next(iter(jobs.values()))
+    jid = str(job_id(runs[0]))
 
     by_id = {r.run_id: r for r in runs}
-    nested = [r for r in runs if r.parent_run_id in by_id]
-    top = [r for r in runs if r.parent_run_id not in by_id]
+    # A run nested in another run of the job on its node that measured (measure() inside
+    # energymeter run) is covered by it; one nested in a wrapper on another node (srun
+    # exports ENERGYMETER_RUN_ID to every node) is not.
+    nested = [r for r in runs if r.parent_run_id in by_id
+              and _node(by_id[r.parent_run_id]) == _node(r)
+              and by_id[r.parent_run_id].channels]
+    nested_ids = {r.run_id for r in nested}
+    top = [r for r in runs if r.run_id not in nested_ids]
     started = min(r.started_at for r in runs)
     ended = max(r.ended_at for r in runs)
     span_s = (ended - started).total_seconds()
 
-    # Each device once: the run that covered it longest gives its energy.
-    best: dict[str, tuple[Report, ChannelEnergy]] = {}
-    readings: dict[str, list[str]] = {}
-    for run in sorted(top, key=lambda r: (-r.duration_s, _rank(r) if _rank(r) is not None
-                                          else 1 << 30, r.run_id)):
-        node = _node(run)
+    # Each device once at any time: among runs that measured it over overlapping times the
+    # one that covered it longest gives its energy; runs one after another (srun steps,
+    # repeats, train then test) add up.
+    readings: dict[str, list[tuple[Report, ChannelEnergy]]] = {}
+    for run in top:
         for ce in run.channels:
-            key = _device_key(node, ce.channel)
-            readings.setdefault(key, []).append(run.run_id)
-            best.setdefault(key, (run, ce))
+            readings.setdefault(_device_key(_node(run), ce.channel), []).append((run, ce))
+    kept: dict[str, list[tuple[Report, ChannelEnergy]]] = {}
+    deduplicated: list[dict[str, Any]] = []
+    for key, items in readings.items():
+        items.sort(key=lambda rc: (rc[0].started_at, rc[0].run_id))
+        clusters: list[list[tuple[Report, ChannelEnergy]]] = []
+        end: datetime | None = None
+        for run, ce in items:
+            if end is None or run.started_at >= end:
+                clusters.append([])
+                end = run.ended_at
+            clusters[-1].append((run, ce))
+            end = max(end, run.ended_at)
+        for cluster in clusters:
+            best = min(cluster, key=lambda rc: (-rc[0].duration_s, _rank(rc[0]) if _rank(
+                rc[0]) is not None else 1 << 30, rc[0].run_id))
+            kept.setdefault(key, []).append(best)
+            if len(cluster) > 1:
+                deduplicated.append({"device": key, "kept_run": best[0].run_id,
+                                     "dropped_runs": [r.run_id for r, _ in cluster
+                                                      if r is not best[0]]})
     kept_by_run: dict[str, set[str]] = {}
-    for run, ce in best.values():
-        kept_by_run.setdefault(run.run_id, set()).add(ce.channel.id)
-    deduplicated = [{"device": key, "kept_run": best[key][0].run_id, "dropped_runs": rest[1:]}
-                    for key, rest in readings.items() if len(rest) > 1]
-
-    def new_id(run: Report, cid: str) -> str:
-        return f"{_node(run)}:{cid}"
-
+    merged_id: dict[tuple[str, str], str] = {}  # (run id, its channel id) -> merged id
     channels: list[ChannelEnergy] = []
-    for run, ce in best.values():
-        c = ce.channel
-        channel = Channel(new_id(run, c.id), c.kind, c.device, c.source, c.method,
-                          new_id(run, c.part_of) if c.part_of else None, c.resolution_s,
-                          {**c.meta, "node": _node(run), "run_id": run.run_id})
-        channels.append(replace(ce, channel=channel))
+    for chosen in kept.values():
+        first_run, first = chosen[0]
+        node = _node(first_run)
+        c = first.channel
+        cid = f"{node}:{c.id}"
+        for run, ce in chosen:
+            kept_by_run.setdefault(run.run_id, set()).add(ce.channel.id)
+            merged_id[(run.run_id, ce.channel.id)] = cid
+        energy = sum(ce.energy_j for _, ce in chosen)
+        seconds = sum(run.duration_s for run, _ in chosen)
+        peaks = [ce.peak_power_w for _, ce in chosen if ce.peak_power_w is not None]
+        run_ids = [run.run_id for run, _ in chosen]
+        channel = Channel(cid, c.kind, c.device, c.source, c.method,
+                          f"{node}:{c.part_of}" if c.part_of else None, c.resolution_s,
+                          {**c.meta, "node": node,
+                           "run_id": run_ids[0] if len(run_ids) == 1 else run_ids})
+        channels.append(ChannelEnergy(channel, energy, energy / seconds if seconds > 0 else 0.0,
+                                      max(peaks) if peaks else None))
     channels.sort(key=lambda ce: ce.channel.id)
 
     # Phases: summed over the runs that measured, matched by (parent, name, occurrence).
     phases: dict[tuple[str | None, str, int], dict[str, Any]] = {}
     for run in top:
-        kept = kept_by_run.get(run.run_id)
-        if not kept:
+        kept_run = kept_by_run.get(run.run_id)
+        if not kept_run:
             continue
         offset = (run.started_at - started).total_seconds()
         count: dict[tuple[str | None, str], int] = {}
@@ -207,8 +262,9 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
             slot["below"] |= p.below_resolution
             slot["open"] |= p.open_at_end
             for cid, e in p.energy_by_channel.items():
-                if cid in kept:
-                    slot["energy"][new_id(run, cid)] = e
+                if cid in kept_run:
+                    mid = merged_id[(run.run_id, cid)]
+                    slot["energy"][mid] = slot["energy"].get(mid, 0.0) + e
     merged_phases = tuple(sorted(
         (Phase(name, s["start_s"], s["end_s"], s["energy"], parent, s["below"], s["open"])
          for (parent, name, _), s in phases.items()), key=lambda p: p.start_s))
@@ -220,9 +276,9 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
             "node": _node(run), "node_rank": (run.job or {}).get("node_rank"), "runs": [],
             "ranks": [], "measured_by": [], "energy_j": {"total": 0.0, "by_kind": {}}})
         info["runs"].append(run.run_id)
-        if _rank(run) is not None:
+        if _rank(run) is not None and _rank(run) not in info["ranks"]:
             info["ranks"].append(_rank(run))
-    for run, ce in best.values():
+    for run, ce in (rc for chosen in kept.values() for rc in chosen):
         info = nodes[_node(run)]
         if run.run_id not in info["measured_by"]:
             info["measured_by"].append(run.run_id)
@@ -243,6 +299,21 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                         duration_s=(last - first).total_seconds())
 
     warnings: list[str] = []
+    if merged_inputs:
+        warnings.append(f"{merged_inputs} merged job report(s) among the inputs were left out "
+                        "(their runs are merged, not them again)")
+    # A node whose measuring run covers much less time than its ranks ran: energy is missing.
+    for name, info in nodes.items():
+        if not info["measured_by"]:
+            continue
+        on_node = [by_id[r] for r in info["runs"]]
+        ranks_s = (max(r.ended_at for r in on_node)
+                   - min(r.started_at for r in on_node)).total_seconds()
+        if ranks_s > 0 and info["duration_s"] < COVERAGE_WARN * ranks_s:
+            warnings.append(f"node {name}: its energy was measured for "
+                            f"{info['duration_s']:.1f} s of the {ranks_s:.1f} s its ranks ran "
+                            "(the measuring run started late or ended early): energy outside "
+                            "that time is missing")
     expected = _expected_nodes(runs, expected_nodes)
     missing: list[str] = []
     unmeasured = [n for n, info in nodes.items() if not info["measured_by"]]
@@ -307,7 +378,7 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         name=names.pop() if len(names) == 1 else f"job {jid}",
         status=_worst(r.status for r in top), started_at=started, ended_at=ended,
         duration_s=span_s, channels=tuple(channels), phases=merged_phases,
-        carbon=_carbon(top, kept_by_run, total_j), resources=_resources(runs),
+        carbon=_carbon(top, kept_by_run, total_j), resources=_resources(top),
         host={"hostname": ", ".join(nodes), "nodes": list(nodes)},
         software=dict(first.software), warnings=tuple(warnings),
         command=first.command, exit_code=_exit_code(top), tags=common_tags,
@@ -371,7 +442,9 @@ def _carbon(runs: Sequence[Report], kept: Mapping[str, set[str]], total_j: float
     pues = {b.get("pue") for b, _, _ in blocks}
     pue = pues.pop() if len(pues) == 1 else None
     facility_j = sum(kept_j * float(b.get("pue") or 1.0) for b, _, kept_j in blocks)
-    out = first if same else {
+    keep = ("region", "region_source", "name", "g_per_kwh", "basis", "source", "year",
+            "table", "provider")  # per-run figures (cost, live shares, timelines) are not
+    out = {k: first[k] for k in keep if k in first} if same else {
         "region": "mixed", "region_source": "merged", "name": "several regions",
         "basis": first.get("basis"), "source": "per-node intensities of the merged runs",
         "provider": "table"}
@@ -380,4 +453,10 @@ def _carbon(runs: Sequence[Report], kept: Mapping[str, set[str]], total_j: float
                emissions_g=emissions)
     if not same:
         out["g_per_kwh"] = emissions / (facility_j / 3.6e6) if facility_j > 0 else None
+    prices = {(b.get("price_per_kwh"), b.get("currency")) for b, _, _ in blocks}
+    if len(prices) == 1:
+        price, currency = prices.pop()
+        if isinstance(price, (int, float)):
+            out.update(price_per_kwh=price, currency=currency,
+                       cost=price * facility_j / 3.6e6)
     return out

@@ -66,6 +66,11 @@ def discover(ctx: DiscoveryContext) -> Discovery:
             (missing if isinstance(r, Unavailable) else probes).append(r)  # type: ignore[arg-type]
 
     served = False  # RAPL read through an energymeter daemon
+    if ctx.energy and ctx.gpus_only:
+        take(_run("nvml", ctx))
+        take(_run("process", ctx))
+        return Discovery(tuple(probes), tuple(missing),
+                         tuple(w for p in probes for w in p.drain_warnings()))
     if ctx.energy and ctx.daemon != "off":
         found = _run("daemon", ctx)
         served = any(isinstance(r, Probe) for r in found)
@@ -93,7 +98,7 @@ def discover_cached(ctx: DiscoveryContext) -> Discovery:
     Keyed by pid, so a forked child never shares its parent's probe objects."""
     key = (os.getpid(), ctx.pid, ctx.include_root, ctx.cpu_tdp_w, str(ctx.powercap_root),
            id(ctx.pynvml), ctx.env.get("CUDA_VISIBLE_DEVICES"), ctx.nvml_module, ctx.energy,
-           ctx.daemon)
+           ctx.daemon, ctx.gpus_only)
     with _cache_lock:
         found = _cache.get(key)
         if found is None:

@@ -137,6 +137,7 @@ class DiscoveryContext:
     ``nvml_module``: the module imported as NVML when ``pynvml`` is not given.
     ``energy``: whether energy probes are opened at all (False: only the process tree's
     gauges, for a rank whose node another rank measures).
+    ``gpus_only``: only GPU probes (a rank whose node's CPU another rank measures).
     ``daemon``: ``off``, ``auto`` or the socket of an ``energymeter daemon`` to read RAPL
     through (the ``daemon`` setting).
     """
@@ -150,6 +151,7 @@ class DiscoveryContext:
     nvml_module: str = "pynvml"
     energy: bool = True
     daemon: str = "off"
+    gpus_only: bool = False
 
 
 class Probe(ABC):

@@ -240,7 +240,7 @@ class Report:
             group_id=f.text("group_id", None, optional=True),
             warmup=f.flag("warmup", False),
             baseline=baseline.plain() if (baseline := f.optional_obj("baseline")) else None,
-            job=job.plain() if (job := f.optional_obj("job")) is not None else None,
+            job=_checked_job(f.optional_obj("job"), where),
             path=path,
         )
         return report._checked(where)
@@ -412,7 +412,43 @@ class Report:
         return render.latex(self)
 
 
-def _job_text(job: Mapping[str, Any] | None, key: str) -> str:
-    """One fact of a report's ``job`` block as ledger text ("" when absent)."""
+def _job_text(job: Mapping[str, Any] | None, key: str) -> str | None:
+    """One fact of a report's ``job`` block as ledger text (None when absent)."""
     value = None if job is None else job.get(key)
-    return "" if value is None else str(value)
+    return None if value is None else str(value)
+
+
+#: The keys of a report's ``job`` block whose type is checked on load, and what each must be.
+_JOB_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str, int), "text"), "node": ((str,), "text"), "launcher": ((str,), "text"),
+    "rank": ((int,), "an integer"), "local_rank": ((int,), "an integer"),
+    "node_rank": ((int,), "an integer"), "nodes": ((int, list), "a count or a list"),
+    "world_size": ((int,), "an integer"), "local_world_size": ((int,), "an integer"),
+    "slurm": ((dict,), "an object"), "measures": ((str,), "text"),
+    "missing_nodes": ((list,), "a list"), "deduplicated": ((list,), "a list"),
+    "expected_nodes": ((int, list), "a count or a list of names"),
+}
+
+
+def _checked_job(job: Any, where: str) -> dict[str, Any] | None:
+    """The ``job`` block read, its known keys of the expected types (``None`` allowed);
+    :class:`ReportError` naming the key otherwise. A merged block's ``nodes`` are objects."""
+    if job is None:
+        return None
+    data = job.plain()
+    for key, (types, what) in _JOB_TYPES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ReportError(f"{where}: job.{key} must be {what} or null, got "
+                              f"{type(value).__name__}")
+    if data.get("merged"):
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list) or not all(
+                isinstance(n, dict) and isinstance(n.get("energy_j", {}), dict)
+                and isinstance((n.get("energy_j") or {}).get("by_kind", {}), dict)
+                for n in nodes):
+            raise ReportError(f"{where}: job.nodes of a merged job must be a list of node "
+                              "objects (node, ranks, energy_j {total, by_kind})")
+    return data

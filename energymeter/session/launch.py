@@ -150,6 +150,12 @@ def detect_launch(env: Mapping[str, str], hostname: str | None = None) -> Launch
                               nodes=(world // local_world if world and local_world
                                      and world % local_world == 0 else None))
                 break
+    if in_slurm and fields.get("launcher") == "mpi" and env.get("SLURM_STEP_ID") \
+            and fields.get("rank") == _int(env, "SLURM_PROCID"):
+        # srun --mpi=pmix|pmi2 (or MpiDefault): the MPI variables are SLURM's own tasks', with
+        # no local rank; SLURM gives it.
+        fields.update(launcher="slurm", local_rank=_int(env, "SLURM_LOCALID"),
+                      world_size=fields.get("world_size") or _int(env, "SLURM_STEP_NUM_TASKS"))
     if in_slurm:
         # SLURM's node index and node count hold for every launcher it started.
         fields.setdefault("node_rank", None)
@@ -172,6 +178,7 @@ def detect_launch(env: Mapping[str, str], hostname: str | None = None) -> Launch
 class RankPlan:
     """What this process measures. ``measures``: ``node`` (every device of the node visible
     to the job), ``own`` (its own GPUs; CPU with its share), ``all`` (everything it sees),
+    ``gpus`` (the GPUs it sees, one per task; another rank measures the CPU),
     ``nothing`` (phases, logs and its own process resources only) or ``single`` (no launcher:
     an ordinary run). ``visible``: the ``CUDA_VISIBLE_DEVICES`` value discovery uses instead
     of the process's own (``None``: the process's own). ``reason``: why, in words."""
@@ -180,6 +187,11 @@ class RankPlan:
     measures: str
     reason: str
     visible: str | None = None
+
+    @property
+    def gpus_only(self) -> bool:
+        """Whether only GPUs are measured (the CPU is another rank's)."""
+        return self.measures == "gpus"
 
 
 def _entries(value: str | None) -> list[str] | None:
@@ -211,38 +223,39 @@ def plan_ranks(launch: Launch, mode: str, env: Mapping[str, str]) -> RankPlan:
                             "of the node's CPU energy (ranks=own)", visible=visible)
         if local is None:
             return RankPlan(mode, "all", f"{who}: ranks=own needs the local rank, which "
-                            f"{launch.launcher} does not give; it measures every device it sees "
-                            "(merging de-duplicates them)")
-        per = 1
-        lws = launch.local_world_size
-        if entries is not None and lws and len(entries) % lws == 0 and len(entries) > lws:
-            per = len(entries) // lws
+                            f"{launch.launcher or 'no launcher'} does not give; it measures "
+                            "every device it sees (merging de-duplicates them)")
         if entries is not None:
-            mine = entries[local * per:(local + 1) * per]
-            chosen = ",".join(mine) if mine else ""
+            chosen = entries[local] if local < len(entries) else ""
         else:
-            chosen = ",".join(str(i) for i in range(local * per, (local + 1) * per))
+            chosen = str(local)
         gpus = "no GPU" if not chosen else f"GPU {chosen}"
         return RankPlan(mode, "own", f"{who} measures {gpus} (cuda:LOCAL_RANK of the GPUs it "
                         "sees, the torchrun/DDP convention) and its process tree's share of "
                         "the node's CPU energy (ranks=own)", visible=chosen)
     # node
     if local is None:
-        return RankPlan(mode, "all", f"{who}: {launch.launcher} gives no local rank, so no "
+        return RankPlan(mode, "all", f"{who}: {launch.launcher or 'no launcher'} gives no "
+                        "local rank, so no "
                         "rank can be chosen to measure the node; every rank measures what it "
                         "sees and merging de-duplicates devices by GPU UUID and host")
+    step_gpus = launch.slurm.get("step_gpus") or launch.slurm.get("job_gpus")
+    if step_gpus and _entries(visible) is not None \
+            and len(_entries(visible) or []) < len(_entries(step_gpus) or []):
+        # One GPU per task (--gpus-per-task): each rank sees only its own, and SLURM's ids are
+        # global, not what this process may open. So each rank measures the GPUs it sees and
+        # local rank 0 the CPU too; merging counts each GPU once by UUID.
+        if local != 0:
+            return RankPlan(mode, "gpus", f"{who} measures the GPU(s) it sees "
+                            f"(CUDA_VISIBLE_DEVICES={visible}: one GPU per task); local rank "
+                            f"0 of {launch.node} measures the CPU (ranks=node)")
+        return RankPlan(mode, "node", f"{who} measures the GPU(s) it sees "
+                        f"(CUDA_VISIBLE_DEVICES={visible}: one GPU per task, the others' ranks "
+                        f"measure theirs) and the CPU of {launch.node} (ranks=node)")
     if local != 0:
         return RankPlan(mode, "nothing", f"{who} records phases, logs and its own process "
                         f"resources; local rank 0 of {launch.node} measures the node's devices "
                         "(ranks=node)")
-    job_gpus = launch.slurm.get("step_gpus") or launch.slurm.get("job_gpus")
-    if job_gpus and _entries(visible) is not None and len(_entries(visible) or []) \
-            < len(_entries(job_gpus) or []):
-        # One GPU per task (--gpus-per-task): this rank sees only its own, the job has more.
-        return RankPlan(mode, "node", f"{who} measures the job's GPUs on {launch.node} "
-                        f"(SLURM GPUs {job_gpus}, not only its own "
-                        f"CUDA_VISIBLE_DEVICES={visible}) and the node's CPU (ranks=node)",
-                        visible=job_gpus)
     return RankPlan(mode, "node", f"{who} measures every device of {launch.node} visible to "
                     "the job (ranks=node); the node's other ranks record phases and logs only")
 

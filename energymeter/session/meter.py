@@ -140,6 +140,7 @@ class Meter:
         self._owner_pid = os.getpid()
         self.job: dict[str, Any] | None = None  # the launcher's job and rank, once started
         self._begun: list[OpenPhase] = []  # phases begun with begin_phase(), still open
+        self._signalled = False  # stopped by SIGTERM (session/terminate.py)
         self._logs: list[dict[str, Any]] = []
         self._warnings: list[str] = []
         self._lock = threading.Lock()
@@ -182,7 +183,7 @@ class Meter:
         self._discovery = discover_cached(DiscoveryContext(
             powercap_root=s.powercap_root, pid=os.getpid(), include_root=not self._children_only,
             cpu_tdp_w=s.cpu_tdp_w, pynvml=self._pynvml, env=env, nvml_module=s.nvml_module,
-            daemon=s.daemon, energy=plan.measures != "nothing"))
+            daemon=s.daemon, energy=plan.measures != "nothing", gpus_only=plan.gpus_only))
         # A probe whose call never returned in an earlier run of this process stays out.
         probes = tuple(p for p in self._discovery.probes if not p.hung)
         self._notes = list(self._discovery.notes) + [
@@ -264,8 +265,11 @@ class Meter:
                 log.warning("energymeter: could not remove the run directory %s of a start "
                             "that failed: %s", path, exc)
 
-    def stop(self, status: str = "completed", exit_code: int | None = None) -> Report | None:
+    def stop(self, status: str = "completed", exit_code: int | None = None, *,
+             sync: bool = True) -> Report | None:
         """Take the final boundary read, stop sampling, build, write and return the report.
+        ``sync=False`` skips the user's ``sync`` before the final read (a run ended by
+        SIGTERM: the devices' peers may be gone).
 
         In a forked child this does nothing and returns ``None``: only the process that
         started a meter writes its run."""
@@ -277,7 +281,13 @@ class Meter:
         if status not in STATUSES:
             raise UsageError(f"stop() status {status!r} is unknown; accepted: "
                              f"{', '.join(STATUSES)}")
-        self._run_sync("the final read")
+        with self._lock:  # one stop wins (SIGTERM's thread and the main thread may race)
+            if self._state != "running":
+                raise UsageError(f"meter {self.name!r} is {self._state}; stop() needs a "
+                                 "started, running meter")
+            self._state = "stopping"
+        if sync:
+            self._run_sync("the final read")
         t_s, energy = self._sampler.stop()
         ended_at = self.started_at + timedelta(seconds=t_s)
         for probe in self._discovery.probes:
@@ -367,6 +377,17 @@ class Meter:
                 self._warnings.append(message)
             log.warning("energymeter: %s", message)
 
+    @property
+    def _ending(self) -> bool:
+        """The run is being stopped from another thread, or was by SIGTERM: phases and logs
+        the program still records until it dies are dropped quietly instead of raising."""
+        return self._state == "stopping" or self._signalled
+
+    def _stop_on_signal(self) -> None:
+        """Stop as ``interrupted`` without ``sync`` (SIGTERM: see :mod:`.terminate`)."""
+        self._signalled = True
+        self.stop("interrupted", sync=False)
+
     def _boundary(self, what: str = "a boundary read") -> tuple[float, dict[str, float]]:
         if self._state != "running":
             raise UsageError(f"meter {self.name!r} is {self._state}; phase() and log() work "
@@ -379,7 +400,7 @@ class Meter:
         """Measure a named part of the run; phases nest. Phases of concurrent threads or asyncio
         tasks are measured apart; a phase's parent is the one enclosing it in its thread or task.
         In a forked child (a DataLoader worker) it measures nothing."""
-        if os.getpid() != self._owner_pid:  # a forked child (DataLoader worker) measures nothing
+        if os.getpid() != self._owner_pid or self._ending:  # a forked child measures nothing
             yield self
             return
         t_s, energy = self._boundary(f"phase {name!r}")
@@ -399,7 +420,7 @@ class Meter:
         name. Phases begun this way nest like ``phase()``'s (the parent is the innermost phase
         open in this thread or task) and may end in any order; one still open when the run
         stops ends with it. In a forked child it does nothing and returns ``None``."""
-        if os.getpid() != self._owner_pid:
+        if os.getpid() != self._owner_pid or self._ending:
             return None
         t_s, energy = self._boundary(f"phase {name!r}")
         entry, _token = self._phases.open(name, t_s, energy)
@@ -412,7 +433,7 @@ class Meter:
         """End a phase begun with :meth:`begin_phase`: its handle, or its name (the most
         recently begun open phase of that name). ``None`` (what a forked child got) does
         nothing. A name with no open phase is a :class:`UsageError` naming the open ones."""
-        if phase is None or os.getpid() != self._owner_pid:
+        if phase is None or os.getpid() != self._owner_pid or self._ending:
             return
         with self._lock:
             if isinstance(phase, str):
@@ -442,7 +463,7 @@ class Meter:
         Values are stored as JSON: numpy/torch scalars and arrays as numbers and lists, NaN and
         infinities as ``None``, other objects as their ``str()``. In a forked child (a
         DataLoader worker) it does nothing: only the process that started the run records."""
-        if os.getpid() != self._owner_pid:
+        if os.getpid() != self._owner_pid or self._ending:
             return
         t_s, energy = self._boundary("log()")
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
@@ -636,6 +657,8 @@ class Meter:
         return self.start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._state in ("stopping", "stopped") and os.getpid() == self._owner_pid:
+            return  # already stopped: by SIGTERM (its report says interrupted), or by hand
         if exc_type is None or (issubclass(exc_type, SystemExit)
                                 and getattr(exc, "code", None) in (None, 0)):
             status = "completed"  # sys.exit(0) is a normal end
