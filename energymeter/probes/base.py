@@ -137,6 +137,9 @@ class DiscoveryContext:
     ``nvml_module``: the module imported as NVML when ``pynvml`` is not given.
     ``energy``: whether energy probes are opened at all (False: only the process tree's
     gauges, for a rank whose node another rank measures).
+    ``amdsmi``: the amdsmi module object to use (``None``: import ``amdsmi``; tests pass a
+    fake). ``sysfs_root``: where sysfs is (``/sys``; hwmon and Jetson rails are read under it;
+    tests pass a fake tree).
     ``gpus_only``: only GPU probes (a rank whose node's CPU another rank measures).
     ``daemon``: ``off``, ``auto`` or the socket of an ``energymeter daemon`` to read RAPL
     through (the ``daemon`` setting).
@@ -152,6 +155,8 @@ class DiscoveryContext:
     energy: bool = True
     daemon: str = "off"
     gpus_only: bool = False
+    amdsmi: Any = None
+    sysfs_root: Path = Path("/sys")
 
 
 class Probe(ABC):
