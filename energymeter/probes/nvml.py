@@ -443,6 +443,47 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: How a MIG slice's share of its GPU is computed (docs/hardware.md#nvidia-mig).
+MIG_SHARE_SMS = "SMs of the visible MIG devices / SMs of the whole GPU (static, by capacity)"
+MIG_SHARE_SLICES = "GPU-instance slices of the visible MIG devices / 7 (static, by capacity)"
+
+
+def _mig_share(nvml: Any, handle: Any, wanted: Sequence[str]) -> tuple[float, str] | None:
+    """The share of the whole GPU's energy attributed to the visible MIG devices ``wanted``:
+    their streaming multiprocessors over the GPU's (or, when the driver gives no SM counts,
+    their GPU-instance slices over the 7 of A100/H100-class GPUs). NVML's energy counter is
+    the whole GPU's: a slice's own energy is not measured, so this is an attribution by
+    capacity, not a measurement. None when nothing can be read."""
+    skip = (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound",
+                                     "InvalidArgument", "NotFound", "NoPermission"))
+    try:
+        total_sms = int(nvml.nvmlDeviceGetAttributes(handle).multiprocessorCount)
+    except skip:
+        total_sms = 0
+    sms = slices = 0
+    try:
+        count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except skip:
+        return None
+    wanted_lower = {w.lower() for w in wanted}
+    for i in range(count):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            uuid = _text(nvml.nvmlDeviceGetUUID(mig)).lower()
+            if uuid not in wanted_lower:
+                continue
+            attrs = nvml.nvmlDeviceGetAttributes(mig)
+        except skip:
+            continue
+        sms += int(getattr(attrs, "multiprocessorCount", 0) or 0)
+        slices += int(getattr(attrs, "gpuInstanceSliceCount", 0) or 0)
+    if total_sms > 0 and sms > 0:
+        return min(1.0, sms / total_sms), MIG_SHARE_SMS
+    if slices > 0:
+        return min(1.0, slices / 7), MIG_SHARE_SLICES
+    return None
+
+
 # Where a loaded NVIDIA driver shows itself: the control device (bare metal, containers started
 # with the NVIDIA runtime), the driver's proc entry, and WSL2's GPU paravirtualisation device.
 DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
@@ -594,7 +635,6 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
         gpus.append(gpu)
     if not gpus:
         return list(missing)
-
     info: dict[str, Any] = {}
     driver = _optional(nvml, lambda: nvml.nvmlSystemGetDriverVersion())
     version = _optional(nvml, lambda: nvml.nvmlSystemGetNVMLVersion())
@@ -639,6 +679,9 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
         meta["pci_bus_id"] = _text(pci.busId)
     if vis.mig_uuids:
         meta["mig_uuids"] = list(vis.mig_uuids)
+        share = _mig_share(nvml, handle, vis.mig_uuids)
+        if share is not None:
+            meta["mig_share"], meta["mig_share_method"] = share
     if power_source is not None:
         meta["power_source"] = power_source
     if counter_mj is not None:

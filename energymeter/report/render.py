@@ -111,6 +111,11 @@ def summary(report: Report) -> str:
                      + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
                         if res.get("peak_gpu_memory_bytes") else ""))
     lines += job_lines(report)
+    for c in report.channels:
+        if c.attributed_energy_j is not None:
+            lines.append(f"  MIG: {c.channel.id} measured {c.energy_j:.1f} J for the whole GPU; "
+                         f"{c.attributed_energy_j:.1f} J ({c.channel.meta.get('mig_share'):.0%})"
+                         " attributed to the visible slice(s) by capacity")
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if report.path:

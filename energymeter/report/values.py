@@ -52,9 +52,22 @@ class ChannelEnergy:
     mean_power_w: float
     peak_power_w: float | None = None
 
+    @property
+    def attributed_energy_j(self) -> float | None:
+        """This process's MIG slice's share of a whole GPU's energy (``meta.mig_share``:
+        an attribution by capacity, not a measurement), else None."""
+        share = self.channel.meta.get("mig_share")
+        if isinstance(share, bool) or not isinstance(share, (int, float)):
+            return None
+        return self.energy_j * float(share)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.channel.to_dict(), "energy_j": self.energy_j,
-                "mean_power_w": self.mean_power_w, "peak_power_w": self.peak_power_w}
+        out = {**self.channel.to_dict(), "energy_j": self.energy_j,
+               "mean_power_w": self.mean_power_w, "peak_power_w": self.peak_power_w}
+        attributed = self.attributed_energy_j
+        if attributed is not None:
+            out["attributed_energy_j"] = attributed
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "report",

@@ -161,6 +161,10 @@ class FakeGPU:
     sm_clock_mhz: int = 1980
     processes: list[FakeProcess] = field(default_factory=list)
     mig_uuids: list[str] = field(default_factory=list)
+    # SMs of the whole GPU and of each MIG device (nvmlDeviceGetAttributes), slices of each.
+    multiprocessor_count: int = 132
+    mig_multiprocessors: list[int] = field(default_factory=list)
+    mig_slices: list[int] = field(default_factory=list)
     # None: as the hardware: energy counter on Volta and newer, POWER_INSTANT field on
     # Volta and newer, 1 s averaged nvmlDeviceGetPowerUsage on Ampere and newer.
     energy_counter: bool | None = None
@@ -409,6 +413,20 @@ class FakeNVML:
             raise NVMLError_NotFound()
 
     # -- device facts ---------------------------------------------------------------------------
+    def nvmlDeviceGetAttributes(self, handle: FakeHandle) -> SimpleNamespace:
+        """SM and slice counts (like nvmlDeviceGetAttributes_v2): of a MIG device, or of the
+        whole GPU (which real drivers may refuse in MIG mode: ``unsupported``)."""
+        with self.lock:
+            gpu = self._enter("nvmlDeviceGetAttributes", handle)
+            if handle.mig is None:
+                return SimpleNamespace(multiprocessorCount=gpu.multiprocessor_count,
+                                       gpuInstanceSliceCount=7, computeInstanceSliceCount=7)
+            sms = (gpu.mig_multiprocessors[handle.mig] if handle.mig < len(
+                gpu.mig_multiprocessors) else gpu.multiprocessor_count // 7)
+            slices = gpu.mig_slices[handle.mig] if handle.mig < len(gpu.mig_slices) else 1
+            return SimpleNamespace(multiprocessorCount=sms, gpuInstanceSliceCount=slices,
+                                   computeInstanceSliceCount=slices)
+
     def nvmlDeviceGetName(self, handle: FakeHandle) -> str:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetName", handle)
