@@ -3,16 +3,12 @@ metrics picked from a framework's logs, and the rank rules of distributed traini
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..report import Report
-
-log = logging.getLogger("energymeter")
 
 #: The prefix of energymeter's metrics in other tools (``energy/total_j``...).
 PREFIX = "energy/"
@@ -64,21 +60,3 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
             out[str(key)] = float(value)
     return out
 
-
-def log_elsewhere(report: Report) -> list[str]:
-    """``report`` to MLflow and W&B when the program uses them (already imported) and has a
-    run active there. A failure is logged and returned, never raised: the training goes on."""
-    failures = []
-    for module, target in (("mlflow", "mlflow"), ("wandb", "wandb")):
-        if module not in sys.modules:
-            continue
-        try:
-            if target == "mlflow":
-                from .mlflow import log_report
-            else:
-                from .wandb import log_report  # type: ignore[assignment]
-            log_report(report)
-        except Exception as exc:  # another tool's failure must not end the training
-            log.warning("energymeter: logging the report to %s failed: %r", target, exc)
-            failures.append(f"{target}: {type(exc).__name__}: {exc}")
-    return failures

@@ -26,7 +26,8 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from ..session import Meter
-from .common import log_elsewhere, numeric, report_metrics
+from .common import numeric, report_metrics
+from .elsewhere import log_elsewhere
 
 log = logging.getLogger("energymeter")
 

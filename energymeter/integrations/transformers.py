@@ -29,7 +29,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..session import Meter
-from .common import log_elsewhere, numeric
+from .common import numeric
+from .elsewhere import log_elsewhere
 
 
 class EnergyCallback(TrainerCallback):
