@@ -191,6 +191,7 @@ def test_wandb_offline_log_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     finally:
         autolog(False)
         wandb.finish()
+        wandb.teardown()  # its service process would otherwise outlive the test
     assert summary["energy/total_j"] > 0 and "energy/emissions_g" in summary
     assert summary["energy/mean_power_w"] > 0
     # Offline: the run directory holds the logged history to sync later.
@@ -215,3 +216,42 @@ def test_mlflow_log_report_without_a_run_does_nothing(tmp_path: Path,
     [report_file] = list(Path(saved).glob("*.json"))
     assert json.loads(report_file.read_text())["run_id"] == m.report.run_id
     assert os.path.getsize(report_file) > 0
+
+
+def test_a_failing_report_listener_becomes_a_warning(tmp_path: Path) -> None:
+    from energymeter.session.hooks import add_report_listener, remove_report_listener
+
+    seen = []
+
+    def broken(report: object) -> None:
+        seen.append(report)
+        raise RuntimeError("tracker down")
+
+    add_report_listener(broken)
+    try:
+        with energymeter.measure("l", region="SE", out=tmp_path / "runs", cpu_tdp_w=10.0) as m:
+            pass
+    finally:
+        remove_report_listener(broken)
+    assert len(seen) == 1 and m.report.status == "completed"
+    assert any("tracker down" in w for w in m.report.warnings)
+
+
+def test_mlflow_autolog_logs_every_report_while_a_run_is_active(tmp_path: Path,
+                                                                 mlflow_file_store: object
+                                                                 ) -> None:
+    mlflow = mlflow_file_store
+    from energymeter.integrations.mlflow import autolog
+
+    autolog()
+    try:
+        with mlflow.start_run() as run, energymeter.measure(
+                "auto", region="SE", out=tmp_path / "runs", cpu_tdp_w=10.0) as m:
+            time.sleep(0.05)
+        with energymeter.measure("no-run", region="SE", out=tmp_path / "runs",
+                                 cpu_tdp_w=10.0):
+            pass  # no active run: nothing logged, no error
+    finally:
+        autolog(False)
+    data = mlflow.MlflowClient().get_run(run.info.run_id).data
+    assert data.tags["energymeter.run_id"] == m.report.run_id

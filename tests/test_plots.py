@@ -140,8 +140,13 @@ def test_timeline_of_a_run_under_energymeter_run(runs: Path, tmp_path: Path) -> 
     assert mpl.image.imread(tmp_path / "t.png").shape[1] == 680  # 3.4 in at 200 dpi
 
 
-def test_report_plot_on_given_axes_and_nested_run_phases(runs: Path) -> None:
+def test_report_plot_on_given_axes_and_nested_run_phases(runs: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
     from matplotlib.figure import Figure
+
+    # As in a notebook that never imported pyplot (another test may have: lightning does).
+    monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
 
     report = Report.load(nested(runs)[0])
     fig = Figure()
