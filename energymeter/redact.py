@@ -66,10 +66,19 @@ _RULES: tuple[tuple[str, str], ...] = (
     # https://user:password@host
     (r"""(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/@:'"]*:""", r"""[^\s/@'"]+(?=@)"""),
 )
-_TEXT = tuple(re.compile(f"({before})({secret})", re.IGNORECASE) for before, secret in _RULES)
-_WHOLE = tuple(re.compile(f"({before})(.+)", re.IGNORECASE | re.DOTALL)
-               for before, _ in _RULES[:2] + _RULES[3:5])
-_OPTION_WORD = re.compile(_OPTION, re.IGNORECASE)
+
+
+@functools.cache
+def _compiled() -> tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...],
+                         re.Pattern[str]]:
+    """The rules compiled, once, on first use (not at import: ``measure()`` without a command
+    never needs them, and compiling them costs milliseconds)."""
+    text = tuple(re.compile(f"({before})({secret})", re.IGNORECASE)
+                 for before, secret in _RULES)
+    whole = tuple(re.compile(f"({before})(.+)", re.IGNORECASE | re.DOTALL)
+                  for before, _ in _RULES[:2] + _RULES[3:5])
+    return text, whole, re.compile(_OPTION, re.IGNORECASE)
+
 #: Options whose value is ``user:password`` (curl, wget): the part after the first ``:`` is hidden.
 _USER_OPTIONS = frozenset({"-u", "--user", "--proxy-user", "-U"})
 
@@ -106,7 +115,7 @@ def _hide_spans(text: str, pattern: re.Pattern[str]) -> str:
 
 
 def _whole_word(word: str) -> str | None:
-    for pattern in _WHOLE:
+    for pattern in _compiled()[1]:
         m = pattern.fullmatch(word)
         if m:
             return m.group(1) + REDACTED
@@ -126,7 +135,7 @@ def _redact_word(text: str, extra: tuple[re.Pattern[str], ...], *, script: bool 
     if whole is not None:
         text = whole
     else:
-        for pattern in _TEXT:
+        for pattern in _compiled()[0]:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     for pattern in extra:
         text = _hide_spans(text, pattern)
@@ -153,7 +162,7 @@ def redact_command(argv: Sequence[str], setting: str | None = DEFAULT) -> tuple[
     hidden: list[str] = []
     previous = ""
     for word in words:
-        if _OPTION_WORD.fullmatch(previous) and not word.startswith("-"):
+        if _compiled()[2].fullmatch(previous) and not word.startswith("-"):
             hidden.append(REDACTED)
         elif previous in _USER_OPTIONS and ":" in word:
             hidden.append(word.split(":", 1)[0] + ":" + REDACTED)

@@ -238,3 +238,41 @@ def cpu_seconds(times: Any = None) -> CpuSeconds:
     steal = fields.get("steal", 0.0)
     busy = total - fields.get("idle", 0.0) - fields.get("iowait", 0.0) - steal
     return CpuSeconds(busy, steal, total)
+
+
+#: The fields of the ``cpu`` line of /proc/stat, in order (psutil.cpu_times' names on Linux).
+PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+                    "guest", "guest_nice")
+
+
+class ProcStatTimes:
+    """``psutil.cpu_times()`` for the whole machine, from the first line of /proc/stat read
+    with one ``pread`` on a descriptor kept open (about 10 µs instead of psutil's ~40 µs of
+    open, read, close): what a boundary read of the estimated CPU model costs. Call it; it
+    returns an object with ``_asdict()`` like psutil's named tuple (seconds)."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+
+    def __call__(self) -> Any:
+        head = os.pread(self._fd, 512, 0).split(b"\n", 1)[0].split()
+        if not head or head[0] != b"cpu":
+            raise OSError(f"/proc/stat does not start with the cpu line: {head[:1]!r}")
+        values = [int(v) * self._tick_s for v in head[1:1 + len(PROC_STAT_FIELDS)]]
+        return _Times(dict(zip(PROC_STAT_FIELDS, values, strict=False)))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _Times:
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, float]) -> None:
+        self._fields = fields
+
+    def _asdict(self) -> dict[str, float]:
+        return self._fields

@@ -245,6 +245,8 @@ class Sampler:
     def _read_energy(self) -> dict[str, float]:
         raw: dict[str, float] = {}
         for probe in tuple(self._active):
+            if not probe.channels:  # gauges only (the process tree): nothing to read here
+                continue
             if not self._available(probe, "read"):
                 continue
             try:
