@@ -54,6 +54,11 @@ SLURM_FACTS = {
     "restart_count": "SLURM_RESTART_COUNT",
     "step_num_nodes": "SLURM_STEP_NUM_NODES",
     "step_num_tasks": "SLURM_STEP_NUM_TASKS",
+    "step_nodelist": "SLURM_STEP_NODELIST",
+    "gpus_per_node": "SLURM_GPUS_PER_NODE",
+    "gpus_per_task": "SLURM_GPUS_PER_TASK",
+    "tres_per_task": "SLURM_TRES_PER_TASK",
+    "mem_per_node_mb": "SLURM_MEM_PER_NODE",
 }
 
 # (rank, local rank, world size, local world size) variables of each MPI flavour.
