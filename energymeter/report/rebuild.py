@@ -33,6 +33,9 @@ from ..sampling.sampler import FLUSH_EVERY_S
 from ..settings import FIELD_NAMES, Settings, default, resolve_settings
 from ..store import EVENTS_NAME, REPORT_NAME, SAMPLES_NAME, iter_samples
 from ..store.readers import iter_events
+from .fastscan import FAST_SCAN_BYTES
+from .fastscan import interpolate as _interpolate
+from .fastscan import scan as fast_scan
 from .values import (
     LEDGER_COLUMNS,
     MAX_DURATION_S,
@@ -172,18 +175,6 @@ class _OpenPhase:
     start_energy: dict[str, float] | None = None
 
 
-def _interpolate(before: tuple[float, Mapping[str, float]] | None,
-                 after: tuple[float, Mapping[str, float]], t_s: float) -> dict[str, float]:
-    """Cumulative joules at ``t_s`` between the rows ``before`` and ``after`` (linear)."""
-    t1, e1 = after
-    if before is None or t1 <= before[0]:
-        return dict(e1)
-    t0, e0 = before
-    share = min(1.0, max(0.0, (t_s - t0) / (t1 - t0)))
-    return {cid: e0[cid] + (e1[cid] - e0[cid]) * share if cid in e0 else e1[cid]
-            for cid in e1}
-
-
 def _open_phases(starts: Sequence[tuple[str, float, str | None]],
                  ended: Sequence[Phase]) -> list[_OpenPhase]:
     """The phases started and never ended: each ``phase`` event ends the ``phase_start`` of
@@ -201,12 +192,14 @@ def _open_phases(starts: Sequence[tuple[str, float, str | None]],
     return sorted(still, key=lambda p: p.start_s)
 
 
-def rebuild_fields(run_dir: Path) -> dict[str, Any]:
+def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
+                   ) -> dict[str, Any]:
     """The fields of the :class:`~energymeter.report.Report` of ``run_dir`` rebuilt from its
     ``events.jsonl`` and ``samples.csv`` (``Report(**rebuild_fields(run_dir))``).
 
     Raises :class:`~energymeter.errors.ReportError` when they cannot be read, naming the file
-    and the line or key."""
+    and the line or key. A ``samples.csv`` of ``fast_scan_bytes`` or more is read in vectorised
+    chunks (:mod:`.fastscan`), with the same results."""
     run_dir = Path(run_dir)
     events_path, samples_path = run_dir / EVENTS_NAME, run_dir / SAMPLES_NAME
     skipped: list[str] = []
@@ -258,6 +251,16 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
     waiting = list(open_phases)  # those whose start energy is still to be found
     t_s, energy, samples, unreadable = 0.0, {}, 0, 0
     previous: tuple[float, dict[str, float]] | None = None
+    fast = None
+    if samples_path.stat().st_size >= fast_scan_bytes:  # a long run: vectorised chunks
+        fast = fast_scan(samples_path, header, energy_cols, gauge_cols,
+                         [p.start_s for p in waiting], aggregator)
+    if fast is not None:
+        rows.close()
+        t_s, energy, samples, unreadable = fast.t_s, fast.energy, fast.samples, fast.unreadable
+        for index, begun in fast.start_energies.items():
+            waiting[index].start_energy = begun
+        rows = iter(())  # type: ignore[assignment]
     for row in rows:  # streamed: a long run's samples are never all in memory
         try:  # a crash or power loss can leave garbage in the file
             row_t_s = float(row[0])
@@ -278,7 +281,7 @@ def rebuild_fields(run_dir: Path) -> dict[str, Any]:
         aggregator.add_energy(t_s, energy)
         if gauges:
             aggregator.add_gauges(gauges)
-    unreadable += rows.skipped
+    unreadable += getattr(rows, "skipped", 0)
 
     if unreadable:
         warnings.append(f"{unreadable} unreadable row(s) of {SAMPLES_NAME} skipped")
