@@ -30,7 +30,7 @@ log = logging.getLogger("energymeter")
 
 # Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``process`` (gauges
 # of the process tree only) are added by discover() itself.
-REGISTRY: tuple[str, ...] = ("rapl", "nvml")
+REGISTRY: tuple[str, ...] = ("rapl", "nvml", "hwmon")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,11 @@ def discover(ctx: DiscoveryContext) -> Discovery:
         take([r for r in found if served or ctx.daemon != "auto" or isinstance(r, Probe)])
     for name in REGISTRY if ctx.energy else ():
         if name == "rapl" and served:
+            continue
+        if name == "hwmon":  # amd_energy sockets duplicate RAPL packages: once, from RAPL
+            rapl_cpu = any(c.kind == "cpu" and c.source.startswith("rapl")
+                           for p in probes for c in p.channels)
+            take(_run(name, ctx, skip_overlapping=rapl_cpu))
             continue
         take(_run(name, ctx))
     if ctx.energy and not any(c.kind == "cpu" for p in probes for c in p.channels):
