@@ -30,7 +30,7 @@ log = logging.getLogger("energymeter")
 
 # Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``process`` (gauges
 # of the process tree only) are added by discover() itself.
-REGISTRY: tuple[str, ...] = ("rapl", "nvml", "hwmon", "jetson")
+REGISTRY: tuple[str, ...] = ("rapl", "nvml", "amdsmi", "hwmon", "jetson")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,229 @@
+"""AMD GPUs (Instinct, Radeon) through ``amdsmi``, ROCm's official Python bindings.
+
+Per AMD's amdsmi Python API reference: after ``amdsmi_init()``, ``amdsmi_get_processor_handles()``
+lists the GPUs; ``amdsmi_get_energy_count(h)`` returns the energy accumulator
+(``energy_accumulator``, ``power`` in older releases) with its ``counter_resolution`` in µJ,
+so joules = accumulator x resolution / 1e6 (method ``counter``; a drop is a reset); where it is
+unsupported, ``amdsmi_get_power_info(h)`` (``current_socket_power``, else
+``average_socket_power``, W) is integrated with the trapezoid rule between the probe's reads
+(method ``integrated``). Channels are ``rocm0``, ``rocm1``... (apart from NVIDIA's ``gpu<i>``).
+
+Which GPUs: ``HIP_VISIBLE_DEVICES``, else ``ROCR_VISIBLE_DEVICES``, else
+``CUDA_VISIBLE_DEVICES`` (ROCm honours it), parsed by the one selector of
+:mod:`.visible` (indices or UUIDs).
+
+MI250/MI250X (two GCDs per package, each shown as a device) and partitioned MI300X: the GCDs
+of one package share its board serial (``amdsmi_get_gpu_board_info``). Their counters are
+summed into **one channel per package** (``meta.gcds``): on MI250 the package's energy is
+reported on one GCD and the other reads 0 (the "second GCD reads 0 W" of peers' issues), and
+where each GCD reports its own, the sum is the package's either way. When only some GCDs of a
+package are visible, the package is still measured whole, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .counter import CumulativeCounter
+from .integrate import TrapezoidIntegrator
+from .visible import GpuIdentity, select_visible
+
+log = logging.getLogger("energymeter")
+
+SOURCE = "amdsmi"
+#: Where a loaded AMD GPU driver shows itself (the ROCm compute device, the amdgpu module).
+DRIVER_PATHS = ("/dev/kfd", "/sys/module/amdgpu")
+VISIBLE_VARIABLES = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+
+def _errors(amdsmi: Any) -> tuple[type[BaseException], ...]:
+    base = getattr(amdsmi, "AmdSmiException", None)
+    return (base,) if isinstance(base, type) else (Exception,)
+
+
+def _energy_uj(amdsmi: Any, handle: Any) -> tuple[int, float] | None:
+    """(raw accumulator, resolution in µJ), or None when unsupported."""
+    try:
+        info = amdsmi.amdsmi_get_energy_count(handle)
+    except (AttributeError, *_errors(amdsmi)):
+        return None
+    raw = info.get("energy_accumulator", info.get("power"))
+    resolution = info.get("counter_resolution")
+    if not isinstance(raw, int) or not isinstance(resolution, (int, float)) or resolution <= 0:
+        return None
+    return raw, float(resolution)
+
+
+def _power_w(amdsmi: Any, handle: Any) -> float | None:
+    try:
+        info = amdsmi.amdsmi_get_power_info(handle)
+    except (AttributeError, *_errors(amdsmi)):
+        return None
+    for key in ("current_socket_power", "average_socket_power"):
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+class _Package:
+    def __init__(self, channel: Channel, handles: list[Any], counters: list[Any],
+                 resolution_uj: float | None) -> None:
+        self.channel = channel
+        self.handles = handles
+        self.counters = counters  # CumulativeCounter per GCD, or empty (integrated)
+        self.resolution_uj = resolution_uj
+        self.integrator = TrapezoidIntegrator()
+
+
+class AmdSmiProbe(Probe):
+    source = SOURCE
+    may_block = True  # a driver call
+
+    def __init__(self, amdsmi: Any, packages: list[_Package], clock: Callable[[], float]
+                 ) -> None:
+        super().__init__(tuple(p.channel for p in packages))
+        self._amdsmi = amdsmi
+        self._packages = packages
+        self._clock = clock
+        for p in packages:
+            if not p.counters:
+                p.integrator.add(clock(), self._package_power(p))
+
+    def _package_power(self, package: _Package) -> float:
+        return sum(_power_w(self._amdsmi, h) or 0.0 for h in package.handles)
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        now = self._clock()
+        for p in self._packages:
+            if p.counters:
+                total = 0.0
+                for handle, counter in zip(p.handles, p.counters, strict=True):
+                    reading = _energy_uj(self._amdsmi, handle)
+                    if reading is not None:
+                        counter.advance(reading[0])
+                    total += counter.total * (p.resolution_uj or 0.0) / 1e6
+                out[p.channel.id] = total
+            else:
+                p.integrator.add(now, self._package_power(p))
+                out[p.channel.id] = p.integrator.energy_j
+        return out
+
+    def close(self) -> None:
+        if self._packages:
+            self._packages = []
+            try:
+                self._amdsmi.amdsmi_shut_down()
+            except (AttributeError, *_errors(self._amdsmi)) as exc:
+                log.debug("amdsmi_shut_down failed: %r", exc)
+
+
+def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monotonic,
+             driver_paths: tuple[str, ...] = DRIVER_PATHS) -> list[Probe | Unavailable]:
+    """An :class:`AmdSmiProbe` for the visible AMD GPUs, or why there is none (nothing at all
+    on a machine without an AMD GPU driver)."""
+    if ctx.amdsmi is None and not any(os.path.exists(p) for p in driver_paths):
+        return []
+    amdsmi = ctx.amdsmi
+    if amdsmi is None:
+        try:
+            import amdsmi  # type: ignore[no-redef]
+        except ImportError as exc:
+            return [Unavailable(SOURCE, f"the amdsmi package is not installed ({exc})",
+                                "install ROCm's amdsmi Python package (`pip install amdsmi` "
+                                "matching your ROCm version)")]
+    errors = _errors(amdsmi)
+    try:
+        flags = getattr(getattr(amdsmi, "AmdSmiInitFlags", None), "INIT_AMD_GPUS", None)
+        amdsmi.amdsmi_init(flags) if flags is not None else amdsmi.amdsmi_init()
+        handles = list(amdsmi.amdsmi_get_processor_handles())
+    except errors as exc:
+        return [Unavailable(SOURCE, f"amdsmi could not be initialised: {exc}",
+                            "check that `amd-smi list` works for this user (group render/"
+                            "video)")]
+    if not handles:
+        return [Unavailable(SOURCE, "amdsmi found no AMD GPU", "check `amd-smi list`")]
+    identities = []
+    for i, h in enumerate(handles):
+        try:
+            uuid = str(amdsmi.amdsmi_get_gpu_device_uuid(h))
+        except errors:
+            uuid = f"amd-{i}"
+        # ROCm names GPUs by UUID as GPU-<uuid> in *_VISIBLE_DEVICES.
+        identities.append(GpuIdentity(i, uuid if uuid.upper().startswith("GPU-")
+                                      else f"GPU-{uuid}"))
+    variable = next((v for v in VISIBLE_VARIABLES if v in ctx.env), None)
+    try:
+        selection = select_visible(ctx.env.get(variable) if variable else None, identities)
+    except ConfigError as exc:
+        return [Unavailable(SOURCE, str(exc).replace("CUDA_VISIBLE_DEVICES", variable or ""),
+                            f"fix or unset {variable}")]
+    warnings = list(selection.warnings)
+    # One package per board serial: the GCDs of an MI250 (or an MI300X partition) share it.
+    boards: dict[str, list[int]] = {}
+    for vis in selection.gpus:
+        h = handles[vis.nvml_index]
+        try:
+            serial = str(amdsmi.amdsmi_get_gpu_board_info(h).get("product_serial") or "")
+        except (AttributeError, *errors):
+            serial = ""
+        boards.setdefault(serial or f"index-{vis.nvml_index}", []).append(vis.nvml_index)
+    packages: list[_Package] = []
+    for serial, indices in boards.items():
+        first = handles[indices[0]]
+        try:
+            name = str(amdsmi.amdsmi_get_gpu_asic_info(first).get("market_name") or "AMD GPU")
+        except (AttributeError, *errors):
+            name = "AMD GPU"
+        readings = [_energy_uj(amdsmi, handles[i]) for i in indices]
+        cid = f"rocm{len(packages)}"
+        meta: dict[str, Any] = {"indices": indices,
+                                "uuids": [identities[i].uuid for i in indices],
+                                "board_serial": serial if not serial.startswith("index-")
+                                else None}
+        if len(indices) > 1:
+            meta["gcds"] = len(indices)
+        if all(r is not None for r in readings):
+            resolution = readings[0][1]  # type: ignore[index]
+            counters = [CumulativeCounter(r[0]) for r in readings]  # type: ignore[index]
+            channel = Channel(cid, "gpu", name, SOURCE, "counter", meta=meta)
+            packages.append(_Package(channel, [handles[i] for i in indices], counters,
+                                     resolution))
+        elif all(_power_w(amdsmi, handles[i]) is not None for i in indices):
+            channel = Channel(cid, "gpu", name, SOURCE, "integrated", meta=meta)
+            packages.append(_Package(channel, [handles[i] for i in indices], [], None))
+        else:
+            warnings.append(f"AMD GPU {indices} ({name}) reports neither an energy counter "
+                            "nor power")
+    all_gcds = {i for i in range(len(handles))}
+    for p in packages:
+        siblings = [i for i in all_gcds if i not in p.channel.meta["indices"]
+                    and _same_board(amdsmi, handles, i, p.channel.meta.get("board_serial"))]
+        if siblings:
+            warnings.append(f"{p.channel.id}: GCDs {siblings} of the same package are not "
+                            "visible, but energy is counted per package: it includes theirs")
+    if not packages:
+        amdsmi.amdsmi_shut_down()
+        return [Unavailable(SOURCE, "; ".join(warnings) or "no measurable AMD GPU",
+                            "check `amd-smi metric --energy`")]
+    probe = AmdSmiProbe(amdsmi, packages, clock)
+    for w in warnings:
+        probe.warn(w)
+    return [probe]
+
+
+def _same_board(amdsmi: Any, handles: list[Any], index: int, serial: str | None) -> bool:
+    if not serial:
+        return False
+    try:
+        return str(amdsmi.amdsmi_get_gpu_board_info(handles[index]).get(
+            "product_serial") or "") == serial
+    except (AttributeError, *_errors(amdsmi)):
+        return False

@@ -1,0 +1,94 @@
+"""AMD GPUs through a fake amdsmi: energy counters with their resolution, the power fallback,
+HIP/ROCR visibility, MI250 packages counted once, unavailable cases."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energymeter.probes.amdsmi import AmdSmiProbe, discover
+from energymeter.probes.base import DiscoveryContext
+from tests.fakes.amd import FakeAmdGpu, FakeAmdSmi
+from tests.fakes.nvml import FakeClock
+
+
+def _open(fake: FakeAmdSmi, env: dict[str, str] | None = None) -> tuple[AmdSmiProbe, list]:
+    found = discover(DiscoveryContext(amdsmi=fake, env=env or {}), clock=fake.clock)
+    probes = [p for p in found if isinstance(p, AmdSmiProbe)]
+    return (probes[0] if probes else None), [u for u in found if u not in probes]
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.floats(0.001, 5.0), min_size=1, max_size=20),
+       watts=st.floats(1, 700))
+def test_counter_is_exact_to_its_resolution(steps: list[float], watts: float) -> None:
+    clock = FakeClock()
+    fake = FakeAmdSmi([FakeAmdGpu(power_w=watts)], clock=clock)
+    probe, _ = _open(fake)
+    [channel] = probe.channels
+    assert channel.method == "counter" and channel.id == "rocm0"
+    start = clock()
+    for step in steps:
+        clock.advance(step)
+        got = probe.read()["rocm0"]
+        truth = fake.energy_j(0, start, clock())
+        # counter ticks of 1 ms and a 15.3 uJ unit: below one tick and one unit of the truth
+        assert got == pytest.approx(truth, abs=watts * 0.001 + 2 * 15.3e-6)
+    probe.close()
+
+
+def test_power_fallback_is_integrated() -> None:
+    clock = FakeClock()
+    fake = FakeAmdSmi([FakeAmdGpu(power_w=200.0, energy=False)], clock=clock)
+    probe, _ = _open(fake)
+    [channel] = probe.channels
+    assert channel.method == "integrated"
+    clock.advance(3.0)
+    assert probe.read()["rocm0"] == pytest.approx(600.0)
+    probe.close()
+
+
+def test_mi250_gcds_are_one_package_not_zero_and_not_twice() -> None:
+    clock = FakeClock()
+    fake = FakeAmdSmi([FakeAmdGpu(power_w=500.0, serial="PKG0"),
+                       FakeAmdGpu(power_w=500.0, serial="PKG0", reports_energy=False),
+                       FakeAmdGpu(power_w=300.0, serial="PKG1")], clock=clock)
+    probe, _ = _open(fake)
+    assert [c.id for c in probe.channels] == ["rocm0", "rocm1"]
+    assert probe.channels[0].meta["gcds"] == 2
+    clock.advance(2.0)
+    energy = probe.read()
+    assert energy["rocm0"] == pytest.approx(1000.0, rel=1e-3)  # the package, once
+    assert energy["rocm1"] == pytest.approx(600.0, rel=1e-3)
+    probe.close()
+
+
+@pytest.mark.parametrize("variable", ["HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+                                      "CUDA_VISIBLE_DEVICES"])
+def test_visible_devices(variable: str) -> None:
+    fake = FakeAmdSmi([FakeAmdGpu(), FakeAmdGpu(), FakeAmdGpu()])
+    probe, _ = _open(fake, {variable: "2"})
+    assert [c.meta["indices"] for c in probe.channels] == [[2]]
+    probe.close()
+    probe, _ = _open(fake, {variable: f"GPU-{fake.gpus[1].uuid}"})
+    assert [c.meta["indices"] for c in probe.channels] == [[1]]
+    probe.close()
+
+
+def test_one_gcd_visible_says_the_package_is_measured_whole() -> None:
+    fake = FakeAmdSmi([FakeAmdGpu(serial="P"), FakeAmdGpu(serial="P", reports_energy=False)])
+    probe, _ = _open(fake, {"HIP_VISIBLE_DEVICES": "0"})
+    assert any("same package" in w for w in probe.drain_warnings())
+    probe.close()
+
+
+def test_unavailable_cases_say_why() -> None:
+    _, missing = _open(FakeAmdSmi([FakeAmdGpu()], init_error=True))
+    assert "could not be initialised" in missing[0].reason and missing[0].hint
+    _, missing = _open(FakeAmdSmi([]))
+    assert "no AMD GPU" in missing[0].reason
+    _, missing = _open(FakeAmdSmi([FakeAmdGpu()]), {"HIP_VISIBLE_DEVICES": "7"})
+    assert "HIP_VISIBLE_DEVICES" in missing[0].hint
+    # No driver and nothing injected: not even imported, nothing said.
+    assert discover(DiscoveryContext(), driver_paths=("/nonexistent",)) == []
