@@ -90,5 +90,6 @@ def test_unavailable_cases_say_why() -> None:
     assert "no AMD GPU" in missing[0].reason
     _, missing = _open(FakeAmdSmi([FakeAmdGpu()]), {"HIP_VISIBLE_DEVICES": "7"})
     assert "HIP_VISIBLE_DEVICES" in missing[0].hint
-    # No driver and nothing injected: not even imported, nothing said.
-    assert discover(DiscoveryContext(), driver_paths=("/nonexistent",)) == []
+    # No driver and nothing injected: not even imported; `energymeter probes` says why.
+    [none] = discover(DiscoveryContext(), driver_paths=("/nonexistent",))
+    assert "no AMD GPU driver" in none.reason and "ROCm" in none.hint

@@ -127,10 +127,14 @@ class AmdSmiProbe(Probe):
 
 def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monotonic,
              driver_paths: tuple[str, ...] = DRIVER_PATHS) -> list[Probe | Unavailable]:
-    """An :class:`AmdSmiProbe` for the visible AMD GPUs, or why there is none (nothing at all
-    on a machine without an AMD GPU driver)."""
+    """An :class:`AmdSmiProbe` for the visible AMD GPUs, or why there is none (amdsmi is not
+    even imported on a machine without an AMD GPU driver)."""
     if ctx.amdsmi is None and not any(os.path.exists(p) for p in driver_paths):
-        return []
+        return [Unavailable(SOURCE, "no AMD GPU driver is visible to this process (none of "
+                                    f"{', '.join(driver_paths)} exists)",
+                            "install ROCm (`amd-smi list` must work); in a container pass "
+                            "/dev/kfd and /dev/dri. Machines without an AMD GPU can ignore "
+                            "this")]
     amdsmi = ctx.amdsmi
     if amdsmi is None:
         try:
