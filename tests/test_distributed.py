@@ -355,16 +355,22 @@ def test_nested_runs_are_covered_by_their_parent(tmp_path: Path) -> None:
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------
+
+def _spawn(script: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """``script`` (given the runs folder as argv[1]) started, once it printed ``ready``."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
 def test_sigterm_writes_the_report_as_interrupted(tmp_path: Path) -> None:
     script = ("import sys, time, energymeter\n"
               "with energymeter.measure('preempted', region='SE', out=sys.argv[1]) as m:\n"
               "    with m.phase('epoch'):\n"
               "        print('ready', flush=True)\n"
               "        time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc = _spawn(script, tmp_path)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM  # still dies of SIGTERM, as it would have
@@ -380,10 +386,7 @@ def test_a_program_handling_sigterm_itself_is_left_alone(tmp_path: Path) -> None
               "with energymeter.measure('own', region='SE', out=sys.argv[1]) as m:\n"
               "    print('ready', flush=True)\n"
               "    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc = _spawn(script, tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 3  # the program's own handler decided
     [(_, report)] = find_runs([tmp_path / "runs"])
@@ -401,10 +404,7 @@ def test_sigterm_during_boundary_reads_and_twice(tmp_path: Path, signals: int) -
               "    while True:\n"
               "        m.log(step=i)\n"
               "        i += 1\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc = _spawn(script, tmp_path)
     time.sleep(0.5)
     for _ in range(signals):
         proc.send_signal(signal.SIGTERM)
@@ -433,10 +433,7 @@ def test_a_handler_installed_after_the_meter_decides_how_the_program_ends(tmp_pa
               "    time.sleep(1.0)\n"  # the report is written meanwhile
               "print('graceful', flush=True)\n"
               "sys.exit(7)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc = _spawn(script, tmp_path)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 7 and "graceful" in out

@@ -3,7 +3,6 @@ module input beside the total."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from energymeter.probes.base import DiscoveryContext, energy_summary
 from energymeter.probes.jetson import JetsonProbe, discover, rail_kind
+from tests.fakes.hwmon import write_value
 
 
 class Clock:
@@ -22,14 +22,6 @@ class Clock:
         return self.t
 
 
-def _write(path: Path, value: float) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.pwrite(fd, f"{round(value):<23d}\n".encode(), 0)
-    finally:
-        os.close(fd)
-
-
 def orin(root: Path, rails: dict[str, tuple[float, float]]) -> Path:
     """JetPack 5/6: hwmon ina3221 with inN_label, inN_input (mV), currN_input (mA)."""
     d = root / "class" / "hwmon" / "hwmon1"
@@ -37,8 +29,8 @@ def orin(root: Path, rails: dict[str, tuple[float, float]]) -> Path:
     (d / "name").write_text("ina3221\n")
     for n, (rail, (mv, ma)) in enumerate(rails.items(), start=1):
         (d / f"in{n}_label").write_text(rail + "\n")
-        _write(d / f"in{n}_input", mv)
-        _write(d / f"curr{n}_input", ma)
+        write_value(d / f"in{n}_input", mv)
+        write_value(d / f"curr{n}_input", ma)
     return d
 
 
@@ -48,7 +40,7 @@ def xavier(root: Path, rails: dict[str, float]) -> Path:
     d.mkdir(parents=True)
     for n, (rail, mw) in enumerate(rails.items()):
         (d / f"rail_name_{n}").write_text(rail + "\n")
-        _write(d / f"in_power{n}_input", mw)
+        write_value(d / f"in_power{n}_input", mw)
     return d
 
 
@@ -93,7 +85,7 @@ def test_xavier_rails_trapezoid(tmp_path_factory: pytest.TempPathFactory, powers
     truth = 0.0
     for before, after in zip(powers, powers[1:], strict=False):
         clock.t += dt
-        _write(d / "in_power0_input", after)
+        write_value(d / "in_power0_input", after)
         truth += 0.5 * (before + after) / 1000 * dt
         assert probe.read()["jetson-gpu"] == pytest.approx(truth, rel=1e-9, abs=1e-12)
     probe.close()

@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..session import Meter
+
 if TYPE_CHECKING:
     from ..report import Report
 
@@ -60,3 +62,41 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
             out[str(key)] = float(value)
     return out
 
+
+
+class CallbackRun:
+    """The run a training callback measures: started at the framework's begin hook (with
+    ``sync`` on CUDA), phases begun and ended from other hooks by key, stopped with every
+    phase still open; ``reports`` keeps each finished one."""
+
+    def __init__(self, tags: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> None:
+        self.tags = tags
+        self.settings = dict(settings)
+        self.meter: Meter | None = None
+        self.reports: list[Any] = []
+        self.phases: dict[str, Any] = {}
+
+    def start(self, name: str, device: Any) -> None:
+        sync = "torch" if getattr(device, "type", None) == "cuda" else None
+        self.meter = Meter(name, sync=sync, tags=self.tags, **self.settings).start()
+        self.phases = {}
+
+    def begin(self, key: str) -> None:
+        if self.meter is not None and key not in self.phases:
+            self.phases[key] = self.meter.begin_phase(key)
+
+    def end(self, key: str) -> None:
+        if self.meter is not None and key in self.phases:
+            self.meter.end_phase(self.phases.pop(key))
+
+    def stop(self, status: str = "completed") -> Report | None:
+        meter, self.meter = self.meter, None
+        if meter is None:
+            return None
+        for handle in list(self.phases.values()):
+            meter.end_phase(handle)
+        self.phases = {}
+        report = meter.stop(status)
+        if report is not None:
+            self.reports.append(report)
+        return report

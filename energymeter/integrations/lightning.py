@@ -26,7 +26,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from ..session import Meter
-from .common import numeric, report_metrics
+from .common import CallbackRun, numeric, report_metrics
 from .elsewhere import log_elsewhere
 
 log = logging.getLogger("energymeter")
@@ -46,48 +46,36 @@ class EnergyCallback(Callback):
         self.per_step = per_step
         self.log_to_loggers = log_to_loggers
         self.log_reports = log_reports
-        self.tags = tags
-        self.settings = settings
-        self.meter: Meter | None = None
-        self.reports: list[Any] = []
-        self._phases: dict[str, Any] = {}
+        self.run = CallbackRun(tags, settings)
         self._epoch_start_j = 0.0
+
+    @property
+    def meter(self) -> Meter | None:
+        """The running meter (None between runs, and on ranks that do not measure)."""
+        return self.run.meter
+
+    @property
+    def reports(self) -> list[Any]:
+        """The reports of the runs this callback measured, in order."""
+        return self.run.reports
 
     # -- the run -----------------------------------------------------------------------------
     def _start(self, trainer: Any, pl_module: Any, suffix: str) -> None:
         if trainer.local_rank != 0:
             return  # local rank 0 of this node measures it (docs/distributed.md)
         name = (self.name or type(pl_module).__name__) + suffix
-        device = getattr(pl_module, "device", None)
-        sync = "torch" if getattr(device, "type", None) == "cuda" else None
-        self.meter = Meter(name, sync=sync, tags=self.tags, **self.settings).start()
-        self._phases = {}
+        self.run.start(name, getattr(pl_module, "device", None))
 
     def _stop(self, trainer: Any, status: str = "completed") -> None:
-        meter, self.meter = self.meter, None
-        if meter is None:
-            return
-        for handle in list(self._phases.values()):
-            meter.end_phase(handle)
-        self._phases = {}
-        report = meter.stop(status)
+        report = self.run.stop(status)
         if report is None:
             return
-        self.reports.append(report)
         if trainer.is_global_zero:
             if self.log_to_loggers:
                 self._to_loggers(trainer, {k: v for k, v in report_metrics(report).items()
                                            if "/phase/" not in k})
             if self.log_reports:
                 log_elsewhere(report)
-
-    def _begin(self, key: str) -> None:
-        if self.meter is not None and key not in self._phases:
-            self._phases[key] = self.meter.begin_phase(key)
-
-    def _end(self, key: str) -> None:
-        if self.meter is not None and key in self._phases:
-            self.meter.end_phase(self._phases.pop(key))
 
     def _log_metrics(self, trainer: Any, **extra: Any) -> None:
         if self.meter is None:
@@ -104,8 +92,8 @@ class EnergyCallback(Callback):
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch
-        self._begin(f"epoch-{epoch}")
-        self._begin(f"train-{epoch}")
+        self.run.begin(f"epoch-{epoch}")
+        self.run.begin(f"train-{epoch}")
         if self.meter is not None:
             self._epoch_start_j = self.meter.snapshot().energy_j
 
@@ -119,19 +107,19 @@ class EnergyCallback(Callback):
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
-        self._end(f"train-{epoch}")
-        self._begin(f"val-{epoch}")
+        self.run.end(f"train-{epoch}")
+        self.run.begin(f"val-{epoch}")
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        self._end(f"val-{trainer.current_epoch}")
+        self.run.end(f"val-{trainer.current_epoch}")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch
-        self._end(f"train-{epoch}")
-        self._end(f"val-{epoch}")
-        self._end(f"epoch-{epoch}")
+        self.run.end(f"train-{epoch}")
+        self.run.end(f"val-{epoch}")
+        self.run.end(f"epoch-{epoch}")
         if self.meter is None:
             return
         self._log_metrics(trainer, epoch=epoch, step=trainer.global_step)
@@ -150,10 +138,10 @@ class EnergyCallback(Callback):
         if self.meter is None:  # test() on its own; inside fit the fit's run holds it
             self._start(trainer, pl_module, "-test")
             self._testing = True
-        self._begin("test")
+        self.run.begin("test")
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
-        self._end("test")
+        self.run.end("test")
         self._log_metrics(trainer, step=trainer.global_step)
         if getattr(self, "_testing", False):
             self._testing = False

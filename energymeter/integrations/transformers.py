@@ -29,7 +29,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..session import Meter
-from .common import numeric
+from .common import CallbackRun, numeric
 from .elsewhere import log_elsewhere
 
 
@@ -42,12 +42,18 @@ class EnergyCallback(TrainerCallback):
                  tags: dict[str, Any] | None = None, **settings: Any) -> None:
         self.name = name
         self.log_reports = log_reports
-        self.tags = tags
-        self.settings = settings
-        self.meter: Meter | None = None
-        self.reports: list[Any] = []
-        self._phases: dict[str, Any] = {}
+        self.run = CallbackRun(tags, settings)
         self._evals = 0
+
+    @property
+    def meter(self) -> Meter | None:
+        """The running meter (None between runs, and on processes that do not measure)."""
+        return self.run.meter
+
+    @property
+    def reports(self) -> list[Any]:
+        """The reports of the runs this callback measured, in order."""
+        return self.run.reports
 
     @classmethod
     def attach(cls, trainer: Any, name: str | None = None, **kwargs: Any) -> EnergyCallback:
@@ -69,50 +75,31 @@ class EnergyCallback(TrainerCallback):
 
     def end(self, *, failed: bool = False, interrupted: bool = False) -> None:
         """Stop a run still open (``train()`` raised): ``failed`` or ``interrupted``."""
-        meter, self.meter = self.meter, None
-        if meter is not None:
-            for handle in list(self._phases.values()):
-                meter.end_phase(handle)
-            self._phases = {}
-            status = "interrupted" if interrupted else "failed" if failed else "completed"
-            report = meter.stop(status)
-            if report is not None:
-                self.reports.append(report)
-
-    def _begin(self, key: str) -> None:
-        if self.meter is not None and key not in self._phases:
-            self._phases[key] = self.meter.begin_phase(key)
-
-    def _end(self, key: str) -> None:
-        if self.meter is not None and key in self._phases:
-            self.meter.end_phase(self._phases.pop(key))
+        self.run.stop("interrupted" if interrupted else "failed" if failed else "completed")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:
         if args.local_process_index != 0:
             return  # the node's local main process measures it (docs/distributed.md)
         name = self.name or (type(model).__name__ if model is not None else "train")
-        device = getattr(model, "device", None)
-        sync = "torch" if getattr(device, "type", None) == "cuda" else None
-        self.meter = Meter(name, sync=sync, tags=self.tags, **self.settings).start()
-        self._phases = {}
+        self.run.start(name, getattr(model, "device", None))
         self._evals = 0
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._begin(f"epoch-{int(state.epoch or 0)}")
+        self.run.begin(f"epoch-{int(state.epoch or 0)}")
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # state.epoch is already the epoch just finished, counted from 1
-        key = next((k for k in self._phases if k.startswith("epoch-")), None)
+        key = next((k for k in self.run.phases if k.startswith("epoch-")), None)
         if key is not None:
-            self._end(key)
+            self.run.end(key)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._begin(f"eval-{self._evals}")
+        self.run.begin(f"eval-{self._evals}")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None,
                     **kwargs: Any) -> None:
-        self._end(f"eval-{self._evals}")
+        self.run.end(f"eval-{self._evals}")
         self._evals += 1
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
@@ -128,15 +115,8 @@ class EnergyCallback(TrainerCallback):
             logs["energy/mean_power_w"] = snap.energy_j / snap.t_s if snap.t_s > 0 else 0.0
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        meter, self.meter = self.meter, None
-        if meter is None:
-            return
-        for handle in list(self._phases.values()):
-            meter.end_phase(handle)
-        self._phases = {}
-        report = meter.stop()
+        report = self.run.stop()
         if report is None:
             return
-        self.reports.append(report)
         if state.is_world_process_zero and self.log_reports:
             log_elsewhere(report)

@@ -20,6 +20,16 @@ from pathlib import Path
 WIDTH = 24
 
 
+def write_value(path: Path, value: float) -> None:
+    """Write the integer ``value`` as a sysfs attribute does: one ``pwrite`` of a fixed-width
+    field (a concurrent reader never sees a torn number)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, f"{round(value):<{WIDTH - 1}d}\n".encode(), 0)
+    finally:
+        os.close(fd)
+
+
 class FakeHwmon:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -46,11 +56,7 @@ class FakeHwmon:
 
     @staticmethod
     def _write(path: Path, value: int) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.pwrite(fd, f"{value:<{WIDTH - 1}d}\n".encode(), 0)
-        finally:
-            os.close(fd)
+        write_value(path, value)
 
     def set_power(self, hw: str, index: int, watts: float) -> None:
         self._write(self.base / hw / f"power{index}_input", round(watts * 1e6))
