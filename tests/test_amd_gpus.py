@@ -93,3 +93,15 @@ def test_unavailable_cases_say_why() -> None:
     # No driver and nothing injected: not even imported; `energymeter probes` says why.
     [none] = discover(DiscoveryContext(), driver_paths=("/nonexistent",))
     assert "no AMD GPU driver" in none.reason and "ROCm" in none.hint
+
+
+def test_memory_and_utilisation_gauges_per_package() -> None:
+    fake = FakeAmdSmi([FakeAmdGpu(serial="P"), FakeAmdGpu(serial="P", reports_energy=False),
+                       FakeAmdGpu(serial="Q")])
+    probe, _ = _open(fake)
+    gauges = probe.gauges()
+    assert gauges["rocm0_memory_used_bytes"] == (2048 + 4096) * 2**20  # both GCDs
+    assert gauges["rocm0_utilization_pct"] == 40  # the GCD giving "N/A" is left out
+    assert gauges["rocm1_utilization_pct"] == 42
+    assert set(gauges) <= set(probe.gauge_names)
+    probe.close()

@@ -91,5 +91,6 @@ def test_xavier_rails_trapezoid(tmp_path_factory: pytest.TempPathFactory, powers
     probe.close()
 
 
-def test_no_rails_no_probe(tmp_path: Path) -> None:
-    assert discover(DiscoveryContext(sysfs_root=tmp_path)) == []
+def test_no_rails_no_probe_and_it_says_so(tmp_path: Path) -> None:
+    [none] = discover(DiscoveryContext(sysfs_root=tmp_path))
+    assert "no NVIDIA Jetson" in none.reason and none.hint

@@ -82,13 +82,18 @@ class _Package:
         self.integrator = TrapezoidIntegrator()
 
 
+#: Gauges per package channel (suffixes of ``<channel>_``).
+GAUGES = ("memory_used_bytes", "utilization_pct")
+
+
 class AmdSmiProbe(Probe):
     source = SOURCE
     may_block = True  # a driver call
 
     def __init__(self, amdsmi: Any, packages: list[_Package], clock: Callable[[], float]
                  ) -> None:
-        super().__init__(tuple(p.channel for p in packages))
+        super().__init__(tuple(p.channel for p in packages),
+                         tuple(f"{p.channel.id}_{g}" for p in packages for g in GAUGES))
         self._amdsmi = amdsmi
         self._packages = packages
         self._clock = clock
@@ -114,6 +119,31 @@ class AmdSmiProbe(Probe):
             else:
                 p.integrator.add(now, self._package_power(p))
                 out[p.channel.id] = p.integrator.energy_j
+        return out
+
+    def _gauges(self) -> dict[str, float]:
+        """VRAM in use (``amdsmi_get_gpu_vram_usage``: ``vram_used`` in MB) summed over a
+        package's GCDs, and graphics activity (``amdsmi_get_gpu_activity``: ``gfx_activity``
+        in %) averaged over them; a value the driver does not give is left out."""
+        out: dict[str, float] = {}
+        errors = (AttributeError, KeyError, TypeError, ValueError, *_errors(self._amdsmi))
+
+        def value(call: Callable[[], Any], key: str) -> float | None:
+            try:
+                return float(call()[key])
+            except errors:  # not reported by this GPU or driver: the gauge is left out
+                return None
+
+        for p in self._packages:
+            used = [v for h in p.handles if (v := value(
+                lambda h=h: self._amdsmi.amdsmi_get_gpu_vram_usage(h), "vram_used")) is not None]
+            busy = [v for h in p.handles if (v := value(
+                lambda h=h: self._amdsmi.amdsmi_get_gpu_activity(h), "gfx_activity"))
+                is not None]
+            if used:
+                out[f"{p.channel.id}_memory_used_bytes"] = sum(used) * 2**20
+            if busy:
+                out[f"{p.channel.id}_utilization_pct"] = sum(busy) / len(busy)
         return out
 
     def close(self) -> None:

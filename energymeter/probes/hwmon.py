@@ -134,8 +134,12 @@ def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
     ``<ctx.sysfs_root>/class/hwmon``. ``skip_overlapping``: leave out sensors that duplicate
     another probe's channels (amd_energy sockets when RAPL measures the packages)."""
     root = Path(ctx.sysfs_root) / "class" / "hwmon"
+    none = Unavailable(SOURCE, f"no hwmon energy or power sensor under {root}",
+                       "machines with NVIDIA Grace, an ACPI power meter or AMD amd_energy "
+                       "show them there (load the driver, e.g. `modprobe acpi_power_meter`); "
+                       "others can ignore this")
     if not root.is_dir():
-        return []  # no hwmon class at all (not Linux): nothing to say
+        return [none]
     sensors: list[_Sensor] = []
     missing: list[Unavailable] = []
     found: list[tuple[str, Path, str, int, str, str]] = []
@@ -193,5 +197,5 @@ def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
                           meta=meta)
         sensors.append(_Sensor(channel, fd, 1e-6, counter=what == "energy"))
     if not sensors:
-        return list(missing)
+        return missing or [none]
     return [HwmonProbe(sensors, clock), *missing]

@@ -148,5 +148,7 @@ def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monoton
                           meta={"rail": rail, "where": where})
         rails.append(_Rail(channel, tuple(fds), scale))
     if not rails:
-        return list(missing)
+        return missing or [Unavailable(SOURCE, "no NVIDIA Jetson INA3221 power rail found",
+                                       "only Jetson modules have them; others can ignore "
+                                       "this")]
     return [JetsonProbe(rails, clock), *missing]

@@ -84,6 +84,14 @@ class FakeAmdSmi:
         return {"energy_accumulator": g.offset + int(joules * 1e6 / g.resolution_uj),
                 "counter_resolution": g.resolution_uj, "timestamp": int(t * 1e9)}
 
+    def amdsmi_get_gpu_vram_usage(self, h: int) -> dict:
+        return {"vram_total": 65536, "vram_used": 2048 * (h + 1)}  # MB
+
+    def amdsmi_get_gpu_activity(self, h: int) -> dict:
+        if not self.gpus[h].reports_energy:
+            return {"gfx_activity": "N/A", "umc_activity": "N/A", "mm_activity": "N/A"}
+        return {"gfx_activity": 40 + h, "umc_activity": 10, "mm_activity": 0}
+
     def amdsmi_get_power_info(self, h: int) -> dict:
         g = self.gpus[h]
         return {"current_socket_power": g.power_w if g.reports_energy else "N/A",
