@@ -719,6 +719,8 @@ def _with_own_energy(job: Mapping[str, Any] | None, channels: Any,
     if job is None or job.get("measures") != "own":
         return job
     share = attribution.get("tree_share")
+    if share is None and attribution.get("machine_busy_cpu_s") == 0:
+        share = 0.0  # the machine's CPUs were idle: no CPU time to attribute to this rank
     gpu_j = sum(c.energy_j for c in channels if c.channel.kind == "gpu" and c.channel.in_total)
     cpu_j = sum(c.energy_j for c in channels
                 if c.channel.kind in ("cpu", "dram") and c.channel.in_total)
