@@ -34,12 +34,3 @@ def rapl40(tmp_path: Path) -> Iterator[FakePowercap]:
                         max_energy_range_uj=120_000_000)
     with fake.start():
         yield fake
-
-
-@pytest.fixture(scope="session")
-def torchrun() -> list[str]:
-    """torchrun's argv prefix (``python -m torch.distributed.run``); skips, saying why, when
-    torch cannot be imported (see tests/launchers.py)."""
-    from tests.launchers import torchrun_prefix
-
-    return torchrun_prefix()
