@@ -15,7 +15,7 @@ import pytest
 
 from energymeter.errors import ProbeError
 from energymeter.probes.base import DiscoveryContext
-from energymeter.probes.proc import RusagePeaks, descendants, peak_rss_bytes_from_rusage
+from energymeter.probes.proc import RusagePeaks, descendant_stats, peak_rss_bytes_from_rusage
 from energymeter.probes.process import GAUGE_NAMES, ProcessTreeProbe, discover
 
 
@@ -157,10 +157,15 @@ def test_tree_walk_through_task_children_files(tmp_path: Path) -> None:
             task = tmp_path / str(pid) / "task" / str(pid)
             task.mkdir(parents=True)
             (task / "children").write_text(kids)
+            for name in ("stat", "io"):
+                (tmp_path / str(pid) / name).symlink_to(f"/proc/{pid}/{name}")
+        (tmp_path / "meminfo").symlink_to("/proc/meminfo")
         probe = ProcessTreeProbe(proc_root=str(tmp_path))
-        assert probe._children_files
-        assert [p.pid for p in descendants(probe._root, proc_root=str(tmp_path))] == [child.pid]
-        assert probe.gauges()["children"] == 1
+        assert probe._children_files and probe.reads_procfs
+        assert [s.pid for s in descendant_stats(me, proc_root=str(tmp_path))] == [child.pid]
+        gauges = probe.gauges()
+        assert gauges["children"] == 1
+        assert gauges["rss_bytes"] >= psutil.Process(child.pid).memory_info().rss
     finally:
         child.kill()
         child.wait()

@@ -137,3 +137,43 @@ def test_run_dir_name_gives_back_its_start(tmp_path: Path) -> None:
     path = make_run_dir(tmp_path, "a/b c", "0123456789abcdef", started)
     assert run_dir_started_at(path.name) == started.replace(microsecond=0)
     assert run_dir_started_at("runs.csv") is None and run_dir_started_at("") is None
+
+
+def test_deferred_events_wait_for_a_flush_and_keep_their_order(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    log.event("start")
+    log.event_later("phase_start", name="a")
+    log.event_later("phase", name="a")
+    assert [e["event"] for e in read_events(path)] == ["start"]  # no system call yet
+    log.flush()
+    assert [e["event"] for e in read_events(path)] == ["start", "phase_start", "phase"]
+    log.event_later("log", t_s=2.0)
+    log.event("stop")  # an immediate event writes what was deferred before it, in order
+    assert [e["event"] for e in read_events(path)][-2:] == ["log", "stop"]
+    log.close()
+
+
+def test_a_running_meters_phases_reach_events_jsonl_within_the_flush_deadline(
+        tmp_path: Path) -> None:
+    """phase() defers its events to the sampler's flush: a run killed now loses at most the
+    last FLUSH_EVERY_S of them, as of samples.csv."""
+    import time
+
+    from energymeter import measure
+    from energymeter.sampling.sampler import FLUSH_EVERY_S
+
+    with measure("deferred", out=tmp_path, region="SE", interval_s=0.05) as m:
+        with m.phase("a"):
+            pass
+        ended = time.monotonic()
+        names: list[str] = []
+        while time.monotonic() - ended < FLUSH_EVERY_S + 1.0:
+            names = [e["event"] for e in read_events(m.path / "events.jsonl")]
+            if "phase" in names:
+                break
+            time.sleep(0.02)
+        assert names[:3] == ["start", "phase_start", "phase"], names
+    events = read_events(m.path / "events.jsonl")
+    assert [e["event"] for e in events] == ["start", "phase_start", "phase", "stop"]
+    assert events[2]["name"] == "a"

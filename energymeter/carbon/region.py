@@ -136,12 +136,11 @@ def build_tz_country_map(zoneinfo: Path = SYSTEM_ZONEINFO, *, walk: bool = True)
 def _shipped_tz_map() -> dict[str, str]:
     import csv
     import io
-    from importlib import resources
+
+    from ..data import read_text
 
     try:
-        text = resources.files("energymeter").joinpath("data", TZ_COUNTRY_FILE).read_text(
-            encoding="utf-8"
-        )
+        text = read_text(TZ_COUNTRY_FILE)
     except (OSError, UnicodeDecodeError):
         return {}
     return {row["tz"]: row["iso2"] for row in csv.DictReader(io.StringIO(text, newline=""))}

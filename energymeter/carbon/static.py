@@ -69,9 +69,10 @@ class _Tables:
 def _read_csv(filename: str) -> list[dict[str, str]]:
     import csv
     import io
-    from importlib import resources
 
-    text = resources.files("energymeter").joinpath("data", filename).read_text(encoding="utf-8")
+    from ..data import read_text
+
+    text = read_text(filename)
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
 

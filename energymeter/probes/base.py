@@ -201,6 +201,12 @@ class Probe(ABC):
         return True
 
     @property
+    def may_be_stuck(self) -> bool:
+        """Whether any call was ever given up and not yet seen to return (cheap: the sampler
+        asks before every call)."""
+        return bool(self._stuck)
+
+    @property
     def hung(self) -> bool:
         """Whether an energy read or a run hook has not returned: the probe is left out (its
         locks may be held) until it does, and never closed meanwhile."""

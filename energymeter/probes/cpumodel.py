@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from .._lazy import LazyPattern
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .proc import (
     ProcStatTimes,
@@ -91,6 +92,7 @@ IDLE_FRACTION = 0.3
 #: ``/proc/stat`` counts CPU time in USER_HZ ticks (1/100 s): utilisation over shorter windows is
 #: noise. Reported as the channel's resolution so that such windows are flagged.
 CPU_TIMES_RESOLUTION_S = 0.01
+_STAT_MIN_GAP_NS = int(CPU_TIMES_RESOLUTION_S * 1e9)
 
 # Vendor words at the start of a table name. Every table entry without one is an AMD part
 # (Opteron/Phenom/Athlon numbers, A-series, FX, Sempron), except one ARMv8 line.
@@ -98,23 +100,23 @@ _VENDORS = ("intel", "amd", "apple")
 
 # -- name normalisation ------------------------------------------------------------------------
 
-_NORMALISE_STEPS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\((?:r|tm|c)\)|[®™©]"), ""),  # trademark marks ("FX(tm)-8350")
-    (re.compile(r"\bcore2\b"), "core 2 "),  # "Core(TM)2 Duo" -> "core 2 duo"
-    (re.compile(r"\([^)]*\)"), " "),  # "(OEM Only)", "(Cascadelake)", "(9M Cache, ...)"
-    (re.compile(r"@?\s*\d+(?:\.\d+)?\s*[gm]hz\b"), " "),  # "@ 2.50GHz"
-    (re.compile(r"\bwith\s+radeon\b.*$|\bradeon\s+r\d+\b.*$"), " "),  # "with Radeon Graphics"
-    (re.compile(r",?\s*\d+\s+compute\s+cores\b.*$"), " "),  # "10 COMPUTE CORES 4C+6G"
-    (re.compile(r"\b\d+(?:st|nd|rd|th)\s+gen(?:eration)?\b"), " "),  # "12th Gen"
-    (re.compile(r"\b(?:\d+|dual|triple|quad|six|eight|ten|twelve|sixteen|hexa|octa)"
+_NORMALISE_STEPS: tuple[tuple[LazyPattern, str], ...] = (
+    (LazyPattern(r"\((?:r|tm|c)\)|[®™©]"), ""),  # trademark marks ("FX(tm)-8350")
+    (LazyPattern(r"\bcore2\b"), "core 2 "),  # "Core(TM)2 Duo" -> "core 2 duo"
+    (LazyPattern(r"\([^)]*\)"), " "),  # "(OEM Only)", "(Cascadelake)", "(9M Cache, ...)"
+    (LazyPattern(r"@?\s*\d+(?:\.\d+)?\s*[gm]hz\b"), " "),  # "@ 2.50GHz"
+    (LazyPattern(r"\bwith\s+radeon\b.*$|\bradeon\s+r\d+\b.*$"), " "),  # "with Radeon Graphics"
+    (LazyPattern(r",?\s*\d+\s+compute\s+cores\b.*$"), " "),  # "10 COMPUTE CORES 4C+6G"
+    (LazyPattern(r"\b\d+(?:st|nd|rd|th)\s+gen(?:eration)?\b"), " "),  # "12th Gen"
+    (LazyPattern(r"\b(?:\d+|dual|triple|quad|six|eight|ten|twelve|sixteen|hexa|octa)"
                 r"[- ]cores?\b"), " "),  # "16-Core", "Eight-Core"
-    (re.compile(r"\b(?:cpu|processor|apu|intel|amd|genuineintel|authenticamd)\b"), " "),
-    (re.compile(r"[,\s]+"), " "),
+    (LazyPattern(r"\b(?:cpu|processor|apu|intel|amd|genuineintel|authenticamd)\b"), " "),
+    (LazyPattern(r"[,\s]+"), " "),
 )
 
 
-_DIGIT_RUN = re.compile(r"\d+")
-_CORES_IN_NAME = re.compile(r"\b(\d+)-Core\b", re.IGNORECASE)
+_DIGIT_RUN = LazyPattern(r"\d+")
+_CORES_IN_NAME = LazyPattern(r"\b(\d+)-Core\b", re.IGNORECASE)
 #: Hardware threads per core assumed for a package whose name states its cores.
 SMT_THREADS_PER_CORE = 2
 
@@ -187,9 +189,9 @@ def parse_tdp_table(text: str) -> dict[tuple[str, ...], TdpEntry]:
 
 @functools.lru_cache(maxsize=1)
 def _tdp_table_text() -> str:
-    from importlib import resources
+    from ..data import read_text
 
-    return resources.files("energymeter.data").joinpath(TDP_TABLE_RESOURCE).read_text("utf-8")
+    return read_text(TDP_TABLE_RESOURCE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -311,7 +313,7 @@ class CpuModelProbe(Probe):
         super().__init__((channel,))
         self._energy_j = 0.0
         self._utilisation = 0.0
-        self._last_ns = clock_ns()
+        self._last_ns = self._stat_ns = clock_ns()
         self._last_busy_s, self._last_total_s = _busy_total_s(cpu_times())
         if not how:
             how = f"TDP {self.tdp_w:g} W from {tdp_source}"
@@ -323,14 +325,19 @@ class CpuModelProbe(Probe):
 
     def _read(self) -> dict[str, float]:
         now_ns = self._clock_ns()
-        busy_s, total_s = _busy_total_s(self._cpu_times())
-        d_total = total_s - self._last_total_s
-        d_busy = busy_s - self._last_busy_s
-        if d_total > 0:
-            # Counters can jitter (idle going back a tick on some kernels): clamp to [0, 1].
-            self._utilisation = min(1.0, max(0.0, d_busy / d_total))
-            self._last_busy_s, self._last_total_s = busy_s, total_s
-        # else: no tick elapsed since the last read; keep the previous utilisation and baseline.
+        # /proc/stat counts in 1/100 s ticks: a read within a tick of the last one could only
+        # see noise, so it keeps the utilisation it has (as when no tick elapsed) and costs no
+        # system call (phases entered and left in a tight loop).
+        if now_ns - self._stat_ns >= _STAT_MIN_GAP_NS:
+            self._stat_ns = now_ns
+            busy_s, total_s = _busy_total_s(self._cpu_times())
+            d_total = total_s - self._last_total_s
+            d_busy = busy_s - self._last_busy_s
+            if d_total > 0:
+                # Counters can jitter (idle going back a tick on some kernels): clamp to [0, 1].
+                self._utilisation = min(1.0, max(0.0, d_busy / d_total))
+                self._last_busy_s, self._last_total_s = busy_s, total_s
+            # else: no tick elapsed since the last read; keep the utilisation and baseline.
         dt_s = (now_ns - self._last_ns) / 1e9
         if dt_s > 0:
             power_w = self.idle_w + (self.tdp_w - self.idle_w) * self._utilisation
@@ -374,18 +381,19 @@ def discover(
 ) -> list[Probe | Unavailable]:
     """Open the estimated CPU probe. Everything read from the machine is injectable:
     ``cpuinfo_text`` (default ``/proc/cpuinfo``), ``model_name`` (default from cpuinfo),
-    ``logical_cpus`` (default ``psutil.cpu_count()``), ``table`` (default the shipped table)."""
-    try:
-        import psutil
-    except ImportError:
-        return [Unavailable("cpumodel", "psutil is not installed",
-                            "pip install psutil (a dependency of energymeter)")]
+    ``logical_cpus`` (default ``os.cpu_count()``), ``table`` (default the shipped table)."""
+    if cpu_times is None and not os.path.exists("/proc/stat"):
+        try:
+            import psutil  # noqa: F401 - CPU times come from psutil where there is no /proc
+        except ImportError:
+            return [Unavailable("cpumodel", "psutil is not installed",
+                                "pip install psutil (a dependency of energymeter)")]
     if cpuinfo_text is None:
         cpuinfo_text = read_cpuinfo()
     if model_name is None:
         model_name = cpu_model_name(cpuinfo_text)
     if logical_cpus is None:
-        logical_cpus = psutil.cpu_count(logical=True) or os.cpu_count() or 1
+        logical_cpus = os.cpu_count() or 1
     packages = count_packages(cpuinfo_text)
 
     entry: TdpEntry | None = None

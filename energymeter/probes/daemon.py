@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -61,6 +60,8 @@ class Connection:
     """One client connection: :meth:`call` sends a request and returns the answer."""
 
     def __init__(self, path: Path, timeout_s: float = TIMEOUT_S) -> None:
+        import socket  # only where a daemon is there to connect to
+
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout_s)

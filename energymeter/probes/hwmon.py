@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyPattern
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
@@ -40,8 +41,8 @@ from .integrate import TrapezoidIntegrator
 SOURCE = "hwmon"
 #: hwmon devices read by another probe.
 SKIPPED_NAMES = ("ina3221",)
-_SENSOR = re.compile(r"^(energy|power)(\d+)_(input|average)$")
-_SLUG = re.compile(r"[^a-z0-9]+")
+_SENSOR = LazyPattern(r"^(energy|power)(\d+)_(input|average)$")
+_SLUG = LazyPattern(r"[^a-z0-9]+")
 PERMISSION_HINT = ("hwmon sensor files may be root-only: `sudo chmod o+r` them, a udev rule, "
                    "or run as a user allowed to read them (docs/permissions.md)")
 

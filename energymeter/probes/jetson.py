@@ -19,16 +19,16 @@ kind.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .._lazy import LazyPattern
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .integrate import TrapezoidIntegrator
 
 SOURCE = "jetson"
-_SLUG = re.compile(r"[^a-z0-9]+")
+_SLUG = LazyPattern(r"[^a-z0-9]+")
 _TOTAL = ("VIN", "SYS5V", "POM_5V_IN", "IN_SYS", "SYS_5V")
 
 

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyPattern
 from ..errors import ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
@@ -70,9 +70,9 @@ DEFAULT_MAX_POWER_W = 500.0
 # RAPL counters update about every 976 us.
 RESOLUTION_S = 0.001
 _READ_BYTES = 64
-_ZONE_RE = re.compile(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
-_PACKAGE_RE = re.compile(r"^package-(\d+)(?:-die-(\d+))?$")
-_SAFE_NAME_RE = re.compile(r"[^a-z0-9]+")
+_ZONE_RE = LazyPattern(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
+_PACKAGE_RE = LazyPattern(r"^package-(\d+)(?:-die-(\d+))?$")
+_SAFE_NAME_RE = LazyPattern(r"[^a-z0-9]+")
 
 PERMISSION_REASON = (
     "RAPL energy counters are root-only since Linux 5.10 (CVE-2020-8694)"

@@ -7,10 +7,10 @@ with the identities they enumerate (index in the driver's order, UUID, name, MIG
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._lazy import LazyPattern
 from ..errors import ConfigError
 
 ACCEPTED_VISIBLE_DEVICES = (
@@ -20,7 +20,7 @@ ACCEPTED_VISIBLE_DEVICES = (
 )
 HIDES_EVERY_GPU = "CUDA_VISIBLE_DEVICES hides every GPU"
 
-_INT_RE = re.compile(r"[+-]?\d+")
+_INT_RE = LazyPattern(r"[+-]?\d+")
 
 
 @dataclass(frozen=True)

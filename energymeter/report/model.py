@@ -17,8 +17,6 @@ from ..errors import ReportError
 from ..probes.base import KINDS, energy_summary
 from ..store.readers import check_plain, parse_json
 from ..store.rundir import EVENTS_NAME, REPORT_NAME
-from . import render
-from .rebuild import rebuild_fields
 from .values import (
     LEDGER_COLUMNS,
     LOADABLE_STATUSES,
@@ -265,11 +263,11 @@ class Report:
         path = Path(path)
         if path.is_dir():
             if not (path / REPORT_NAME).exists():
-                return cls(**rebuild_fields(path))._checked(str(path))
+                return cls(**_rebuild_fields(path))._checked(str(path))
             path = path / REPORT_NAME
         elif (path.name == REPORT_NAME and not path.exists()
               and (path.parent / EVENTS_NAME).is_file()):
-            return cls(**rebuild_fields(path.parent))._checked(str(path.parent))
+            return cls(**_rebuild_fields(path.parent))._checked(str(path.parent))
         try:
             with path.open("rb") as fh:
                 raw = fh.read(MAX_REPORT_BYTES + 1)
@@ -398,17 +396,23 @@ class Report:
 
     def summary(self) -> str:
         """A few human lines: energy by kind and method, power, carbon, resources, warnings."""
+        from . import render
+
         return render.summary(self)
 
     def to_markdown(self) -> str:
         """The run in Markdown: duration, energy (and per item), the channel table with a
         total, how emissions were computed, phases, logs and warnings (see
         :func:`.render.markdown`)."""
+        from . import render
+
         return render.markdown(self)
 
     def to_latex(self) -> str:
         """The run as booktabs LaTeX tables (figures, channels with a total, phases, logs;
         warnings as comments; every value escaped; see :func:`.render.latex`)."""
+        from . import render
+
         return render.latex(self)
 
 
@@ -452,3 +456,11 @@ def _checked_job(job: Any, where: str) -> dict[str, Any] | None:
             raise ReportError(f"{where}: job.nodes of a merged job must be a list of node "
                               "objects (node, ranks, energy_j {total, by_kind})")
     return data
+
+
+def _rebuild_fields(run_dir: Path) -> dict[str, Any]:
+    """:func:`.rebuild.rebuild_fields`, imported on first use: a run being measured never
+    needs the rebuild (nor its vectorised scanner), only a run read back does."""
+    from .rebuild import rebuild_fields
+
+    return rebuild_fields(run_dir)

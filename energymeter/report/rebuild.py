@@ -16,7 +16,6 @@ used is a :class:`~energymeter.errors.ReportError` naming the file and the line 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _ids
 from ..carbon import CarbonAccount
 from ..errors import ConfigError, ReportError
 from ..probes.base import Channel, total_energy_j
@@ -145,7 +145,7 @@ def writer_alive(pid: Any, hostname: Any, started_at: datetime, samples: Path,
     from before 0.1.0, another host) mean not alive."""
     import psutil
 
-    if not isinstance(hostname, str) or hostname != socket.gethostname():
+    if not isinstance(hostname, str) or hostname != _ids.hostname():
         return False
     if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
         return False

@@ -126,6 +126,7 @@ class Sampler:
         gauge_interval_s: float,
         aggregator: Aggregator,
         writer: SamplesWriter | None = None,
+        also_flush: Sequence[Any] = (),
         counted_ids: Sequence[str] = (),
         on_energy: Callable[[float], None] | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
@@ -134,6 +135,9 @@ class Sampler:
         self.gauge_interval_s = max(gauge_interval_s, interval_s)
         self.aggregator = aggregator
         self._writer = writer
+        # Other buffered files (events.jsonl) written whenever samples.csv is; their flush()
+        # handles its own errors.
+        self._also_flush = tuple(also_flush)
         self._counted_ids = tuple(counted_ids)
         self._on_energy = on_energy
         self._active: list[Probe] = list(probes)
@@ -184,8 +188,10 @@ class Sampler:
     def _available(self, probe: Probe, kind: str) -> bool:
         """Whether ``probe`` can be called for ``kind`` now: no earlier call of it is still
         stuck. A probe whose stuck call has returned is back (and says so once)."""
-        if probe.stuck(kind) or (kind != "gauges" and probe.hung):
+        if probe.may_be_stuck and (probe.stuck(kind) or (kind != "gauges" and probe.hung)):
             return False
+        if not self._stuck:
+            return True
         since = self._stuck.pop((id(probe), kind), None)
         if since is not None:
             self._warn(f"probe {probe.source}: the {kind} call answered after "
@@ -391,6 +397,8 @@ class Sampler:
         self.thread_cpu_s = time.thread_time()
 
     def _flush(self, writer: SamplesWriter, close: bool = False) -> None:
+        for other in self._also_flush:
+            other.flush()
         try:
             if close:
                 writer.close()

@@ -14,13 +14,13 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import _ids
 from ..errors import ReportError
 from ..probes.base import Channel, Probe
 from ..sampling import Aggregator, Sampler
@@ -104,7 +104,7 @@ def idle_baseline(probes: Sequence[Probe], channels: Sequence[Channel], seconds:
                   out: Path) -> dict[str, Any]:
     """This host's idle power per channel: reused from ``<out>/baselines.jsonl`` when recent
     enough, else measured now for ``seconds`` and recorded there."""
-    hostname = socket.gethostname()
+    hostname = _ids.hostname()
     now = datetime.now(timezone.utc)
     ids = [c.id for c in channels]
     found = _recent(out, hostname, ids, seconds, now)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _ids
 from ..errors import ConfigError
 
 #: Set by ``energymeter run`` for the command: the run's tags (JSON), repeat group and whether
@@ -84,7 +84,7 @@ def child_env(tags: Mapping[str, Any], group_id: str | None, warmup: bool) -> di
 
 
 def new_group_id() -> str:
-    return uuid.uuid4().hex
+    return _ids.random_id()
 
 
 # -- early estimate --------------------------------------------------------------------------

@@ -20,11 +20,11 @@ one with a job id gives the job (``srun`` around torchrun: SLURM's job id).
 
 from __future__ import annotations
 
-import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .. import _ids
 
 #: The variable that names the job when no launcher does (or to override it).
 JOB_ID_ENV = "ENERGYMETER_JOB_ID"
@@ -74,7 +74,7 @@ _MPI_FLAVOURS = (
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
     value = env.get(name, "").strip() if name else ""
-    return int(value) if re.fullmatch(r"\d+", value) else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def _job_id(env: Mapping[str, str]) -> tuple[str | None, str | None]:
 def detect_launch(env: Mapping[str, str], hostname: str | None = None) -> Launch:
     """The :class:`Launch` described by ``env`` (pure: reads nothing else but the host name,
     ``hostname`` when given)."""
-    host = hostname if hostname is not None else socket.gethostname()
+    host = hostname if hostname is not None else _ids.hostname()
     node = (env.get(NODE_ENV, "").strip() or env.get("SLURMD_NODENAME", "").strip()
             or host.split(".")[0] or host)
     job_id, job_source = _job_id(env)

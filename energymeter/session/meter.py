@@ -14,11 +14,9 @@ import inspect
 import logging
 import math
 import os
-import socket
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _ids
 from ..carbon import CarbonAccount
 from ..errors import UsageError
 from ..probes import Channel, DiscoveryContext, discover_cached
@@ -195,7 +194,7 @@ class Meter:
         self._channels = tuple(c for p in probes for c in p.channels)
         self._phases = Phases(self._channels)
         gauge_names = tuple(dict.fromkeys(g for p in probes for g in p.gauge_names))
-        self.run_id = uuid.uuid4().hex
+        self.run_id = _ids.random_id()
         self.parent_run_id = self._env.get(RUN_ID_ENV) or None
         # Absolute now: a program that changes directory during the run (Hydra does) must not
         # send report.json and the ledger somewhere else.
@@ -212,7 +211,7 @@ class Meter:
         self._sampler = Sampler(
             probes, interval_s=s.interval_s,
             gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
-            counted_ids=[c.id for c in self._channels if c.in_total],
+            also_flush=(self._events,), counted_ids=[c.id for c in self._channels if c.in_total],
             on_energy=self._carbon.update)
         self._interval_warnings = [w for p in probes for w in p.check_interval(s.interval_s)]
         self._baseline = (idle_baseline(probes, self._channels, s.baseline_s, self._out)
@@ -240,7 +239,7 @@ class Meter:
             baseline=self._baseline, job=self.job,
             # Who writes this run: a reader tells a run in progress from a killed one by them
             # (and by samples.csv being flushed at least once a second while it runs).
-            pid=os.getpid(), hostname=socket.gethostname())
+            pid=os.getpid(), hostname=_ids.hostname())
         self._sampler.start()
 
     def _undo_start(self) -> None:
@@ -406,7 +405,7 @@ class Meter:
         t_s, energy = self._boundary(f"phase {name!r}")
         entry, token = self._phases.open(name, t_s, energy)
         # The parent too: a rebuild of a killed run closes this phase under the right one.
-        self._events.event("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
+        self._events.event_later("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
         try:
             yield self
         finally:
@@ -424,7 +423,7 @@ class Meter:
             return None
         t_s, energy = self._boundary(f"phase {name!r}")
         entry, _token = self._phases.open(name, t_s, energy)
-        self._events.event("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
+        self._events.event_later("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
         with self._lock:
             self._begun.append(entry)
         return entry
@@ -455,7 +454,7 @@ class Meter:
     def _end_phase(self, entry: OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
         phase = self._phases.end(entry, t_s, energy)
         if phase is not None:
-            self._events.event("phase", **phase.to_dict(self._channels))
+            self._events.event_later("phase", **phase.to_dict(self._channels))
 
     def log(self, **metrics: Any) -> None:
         """Record user metrics stamped with run time and cumulative energy (joules).
@@ -469,7 +468,7 @@ class Meter:
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
                  "metrics": json_safe(metrics)}
         self._logs.append(entry)
-        self._events.event("log", **entry)
+        self._events.event_later("log", **entry)
 
     def record_command_rusage(self, usage: Any) -> None:
         """The kernel's account of the command a ``children_only`` run measured (``os.wait4``):
@@ -517,7 +516,7 @@ class Meter:
             if due:
                 self._counted_at = now
         if due and self._state == "running":  # kept for a rebuild, at most once a second
-            self._events.event("count", items=items)
+            self._events.event_later("count", items=items)
 
     def estimate_total(self, done: float, total: float) -> Estimate:
         """Project the run's energy, duration and emissions at ``total`` units of work

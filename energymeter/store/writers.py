@@ -219,16 +219,17 @@ class SamplesWriter(_FdWriter):
         header = ["t_s", *(f"{c}_j" for c in self.channel_ids), *self.gauge_names]
         self._write(",".join(header) + "\n")
         self.flush()
+        self._no_gauges = "," * len(self.gauge_names) + "\n"  # a row without gauges ends so
 
     def row(self, t_s: float, energy_j: Mapping[str, float],
             gauges: Mapping[str, float] | None) -> None:
         cells = [f"{t_s:.6f}"]
-        cells.extend(format_cell(energy_j.get(c)) for c in self.channel_ids)
+        cells.extend([format_cell(energy_j.get(c)) for c in self.channel_ids])
         if gauges:
-            cells.extend(format_cell(gauges.get(g)) for g in self.gauge_names)
+            cells.extend([format_cell(gauges.get(g)) for g in self.gauge_names])
+            self._write(",".join(cells) + "\n")
         else:
-            cells.extend("" for _ in self.gauge_names)
-        self._write(",".join(cells) + "\n")
+            self._write(",".join(cells) + self._no_gauges)
 
 
 class EventLog(_FdWriter):
@@ -241,22 +242,49 @@ class EventLog(_FdWriter):
     error: OSError | None = None
 
     def event(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"event": kind, **fields}, default=str) + "\n"
+        """Write the event now (with every event buffered before it, in order)."""
+        line = _EVENT_ENCODER.encode({"event": kind, **fields}) + "\n"
         with self._lock:  # written and flushed together: events stay whole and in order
             if self._fd is not None:
                 self._buf.append(line)
                 try:
                     self._flush_locked()
                 except OSError as exc:
-                    self.error = exc
-                    log.warning("events.jsonl could not be written (%s); later phases and "
-                                "logs are kept in the report only", exc)
-                    self._buf.clear()
-                    fd, self._fd = self._fd, None
-                    try:
-                        os.close(fd)
-                    except OSError as close_exc:  # the error above is the one that matters
-                        log.debug("closing events.jsonl: %r", close_exc)
+                    self._give_up(exc)
+
+    def event_later(self, kind: str, **fields: Any) -> None:
+        """Buffer the event for the next :meth:`flush` (the sampler's, within about a second;
+        any :meth:`event`'s, at once): what ``phase()`` and ``log()`` write, so that they cost
+        the user's thread no system call."""
+        line = _EVENT_ENCODER.encode({"event": kind, **fields}) + "\n"
+        with self._lock:
+            if self._fd is not None:
+                self._buf.append(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            try:
+                self._flush_locked()
+            except OSError as exc:
+                self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        """After a failed write (under the lock): keep the error, close the file."""
+        self.error = exc
+        log.warning("events.jsonl could not be written (%s); later phases and logs are kept "
+                    "in the report only", exc)
+        self._buf.clear()
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.close(fd)
+        except OSError as close_exc:  # the error above is the one that matters
+            log.debug("closing events.jsonl: %r", close_exc)
+
+
+#: One encoder for every event: ``json.dumps(..., default=str)`` builds a new one per call.
+_EVENT_ENCODER = json.JSONEncoder(default=str)
 
 
 def write_json_atomic(path: Path, data: Any, *, follow_dir: bool = False) -> None:
