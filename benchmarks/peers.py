@@ -911,6 +911,11 @@ def main() -> None:
         bootstrap(args)
         return
     quiet()
+    # Bytecode for every tool (the peers' site-packages and this checkout): a user's second
+    # run has it, and PYTHONDONTWRITEBYTECODE in the caller's environment must not tilt it.
+    for tree in (REPO / "energymeter", Path(sys.prefix) / "lib"):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)],
+                       capture_output=True, check=False)
     if args.quick:
         args.rounds, args.share_s, args.fast_share_s = 2, 4.0, 2.0
         args.wrapper_pairs, args.acc_s, args.wrap_s, args.phases = 2, 1.5, 4.0, 200
@@ -1010,7 +1015,8 @@ def main() -> None:
 
 def wrappers(tools: list[str], pairs: int, out: Path) -> dict[str, Any]:
     bindir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYMETER_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ENERGYMETER_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(ENERGYMETER_OUT=str(out / "em-runs"), ENERGYMETER_REGION="WLD")
     cmds = {"energymeter": [sys.executable, "-m", "energymeter", "run", "--", "true"],
             "codecarbon": [str(bindir / "codecarbon"), "monitor", "--offline",

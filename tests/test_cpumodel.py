@@ -305,3 +305,22 @@ def test_cpu_tdp_w_setting_reaches_the_model(tmp_path) -> None:  # type: ignore[
     for bad in (0, -3, 1e9, "hot", True):
         with pytest.raises(ConfigError, match="cpu_tdp_w"):
             measure("tdp", cpu_tdp_w=bad)
+
+
+def test_proc_stat_fast_path_agrees_with_cpu_seconds(tmp_path) -> None:
+    """The sampler's fast read of /proc/stat gives what the named-field path gives: steal
+    busy, idle and iowait not, guest counted once (inside user and nice)."""
+    from energymeter.probes.proc import ProcStatTimes, cpu_seconds
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  4705 150 1120 16250 520 30 45 70 900 10\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    times = ProcStatTimes(str(stat))
+    try:
+        busy, total = times.busy_total_s()
+        named = cpu_seconds(times())
+    finally:
+        times.close()
+    assert busy == pytest.approx(named.busy_s + named.steal_s)
+    assert total == pytest.approx(named.total_s)
+    assert total == pytest.approx((4705 + 150 + 1120 + 16250 + 520 + 30 + 45 + 70) / 100)
+    assert busy == pytest.approx(total - (16250 + 520) / 100)

@@ -330,7 +330,8 @@ class CpuModelProbe(Probe):
         # system call (phases entered and left in a tight loop).
         if now_ns - self._stat_ns >= _STAT_MIN_GAP_NS:
             self._stat_ns = now_ns
-            busy_s, total_s = _busy_total_s(self._cpu_times())
+            busy_s, total_s = (self._stat.busy_total_s() if self._stat is not None
+                               else _busy_total_s(self._cpu_times()))
             d_total = total_s - self._last_total_s
             d_busy = busy_s - self._last_busy_s
             if d_total > 0:
