@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..report.render import FORMATS
+from ..report.tables import FORMATS
 from ..settings import ENV_PREFIX, setting_field
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ReportError
 from ..store.rundir import REPORT_NAME
 from .tables import (
+    FORMATS,
     LATEX_NOTE,
     check_label,
     column_align,
@@ -31,7 +32,6 @@ from .values import LEDGER_COLUMNS, RUNNING
 if TYPE_CHECKING:
     from .model import Report
 
-FORMATS = ("table", "json", "csv", "markdown", "latex")
 
 CHANNEL_HEADERS = ("channel", "kind", "device", "method", "energy (J)", "mean (W)", "peak (W)")
 PHASE_HEADERS = ("phase", "parent", "start (s)", "duration (s)", "energy (J)")

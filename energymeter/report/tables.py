@@ -11,7 +11,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._lazy import LazyPattern
 from ..errors import ReportError
+
+#: The forms a report is printed in (``--format``).
+FORMATS = ("table", "json", "csv", "markdown", "latex")
 
 
 # -- number formatting -------------------------------------------------------------------------
@@ -74,11 +78,11 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
 
 #: Characters of data that Markdown (GitHub's) would act on in a table cell or in prose:
 #: escaped with a backslash. ``](`` (a link) and ``<`` (HTML, autolinks) included.
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_|~]|<(?=[A-Za-z/!?])|\](?=\()")
-_NEWLINES = re.compile(r"\r\n|[\r\n]")
+_MARKDOWN_SPECIAL = LazyPattern(r"[\\`*_|~]|<(?=[A-Za-z/!?])|\](?=\()")
+_NEWLINES = LazyPattern(r"\r\n|[\r\n]")
 # C0 and C1 controls (newlines and tabs included: a cell is one line): shown as their Python
 # escape (``\x1b``, as the CLI shows them), never passed to TeX or a Markdown renderer.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS = LazyPattern("[\x00-\x1f\x7f-\x9f]")
 
 
 def _visible(text: str) -> str:
@@ -128,10 +132,10 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "−": "$-$", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"\textless{}",
                   ">": r"\textgreater{}", "|": r"\textbar{}", "…": r"\ldots{}",
                   "µ": r"$\mu$", "Δ": r"$\Delta$", "→": r"$\to$"}
-_LATEX_SPECIAL = re.compile("|".join(re.escape(k) for k in _LATEX_ESCAPES))
+_LATEX_SPECIAL = LazyPattern("|".join(re.escape(k) for k in _LATEX_ESCAPES))
 # A number's leading minus (``-1.5``, not ``epoch-1``), typeset as a minus sign.
-_LATEX_MINUS = re.compile(r"(?<![\w.)\]])-(?=\d)")
-_LATEX_EXPONENT = re.compile(r"(\d)e([+-]?)0*(\d+)\b")
+_LATEX_MINUS = LazyPattern(r"(?<![\w.)\]])-(?=\d)")
+_LATEX_EXPONENT = LazyPattern(r"(\d)e([+-]?)0*(\d+)\b")
 
 
 def latex_escape(text: str) -> str:
@@ -162,7 +166,7 @@ LATEX_PACKAGES = ("booktabs",)
 LATEX_NOTE = (r"% energymeter: needs \usepackage{booktabs} in the preamble "
               r"(plain tabular, no siunitx)")
 
-_LABEL = re.compile(r"[A-Za-z0-9:._/+-]+")
+_LABEL = LazyPattern(r"[A-Za-z0-9:._/+-]+")
 
 
 def check_label(label: str) -> str:
@@ -174,7 +178,7 @@ def check_label(label: str) -> str:
     return label
 
 
-_TRAILING_PARENS = re.compile(r"^(.*\S) (\([^()]*\))$")
+_TRAILING_PARENS = LazyPattern(r"^(.*\S) (\([^()]*\))$")
 
 
 def split_headers(headers: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -72,7 +72,7 @@ class _Wake:
         self._lock.acquire()  # held: wait() blocks until set() releases it
 
     def set(self) -> None:
-        try:
+        try:  # noqa: SIM105 - a bare try costs less than contextlib.suppress here
             self._lock.release()
         except RuntimeError:  # already set and not yet consumed
             pass
