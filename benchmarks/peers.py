@@ -827,6 +827,10 @@ def nvmlDeviceGetCudaComputeCapability(handle):
     return (9, 0)
 
 
+def _nvmlGetFunctionPointer(name):  # Zeus tells nvidia-ml-py from look-alikes by this
+    raise _nvml.NVMLError_NotSupported()
+
+
 def __getattr__(name):
     if name.startswith("nvml"):
         def unsupported(*args, **kwargs):
@@ -925,6 +929,10 @@ def main() -> None:
     shim = out / "nvml-shim"
     shim.mkdir()
     (shim / "pynvml.py").write_text(SHIM.format(repo=str(REPO)))
+    # energymeter imports NVML only where the driver's device files exist; a simulator is
+    # named by its nvml_module setting instead (ENERGYMETER_NVML_MODULE), as its tests do.
+    (shim / "peers_nvml.py").write_text("import sys\nimport pynvml\n\n"
+                                        "sys.modules[__name__] = pynvml\n")
     bench = Bench(out, shim, args.timeout)
 
     requested = [t for t in args.tools.split(",") if t]
@@ -994,7 +1002,8 @@ def main() -> None:
             r = bench.child(spec, unshare=True)
         else:
             watts = "200" if scenario == "steady" else "burst:400:100"
-            r = bench.child(spec, nvml={"PEERS_NVML_WATTS": watts})
+            r = bench.child(spec, nvml={"PEERS_NVML_WATTS": watts,
+                                        "ENERGYMETER_NVML_MODULE": "peers_nvml"})
         acc[tool][f"{source} {scenario}"] = r
     results["accuracy"] = acc
     print(f"[accuracy done at {time.perf_counter() - t_begin:.0f} s]", flush=True)

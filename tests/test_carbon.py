@@ -382,3 +382,28 @@ def test_docs_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         expected = [line[2:] for line in block.splitlines() if line.startswith("# ")]
         if expected and "..." not in block:
             assert printed == expected
+
+
+def test_the_scanning_lookup_gives_what_the_whole_tables_give(monkeypatch) -> None:
+    """intensity() finds a valid code by scanning the tables' text (a run's start builds no
+    table); for every code of both tables, and aliases, it agrees with the whole tables."""
+    from energymeter.carbon import static
+
+    tables = static._tables()
+    codes = set(tables.ember) | set(tables.zones) | set(tables.alpha3)
+    codes |= {"WORLD", "wld", "se", "swe", "se_se3", "XX", "US-CAL-CISO"}
+    fast: dict[tuple[str, str], object] = {}
+    for code in codes:
+        for choice in ("auto", "ember", "electricitymaps"):
+            try:
+                fast[code, choice] = static.intensity(code, choice)
+            except ConfigError as exc:
+                fast[code, choice] = str(exc)
+    monkeypatch.setattr(static, "_found", lambda code, choice: None)  # whole tables only
+    for (code, choice), got in fast.items():
+        try:
+            want: object = static.intensity(code, choice)
+        except ConfigError as exc:
+            want = str(exc)
+        assert got == want, (code, choice)
+    assert sum(isinstance(v, static.Intensity) for v in fast.values()) > 1000

@@ -13,6 +13,7 @@ Tables are read lazily on first use and cached; importing this module reads noth
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -66,48 +67,71 @@ class _Tables:
     alpha3: dict[str, str]  # alpha-3 -> alpha-2 (or WLD)
 
 
-def _read_csv(filename: str) -> list[dict[str, str]]:
+@functools.lru_cache(maxsize=2)
+def _text(filename: str) -> str:
+    from ..data import read_text
+
+    return read_text(filename)
+
+
+def _rows(filename: str) -> Iterator[dict[str, str]]:
     import csv
     import io
 
-    from ..data import read_text
+    return csv.DictReader(io.StringIO(_text(filename), newline=""))
 
-    text = read_text(filename)
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+def _ember_code(row: Mapping[str, str]) -> str:
+    return row["iso2"].strip().upper() or row["iso3"].strip().upper()
+
+
+def _ember_intensity(row: Mapping[str, str]) -> Intensity:
+    return Intensity(g_per_kwh=float(row["gco2e_per_kwh"]), region=_ember_code(row),
+                     basis="generation", source=EMBER_SOURCE, year=int(row["year"]),
+                     table=EMBER, name=row["country"].strip())
+
+
+def _zone_intensity(row: Mapping[str, str]) -> Intensity:
+    return Intensity(g_per_kwh=float(row["gco2e_per_kwh"]), region=row["zone"].strip().upper(),
+                     basis="consumption", source=ELECTRICITYMAPS_SOURCE,
+                     year=ELECTRICITYMAPS_YEAR, table=ELECTRICITYMAPS,
+                     name=row["zone_name"].strip())
 
 
 @functools.lru_cache(maxsize=1)
 def _tables() -> _Tables:
+    """Both tables whole (for listings, and the errors that suggest codes)."""
     ember: dict[str, Intensity] = {}
     alpha3: dict[str, str] = {}
-    for row in _read_csv(EMBER_FILE):
-        iso2 = row["iso2"].strip().upper()
+    for row in _rows(EMBER_FILE):
+        ember[_ember_code(row)] = _ember_intensity(row)
         iso3 = row["iso3"].strip().upper()
-        code = iso2 or iso3
-        ember[code] = Intensity(
-            g_per_kwh=float(row["gco2e_per_kwh"]),
-            region=code,
-            basis="generation",
-            source=EMBER_SOURCE,
-            year=int(row["year"]),
-            table=EMBER,
-            name=row["country"].strip(),
-        )
         if iso3:
-            alpha3[iso3] = code
-    zones: dict[str, Intensity] = {}
-    for row in _read_csv(ELECTRICITYMAPS_FILE):
-        zone = row["zone"].strip().upper()
-        zones[zone] = Intensity(
-            g_per_kwh=float(row["gco2e_per_kwh"]),
-            region=zone,
-            basis="consumption",
-            source=ELECTRICITYMAPS_SOURCE,
-            year=ELECTRICITYMAPS_YEAR,
-            table=ELECTRICITYMAPS,
-            name=row["zone_name"].strip(),
-        )
+            alpha3[iso3] = _ember_code(row)
+    zones = {row["zone"].strip().upper(): _zone_intensity(row)
+             for row in _rows(ELECTRICITYMAPS_FILE)}
     return _Tables(ember=ember, zones=zones, alpha3=alpha3)
+
+
+@functools.lru_cache(maxsize=64)
+def _found(code: str, choice: str) -> Intensity | None:
+    """The row :func:`intensity` returns for a valid ``code``, found by scanning the tables'
+    text rather than building them: a run's start needs one row, and building ~560 objects
+    in a process that holds many (after ``import torch``) set off a full garbage collection
+    (~100 ms) there. None when the code is not a plain hit (the full path says why)."""
+    ember_row = None
+    if "-" not in code:
+        ember_row = next((r for r in _rows(EMBER_FILE)
+                          if code in (r["iso2"].strip().upper(), r["iso3"].strip().upper())),
+                         None)
+    if ember_row is not None and (choice != ELECTRICITYMAPS or _ember_code(ember_row) == WORLD):
+        return _ember_intensity(ember_row)
+    if choice == EMBER:
+        return None
+    zone = _ember_code(ember_row) if ember_row is not None else code
+    zone_row = next((r for r in _rows(ELECTRICITYMAPS_FILE) if r["zone"].strip().upper() == zone),
+                    None)
+    return None if zone_row is None else _zone_intensity(zone_row)
 
 
 def _check_table(table: str) -> str:
@@ -166,8 +190,11 @@ def intensity(region: str, table: str = "auto") -> Intensity:
             f"carbon region must be a non-empty code, got {region!r}; e.g. SE, SWE, SE-SE3 or "
             f"WLD; {LIST_HINT}"
         )
-    tables = _tables()
     code = region.strip().upper().replace("_", "-")
+    found = _found(WORLD if code in _WORLD_ALIASES else code, choice)
+    if found is not None:
+        return found
+    tables = _tables()
     if code in _WORLD_ALIASES:
         return tables.ember[WORLD]
     code = tables.alpha3.get(code, code)
