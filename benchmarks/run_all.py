@@ -54,11 +54,13 @@ def run_targets(quick: bool) -> dict[str, Any]:
 
     compileall.compile_dir(str(REPO / "energymeter"), quiet=1)
     res: dict[str, Any] = {}
-    res.update(targets.cold(out, n=3 if quick else 7))
+    res.update(targets.cold(out, n=3 if quick else 9))
+    res["first_after_torch_ms"] = targets.cold_after_torch(out, n=3 if quick else 5)
     res["phase_us"] = targets.phase_us(out)
-    seconds = 3.0 if quick else 10.0
-    res["sampler_10hz_pct"] = targets.sampler_share(out, 0.1, seconds)
-    res["sampler_100hz_pct"] = targets.sampler_share(out, 0.01, seconds)
+    seconds = 2.0 if quick else 5.0
+    for key, interval_s in (("sampler_10hz_pct", 0.1), ("sampler_100hz_pct", 0.01)):
+        shares = [targets.sampler_share(out, interval_s, seconds) for _ in range(3)]
+        res[key], res[key + "_runs"] = statistics.median(shares), shares
     rate, cpu_per = targets.throughput(seconds=2.0 if quick else 5.0)
     res["rate_hz"], res["cpu_us_per_channel_sample"] = rate, cpu_per
     return res
@@ -129,6 +131,10 @@ def main() -> None:
     first = tg["first_ms"]
     rows.append(("import + first start() (targets.py, 7 interpreters)", f"{first:.1f} ms",
                  "≤ 50 ms", verdict(first <= 50)))
+    if tg.get("first_after_torch_ms") is not None:
+        t_ms = tg["first_after_torch_ms"]
+        rows.append(("  ... in a program that imported torch (marginal)", f"{t_ms:.1f} ms",
+                     "≤ 50 ms", verdict(t_ms <= 50)))
     if em_first is not None and pj_first is not None:
         rows.append(("  ... below pyJoules' (peers.py, same venv, same run)",
                      f"energymeter {em_first:.1f} ms vs pyJoules {pj_first:.1f} ms "
@@ -136,7 +142,10 @@ def main() -> None:
                      verdict(em_first < pj_first)))
     rows.append(("later start()", f"{tg['later_ms']:.2f} ms", "≤ 2 ms",
                  verdict(tg["later_ms"] <= 2)))
-    rows.append(("stop()", f"{tg['stop_ms']:.2f} ms", "≤ 5 ms", verdict(tg["stop_ms"] <= 5)))
+    rows.append(("stop() (later runs)", f"{tg['stop_ms']:.2f} ms", "≤ 5 ms",
+                 verdict(tg["stop_ms"] <= 5)))
+    rows.append(("first stop() in a process", f"{tg['first_stop_ms']:.2f} ms", "≤ 5 ms",
+                 verdict(tg["first_stop_ms"] <= 5)))
     rows.append(("phase enter+exit, no GPU", f"{tg['phase_us']:.0f} µs", "≤ 50 µs",
                  verdict(tg["phase_us"] <= 50)))
     if "added_ms" in wr:
@@ -146,7 +155,8 @@ def main() -> None:
     else:
         rows.append(("`energymeter run -- true` added", "failed: " + wr["error"], "≤ 100 ms",
                      "—"))
-    rows.append(("sampler CPU at 10 Hz", f"{tg['sampler_10hz_pct']:.2f} % of a core", "≤ 0.5 %",
+    rows.append(("sampler CPU at 10 Hz (median of 3 × 5 s)",
+                 f"{tg['sampler_10hz_pct']:.2f} % of a core", "≤ 0.5 %",
                  verdict(tg["sampler_10hz_pct"] <= 0.5)))
     rows.append(("sampler CPU at 100 Hz", f"{tg['sampler_100hz_pct']:.2f} % of a core",
                  "≤ 2 %", verdict(tg["sampler_100hz_pct"] <= 2)))

@@ -230,6 +230,16 @@ class Probe(ABC):
             if self._runs == 0:
                 self._last_run_ended()
 
+    @property
+    def has_run_hooks(self) -> bool:
+        """Whether :meth:`begin_run`/:meth:`end_run` do any work of the probe's own (else
+        they only count runs, and a sampler calls them inline rather than on its bounded
+        helper thread: a thread hand-off costs more than the count)."""
+        cls = type(self)
+        return (cls._first_run_began is not Probe._first_run_began
+                or cls._last_run_ended is not Probe._last_run_ended
+                or cls.begin_run is not Probe.begin_run or cls.end_run is not Probe.end_run)
+
     def _first_run_began(self) -> None:  # noqa: B027 - optional hook
         """No run was using this probe and one starts (e.g. resynchronise counters read
         last before a pause, start a polling thread). Called without the probe's lock."""
