@@ -68,6 +68,18 @@ _RULES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Every built-in rule needs one of these in the text (each secret word's fixed stem, or a
+#: URL's scheme separator): a word without any cannot match, and is not run through the
+#: regular expressions (which ``energymeter run -- python train.py`` would compile for nothing).
+_STEMS = ("token", "passw", "passphrase", "secret", "key", "auth", "credential", "cookie",
+          "pwd", "://")
+
+
+def _may_hold_secret(text: str) -> bool:
+    lowered = text.lower()
+    return any(stem in lowered for stem in _STEMS)
+
+
 @functools.cache
 def _compiled() -> tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...],
                          re.Pattern[str]]:
@@ -131,12 +143,13 @@ def _patterns(setting: str | None) -> tuple[re.Pattern[str], ...] | None:
 
 
 def _redact_word(text: str, extra: tuple[re.Pattern[str], ...], *, script: bool = False) -> str:
-    whole = None if script else _whole_word(text)
-    if whole is not None:
-        text = whole
-    else:
-        for pattern in _compiled()[0]:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    if _may_hold_secret(text):
+        whole = None if script else _whole_word(text)
+        if whole is not None:
+            text = whole
+        else:
+            for pattern in _compiled()[0]:
+                text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     for pattern in extra:
         text = _hide_spans(text, pattern)
     return text
@@ -162,7 +175,8 @@ def redact_command(argv: Sequence[str], setting: str | None = DEFAULT) -> tuple[
     hidden: list[str] = []
     previous = ""
     for word in words:
-        if _compiled()[2].fullmatch(previous) and not word.startswith("-"):
+        if (_may_hold_secret(previous) and _compiled()[2].fullmatch(previous)
+                and not word.startswith("-")):
             hidden.append(REDACTED)
         elif previous in _USER_OPTIONS and ":" in word:
             hidden.append(word.split(":", 1)[0] + ":" + REDACTED)

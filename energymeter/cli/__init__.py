@@ -1,5 +1,6 @@
 """The ``energymeter`` command line: ``run``, ``report``, ``compare``, ``plot``, ``cite``,
-``probes``, ``monitor`` and ``carbon``, one module each.
+``probes``, ``monitor``, ``carbon``, ``daemon`` and ``push``, one module each (imported when
+the command runs).
 
 Thin by design: each command parses its options, calls the library and prints. Options that
 mirror settings are generated from the settings' metadata (:func:`.common.setting_option`) and
@@ -14,26 +15,38 @@ errors, 0 otherwise.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 
 from .._version import __version__
-from .carbon import carbon
-from .cite import cite
 from .common import CONTEXT, EXIT_USAGE, silence_stdout
-from .compare import compare
-from .daemon import daemon, push
-from .monitor import monitor
-from .plot import plot
-from .probes import probes
-from .report import report
-from .run import run
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
 
+#: Each command and the module that defines it, imported only when that command runs (or when
+#: ``--help`` lists them): ``energymeter run`` loads none of the other commands' modules.
+COMMANDS = {
+    "run": "run", "report": "report", "compare": "compare", "probes": "probes",
+    "monitor": "monitor", "carbon": "carbon", "plot": "plot", "cite": "cite",
+    "daemon": "daemon", "push": "daemon",
+}
 
-@click.group(context_settings=CONTEXT)
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f".{COMMANDS[cmd_name]}", __name__)
+            self.add_command(getattr(module, cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", "-V", prog_name="energymeter",
                       message="%(prog)s %(version)s")
 def cli() -> None:
@@ -52,13 +65,6 @@ def cli() -> None:
     Settings come from options, then ENERGYMETER_* variables, then [tool.energymeter] in
     pyproject.toml. See docs/cli.md.
     """
-
-
-for _command in (run, report, compare, probes, monitor, carbon, plot):
-    cli.add_command(_command)
-cli.add_command(cite)
-cli.add_command(daemon)
-cli.add_command(push)
 
 
 def main(argv: list[str] | None = None) -> None:
