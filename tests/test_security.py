@@ -468,7 +468,8 @@ def test_redaction_skips_words_without_a_secret_stem_and_loses_nothing(monkeypat
         "python", "train.py", "--epochs", "3")
     assert redact._compiled.cache_info().currsize == 0  # nothing compiled
     cases = [argv for argv, _ in (
-        (["--token", "tok1", "--password=pw2", "--API-KEY", "k", "-key", "k", "API_KEY=key3"], None),
+        (["--token", "tok1", "--password=pw2", "--API-KEY", "k", "-key", "k",
+          "API_KEY=key3"], None),
         (["-H", "Authorization: Bearer b", "-H", "X-Api-Key: k", "Cookie: a=b"], None),
         (["https://user:p@h/r", "ssh://git@github.com/o/r", "--max-keys", "5"], None),
         (["sh", "-c", "curl --token t https://u:p@h/ && API_KEY=k ./x"], None),
