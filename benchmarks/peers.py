@@ -8,7 +8,8 @@ perun and pyJoules.
 
 The peers are never dependencies of energymeter: the script makes a virtual environment (a temp
 dir, or ``--venv PATH``), installs energymeter from this checkout (``-e``) and the pinned peers
-there (``PINS``; eco2ai 0.3.12 needs ``pandas<3``), and runs itself again with that
+there (``PINS``, with ``EXTRA_REQS``: what eco2ai 0.3.12 and Zeus need), and runs itself again
+with that
 environment's Python. A pin that does not install is reported and the nearest release that does
 is used; a peer that does not install, import or run degrades to a row saying why.
 
