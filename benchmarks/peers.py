@@ -9,8 +9,9 @@ perun and pyJoules.
 The peers are never dependencies of energymeter: the script makes a virtual environment (a temp
 dir, or ``--venv PATH``), installs energymeter from this checkout (``-e``) and the pinned peers
 there (``PINS``, with ``EXTRA_REQS``: what eco2ai 0.3.12 and Zeus need), and runs itself again
-with that environment's Python. A pin that does not install is reported and the nearest release that does
-is used; a peer that does not install, import or run degrades to a row saying why.
+with that environment's Python. A pin that does not install is reported and the nearest
+release that does is used; a peer that does not install, import or run degrades to a row saying
+why.
 
 Every figure comes from child processes (one fresh interpreter per sample), tools interleaved
 (their order rotates from one round to the next), so drift of a noisy VM hits all alike:
