@@ -47,6 +47,13 @@ print(json.dumps({{"start": sorted(started - before), "stop": sorted(set(sys.mod
         heavy = [m for m in NOT_ON_THE_START_PATH if m in loaded[when]]
         assert not heavy, f"{when} imported {heavy}"
     assert "energymeter.probes.process" in loaded["start"]  # the process tree is measured
+    # A family that cannot be here (no driver, no powercap folder) is not even imported.
+    from energymeter.probes import DiscoveryContext
+    from energymeter.probes.presence import PRECHECKS
+
+    for name, missing in PRECHECKS.items():
+        if missing(DiscoveryContext()) is not None:
+            assert f"energymeter.probes.{name}" not in loaded["stop"], name
 
 
 def test_stand_ins_give_what_the_modules_they_replace_give() -> None:

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .presence import PRECHECKS
 
 __all__ = [
     "Channel",
@@ -47,6 +48,10 @@ class Discovery:
 
 
 def _run(name: str, ctx: DiscoveryContext, **kwargs: object) -> list[Probe | Unavailable]:
+    precheck = PRECHECKS.get(name)
+    missing = precheck(ctx) if precheck is not None else None
+    if missing is not None:  # cannot be here: its module is not even imported
+        return [missing]
     module = importlib.import_module(f"{__name__}.{name}")
     try:
         return list(module.discover(ctx, **kwargs))

@@ -23,7 +23,6 @@ package are visible, the package is still measured whole, and a warning says so.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,13 +31,14 @@ from ..errors import ConfigError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
+from .presence import AMD_DRIVER_PATHS, amdsmi_missing
 from .visible import GpuIdentity, select_visible
 
 log = logging.getLogger("energymeter")
 
 SOURCE = "amdsmi"
 #: Where a loaded AMD GPU driver shows itself (the ROCm compute device, the amdgpu module).
-DRIVER_PATHS = ("/dev/kfd", "/sys/module/amdgpu")
+DRIVER_PATHS = AMD_DRIVER_PATHS
 VISIBLE_VARIABLES = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
 
@@ -159,12 +159,9 @@ def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monoton
              driver_paths: tuple[str, ...] = DRIVER_PATHS) -> list[Probe | Unavailable]:
     """An :class:`AmdSmiProbe` for the visible AMD GPUs, or why there is none (amdsmi is not
     even imported on a machine without an AMD GPU driver)."""
-    if ctx.amdsmi is None and not any(os.path.exists(p) for p in driver_paths):
-        return [Unavailable(SOURCE, "no AMD GPU driver is visible to this process (none of "
-                                    f"{', '.join(driver_paths)} exists)",
-                            "install ROCm (`amd-smi list` must work); in a container pass "
-                            "/dev/kfd and /dev/dri. Machines without an AMD GPU can ignore "
-                            "this")]
+    missing = amdsmi_missing(ctx, driver_paths)
+    if missing is not None:
+        return [missing]
     amdsmi = ctx.amdsmi
     if amdsmi is None:
         try:

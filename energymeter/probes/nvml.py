@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ from ..errors import ConfigError, ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
+from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
 from .proc import process_tree_pids
 from .visible import HIDES_EVERY_GPU, GpuIdentity, VisibleGpu, select_visible
 
@@ -484,12 +484,7 @@ def _mig_share(nvml: Any, handle: Any, wanted: Sequence[str]) -> tuple[float, st
     return None
 
 
-# Where a loaded NVIDIA driver shows itself: the control device (bare metal, containers started
-# with the NVIDIA runtime), the driver's proc entry, and WSL2's GPU paravirtualisation device.
-DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
-_NO_DRIVER_HINT = ("install the NVIDIA driver (`nvidia-smi` must work); in Docker start the "
-                   "container with `--gpus all` (NVIDIA Container Toolkit). Machines without "
-                   "an NVIDIA GPU can ignore this")
+DRIVER_PATHS = NVIDIA_DRIVER_PATHS
 
 
 def _load_nvml(ctx: DiscoveryContext) -> Any:
@@ -522,11 +517,9 @@ def discover(
     if poll_hz < MIN_POLL_HZ:
         raise ConfigError(f"NVML poll_hz is {poll_hz!r}; accepted: at least {MIN_POLL_HZ:g} Hz "
                           f"(default {DEFAULT_POLL_HZ:g})")
-    if ctx.pynvml is None and ctx.nvml_module == "pynvml" \
-            and not any(os.path.exists(p) for p in driver_paths):
-        # Saves importing pynvml (~10 ms) on the many machines without an NVIDIA driver.
-        return [Unavailable(SOURCE, "no NVIDIA driver is visible to this process (none of "
-                                    f"{', '.join(driver_paths)} exists)", _NO_DRIVER_HINT)]
+    missing = nvml_missing(ctx, driver_paths)
+    if missing is not None:  # no pynvml import (~10 ms) on machines without the driver
+        return [missing]
     try:
         nvml = _load_nvml(ctx)
     except ImportError as exc:

@@ -49,6 +49,7 @@ from .._lazy import LazyPattern
 from ..errors import ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
+from .presence import rapl_missing
 from .proc import CPUINFO, cpu_models_by_socket, read_cpuinfo
 
 __all__ = [
@@ -482,15 +483,9 @@ def discover(
     """
     root = Path(ctx.powercap_root)
     opener = os.open if opener is None else opener
-    if not root.is_dir():
-        return [Unavailable(
-            SOURCE,
-            f"powercap root {root} does not exist: no Linux powercap sysfs here "
-            "(not Linux, or /sys is not mounted in this container)",
-            "on Linux, load the RAPL driver (`sudo modprobe intel_rapl_msr`); in a container, "
-            "bind-mount the host's /sys/devices/virtual/powercap read-only and set "
-            "ENERGYMETER_POWERCAP_ROOT to it; see docs/permissions.md",
-        )]
+    missing = rapl_missing(ctx)
+    if missing is not None:
+        return [missing]
     zones, broken = scan_zones(root)
     if not zones:
         return [*broken, Unavailable(
