@@ -43,3 +43,18 @@ class LazyPattern:
 
             self._compiled = re.compile(self._pattern, self._flags)
         return getattr(self._compiled, name)
+
+
+class LazyLogger:
+    """``logging.getLogger(name)``, with ``logging`` imported on the first call: importing it
+    costs ~5 ms of a first ``start()``, and a run that warns of nothing never needs it."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:  # warning, debug, info, isEnabledFor...
+        import logging
+
+        return getattr(logging.getLogger(self._name), attr)

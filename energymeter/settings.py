@@ -9,7 +9,6 @@ CLI, whose options are generated from the same metadata) builds a :class:`Settin
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -17,9 +16,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ._lazy import LazyLogger
 from .errors import ConfigError
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 ENV_PREFIX = "ENERGYMETER_"
 MIN_INTERVAL_S = 0.001

@@ -18,7 +18,7 @@ from energymeter.session import facts
 REPO = Path(__file__).resolve().parents[1]
 
 #: Loaded by neither ``import energymeter`` nor a first start() and stop() on Linux.
-NOT_ON_THE_START_PATH = ("psutil", "socket", "uuid", "platform", "subprocess", "pandas",
+NOT_ON_THE_START_PATH = ("psutil", "socket", "uuid", "platform", "subprocess", "pandas", "logging",
                          "importlib.resources", "energymeter.report.rebuild",
                          "energymeter.report.render", "energymeter.report.fastscan")
 

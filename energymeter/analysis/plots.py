@@ -19,13 +19,13 @@ given; ``energymeter plot`` is its command line.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import LazyLogger
 from ..errors import ReportError
 from ..probes.base import KINDS
 from ..report.plot import (
@@ -64,7 +64,7 @@ from .target import energy_before, target_results
 if TYPE_CHECKING:
     from ..report import Report
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 #: The figures :func:`plot` draws.
 KINDS_OF_FIGURE = ("timeline", "breakdown", "compare", "energy-to-target")

@@ -20,14 +20,15 @@ warning per kind and a fallback to the static table.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-log = logging.getLogger("energymeter")
+from .._lazy import LazyLogger
+
+log = LazyLogger("energymeter")
 
 ELECTRICITYMAPS_URL = "https://api.electricitymap.org"
 GB_CARBON_URL = "https://api.carbonintensity.org.uk"

@@ -15,15 +15,15 @@ Nothing here touches the network; the region is never geolocated by IP address.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError
 from .static import LIST_HINT, WORLD, intensity
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 TZ_COUNTRY_FILE = "tz_country.csv"
 SYSTEM_ZONEINFO = Path("/usr/share/zoneinfo")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import grp
 import json
-import logging
 import os
 import socket
 import socketserver
@@ -28,12 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyLogger
 from .._version import __version__
 from ..errors import ConfigError
 from ..probes import DiscoveryContext, Probe, discover
 from ..probes.daemon import DEFAULT_SOCKET, PROTOCOL
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 #: Rows kept in the ring buffer by default: 10 minutes at 10 Hz.
 DEFAULT_RING_ROWS = 6000

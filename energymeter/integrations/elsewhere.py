@@ -3,17 +3,17 @@ what the training callbacks do at the end of a run."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TYPE_CHECKING
 
+from .._lazy import LazyLogger
 from . import mlflow as to_mlflow
 from . import wandb as to_wandb
 
 if TYPE_CHECKING:
     from ..report import Report
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 
 def log_elsewhere(report: Report) -> list[str]:

@@ -20,16 +20,16 @@ Needs ``lightning`` (extra ``lightning``).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from .._lazy import LazyLogger
 from ..session import Meter
 from .common import CallbackRun, numeric, report_metrics
 from .elsewhere import log_elsewhere
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 
 class EnergyCallback(Callback):

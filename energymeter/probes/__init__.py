@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import logging
 import os
 import threading
 from dataclasses import dataclass
 
+from .._lazy import LazyLogger
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .presence import PRECHECKS
 
@@ -27,7 +27,7 @@ __all__ = [
     "discover_cached",
 ]
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 # Measured-energy probes, in discovery order. ``cpumodel`` (fallback) and ``process`` (gauges
 # of the process tree only) are added by discover() itself.

@@ -22,11 +22,11 @@ package are visible, the package is still measured whole, and a warning says so.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
@@ -34,7 +34,7 @@ from .integrate import TrapezoidIntegrator
 from .presence import AMD_DRIVER_PATHS, amdsmi_missing
 from .visible import GpuIdentity, select_visible
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 SOURCE = "amdsmi"
 #: Where a loaded AMD GPU driver shows itself (the ROCm compute device, the amdgpu module).

@@ -50,14 +50,13 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import logging
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .._lazy import LazyPattern
+from .._lazy import LazyLogger, LazyPattern
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .proc import (
     ProcStatTimes,
@@ -68,7 +67,7 @@ from .proc import (
     under_hypervisor,
 )
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 # -- constants of the model --------------------------------------------------------------------
 

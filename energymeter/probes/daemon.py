@@ -27,16 +27,16 @@ which part was estimated.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyLogger
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 SOURCE = "daemon"
 PROTOCOL = 1

@@ -19,13 +19,13 @@ Methodology and caveats (MIG, per-GPU not per-process energy): ``docs/methodolog
 from __future__ import annotations
 
 import importlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError, ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
@@ -34,7 +34,7 @@ from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
 from .proc import process_tree_pids
 from .visible import HIDES_EVERY_GPU, GpuIdentity, VisibleGpu, select_visible
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 SOURCE = "nvml"
 # The NVML energy counter moves about every 100 ms (measured by scripts/validate_gpu.py).

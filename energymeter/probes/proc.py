@@ -9,14 +9,15 @@ functions that need it.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
-log = logging.getLogger("energymeter")
+from .._lazy import LazyLogger
+
+log = LazyLogger("energymeter")
 
 CPUINFO = Path("/proc/cpuinfo")
 

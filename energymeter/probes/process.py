@@ -36,12 +36,12 @@ psutil is imported only where there is no ``/proc``, when a probe is created.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .._lazy import LazyLogger
 from ..errors import ProbeError
 from .base import DiscoveryContext, Probe, Unavailable
 from .proc import (
@@ -54,7 +54,7 @@ from .proc import (
     system_memory_used_bytes,
 )
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 GAUGE_NAMES: tuple[str, ...] = (
     "rss_bytes",

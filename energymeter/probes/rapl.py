@@ -37,7 +37,6 @@ Nothing here touches hardware at import time; all work happens in :func:`discove
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._lazy import LazyPattern
+from .._lazy import LazyLogger, LazyPattern
 from ..errors import ProbeError
 from .base import Channel, DiscoveryContext, Probe, Unavailable
 from .counter import CumulativeCounter
@@ -62,7 +61,7 @@ __all__ = [
     "scan_zones",
 ]
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 SOURCE = "rapl"
 CONTROL_TYPES = ("intel-rapl", "intel-rapl-mmio")

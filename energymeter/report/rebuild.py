@@ -15,7 +15,6 @@ used is a :class:`~energymeter.errors.ReportError` naming the file and the line 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _ids
+from .._lazy import LazyLogger
 from ..carbon import CarbonAccount
 from ..errors import ConfigError, ReportError
 from ..probes.base import Channel, total_energy_j
@@ -55,7 +55,7 @@ from .values import (
 if TYPE_CHECKING:
     from .model import Report
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 #: A run counts as alive while its ``samples.csv`` was written within this many flush periods
 #: (the sampler flushes at least every :data:`FLUSH_EVERY_S`, or every sampling interval when

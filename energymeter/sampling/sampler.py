@@ -23,7 +23,6 @@ into user code:
 
 from __future__ import annotations
 
-import logging
 import math
 import queue
 import threading
@@ -31,12 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import ProbeError
 from ..probes.base import Probe
 from ..store.writers import SamplesWriter
 from .aggregate import Aggregator
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 MAX_CONSECUTIVE_FAILURES = 3
 #: A row reaches samples.csv at most this long after it was taken.

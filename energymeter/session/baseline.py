@@ -11,7 +11,6 @@ idling again, and says so.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -21,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import _ids
+from .._lazy import LazyLogger
 from ..errors import ReportError
 from ..probes.base import Channel, Probe
 from ..sampling import Aggregator, Sampler
 from ..store.readers import parse_json
 from ..store.writers import open_file, write_all
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 BASELINES_NAME = "baselines.jsonl"
 #: A baseline of this host younger than this is reused (seconds).

@@ -13,7 +13,6 @@ outside the main thread (where signal handlers cannot be set) no signal is forwa
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError, EnergyMeterError
 from ..report import Report
 from ..settings import ENV_PREFIX, settings_dict
@@ -48,7 +48,7 @@ _POLL_S = 0.25
 #: The longest cool-down between repeated runs (a day).
 MAX_COOLDOWN_S = 86400.0
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 

@@ -7,12 +7,13 @@ the measurement or the user's program.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("energymeter")
+from .._lazy import LazyLogger
+
+log = LazyLogger("energymeter")
 
 _listeners: list[Callable[[Any], None]] = []
 _lock = threading.Lock()

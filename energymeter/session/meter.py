@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import logging
 import math
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import _ids
+from .._lazy import LazyLogger
 from ..carbon import CarbonAccount
 from ..errors import UsageError
 from ..probes import Channel, DiscoveryContext, discover_cached
@@ -54,7 +54,7 @@ from .launch import detect_launch, job_block, plan_ranks
 from .phases import OpenPhase, Phases
 from .sync import resolve_sync
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

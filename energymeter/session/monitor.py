@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -11,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError
 from .signals import INTERRUPTING, SignalGate
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: Default refresh period of :func:`monitor`.
 MONITOR_REFRESH_S = 1.0
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 
 def _seconds(what: str, value: Any) -> float:

@@ -8,16 +8,16 @@ is the innermost phase of the same run open in its own thread or task (a ``Conte
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
+from .._lazy import LazyLogger
 from ..probes.base import Channel
 from ..report import Phase
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 
 @dataclass(eq=False)  # compared by identity: two phases may share a name

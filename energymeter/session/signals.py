@@ -41,7 +41,6 @@ has passed meanwhile. :meth:`SignalGate.wait` accepts only signals it waits for.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import subprocess
@@ -50,6 +49,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
+
+from .._lazy import LazyLogger
 
 #: Signals that end a measured command: forwarded, and the run is marked ``interrupted``.
 INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -60,7 +61,7 @@ FORWARDED_ONLY = (signal.SIGUSR1, signal.SIGUSR2)
 SI_USER = 0
 SI_KERNEL = 0x80
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 #: Senders (by command name) that signal every process of a job themselves.
 SIGNALS_EVERY_PROCESS = frozenset({"slurmstepd"})

@@ -20,14 +20,15 @@ writes the reports when called but leaves ending the process to the program.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 import time
 from typing import Any, Protocol
 
-log = logging.getLogger("energymeter")
+from .._lazy import LazyLogger
+
+log = LazyLogger("energymeter")
 
 #: How long after the reports are written the main thread has to end the process by the
 #: default action of SIGTERM before it is ended with status 128 + 15.

@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyLogger
 from .rundir import LEDGER_NAME
 from .writers import format_cell, open_file, write_all, write_text_atomic
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 #: The longest header line read back (a ledger's columns are far shorter).
 _MAX_HEADER_BYTES = 1 << 20

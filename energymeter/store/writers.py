@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import math
 import os
 import stat
@@ -24,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import EnergyMeterError
 
 #: The mode files are created with; the kernel takes the umask off (0o644 under umask 022).
@@ -108,7 +108,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-log = logging.getLogger("energymeter")
+log = LazyLogger("energymeter")
 
 
 def json_safe(value: Any) -> Any:
