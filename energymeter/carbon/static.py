@@ -60,8 +60,7 @@ class RegionInfo(NamedTuple):
     source: str
 
 
-@dataclass(frozen=True)
-class _Tables:
+class _Tables(NamedTuple):
     ember: dict[str, Intensity]  # by canonical code (alpha-2, or WLD)
     zones: dict[str, Intensity]  # by zone id (upper case)
     alpha3: dict[str, str]  # alpha-3 -> alpha-2 (or WLD)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 
 from .._lazy import LazyLogger
 from ..probes.base import Channel
@@ -20,12 +19,21 @@ from ..report import Phase
 log = LazyLogger("energymeter")
 
 
-@dataclass(eq=False)  # compared by identity: two phases may share a name
 class OpenPhase:
-    name: str
-    start_s: float
-    energy: Mapping[str, float]
-    parent: str | None
+    """A phase begun and not yet ended (compared by identity: two phases may share a name)."""
+
+    __slots__ = ("energy", "name", "parent", "start_s")
+
+    def __init__(self, name: str, start_s: float, energy: Mapping[str, float],
+                 parent: str | None) -> None:
+        self.name = name
+        self.start_s = start_s
+        self.energy = energy
+        self.parent = parent
+
+    def __repr__(self) -> str:
+        return (f"OpenPhase(name={self.name!r}, start_s={self.start_s!r}, "
+                f"parent={self.parent!r})")
 
 
 # The phases open in the current thread or asyncio task, innermost last (contextvars keep
