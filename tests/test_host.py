@@ -215,3 +215,25 @@ def test_children_only_leaves_the_root_out() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_lone_process_is_read_inline_and_pss_only_behind_the_helper_thread() -> None:
+    """Read from /proc, a lone process's gauges take no lock of another process: the sampler
+    may call them inline (no helper thread). Once the tree has several processes the probe
+    says it may block, and only a read that began so reads PSS (smaps_rollup takes the
+    target's memory-map lock)."""
+    probe = ProcessTreeProbe()
+    assert probe.reads_procfs and not probe.may_block
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
+    try:
+        first = poll(probe, lambda g: g["children"] >= 1)[-1]
+        assert first["children"] == 1
+        assert "pss_bytes" not in first  # this read began inline: no PSS
+        assert probe.may_block
+        probe._next_pss_s = 0.0
+        assert "pss_bytes" in probe.gauges()
+    finally:
+        child.kill()
+        child.wait()
+    poll(probe, lambda g: g["children"] == 0)
+    assert not probe.may_block

@@ -211,6 +211,7 @@ class ProcessTreeProbe(Probe):
         self.pid = pid or os.getpid()
         self.include_root = include_root
         self._next_pss_s = 0.0
+        self._several = False  # whether the last read saw more than one process in the tree
         self._pss_readable = True
         self._excluded: set[int] = set()
         self._proc = proc_root
@@ -225,6 +226,15 @@ class ProcessTreeProbe(Probe):
         else:
             self._tree = _PsutilTree(self.pid)
         self._collect(opening=True)
+
+    @property
+    def may_block(self) -> bool:  # type: ignore[override]
+        """Whether a gauge read may wait on another process: psutil's reads are opaque, and
+        ``smaps_rollup`` (PSS, read only where the tree has several processes) takes the
+        target's memory-map lock. A lone process read from ``/proc`` (``stat``, ``io``: no
+        such lock) is read inline by the sampler, without a helper thread. PSS is read only
+        in a read that began with this already True, so an inline read never takes it."""
+        return not self.reads_procfs or self._several
 
     @property
     def reads_procfs(self) -> bool:
@@ -242,6 +252,7 @@ class ProcessTreeProbe(Probe):
         track.update(seen.cpu_s, seen.io)
 
     def _collect(self, opening: bool = False) -> dict[str, float]:
+        several = self._several  # what may_block said when this read was called
         root, kids = self._tree.read(frozenset(self._excluded))
         seen: set[tuple[int, float]] = set()
         measured: list[int] = []  # pids of the live processes whose figures count
@@ -286,10 +297,11 @@ class ProcessTreeProbe(Probe):
             out["write_bytes"] = write_total
         if len(measured) == 1:
             out["memory_bytes"] = rss_total  # nothing in the tree shares its pages
-        elif len(measured) > 1 and not opening:
+        elif len(measured) > 1 and not opening and several:
             pss = self._pss_bytes(measured)
             if pss is not None:
                 out["pss_bytes"] = out["memory_bytes"] = pss
+        self._several = len(measured) > 1
         return out
 
     def _pss_bytes(self, pids: list[int]) -> int | None:
