@@ -49,6 +49,9 @@ READ_TIMEOUT_S = 1.0
 #: (~250 µs for the whole row on the development VM, ~10 µs warm), so at 100 Hz the batch
 #: halves the sampler's CPU. The rows and their order are the same either way.
 BATCH_S = 0.1
+#: ...and never more than this many reads at once: turning 100 reads into rows takes longer
+#: than a 1 kHz tick, which would then be skipped.
+MAX_BATCH = 10
 
 
 class CallTimeout(Exception):
@@ -192,7 +195,8 @@ class Sampler:
         self._wake = _Wake()  # stop, or a row that must be flushed in time
         # Ticks read but not yet turned into rows: (t_s, raw energy, gauges or None).
         self._pending: list[tuple[float, dict[str, float], dict[str, float] | None]] = []
-        self._batch = max(1, round(BATCH_S / interval_s)) if interval_s > 0 else 1
+        self._batch = (min(MAX_BATCH, max(1, round(BATCH_S / interval_s))) if interval_s > 0
+                       else 1)
         self._thread: threading.Thread | None = None
         self._t0_ns: int | None = None
         self._next_gauges_s = 0.0
