@@ -76,8 +76,9 @@ PINS = {"codecarbon": "codecarbon==3.3.2", "zeus": "zeus==0.16.0",
         "carbontracker": "carbontracker==2.4.7", "eco2ai": "eco2ai==0.3.12",
         "perun": "perun==1.0.0", "pyjoules": "pyJoules==0.5.1"}
 # eco2ai 0.3.12: its stop() fails with pandas 3 ('N/A' in a float column), and it imports
-# pkg_resources (gone from setuptools 81). torch: Zeus's monitor needs it wherever it sees a GPU
-# (the simulated NVML); the CPU build on this machine's index. No tool imports it otherwise.
+# pkg_resources (gone from setuptools 81). torch: Zeus's monitor imports it wherever it sees a
+# GPU (the simulated NVML), and then refuses a build without CUDA, so Zeus has no NVML figure
+# here; the CPU build keeps the venv small. No tool imports torch otherwise.
 EXTRA_REQS = ["pandas<3", "setuptools<81", "torch==2.13.0"]
 DIST = {"energymeter": "energymeter-ml", "codecarbon": "codecarbon", "zeus": "zeus",
         "carbontracker": "carbontracker", "eco2ai": "eco2ai", "perun": "perun",
