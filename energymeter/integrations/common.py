@@ -100,3 +100,21 @@ class CallbackRun:
         if report is not None:
             self.reports.append(report)
         return report
+
+
+class RunOwner:
+    """What a framework callback exposes of the runs it measures (``self.run``: a
+    :class:`CallbackRun`)."""
+
+    run: CallbackRun
+
+    @property
+    def meter(self) -> Meter | None:
+        """The running meter (None between runs, and on ranks or processes that do not
+        measure)."""
+        return self.run.meter
+
+    @property
+    def reports(self) -> list[Any]:
+        """The reports of the runs this callback measured, in order."""
+        return self.run.reports

@@ -25,14 +25,13 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from .._lazy import LazyLogger
-from ..session import Meter
-from .common import CallbackRun, numeric, report_metrics
+from .common import CallbackRun, RunOwner, numeric, report_metrics
 from .elsewhere import log_elsewhere
 
 log = LazyLogger("energymeter")
 
 
-class EnergyCallback(Callback):
+class EnergyCallback(RunOwner, Callback):
     """Measure Lightning's ``fit`` and ``test`` with energymeter (see the module's text).
     ``name``: the run's name (default: the LightningModule's class name); ``per_step``: also
     log energy every ``log_every_n_steps`` steps; ``log_to_loggers``: send energy to the
@@ -48,16 +47,6 @@ class EnergyCallback(Callback):
         self.log_reports = log_reports
         self.run = CallbackRun(tags, settings)
         self._epoch_start_j = 0.0
-
-    @property
-    def meter(self) -> Meter | None:
-        """The running meter (None between runs, and on ranks that do not measure)."""
-        return self.run.meter
-
-    @property
-    def reports(self) -> list[Any]:
-        """The reports of the runs this callback measured, in order."""
-        return self.run.reports
 
     # -- the run -----------------------------------------------------------------------------
     def _start(self, trainer: Any, pl_module: Any, suffix: str) -> None:

@@ -28,12 +28,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..session import Meter
-from .common import CallbackRun, numeric
+from .common import CallbackRun, RunOwner, numeric
 from .elsewhere import log_elsewhere
 
 
-class EnergyCallback(TrainerCallback):
+class EnergyCallback(RunOwner, TrainerCallback):
     """Measure ``Trainer.train()`` with energymeter (see the module's text). ``name``: the
     run's name (default: the model's class name); other keyword arguments are
     :class:`energymeter.Settings` fields (``out``, ``region``...) and ``tags``."""
@@ -44,16 +43,6 @@ class EnergyCallback(TrainerCallback):
         self.log_reports = log_reports
         self.run = CallbackRun(tags, settings)
         self._evals = 0
-
-    @property
-    def meter(self) -> Meter | None:
-        """The running meter (None between runs, and on processes that do not measure)."""
-        return self.run.meter
-
-    @property
-    def reports(self) -> list[Any]:
-        """The reports of the runs this callback measured, in order."""
-        return self.run.reports
 
     @classmethod
     def attach(cls, trainer: Any, name: str | None = None, **kwargs: Any) -> EnergyCallback:
