@@ -76,8 +76,9 @@ _STEMS = ("token", "passw", "passphrase", "secret", "key", "auth", "credential",
 
 
 def _may_hold_secret(text: str) -> bool:
-    lowered = text.lower()
-    return any(stem in lowered for stem in _STEMS)
+    # casefold, not lower: IGNORECASE also matches the long s and the Kelvin sign as s and k
+    folded = text.casefold()
+    return any(stem in folded for stem in _STEMS)
 
 
 @functools.cache

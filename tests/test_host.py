@@ -237,3 +237,11 @@ def test_a_lone_process_is_read_inline_and_pss_only_behind_the_helper_thread() -
         child.wait()
     poll(probe, lambda g: g["children"] == 0)
     assert not probe.may_block
+
+
+def test_system_memory_used_is_psutils_figure() -> None:
+    """Read from /proc/meminfo as psutil computes virtual_memory().used on Linux."""
+    from energymeter.probes.proc import system_memory_used_bytes
+
+    ours, theirs = system_memory_used_bytes(), psutil.virtual_memory().used
+    assert abs(ours - theirs) < 64 * 2**20, (ours, theirs)  # memory moves between the reads

@@ -475,7 +475,9 @@ def test_redaction_skips_words_without_a_secret_stem_and_loses_nothing(monkeypat
         (["sh", "-c", "curl --token t https://u:p@h/ && API_KEY=k ./x"], None),
         (["--tokenizer", "bert", "PWD=/home", "db_pwd=x", "TOKENIZERS_PARALLELISM=false"], None),
         (["curl", "-u", "me:pw", "--Passphrase", "x", "--CREDENTIALS=y", "AUTHOR=z"], None),
+        (["--\u017fecret", "v", "API_\u212aEY=x"], None),  # long s, Kelvin sign: IGNORECASE
     )]
     skipped = [redact.redact_command(argv) for argv in cases]
+    assert skipped[-1] == ("--\u017fecret", "***", "API_\u212aEY=***")
     monkeypatch.setattr(redact, "_may_hold_secret", lambda text: True)
     assert [redact.redact_command(argv) for argv in cases] == skipped

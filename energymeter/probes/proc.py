@@ -144,18 +144,20 @@ def read_pid_io(pid: int, proc_root: str = "/proc") -> tuple[int, int] | None:
 
 
 def system_memory_used_bytes(proc_root: str = "/proc") -> int:
-    """Memory in use on the machine, from ``/proc/meminfo``, computed as psutil's
-    ``virtual_memory().used`` is on Linux: total - free - buffers - page cache (reclaimable slab
-    included); total - free where that goes negative (some containers)."""
+    """Memory in use on the machine, from ``/proc/meminfo``, as psutil's
+    ``virtual_memory().used`` is on Linux: total - ``MemAvailable`` (before Linux 3.14, which
+    lacks it: total - free - buffers - page cache, reclaimable slab included)."""
     with open(f"{proc_root}/meminfo", "rb") as fh:
         info = {}
         for line in fh:
             key, _, rest = line.partition(b":")
             info[key] = int(rest.split()[0]) * 1024
-    total, free = info[b"MemTotal"], info[b"MemFree"]
-    used = total - free - info.get(b"Buffers", 0) - info.get(b"Cached", 0) \
-        - info.get(b"SReclaimable", 0)
-    return used if used >= 0 else total - free
+    total = info[b"MemTotal"]
+    available = info.get(b"MemAvailable")
+    if available is None:
+        available = (info[b"MemFree"] + info.get(b"Buffers", 0) + info.get(b"Cached", 0)
+                     + info.get(b"SReclaimable", 0))
+    return max(0, total - available)
 
 
 def _children_from_files(pid: int, proc_root: str) -> list[int]:
