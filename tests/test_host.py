@@ -245,3 +245,18 @@ def test_system_memory_used_is_psutils_figure() -> None:
 
     ours, theirs = system_memory_used_bytes(), psutil.virtual_memory().used
     assert abs(ours - theirs) < 64 * 2**20, (ours, theirs)  # memory moves between the reads
+
+
+def test_proc_reads_give_psutils_figures() -> None:
+    """/proc/<pid>/stat and io read directly give what psutil gives for the same process."""
+    from energymeter.probes.proc import read_pid_io, read_pid_stat
+
+    me = psutil.Process()
+    stat, io = read_pid_stat(os.getpid()), read_pid_io(os.getpid())
+    assert stat is not None and io is not None
+    rss, times, counters = me.memory_info().rss, me.cpu_times(), me.io_counters()
+    assert abs(stat.rss_bytes - rss) < 4 * 2**20
+    assert abs(stat.cpu_s - (times.user + times.system)) < 0.05
+    assert stat.ppid == os.getppid() and not stat.zombie
+    assert 0 <= counters.read_bytes - io[0] < 2**20 and 0 <= counters.write_bytes - io[1] < 2**20
+    assert read_pid_stat(2**22 + 12345) is None  # above Linux's pid_max
