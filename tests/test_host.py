@@ -260,3 +260,20 @@ def test_proc_reads_give_psutils_figures() -> None:
     assert stat.ppid == os.getppid() and not stat.zombie
     assert 0 <= counters.read_bytes - io[0] < 2**20 and 0 <= counters.write_bytes - io[1] < 2**20
     assert read_pid_stat(2**22 + 12345) is None  # above Linux's pid_max
+
+
+def test_without_proc_the_tree_is_read_through_psutil(tmp_path: Path) -> None:
+    """Where there is no /proc (macOS), psutil reads the same tree; no PSS is claimed."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
+    try:
+        probe = ProcessTreeProbe(proc_root=str(tmp_path))  # an empty folder: no /proc
+        assert not probe.reads_procfs and probe.may_block
+        gauges = poll(probe, lambda g: g["children"] >= 1)[-1]
+        assert gauges["children"] == 1
+        assert gauges["rss_bytes"] >= psutil.Process(child.pid).memory_info().rss
+        assert "pss_bytes" not in probe.gauges()
+        assert probe.describe()["reads"] == "psutil"
+    finally:
+        child.kill()
+        child.wait()
+    assert poll(probe, lambda g: g["children"] == 0)[-1]["children"] == 0

@@ -225,6 +225,7 @@ class ProcessTreeProbe(Probe):
             self._tree = _ProcfsTree(self.pid, proc_root, self._children_files)
         else:
             self._tree = _PsutilTree(self.pid)
+            self._pss_readable = False  # PSS comes from /proc/<pid>/smaps_rollup only
         self._collect(opening=True)
 
     @property
