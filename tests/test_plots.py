@@ -119,7 +119,8 @@ def test_timeline_of_a_run_under_energymeter_run(runs: Path, tmp_path: Path) -> 
     (line,) = ax.lines  # cpu0, estimated by the CPU model here
     assert dashed(line) and line.get_label() == "cpu0 (estimated)"
     t, w = line.get_xdata(), line.get_ydata()
-    assert len(t) >= 3 and all(0 < x < report.duration_s for x in t)
+    # A line (the run lasts ~0.3 s: two or three windows of 0.1 s, as fast as the VM is).
+    assert len(t) >= 2 and all(0 < x < report.duration_s for x in t)
     assert all(math.isfinite(p) and p > 0 for p in w)
     # What report.samples.timeline gives over windows of ten updates of the model's counter.
     expected = timeline(report, ["cpu0"], min_interval_s=10 * report.channels[0].channel
