@@ -76,9 +76,10 @@ _STEMS = ("token", "passw", "passphrase", "secret", "key", "auth", "credential",
 
 
 def _may_hold_secret(text: str) -> bool:
-    # casefold, not lower: IGNORECASE also matches the long s and the Kelvin sign as s and k
-    folded = text.casefold()
-    return any(stem in folded for stem in _STEMS)
+    if not text.isascii():  # IGNORECASE equates letters no case mapping does (ı, İ, ſ, K)
+        return True
+    lowered = text.lower()
+    return any(stem in lowered for stem in _STEMS)
 
 
 @functools.cache

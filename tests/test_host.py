@@ -157,7 +157,7 @@ def test_tree_walk_through_task_children_files(tmp_path: Path) -> None:
             task = tmp_path / str(pid) / "task" / str(pid)
             task.mkdir(parents=True)
             (task / "children").write_text(kids)
-            for name in ("stat", "io"):
+            for name in ("stat", "statm", "io"):
                 (tmp_path / str(pid) / name).symlink_to(f"/proc/{pid}/{name}")
         (tmp_path / "meminfo").symlink_to("/proc/meminfo")
         probe = ProcessTreeProbe(proc_root=str(tmp_path))

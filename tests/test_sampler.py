@@ -379,3 +379,36 @@ def test_a_failed_begin_run_is_not_counted_as_a_run() -> None:
     probe.end_run()
     probe.begin_run()
     assert probe.began == 3
+
+
+def test_buffered_events_are_flushed_after_samples_csv_was_given_up(tmp_path: Path) -> None:
+    """A disk error on samples.csv gives that file up; the events buffered beside it (phases,
+    logs) still reach events.jsonl within the flush deadline, not only at stop."""
+    from energymeter.sampling.sampler import FLUSH_EVERY_S
+    from energymeter.store import EventLog, read_events
+
+    probe = ConstantPowerProbe("c0", "cpu", 10.0)
+    writer = SamplesWriter(tmp_path / "samples.csv", ["c0"], [])
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    writer.flush = full_disk  # type: ignore[method-assign]
+    events = EventLog(tmp_path / "events.jsonl")
+    sampler = Sampler([probe], interval_s=0.05, gauge_interval_s=1.0,
+                      aggregator=Aggregator(["c0"], 0.05), writer=writer, also_flush=(events,))
+    sampler.begin()
+    sampler.start()
+    try:
+        deadline = time.monotonic() + FLUSH_EVERY_S + 2.0
+        while not any("samples.csv could not be written" in w for w in sampler.warnings):
+            assert time.monotonic() < deadline, "samples.csv was never given up"
+            time.sleep(0.02)
+        events.event_later("phase", name="after")
+        while not read_events(tmp_path / "events.jsonl"):
+            assert time.monotonic() < deadline + FLUSH_EVERY_S, "events never flushed"
+            time.sleep(0.02)
+        assert [e["name"] for e in read_events(tmp_path / "events.jsonl")] == ["after"]
+    finally:
+        sampler.stop()
+        events.close()

@@ -476,8 +476,10 @@ def test_redaction_skips_words_without_a_secret_stem_and_loses_nothing(monkeypat
         (["--tokenizer", "bert", "PWD=/home", "db_pwd=x", "TOKENIZERS_PARALLELISM=false"], None),
         (["curl", "-u", "me:pw", "--Passphrase", "x", "--CREDENTIALS=y", "AUTHOR=z"], None),
         (["--\u017fecret", "v", "API_\u212aEY=x"], None),  # long s, Kelvin sign: IGNORECASE
+        (["--credent\u0131al=abc", "--cook\u0131e", "abc", "COOK\u0130E: abc"], None),  # ı, İ
     )]
     skipped = [redact.redact_command(argv) for argv in cases]
-    assert skipped[-1] == ("--\u017fecret", "***", "API_\u212aEY=***")
+    assert skipped[-2] == ("--\u017fecret", "***", "API_\u212aEY=***")
+    assert skipped[-1] == ("--credent\u0131al=***", "--cook\u0131e", "***", "COOK\u0130E: ***")
     monkeypatch.setattr(redact, "_may_hold_secret", lambda text: True)
     assert [redact.redact_command(argv) for argv in cases] == skipped

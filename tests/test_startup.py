@@ -63,3 +63,18 @@ def test_stand_ins_give_what_the_modules_they_replace_give() -> None:
     assert len({_ids.random_id() for _ in range(1000)}) == 1000
     assert facts._python_version() == platform.python_version()
     assert facts._os_and_machine() == (platform.platform(), platform.machine())
+
+
+def test_a_check_that_fails_is_the_familys_unavailable_not_an_error(monkeypatch) -> None:
+    """A presence check that raises (a powercap folder this user cannot search, say) makes
+    that family unavailable, as a failing probe does; discovery goes on."""
+    from energymeter.probes import DiscoveryContext, discover, presence
+
+    def denied(ctx: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setitem(presence.PRECHECKS, "rapl", denied)
+    found = discover(DiscoveryContext())
+    (rapl,) = [u for u in found.unavailable if u.source == "rapl"]
+    assert "PermissionError" in rapl.reason
+    assert any(c.kind == "cpu" for p in found.probes for c in p.channels)  # the model instead

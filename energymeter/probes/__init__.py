@@ -48,12 +48,12 @@ class Discovery:
 
 
 def _run(name: str, ctx: DiscoveryContext, **kwargs: object) -> list[Probe | Unavailable]:
-    precheck = PRECHECKS.get(name)
-    missing = precheck(ctx) if precheck is not None else None
-    if missing is not None:  # cannot be here: its module is not even imported
-        return [missing]
-    module = importlib.import_module(f"{__name__}.{name}")
     try:
+        precheck = PRECHECKS.get(name)
+        missing = precheck(ctx) if precheck is not None else None
+        if missing is not None:  # cannot be here: its module is not even imported
+            return [missing]
+        module = importlib.import_module(f"{__name__}.{name}")
         return list(module.discover(ctx, **kwargs))
     except Exception as exc:  # a broken probe must never break the user's program
         log.warning("probe %s failed during discovery: %r", name, exc)

@@ -45,7 +45,7 @@ def amdsmi_missing(ctx: DiscoveryContext,
 def rapl_missing(ctx: DiscoveryContext) -> Unavailable | None:
     """Why RAPL cannot be read (no powercap folder), else None."""
     root = Path(ctx.powercap_root)
-    if root.is_dir():
+    if os.path.isdir(root):  # False, not an error, for a folder this user cannot search
         return None
     return Unavailable(
         "rapl",

@@ -106,7 +106,7 @@ class PidStat(NamedTuple):
     zombie: bool
     cpu_s: float  # user + system of the process itself (reaped children not included)
     start_ticks: int  # since boot, in clock ticks: (pid, start_ticks) names a process
-    rss_bytes: int
+    rss_bytes: int  # resident pages (statm) x page size
 
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
@@ -118,12 +118,16 @@ def read_pid_stat(pid: int, proc_root: str = "/proc") -> PidStat | None:
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as fh:
             text = fh.read()
+        # Resident pages from statm, as psutil: stat's rss is the kernel's approximate
+        # per-CPU sum, statm's exact on recent kernels (27 pages apart here for a `sleep`).
+        with open(f"{proc_root}/{pid}/statm", "rb") as fh:
+            resident_pages = int(fh.read().split()[1])
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = text[text.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
     return PidStat(pid, int(fields[1]), fields[0] == b"Z",
                    (int(fields[11]) + int(fields[12])) * _TICK_S, int(fields[19]),
-                   int(fields[21]) * _PAGE_BYTES)
+                   resident_pages * _PAGE_BYTES)
 
 
 def read_pid_io(pid: int, proc_root: str = "/proc") -> tuple[int, int] | None:
@@ -192,7 +196,10 @@ def descendant_stats(pid: int, *, proc_root: str = "/proc", children_files: bool
             for kid in _children_from_files(stack.pop(), proc_root):
                 if kid in exclude:
                     continue
-                stat = read_pid_stat(kid, proc_root)
+                try:
+                    stat = read_pid_stat(kid, proc_root)
+                except (OSError, ValueError, IndexError):  # unreadable (hidepid) or torn
+                    continue
                 if stat is not None:
                     found.append(stat)
                     stack.append(kid)

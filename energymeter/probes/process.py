@@ -233,9 +233,11 @@ class ProcessTreeProbe(Probe):
         """Whether a gauge read may wait on another process: psutil's reads are opaque, and
         ``smaps_rollup`` (PSS, read only where the tree has several processes) takes the
         target's memory-map lock. A lone process read from ``/proc`` (``stat``, ``io``: no
-        such lock) is read inline by the sampler, without a helper thread. PSS is read only
-        in a read that began with this already True, so an inline read never takes it."""
-        return not self.reads_procfs or self._several
+        such lock) is read inline by the sampler, without a helper thread, but only when that
+        process is the sampler's own (another's ``io`` waits out its ``execve``). PSS is read
+        only in a read that began with this already True, so an inline read never takes it."""
+        return (not self.reads_procfs or self._several or not self.include_root
+                or self.pid != os.getpid())
 
     @property
     def reads_procfs(self) -> bool:

@@ -369,9 +369,11 @@ class Sampler:
             self.aggregator.add_gauges(values)
         if self._writer is not None:
             self._writer.row(t_s, energy, values)
-            if self._unflushed_since_s is None:
-                self._unflushed_since_s = t_s
-                self._wake.set()  # the thread must flush it within FLUSH_EVERY_S
+        if (self._writer is not None or self._also_flush) and self._unflushed_since_s is None:
+            # The thread must flush it within FLUSH_EVERY_S (and the events buffered with it,
+            # even after samples.csv was given up).
+            self._unflushed_since_s = t_s
+            self._wake.set()
         return energy
 
     def _drain(self) -> dict[str, float] | None:
@@ -446,7 +448,7 @@ class Sampler:
             wake.wait(wake_s - self._now_s())  # a set() since the last wait ends it at once
             if self._stopping:
                 break
-            writer = None
+            flush_due, writer = False, None
             with self._lock:
                 now_s = self._now_s()
                 if now_s >= next_s:
@@ -467,14 +469,16 @@ class Sampler:
                     if energy is not None:
                         self._report_energy(energy)
                     self._unflushed_since_s = None
-                    writer = self._writer
-            if writer is not None:  # the disk write holds up no read
+                    flush_due, writer = True, self._writer
+            if flush_due:  # the disk writes hold up no read
                 self._flush(writer)
         self.thread_cpu_s = time.thread_time()
 
-    def _flush(self, writer: SamplesWriter, close: bool = False) -> None:
+    def _flush(self, writer: SamplesWriter | None, close: bool = False) -> None:
         for other in self._also_flush:
             other.flush()
+        if writer is None:  # samples.csv was given up; the events were still due
+            return
         try:
             if close:
                 writer.close()
