@@ -339,20 +339,21 @@ class ProcStatTimes:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
 
-    def __call__(self) -> Any:
+    def _ticks(self) -> list[int]:
+        """The ``cpu`` line's counters, in clock ticks, in :data:`PROC_STAT_FIELDS` order."""
         head = os.pread(self._fd, 512, 0).split(b"\n", 1)[0].split()
         if not head or head[0] != b"cpu":
             raise OSError(f"/proc/stat does not start with the cpu line: {head[:1]!r}")
-        values = [int(v) * self._tick_s for v in head[1:1 + len(PROC_STAT_FIELDS)]]
+        return [int(v) for v in head[1:1 + len(PROC_STAT_FIELDS)]]
+
+    def __call__(self) -> Any:
+        values = [t * self._tick_s for t in self._ticks()]
         return _Times(dict(zip(PROC_STAT_FIELDS, values, strict=False)))
 
     def busy_total_s(self) -> tuple[float, float]:
         """(busy + steal, total) CPU seconds of the machine now, as
         :func:`cpu_seconds` gives them, without building the named fields (a sampler tick)."""
-        head = os.pread(self._fd, 512, 0).split(b"\n", 1)[0].split()
-        if not head or head[0] != b"cpu":
-            raise OSError(f"/proc/stat does not start with the cpu line: {head[:1]!r}")
-        ticks = [int(v) for v in head[1:9]]  # user .. steal; guest is inside user and nice
+        ticks = self._ticks()[:8]  # user .. steal; guest is inside user and nice
         total = sum(ticks)
         idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
         return (total - idle) * self._tick_s, total * self._tick_s

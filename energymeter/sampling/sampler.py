@@ -376,14 +376,14 @@ class Sampler:
             self._wake.set()
         return energy
 
-    def _drain(self) -> dict[str, float] | None:
-        """Rows of the ticks read but not processed yet, in order; the last one's energy."""
-        energy = None
+    def _drain(self) -> None:
+        """Rows of the ticks read but not processed yet, in order; the carbon account is told
+        the last one's energy."""
         if self._pending:
             pending, self._pending = self._pending, []
             for t_s, raw, values in pending:
                 energy = self._row(t_s, raw, values)
-        return energy
+            self._report_energy(energy)
 
     def _report_energy(self, energy: dict[str, float]) -> None:
         if self._on_energy is not None:
@@ -401,9 +401,7 @@ class Sampler:
         """A periodic read: kept raw until a batch is full (see :data:`BATCH_S`)."""
         self._pending.append(self._take(gauges))
         if len(self._pending) >= self._batch:
-            energy = self._drain()
-            if energy is not None:
-                self._report_energy(energy)
+            self._drain()
 
     def read(self, gauges: bool = False) -> tuple[float, dict[str, float]]:
         """Read every active probe now: (seconds since begin, joules since begin per channel)."""
@@ -465,9 +463,7 @@ class Sampler:
                         next_s += missed * interval
                 if (self._unflushed_since_s is not None
                         and now_s - self._unflushed_since_s >= FLUSH_EVERY_S):
-                    energy = self._drain()  # every row taken so far goes to this flush
-                    if energy is not None:
-                        self._report_energy(energy)
+                    self._drain()  # every row taken so far goes to this flush
                     self._unflushed_since_s = None
                     flush_due, writer = True, self._writer
             if flush_due:  # the disk writes hold up no read
