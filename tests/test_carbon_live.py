@@ -466,35 +466,50 @@ def redirector() -> Iterator[Redirector]:
         r.thread.join(2)
 
 
-def test_token_is_not_sent_to_another_origin_on_redirect(grid: tuple[FakeGrid, str],
-                                                         redirector: Redirector) -> None:
+def test_a_redirect_to_another_origin_is_refused(grid: tuple[FakeGrid, str],
+                                                 redirector: Redirector) -> None:
+    """Issue 23, item 7: the value of another host was taken and labelled as the provider's
+    live figure (and, before issue 10, the token went with the request)."""
     state, other = grid  # another port on 127.0.0.1: another origin
     redirector.target = lambda path: other + path
-    assert ElectricityMapsProvider("SE", TOKEN, base_url=redirector.url).fetch(1.0) == 100.0
+    with pytest.raises(LiveError) as info:
+        ElectricityMapsProvider("SE", TOKEN, base_url=redirector.url).fetch(1.0)
+    assert info.value.kind == "redirect"
+    port = other.rsplit(":", 1)[1]
+    assert f"another origin (http://127.0.0.1:{port})" in info.value.message
+    assert TOKEN not in info.value.message and "zone=" not in info.value.message
     assert redirector.requests[0]["auth-token"] == TOKEN
-    assert state.requests and state.requests[-1]["path"] == "/v3/carbon-intensity/latest"
-    assert state.requests[-1]["auth-token"] is None
+    assert state.requests == []  # nothing at all was sent to the other origin
 
 
-def test_credential_headers_are_dropped_across_origins(redirector: Redirector) -> None:
+@pytest.mark.parametrize("target", ["http://localhost:{port}/x",  # another host name
+                                    "https://127.0.0.1:{port}/x"])  # another scheme
+def test_other_hosts_and_schemes_are_other_origins(redirector: Redirector,
+                                                   target: str) -> None:
     from energymeter.carbon.live import _http_get_json
 
-    other = Redirector()  # another port on 127.0.0.1: another origin
-    other.thread.start()
-    try:
-        redirector.target = lambda path: other.url + "/final"
-        reply = _http_get_json(redirector.url + "/v3/carbon-intensity/latest?zone=SE",
-                               {"auth-token": TOKEN, "Authorization": "Bearer b",
-                                "Cookie": "c=1"}, 1.0)
-    finally:
-        other.server.shutdown()
-        other.server.server_close()
-    assert reply == {"carbonIntensity": 42}
-    assert redirector.requests == [{"path": "/v3/carbon-intensity/latest?zone=SE",
-                                    "auth-token": TOKEN, "Authorization": "Bearer b",
-                                    "Cookie": "c=1"}]
-    assert other.requests == [{"path": "/final", "auth-token": None, "Authorization": None,
-                               "Cookie": None}]
+    port = redirector.url.rsplit(":", 1)[1]
+    redirector.target = lambda path: target.format(port=port)
+    with pytest.raises(LiveError) as info:
+        _http_get_json(redirector.url + "/v3/x", {"Authorization": "Bearer b"}, 1.0)
+    assert info.value.kind == "redirect"
+    assert len(redirector.requests) == 1  # the redirect was not followed, even to us
+
+
+def test_a_run_redirected_elsewhere_uses_the_table_and_says_so(
+        tmp_path: Path, grid: tuple[FakeGrid, str], redirector: Redirector) -> None:
+    state, other = grid
+    redirector.target = lambda path: other + path
+    acct = CarbonAccount.start(live_settings(tmp_path, "electricitymaps", "DK-DK2"),
+                               env=em_env(redirector.url))
+    for _ in range(2):
+        assert acct.wait_for_poll(5)
+    block = acct.finish(3.6e6)
+    assert block["live_energy_share"] == 0.0 and block["g_per_kwh"] == 144.0
+    assert "never answered" in block["source"]
+    (warning,) = acct.warnings
+    assert "redirected to another origin" in warning and "144 g/kWh" in warning
+    assert state.requests == []
 
 
 def test_token_is_kept_on_a_same_origin_redirect(redirector: Redirector) -> None:

@@ -58,9 +58,6 @@ class Provider(Protocol):
         ...
 
 
-#: Request headers that carry credentials (lower case): never sent on to another origin when
-#: a server redirects (urllib's own redirect handler copies every header).
-CREDENTIAL_HEADERS = frozenset({"auth-token", "authorization", "cookie"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -82,31 +79,43 @@ def same_origin(a: str, b: str) -> bool:
     return origin is not None and origin == _origin(b)
 
 
+def _shown_origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``, nothing of its path or query (which may hold
+    a token)."""
+    origin = _origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "an unparsable address"
+
+
+class _CrossOriginRedirect(Exception):
+    """A provider's server redirected to another origin (raised by the redirect handler)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
 def _redirect_handler() -> Any:
-    """A redirect handler that drops :data:`CREDENTIAL_HEADERS` when a redirect leads to
-    another origin (another host, port or scheme, https to http included)."""
+    """A redirect handler that follows redirects within the provider's origin only.
+
+    A redirect to another origin (another host, port or scheme, https to http included) is
+    refused before any request is sent there: its answer would not be the provider's live
+    figure, yet would be labelled as one, and the provider's token would travel with it."""
     import urllib.request
 
-    class CredentialSafeRedirect(urllib.request.HTTPRedirectHandler):
+    class SameOriginRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
                              newurl: str) -> Any:
-            new = super().redirect_request(req, fp, code, msg, headers, newurl)
-            if new is not None and not same_origin(req.full_url, new.full_url):
-                dropped = [k for k, _ in new.header_items() if k.lower() in CREDENTIAL_HEADERS]
-                for name in dropped:
-                    new.remove_header(name)
-                if dropped:
-                    log.debug("redirect from %s to another origin %s: %s not sent",
-                              req.full_url.split("?", 1)[0], newurl.split("?", 1)[0],
-                              ", ".join(dropped))
-            return new
+            if not same_origin(req.full_url, newurl):
+                raise _CrossOriginRedirect(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-    return CredentialSafeRedirect()
+    return SameOriginRedirect()
 
 
 def _http_get_json(url: str, headers: Mapping[str, str], timeout_s: float, hint: str = "") -> Any:
-    """GET ``url`` and decode its JSON body; any failure -> :class:`LiveError`. Credential
-    headers are not sent on to another origin on a redirect (:func:`same_origin`)."""
+    """GET ``url`` and decode its JSON body; any failure -> :class:`LiveError`. Redirects are
+    followed within ``url``'s origin only (:func:`same_origin`); one to another origin is a
+    ``redirect`` failure, and nothing is sent there."""
     import http.client
     import urllib.error
     import urllib.parse
@@ -120,6 +129,12 @@ def _http_get_json(url: str, headers: Mapping[str, str], timeout_s: float, hint:
         request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
         with opener.open(request, timeout=timeout_s) as reply:
             body = reply.read(_MAX_REPLY_BYTES)
+    except _CrossOriginRedirect as exc:
+        raise LiveError(
+            "redirect", f"{shown} redirected to another origin ({_shown_origin(exc.target)}); "
+            "an answer from there is not this provider's live figure, so it is not used (if "
+            "the provider really moved, give its new address in the provider's URL variable)"
+        ) from None
     except urllib.error.HTTPError as exc:
         more = f"; {hint}" if hint and exc.code in (401, 403) else ""
         raise LiveError(
