@@ -12,11 +12,13 @@ daemon's own user, members of ``group``, or anyone with ``allow_all``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import json
 import os
+import selectors
 import socket
-import socketserver
 import struct
 import threading
 import time
@@ -42,6 +44,16 @@ MAX_REQUEST_BYTES = 4096
 #: The most rows one ``rows`` answer holds (a client asks again from the last one).
 MAX_ROWS_PER_ANSWER = 10_000
 OPS = ("hello", "channels", "read", "rows")
+#: The most clients served at once; one more is told so and closed.
+MAX_CONNECTIONS = 1024
+#: A client that sends nothing for this long is closed (``Connection`` reconnects).
+IDLE_TIMEOUT_S = 60.0
+#: A client that takes none of a pending answer for this long is dropped.
+SEND_TIMEOUT_S = 10.0
+#: The listen queue (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+#: Requests sent ahead of their answers beyond this are refused (a client reads each answer).
+PIPELINED_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -200,58 +212,398 @@ def open_daemon(*, powercap_root: Path | None = None, env: Mapping[str, str] | N
     return Daemon(probes, interval_s=interval_s, ring_rows=ring_rows), list(found.unavailable)
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    server: _Server
+class _Conn:
+    """One client of a :class:`SelectorServer`: its socket, buffers and clocks."""
 
-    def handle(self) -> None:
+    __slots__ = ("sock", "fd", "rbuf", "wbuf", "last_in", "stalled_since", "closing",
+                 "linger_until", "events", "peer", "closed")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.rbuf = bytearray()
+        self.wbuf = bytearray()
+        self.last_in = now  # the last bytes received (idle timeout)
+        self.stalled_since: float | None = None  # since when an answer waits to be sent
+        self.closing = False  # close once wbuf is sent (then shut down writing and linger)
+        self.linger_until: float | None = None  # lingering: drain input until then
+        self.events = 0
+        self.peer: Any = None
+        self.closed = False
+
+
+class SelectorServer:
+    """A bounded stream server on one thread: a ``selectors`` loop, a connection cap, an idle
+    timeout, a send timeout, and refusals a client can read.
+
+    * At most ``max_connections`` clients are served; one more gets :meth:`over_cap` (one
+      answer saying so) and is closed.
+    * A client that sends nothing for ``idle_timeout_s`` (and has nothing waiting to be sent)
+      is closed.
+    * A client that has not taken any of its pending answer for ``send_timeout_s`` is dropped:
+      a reader that never reads holds up nobody else, and its buffer is freed.
+    * While an answer waits to be sent, no further request of that client is read (memory
+      per client is one request buffer and one answer).
+    * A refusal is sent, writing is shut down, and the client's input is drained for up to
+      ``linger_s`` before the close, so the client reads the refusal instead of EPIPE or
+      ECONNRESET; at most ``max_lingering`` connections linger at once.
+
+    Subclasses implement :meth:`on_accept` and :meth:`on_data`.
+    """
+
+    max_request_bytes = MAX_REQUEST_BYTES
+    recv_bytes = 16384
+    #: Requests of one client answered before the others get a turn.
+    batch = 16
+
+    def __init__(self, listener: socket.socket, *, max_connections: int,
+                 idle_timeout_s: float, send_timeout_s: float, linger_s: float = 1.0,
+                 max_lingering: int = 256) -> None:
+        if max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, not {max_connections}")
+        for name, value in (("idle_timeout_s", idle_timeout_s),
+                            ("send_timeout_s", send_timeout_s)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, not {value}")
+        self.socket = listener
+        self.socket.setblocking(False)
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.send_timeout_s = send_timeout_s
+        self.linger_s = linger_s
+        self.max_lingering = max_lingering
+        self.conns: dict[int, _Conn] = {}
+        self.ready: set[_Conn] = set()  # clients with whole requests not yet answered
+        self.lingering = 0
+        self.refused_over_cap = 0
+        self.dropped_slow = 0
+        self.closed_idle = 0
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel.register(self.socket, selectors.EVENT_READ, self.socket)
+        self._accepting = True
+        self._accept_paused_until = 0.0
+        self._stop = False
+        self._running = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._closed = False
+        self._scan_every_s = min(0.1, idle_timeout_s / 4, send_timeout_s / 4)
+
+    @property
+    def connections(self) -> int:
+        """Clients being served now (lingering refusals not counted)."""
+        return len(self.conns) - self.lingering
+
+    # -- subclass hooks ----------------------------------------------------------------------
+    def on_accept(self, conn: _Conn) -> bool:
+        """Called for each new client under the cap; False when it was refused."""
+        return True
+
+    def on_data(self, conn: _Conn) -> None:
+        """New bytes are in ``conn.rbuf``: consume whole requests, :meth:`send` answers."""
+        raise NotImplementedError
+
+    def over_cap(self) -> bytes:
+        """What a client above the cap reads before it is closed."""
+        raise NotImplementedError
+
+    # -- sending -----------------------------------------------------------------------------
+    def send(self, conn: _Conn, data: bytes, *, then_close: bool = False) -> None:
+        """Queue ``data`` for ``conn`` and send what the socket takes now."""
+        if conn.linger_until is not None or conn.closed:
+            return
+        conn.wbuf += data
+        conn.closing = conn.closing or then_close
+        self._flush(conn, time.monotonic())
+
+    def refuse(self, conn: _Conn, data: bytes) -> None:
+        """Send ``data``, then stop: shut down writing and linger (see the class)."""
+        self.send(conn, data, then_close=True)
+
+    def _flush(self, conn: _Conn, now: float) -> None:
+        if conn.wbuf:
+            try:
+                sent = conn.sock.send(conn.wbuf)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:  # the client went away
+                log.debug("energymeter daemon: client gone: %r", exc)
+                self._close(conn)
+                return
+            if sent:
+                del conn.wbuf[:sent]
+                conn.stalled_since = now if conn.wbuf else None
+            elif conn.stalled_since is None:
+                conn.stalled_since = now
+        if not conn.wbuf and conn.closing:
+            self._linger(conn, now)
+            return
+        self._watch(conn)
+
+    def _watch(self, conn: _Conn) -> None:
+        """Wait for writability while an answer is pending, else for requests."""
+        events = selectors.EVENT_WRITE if conn.wbuf else selectors.EVENT_READ
+        if events != conn.events:
+            self._sel.modify(conn.sock, events, conn)
+            conn.events = events
+
+    def _linger(self, conn: _Conn, now: float) -> None:
+        if self.lingering >= self.max_lingering or self._stop:
+            self._close(conn)
+            return
         try:
-            pid, uid, gid = peer_credentials(self.connection)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.linger_until = now + self.linger_s
+        conn.rbuf.clear()
+        self.lingering += 1
+        if conn.events != selectors.EVENT_READ:
+            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            conn.events = selectors.EVENT_READ
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        del self.conns[conn.fd]
+        self.ready.discard(conn)
+        if conn.linger_until is not None:
+            self.lingering -= 1
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+        conn.wbuf = bytearray()
+        conn.rbuf = bytearray()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _accept(self, now: float) -> None:
+        for _ in range(256):  # then serve the others before accepting more
+            try:
+                sock, _addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: leave the backlog waiting a moment (clients retry)
+                    # instead of spinning on a listener that stays readable.
+                    log.warning("energymeter daemon: cannot accept (%s); %d connections "
+                                "open; raise the open-files limit or lower the cap",
+                                exc.strerror, len(self.conns))
+                    self._pause_accept(now + 0.1)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            sock.setblocking(False)
+            conn = _Conn(sock, now)
+            self.conns[conn.fd] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            conn.events = selectors.EVENT_READ
+            if self.connections > self.max_connections:
+                self.refused_over_cap += 1
+                if self.refused_over_cap in (1, 10, 100) or self.refused_over_cap % 1000 == 0:
+                    log.warning("energymeter daemon: refused a connection over the cap of %d "
+                                "(%d refused so far)", self.max_connections,
+                                self.refused_over_cap)
+                self.refuse(conn, self.over_cap())
+                continue
+            self.on_accept(conn)
+
+    def _pause_accept(self, until: float) -> None:
+        if self._accepting:
+            self._sel.unregister(self.socket)
+            self._accepting = False
+        self._accept_paused_until = until
+
+    def _readable(self, conn: _Conn, now: float) -> None:
+        try:
+            data = conn.sock.recv(self.recv_bytes)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("energymeter daemon: client gone: %r", exc)
+            self._close(conn)
+            return
+        if not data:  # the client closed, or shut down writing: answer what it asked, close
+            if conn.linger_until is None and not conn.closing and b"\n" in conn.rbuf:
+                conn.closing = True
+                self.on_data(conn)
+            if conn.wbuf and not conn.closed:
+                conn.closing = True
+            else:
+                self._close(conn)
+            return
+        if conn.linger_until is not None:
+            return  # draining after a refusal
+        conn.last_in = now
+        conn.rbuf += data
+        self.on_data(conn)
+
+    def _expire(self, now: float) -> None:
+        for conn in list(self.conns.values()):
+            if conn.linger_until is not None:
+                if now >= conn.linger_until:
+                    self._close(conn)
+            elif conn.wbuf:
+                if conn.stalled_since is not None and \
+                        now - conn.stalled_since >= self.send_timeout_s:
+                    self.dropped_slow += 1
+                    log.info("energymeter daemon: dropped a client that took no answer for "
+                             "%.1f s (%d bytes pending)", now - conn.stalled_since,
+                             len(conn.wbuf))
+                    self._close(conn)
+            elif now - conn.last_in >= self.idle_timeout_s:
+                self.closed_idle += 1
+                self._close(conn)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`shutdown` (``poll_interval``: the longest sleep of the loop)."""
+        self._stopped.clear()
+        self._running.set()
+        next_scan = time.monotonic() + self._scan_every_s
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                timeout = 0.0 if self.ready else max(0.0, min(poll_interval, next_scan - now))
+                for key, mask in self._sel.select(timeout):
+                    now = time.monotonic()
+                    conn = key.data
+                    if conn is None:  # woken up by shutdown()
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_r.recv(64)
+                    elif conn is self.socket:
+                        self._accept(now)
+                    elif not conn.closed:
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush(conn, now)
+                            if not conn.wbuf and conn.rbuf and not conn.closing:
+                                self.ready.add(conn)  # requests sent while it waited
+                        elif mask & selectors.EVENT_READ:
+                            self._readable(conn, now)
+                for conn in list(self.ready):
+                    self.ready.discard(conn)
+                    if not conn.closed and not conn.wbuf:
+                        self.on_data(conn)
+                now = time.monotonic()
+                if not self._accepting and now >= self._accept_paused_until:
+                    self._sel.register(self.socket, selectors.EVENT_READ, self.socket)
+                    self._accepting = True
+                if now >= next_scan:
+                    self._expire(now)
+                    next_scan = now + self._scan_every_s
+        finally:
+            self._running.clear()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait for it to return."""
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the listener and every client."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        self._sel.close()
+        self.socket.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class UnixServer(SelectorServer):
+    """The daemon's socket: the JSON-lines protocol, the peer-credential check."""
+
+    def __init__(self, path: Path, daemon: Daemon, access: Access, *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            listener.listen(backlog)
+        except OSError:
+            listener.close()
+            raise
+        super().__init__(listener, max_connections=max_connections,
+                         idle_timeout_s=idle_timeout_s, send_timeout_s=send_timeout_s)
+        self.server_address = str(path)
+        self.daemon = daemon
+        self.access = access
+
+    @staticmethod
+    def _line(answer: dict[str, Any]) -> bytes:
+        return json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+
+    def over_cap(self) -> bytes:
+        return self._line({"ok": False, "error": f"the daemon has too many connections (cap "
+                                                 f"{self.max_connections}); try again later, "
+                                                 "or raise its --max-connections"})
+
+    def on_accept(self, conn: _Conn) -> bool:
+        try:
+            pid, uid, gid = peer_credentials(conn.sock)
         except OSError as exc:
             log.warning("energymeter daemon: no peer credentials: %r", exc)
-            return
-        if not self.server.access.allows(uid, gid, pid):
-            self._send({"ok": False, "error": f"uid {uid} may not read this daemon's counters "
-                                              "(not root, not in its group)"})
+            self._close(conn)
+            return False
+        conn.peer = (pid, uid, gid)
+        if not self.access.allows(uid, gid, pid):
             log.info("energymeter daemon: refused pid %s uid %s gid %s", pid, uid, gid)
+            self.refuse(conn, self._line({"ok": False, "error": f"uid {uid} may not read this "
+                                                                "daemon's counters (not root, "
+                                                                "not in its group)"}))
+            return False
+        return True
+
+    def on_data(self, conn: _Conn) -> None:
+        if len(conn.rbuf) > PIPELINED_BYTES:
+            self.refuse(conn, self._line({"ok": False, "error": "more than "
+                                          f"{PIPELINED_BYTES} bytes of requests sent ahead "
+                                          "of their answers; read each answer"}))
             return
-        while True:
-            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
-            if not line:
+        for _ in range(self.batch):
+            if conn.wbuf or conn.closed or conn.linger_until is not None:
                 return
-            if len(line) > MAX_REQUEST_BYTES:
-                self._send({"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} "
-                                                  "bytes"})
+            end = conn.rbuf.find(b"\n")
+            if end < 0:
+                if len(conn.rbuf) > self.max_request_bytes:
+                    self.refuse(conn, self._line({"ok": False, "error": "request longer than "
+                                                  f"{self.max_request_bytes} bytes"}))
                 return
+            if end + 1 > self.max_request_bytes:
+                self.refuse(conn, self._line({"ok": False, "error": "request longer than "
+                                              f"{self.max_request_bytes} bytes"}))
+                return
+            line = bytes(conn.rbuf[:end + 1])
+            del conn.rbuf[:end + 1]
             try:
                 request = json.loads(line)
             except ValueError as exc:
                 answer = {"ok": False, "error": f"not JSON ({exc}); send one JSON object "
                                                 "per line"}
             else:
-                answer = self.server.daemon.answer(request)
-            if not self._send(answer):
-                return
-
-    def _send(self, answer: dict[str, Any]) -> bool:
-        try:
-            self.wfile.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
-            self.wfile.flush()
-        except OSError as exc:  # the client went away
-            log.debug("energymeter daemon: client gone: %r", exc)
-            return False
-        return True
+                answer = self.daemon.answer(request)
+            self.send(conn, self._line(answer))
+        if b"\n" in conn.rbuf:
+            self.ready.add(conn)  # more after the others had their turn
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    daemon: Daemon
-    access: Access
-
-
-def serve(daemon: Daemon, path: Path = DEFAULT_SOCKET, access: Access | None = None
-          ) -> _Server:
+def serve(daemon: Daemon, path: Path = DEFAULT_SOCKET, access: Access | None = None, *,
+          max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float = IDLE_TIMEOUT_S,
+          send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG) -> UnixServer:
     """Listen on ``path`` (replacing a stale socket; refusing to replace anything else) and
-    serve ``daemon`` on threads; returns the server (``serve_forever``/``shutdown``)."""
+    serve ``daemon`` on one thread; returns the server (``serve_forever``/``shutdown``/
+    ``server_close``). Limits: see :class:`SelectorServer` and docs/daemon.md."""
     access = access or Access()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,14 +621,32 @@ def serve(daemon: Daemon, path: Path = DEFAULT_SOCKET, access: Access | None = N
                               "another --socket")
         finally:
             probe.close()
+    _raise_open_files_limit(max_connections)
     old_umask = os.umask(0o177)  # no window in which the socket is more open than asked
     try:
-        server = _Server(str(path), _Handler)
+        server = UnixServer(path, daemon, access, max_connections=max_connections,
+                            idle_timeout_s=idle_timeout_s, send_timeout_s=send_timeout_s,
+                            backlog=backlog)
     finally:
         os.umask(old_umask)
-    server.daemon = daemon
-    server.access = access
     if access.gid is not None:
         os.chown(path, -1, access.gid)
     os.chmod(path, access.mode())
     return server
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Let the process hold ``max_connections`` clients (and a few hundred more descriptors)
+    where the hard limit allows; a lower limit is logged (accept then waits for a free one)."""
+    import resource
+
+    want = max_connections + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("energymeter daemon: the open-files limit (%d) is below the connection "
+                        "cap %d + 512; raise it (ulimit -n, LimitNOFILE=) or lower "
+                        "--max-connections", new, max_connections)

@@ -26,6 +26,7 @@ which part was estimated.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -44,6 +45,8 @@ PROTOCOL = 1
 DEFAULT_SOCKET = Path("/run/energymeter/energymeter.sock")
 #: The longest wait for one answer of the daemon before it is taken as gone.
 TIMEOUT_S = 2.0
+#: How long a connect turned away by a full listen queue (a burst of clients) is retried.
+CONNECT_RETRY_S = 2.0
 #: The longest answer line read (a ``rows`` answer of a full ring buffer is far shorter).
 MAX_LINE_BYTES = 64 * 2**20
 #: Sources the daemon serves to clients (the root-only counters).
@@ -57,31 +60,70 @@ class DaemonError(OSError):
 
 
 class Connection:
-    """One client connection: :meth:`call` sends a request and returns the answer."""
+    """One client connection: :meth:`call` sends a request and returns the answer.
 
-    def __init__(self, path: Path, timeout_s: float = TIMEOUT_S) -> None:
+    A connect the daemon's full listen queue turns away (``EAGAIN``: a burst of clients) is
+    tried again with a short backoff for up to ``connect_retry_s``, then fails saying so. A
+    connection the daemon closed while it sat idle (its idle timeout) is opened again once,
+    transparently: every request is read-only, so asking again is safe. A refusal (another
+    group, too many connections) is read and raised with the daemon's words even when it
+    arrives before the request is sent.
+    """
+
+    def __init__(self, path: Path, timeout_s: float = TIMEOUT_S,
+                 connect_retry_s: float = CONNECT_RETRY_S) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.connect_retry_s = connect_retry_s
+        #: Connects retried because the daemon's listen queue was full (all connects).
+        self.connect_retries = 0
+        self._sock = self._connect()
+        self._file = self._sock.makefile("rb")
+        self._answered = False  # this socket has answered (an EOF then is the idle timeout)
+
+    def _connect(self) -> Any:
+        import random
         import socket  # only where a daemon is there to connect to
 
-        self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout_s)
-        try:
-            self._sock.connect(str(path))
-        except OSError:
-            self._sock.close()
-            raise
-        self._file = self._sock.makefile("rb")
+        deadline = time.monotonic() + self.connect_retry_s
+        delay_s = 0.002
+        tries = 0
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.connect(str(self.path))
+                return sock
+            except BlockingIOError as exc:  # EAGAIN: the listen queue is full
+                sock.close()
+                tries += 1
+                self.connect_retries += 1
+                if time.monotonic() + delay_s > deadline:
+                    raise DaemonError(errno.EAGAIN, f"the daemon at {self.path} did not take "
+                                      f"the connection in {self.connect_retry_s:g} s ({tries} "
+                                      f"tries; its listen queue stayed full: it is overloaded "
+                                      f"or stuck): {exc.strerror}") from exc
+            except OSError:
+                sock.close()
+                raise
+            time.sleep(delay_s * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
+            delay_s = min(delay_s * 2, 0.1)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         request = json.dumps({"op": op, **args}, separators=(",", ":")).encode() + b"\n"
-        try:
-            self._sock.sendall(request)
-            line = self._file.readline(MAX_LINE_BYTES + 1)
-        except (OSError, ValueError) as exc:  # ValueError: the file was closed
-            raise DaemonError(f"no answer from the daemon at {self.path}: {exc}") from exc
+        line, failure = self._exchange(request)
+        if not line and self._answered and (failure is None or isinstance(
+                failure, (BrokenPipeError, ConnectionResetError))):
+            # Closed by the daemon's idle timeout (or a restart): once more on a new socket.
+            self._reopen()
+            line, failure = self._exchange(request)
+        if failure is not None and not line.endswith(b"\n"):
+            raise DaemonError(f"no answer from the daemon at {self.path}: {failure}"
+                              ) from failure
         if not line.endswith(b"\n"):
             raise DaemonError(f"the daemon at {self.path} closed the connection"
                               if not line else f"answer from {self.path} too long or cut")
+        self._answered = True
         try:
             answer = json.loads(line)
         except ValueError as exc:
@@ -94,6 +136,32 @@ class Connection:
             raise DaemonError(f"the daemon at {self.path} refused {op!r}: "
                               f"{answer.get('error', 'no reason given')}")
         return answer
+
+    def _exchange(self, request: bytes) -> tuple[bytes, Exception | None]:
+        """Send ``request``, read one line: ``(line, the error that stopped it, or None)``.
+        A send the daemon cut short (EPIPE, ECONNRESET: it refused us) still reads what it
+        said before closing."""
+        failure: Exception | None = None
+        try:
+            self._sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            failure = exc
+        except (OSError, ValueError) as exc:  # ValueError: the file was closed
+            return b"", exc
+        try:
+            return self._file.readline(MAX_LINE_BYTES + 1), failure
+        except (OSError, ValueError) as exc:
+            return b"", failure or exc
+
+    def _reopen(self) -> None:
+        self.close()
+        try:
+            self._sock = self._connect()
+        except OSError as exc:
+            raise DaemonError(f"the daemon at {self.path} closed the connection and does not "
+                              f"take a new one: {exc}") from exc
+        self._file = self._sock.makefile("rb")
+        self._answered = False
 
     def close(self) -> None:
         self._file.close()
@@ -259,8 +327,12 @@ def discover(ctx: DiscoveryContext) -> list[Probe | Unavailable]:
     try:
         conn = Connection(path)
     except OSError as exc:
-        hint = ("your user may not use it: ask for the daemon's group (docs/permissions.md)"
-                if isinstance(exc, PermissionError) else "is `energymeter daemon` running?")
+        if isinstance(exc, PermissionError):
+            hint = "your user may not use it: ask for the daemon's group (docs/permissions.md)"
+        elif exc.errno == errno.EAGAIN:
+            hint = "the daemon is overloaded: see docs/daemon.md (Limits)"
+        else:
+            hint = "is `energymeter daemon` running?"
         return [Unavailable(SOURCE, f"cannot connect to the daemon at {path}: {exc}", hint)]
     try:
         hello = conn.call("hello")
@@ -280,8 +352,10 @@ def discover(ctx: DiscoveryContext) -> list[Probe | Unavailable]:
         return [DaemonProbe(conn, channels, hello, ctx)]
     except (DaemonError, KeyError, TypeError, ValueError) as exc:
         conn.close()
-        return [Unavailable(SOURCE, f"the daemon at {path} is not usable: {exc}",
-                            "restart `energymeter daemon` (same energymeter version)")]
+        hint = ("the daemon is serving as many clients as it may: see docs/daemon.md (Limits)"
+                if "too many connections" in str(exc) else
+                "restart `energymeter daemon` (same energymeter version)")
+        return [Unavailable(SOURCE, f"the daemon at {path} is not usable: {exc}", hint)]
 
 
 def _channel(data: dict[str, Any], path: Path) -> Channel:
