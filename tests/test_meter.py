@@ -18,6 +18,14 @@ from energymeter.store import read_samples
 from tests.fakes.powercap import FakePowercap
 
 
+def lag_j(fake: FakePowercap, power_w: float) -> float:
+    """What the fake's real-time counters can be behind or ahead of true energy at the two
+    ends of a span: its counters stand still between two updates, and on a busy machine its
+    thread waits for a core (``max_lag_s``, measured). Energy tolerances add this to their
+    relative part, so that a loaded CI machine widens them and a quiet one does not."""
+    return 2.0 * power_w * fake.max_lag_s
+
+
 def test_steady_40w_over_5s_is_200j_with_wraps(rapl40: FakePowercap, tmp_path: Path) -> None:
     with measure("steady", powercap_root=rapl40.root, region="SE") as m:
         time.sleep(5.0)
@@ -25,12 +33,16 @@ def test_steady_40w_over_5s_is_200j_with_wraps(rapl40: FakePowercap, tmp_path: P
     cpu = next(c for c in r.channels if c.channel.id == "cpu0")
     assert cpu.channel.method == "counter" and cpu.channel.source == "rapl"
     expected_j = 40.0 * r.duration_s
-    assert abs(cpu.energy_j - expected_j) / expected_j < 0.005
-    assert abs(cpu.energy_j - 200.0) / 200.0 < 0.005
-    assert r.energy_j["by_kind"]["dram"] == pytest.approx(5.0 * r.duration_s, rel=0.005)
-    assert cpu.peak_power_w == pytest.approx(40.0, rel=0.1)
+    assert r.duration_s >= 5.0
+    assert abs(cpu.energy_j - expected_j) <= 0.005 * expected_j + lag_j(rapl40, 40.0)
+    assert abs(r.energy_j["by_kind"]["dram"] - 5.0 * r.duration_s) \
+        <= 0.005 * 5.0 * r.duration_s + lag_j(rapl40, 5.0)
+    # The highest mean power over a peak window: its ends lag as a span's do.
+    window_s = r.overhead["peak_window_s"]
+    assert abs(cpu.peak_power_w - 40.0) <= 4.0 + lag_j(rapl40, 40.0) / window_s
     assert r.overhead["sampler_cpu_fraction"] < 0.01  # < 1 % of one core
-    assert r.overhead["ticks"] >= 40
+    # Ticks skipped while the machine was too busy are counted apart; none is lost silently.
+    assert r.overhead["ticks"] + r.overhead.get("skipped_ticks", 0) >= 40
     assert r.status == "completed" and r.carbon["region"] == "SE"
     assert r.carbon["emissions_g"] == pytest.approx(
         r.total_energy_j / 3.6e6 * r.carbon["g_per_kwh"])
@@ -62,7 +74,8 @@ def test_nested_phases_and_logs(rapl40: FakePowercap) -> None:
     names = [(p.name, p.parent) for p in r.phases]
     assert names == [("epoch-1", None), ("forward", "epoch-1"), ("epoch-2", None)]
     for p in r.phases:
-        assert p.energy_by_channel["cpu0"] == pytest.approx(40.0 * p.duration_s, rel=0.05)
+        assert abs(p.energy_by_channel["cpu0"] - 40.0 * p.duration_s) \
+            <= 0.05 * 40.0 * p.duration_s + lag_j(rapl40, 40.0)
     epoch1, forward = r.phases[0], r.phases[1]
     assert epoch1.start_s <= forward.start_s and forward.end_s <= epoch1.end_s
     assert [e["metrics"]["epoch"] for e in r.logs] == [1, 2]
@@ -103,8 +116,9 @@ def test_decorator_sync_and_async(rapl40: FakePowercap) -> None:
     assert infer(3) == 6 and infer.last_report.run_id != first.run_id
     assert asyncio.run(ainfer(1)) == 2
     assert ainfer.last_report.name.endswith("ainfer")
-    assert ainfer.last_report.total_energy_j == pytest.approx(
-        40.0 * ainfer.last_report.duration_s + 5.0 * ainfer.last_report.duration_s, rel=0.1)
+    expected_j = 45.0 * ainfer.last_report.duration_s
+    assert abs(ainfer.last_report.total_energy_j - expected_j) \
+        <= 0.1 * expected_j + lag_j(rapl40, 45.0)
 
 
 def test_bare_decorator(rapl40: FakePowercap, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,7 +229,8 @@ def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Pa
     r = Report.load(run_dir)
     assert r.status == "interrupted"
     assert r.duration_s > 1.0
-    assert r.channels[0].energy_j == pytest.approx(40.0 * r.duration_s, rel=0.05)
+    expected_j = 40.0 * r.duration_s
+    assert abs(r.channels[0].energy_j - expected_j) <= 0.05 * expected_j + lag_j(rapl40, 40.0)
     assert [p.name for p in r.phases] == ["done-phase"]
     assert any("rebuilt from samples.csv" in w for w in r.warnings)
     assert r.carbon["region"] == "SE" and r.carbon["emissions_g"] > 0
@@ -287,11 +302,17 @@ def test_relative_out_is_fixed_at_start_when_the_program_changes_directory(
 def test_phases_of_concurrent_tasks_and_threads_keep_their_own_times(tmp_path: Path) -> None:
     import threading
 
+    # What each task really waited (a busy machine wakes them late): the phases must match
+    # these, within the time a boundary read takes, however late the wake-ups were.
+    slept: dict[str, float] = {}
+
     async def main() -> Meter:
         with measure("async", powercap_root=tmp_path / "absent", region="SE") as m:
             async def task(name: str, seconds: float) -> None:
                 with m.phase(name):
+                    t0 = time.monotonic()
                     await asyncio.sleep(seconds)
+                    slept[name] = time.monotonic() - t0
 
             with m.phase("outer"):
                 await asyncio.gather(task("short", 0.05), task("long", 0.3))
@@ -299,14 +320,18 @@ def test_phases_of_concurrent_tasks_and_threads_keep_their_own_times(tmp_path: P
 
     r = asyncio.run(main()).report
     phases = {p.name: p for p in r.phases}
-    assert phases["short"].duration_s == pytest.approx(0.05, abs=0.04)
-    assert phases["long"].duration_s == pytest.approx(0.3, abs=0.04)
+    assert slept["short"] >= 0.05 and slept["long"] >= 0.3
+    assert phases["short"].duration_s == pytest.approx(slept["short"], abs=0.04)
+    assert phases["long"].duration_s == pytest.approx(slept["long"], abs=0.04)
+    assert phases["short"].duration_s < phases["long"].duration_s
     assert phases["short"].parent == phases["long"].parent == "outer"
 
     with measure("threads", powercap_root=tmp_path / "absent", region="SE") as m:
         def loader() -> None:
             with m.phase("load"):
+                t0 = time.monotonic()
                 time.sleep(0.3)
+                slept["load"] = time.monotonic() - t0
 
         t = threading.Thread(target=loader)
         t.start()
@@ -316,7 +341,7 @@ def test_phases_of_concurrent_tasks_and_threads_keep_their_own_times(tmp_path: P
         t.join()
     phases = {p.name: p for p in m.report.phases}
     assert phases["step"].parent is None and phases["load"].parent is None
-    assert phases["load"].duration_s == pytest.approx(0.3, abs=0.04)
+    assert phases["load"].duration_s == pytest.approx(slept["load"], abs=0.04)
 
 
 def test_phase_opened_in_one_thread_and_closed_in_another(tmp_path: Path) -> None:
@@ -436,7 +461,8 @@ def test_start_end_and_duration_come_from_the_same_boundary_reads(rapl40: FakePo
         time.sleep(0.3)
     r = m.report
     assert (r.ended_at - r.started_at).total_seconds() == pytest.approx(r.duration_s, abs=2e-6)
-    assert r.channels[0].energy_j / r.duration_s == pytest.approx(40.0, rel=0.01)
+    expected_j = 40.0 * r.duration_s
+    assert abs(r.channels[0].energy_j - expected_j) <= 0.01 * expected_j + lag_j(rapl40, 40.0)
 
 
 def test_a_suspended_run_counts_its_skipped_ticks(rapl40: FakePowercap, tmp_path: Path) -> None:
@@ -553,3 +579,37 @@ def test_a_sync_that_fails_at_a_phase_end_never_replaces_the_users_exception(
         raise ValueError("the user's own error")
     assert m.report.status == "failed" and [p.name for p in m.report.phases] == ["step"]
     assert any("sync before the end of phase 'step' failed" in w for w in m.report.warnings)
+
+
+def test_a_boundary_read_racing_a_stop_is_dropped_not_raised(tmp_path: Path) -> None:
+    """Issue 23, item 8: SIGTERM's thread began the stop between log()'s look at the run's
+    state and its boundary read; log() raised "meter is stopping" into the program, which
+    then died before the report was written. Here the stop is held inside its final sync
+    (after the state became "stopping"), exactly in that window."""
+    import threading
+
+    in_final_sync, release = threading.Event(), threading.Event()
+
+    def sync() -> None:
+        if threading.current_thread().name == "stopper":
+            in_final_sync.set()
+            assert release.wait(30)
+
+    m = measure("race", powercap_root=tmp_path / "absent", region="SE", sync=sync).start()
+    m.log(step=0)
+    stopper = threading.Thread(target=m.stop, args=("interrupted",), name="stopper")
+    stopper.start()
+    try:
+        assert in_final_sync.wait(30)
+        # What log(), phase() and end_phase() call once they have seen a running meter.
+        assert m._boundary("log()") is None
+        with m.phase("late"):  # nothing raised, nothing recorded
+            pass
+    finally:
+        release.set()
+        stopper.join(30)
+    r = m.report
+    assert r.status == "interrupted" and [e["metrics"] for e in r.logs] == [{"step": 0}]
+    assert not r.phases and (r.path / "report.json").is_file()
+    with pytest.raises(UsageError, match="is stopped"):  # after the stop: the user's mistake
+        m._boundary("log()")

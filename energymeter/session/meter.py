@@ -387,8 +387,13 @@ class Meter:
         self._signalled = True
         self.stop("interrupted", sync=False)
 
-    def _boundary(self, what: str = "a boundary read") -> tuple[float, dict[str, float]]:
+    def _boundary(self, what: str = "a boundary read") -> tuple[float, dict[str, float]] | None:
+        """A boundary read, or None when the run is ending: stopped by another thread or by
+        SIGTERM between the caller's look at :attr:`_ending` and now (the program's phases
+        and logs are then dropped quietly, never raised into it)."""
         if self._state != "running":
+            if self._ending:
+                return None
             raise UsageError(f"meter {self.name!r} is {self._state}; phase() and log() work "
                              "only inside a running measurement")
         self._run_sync(what)
@@ -402,7 +407,11 @@ class Meter:
         if os.getpid() != self._owner_pid or self._ending:  # a forked child measures nothing
             yield self
             return
-        t_s, energy = self._boundary(f"phase {name!r}")
+        read = self._boundary(f"phase {name!r}")
+        if read is None:
+            yield self
+            return
+        t_s, energy = read
         entry, token = self._phases.open(name, t_s, energy)
         # The parent too: a rebuild of a killed run closes this phase under the right one.
         self._events.event_later("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
@@ -411,7 +420,7 @@ class Meter:
         finally:
             self._phases.leave(entry, token)
             if self._state == "running":
-                self._end_phase(entry, *self._boundary(f"the end of phase {entry.name!r}"))
+                self._end_phase(entry, self._boundary(f"the end of phase {entry.name!r}"))
 
     def begin_phase(self, name: str) -> OpenPhase | None:
         """Begin phase ``name`` without a ``with`` block (for callbacks: a training loop's
@@ -421,8 +430,11 @@ class Meter:
         stops ends with it. In a forked child it does nothing and returns ``None``."""
         if os.getpid() != self._owner_pid or self._ending:
             return None
-        t_s, energy = self._boundary(f"phase {name!r}")
-        entry, _token = self._phases.open(name, t_s, energy)
+        read = self._boundary(f"phase {name!r}")
+        if read is None:
+            return None
+        entry, _token = self._phases.open(name, *read)
+        t_s = read[0]
         self._events.event_later("phase_start", name=entry.name, t_s=t_s, parent=entry.parent)
         with self._lock:
             self._begun.append(entry)
@@ -449,10 +461,13 @@ class Meter:
                              + (", ".join(repr(n) for n in names) or "none"))
         self._phases.forget(entry)
         if self._state == "running" and self._phases.is_open(entry):
-            self._end_phase(entry, *self._boundary(f"the end of phase {entry.name!r}"))
+            self._end_phase(entry, self._boundary(f"the end of phase {entry.name!r}"))
 
-    def _end_phase(self, entry: OpenPhase, t_s: float, energy: Mapping[str, float]) -> None:
-        phase = self._phases.end(entry, t_s, energy)
+    def _end_phase(self, entry: OpenPhase,
+                   read: tuple[float, Mapping[str, float]] | None) -> None:
+        if read is None:  # the run is ending: the stop ends open phases itself
+            return
+        phase = self._phases.end(entry, *read)
         if phase is not None:
             self._events.event_later("phase", **phase.to_dict(self._channels))
 
@@ -464,7 +479,10 @@ class Meter:
         DataLoader worker) it does nothing: only the process that started the run records."""
         if os.getpid() != self._owner_pid or self._ending:
             return
-        t_s, energy = self._boundary("log()")
+        read = self._boundary("log()")
+        if read is None:
+            return
+        t_s, energy = read
         entry = {"t_s": t_s, "energy_j": total_energy_j(self._channels, energy),
                  "metrics": json_safe(metrics)}
         self._logs.append(entry)
@@ -523,7 +541,11 @@ class Meter:
         (epochs, steps) from ``done`` so far, assuming the rest costs what the work so far
         cost per unit; with a 95 % interval from the variation between successive calls
         (from the second interval on). A boundary read (with ``sync``)."""
-        t_s, energy = self._boundary("estimate_total()")
+        read = self._boundary("estimate_total()")
+        if read is None:
+            raise UsageError(f"meter {self.name!r} is {self._state}; estimate_total() works "
+                             "only inside a running measurement")
+        t_s, energy = read
         joules = total_energy_j(self._channels, energy)
         g_per_j = self._carbon.g_per_kwh_now * self._carbon.pue / 3.6e6
         with self._lock:
