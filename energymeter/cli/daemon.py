@@ -36,6 +36,13 @@ log = logging.getLogger("energymeter")
                    "so wraps are seen).")
 @click.option("--ring-rows", type=click.IntRange(min=2), default=6000, show_default=True,
               metavar="N", help="Recent rows kept for clients that ask for a stream.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=1024,
+              show_default=True, metavar="N",
+              help="Clients served at once; one more is told 'too many connections' and "
+                   "closed.")
+@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=0.001),
+              default=60.0, show_default=True, metavar="SECONDS",
+              help="Close a client that sends nothing for this long (clients reconnect).")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               metavar="PORT", help="Also serve Prometheus /metrics on this TCP port (extra "
                                    "prometheus).")
@@ -45,7 +52,8 @@ log = logging.getLogger("energymeter")
               help="Also export hw.energy/hw.power by OTLP/HTTP to URL, e.g. "
                    "http://collector:4318/v1/metrics (extra otel).")
 def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interval_s: float,
-           ring_rows: int, metrics_port: int | None, metrics_addr: str,
+           ring_rows: int, max_connections: int, idle_timeout_s: float,
+           metrics_port: int | None, metrics_addr: str,
            otlp_endpoint: str | None) -> None:
     """Sample this machine's energy counters for every user (run as root).
 
@@ -75,7 +83,8 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
         core, unavailable = open_daemon(powercap_root=settings.powercap_root,
                                         interval_s=interval_s, ring_rows=ring_rows,
                                         nvml_module=settings.nvml_module)
-        server = serve(core.start(), socket_path or DEFAULT_SOCKET, access)
+        server = serve(core.start(), socket_path or DEFAULT_SOCKET, access,
+                       max_connections=max_connections, idle_timeout_s=idle_timeout_s)
     except EnergyMeterError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -76,13 +76,111 @@ class DaemonCollector:
         yield gauge
 
 
-def start_metrics_server(daemon: Daemon, port: int, addr: str = "127.0.0.1") -> Any:
-    """Serve ``/metrics`` for ``daemon`` on ``addr:port``; returns the HTTP server."""
+#: The most scrapers served at once on /metrics; one more gets 503 and is closed.
+METRICS_MAX_CONNECTIONS = 64
+#: A scraper that has not sent its whole request in this long is closed.
+METRICS_REQUEST_TIMEOUT_S = 10.0
+#: The longest HTTP request head accepted.
+METRICS_MAX_HEAD_BYTES = 8192
+
+
+def _http(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+          head_only: bool = False) -> bytes:
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head if head_only else head + body
+
+
+class MetricsServer:
+    """``/metrics`` on the daemon's bounded loop (one thread; see
+    :class:`energymeter.daemon.server.SelectorServer`): one request per connection, answered
+    with ``generate_latest(registry)``; a connection cap, a request timeout, a send timeout.
+    prometheus-client's own server starts a thread per connection and never times one out."""
+
+    def __init__(self, registry: Any, addr: str, port: int, *,
+                 max_connections: int = METRICS_MAX_CONNECTIONS,
+                 request_timeout_s: float = METRICS_REQUEST_TIMEOUT_S) -> None:
+        import threading
+
+        from .server import SelectorServer
+
+        client = _client()
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((addr, port))
+            listener.listen(1024)
+        except OSError:
+            listener.close()
+            raise
+        outer = self
+
+        class _Http(SelectorServer):
+            max_request_bytes = METRICS_MAX_HEAD_BYTES
+
+            def over_cap(self) -> bytes:
+                return _http("503 Service Unavailable", f"too many connections (cap "
+                             f"{self.max_connections})\n".encode())
+
+            def on_data(self, conn: Any) -> None:
+                end = conn.rbuf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(conn.rbuf) > self.max_request_bytes:
+                        self.refuse(conn, _http("431 Request Header Fields Too Large",
+                                                b"request head too long\n"))
+                    return
+                self.refuse(conn, outer.respond(bytes(conn.rbuf[:end])))
+
+        # Idle and send timeouts are the request timeout: a scraper sends one request, reads
+        # one answer, and is closed.
+        self._server = _Http(listener, max_connections=max_connections,
+                             idle_timeout_s=request_timeout_s, send_timeout_s=request_timeout_s)
+        self._registry = registry
+        self._generate = client.generate_latest
+        self._content_type = client.CONTENT_TYPE_LATEST
+        self.server_address = listener.getsockname()
+        self.server_port = self.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.5},
+                                        name="energymeter-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    def respond(self, head: bytes) -> bytes:
+        """The whole HTTP answer to a request ``head`` (request line and headers)."""
+        parts = head.split(b"\r\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return _http("400 Bad Request", b"not an HTTP request\n")
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return _http("405 Method Not Allowed", b"GET /metrics\n")
+        if target not in (b"/metrics", b"/"):
+            return _http("404 Not Found", b"the metrics are at /metrics\n")
+        return _http("200 OK", self._generate(self._registry), self._content_type,
+                     head_only=method == b"HEAD")
+
+    def shutdown(self) -> None:
+        """Stop serving and close every connection."""
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+def start_metrics_server(daemon: Daemon, port: int, addr: str = "127.0.0.1", *,
+                         max_connections: int = METRICS_MAX_CONNECTIONS,
+                         request_timeout_s: float = METRICS_REQUEST_TIMEOUT_S
+                         ) -> MetricsServer:
+    """Serve ``/metrics`` for ``daemon`` on ``addr:port`` (one thread, bounded: see
+    :class:`MetricsServer`); returns the server (``shutdown()`` stops it)."""
     client = _client()
     registry = client.CollectorRegistry()
     registry.register(DaemonCollector(daemon))
-    server, _thread = client.start_http_server(port, addr=addr, registry=registry)
-    return server
+    return MetricsServer(registry, addr, port, max_connections=max_connections,
+                         request_timeout_s=request_timeout_s)
 
 
 def report_registry(report: Report, host: str | None = None) -> Any:

@@ -98,7 +98,8 @@ class Connection:
                 sock.close()
                 tries += 1
                 self.connect_retries += 1
-                if time.monotonic() + delay_s > deadline:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
                     raise DaemonError(errno.EAGAIN, f"the daemon at {self.path} did not take "
                                       f"the connection in {self.connect_retry_s:g} s ({tries} "
                                       f"tries; its listen queue stayed full: it is overloaded "
@@ -106,7 +107,8 @@ class Connection:
             except OSError:
                 sock.close()
                 raise
-            time.sleep(delay_s * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
+            # Jitter (not secrets) spreads a burst's retries; the last try is at the deadline.
+            time.sleep(min(left_s, delay_s * (0.5 + random.random())))  # noqa: S311
             delay_s = min(delay_s * 2, 0.1)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
