@@ -11,7 +11,11 @@ A distributed job (torchrun, SLURM, MPI) leaves one run per rank, each with a ``
   covered by their parent and left out of the energy;
 * the time span runs from the first run's start to the last one's end;
 * a node the job ran on (SLURM's node list, the launcher's node count) without a run that
-  measured its energy is reported in ``job.missing_nodes`` and a warning, never ignored.
+  measured its energy is reported in ``job.missing_nodes`` and a warning, never ignored;
+* a run whose figures fail the checks of what a run may hold (:func:`rank_problem`: energies
+  that are not cumulative joules, a duration out of range, negative or non-finite resources,
+  phases or emissions) adds nothing: it is listed under ``job.excluded_runs`` with a warning
+  naming its run directory and why, so no negative or non-finite number enters a total.
 
 The result is a :class:`~energymeter.report.Report` (``run_id`` ``job-<id>``) whose channels
 are named ``<node>:<channel>``, whose phases are the ranks' phases summed over nodes (matched
@@ -20,12 +24,14 @@ by name, parent and occurrence) and whose ``job`` block holds the per-node break
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
+from ..store.readers import MAX_DURATION_S, MAX_NUMBER, check_joules
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -55,6 +61,55 @@ def _node(report: Report) -> str:
 def _rank(report: Report) -> int | None:
     rank = (report.job or {}).get("rank")
     return rank if isinstance(rank, int) else None
+
+
+#: The resources of a run that merging adds up or takes the largest of: amounts, never negative.
+_SUMMED_RESOURCES = ("cpu_time_s", "read_bytes", "write_bytes", "peak_rss_bytes",
+                     "peak_gpu_memory_bytes")
+
+
+def _amount(value: Any) -> bool:
+    """Whether ``value`` is a finite number from 0 to :data:`MAX_NUMBER` (booleans are not)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and 0.0 <= float(value) <= MAX_NUMBER)
+
+
+def rank_problem(report: Report) -> str | None:
+    """Why the figures of one run of a job cannot enter the job's totals, or ``None`` when they
+    can: its duration must be seconds from 0 to ``MAX_DURATION_S``, each channel's energy
+    cumulative joules (:func:`~energymeter.store.readers.check_joules`, the sampler's rule)
+    and its powers finite, each phase's energies finite joules >= 0, the resources summed or
+    compared and the carbon figures merged (emissions, PUE, price) finite amounts >= 0 (or
+    absent). These are the loader's checks, made strict where a figure enters a total: a
+    report built in memory is checked too."""
+    if not (isinstance(report.duration_s, (int, float))
+            and 0.0 <= report.duration_s <= MAX_DURATION_S):
+        return f"duration_s is {report.duration_s!r} (seconds from 0 to {MAX_DURATION_S:g})"
+    for i, ce in enumerate(report.channels):
+        try:
+            check_joules(ce.energy_j)
+        except ValueError as exc:
+            return f"channels[{i}] ({ce.channel.id}).energy_j: {exc}"
+        for key in ("mean_power_w", "peak_power_w"):
+            value = getattr(ce, key)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value)):
+                return f"channels[{i}] ({ce.channel.id}).{key} is {value!r} (a finite number)"
+    for p in report.phases:
+        for cid, joules in p.energy_by_channel.items():
+            try:
+                check_joules(joules)
+            except ValueError as exc:
+                return f"phase {p.name!r}, channel {cid}: {exc}"
+    for key in _SUMMED_RESOURCES:
+        value = report.resources.get(key)
+        if value is not None and not _amount(value):
+            return f"resources.{key} is {value!r} (a finite number >= 0, or null)"
+    for key in ("emissions_g", "pue", "price_per_kwh"):  # what _carbon multiplies and adds
+        value = (report.carbon or {}).get(key)
+        if value is not None and not _amount(value):
+            return f"carbon.{key} is {value!r} (a finite number >= 0, or null)"
+    return None
 
 
 def expand_nodelist(text: str) -> list[str] | None:
@@ -181,15 +236,27 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         runs = next(iter(jobs.values()))
     jid = str(job_id(runs[0]))
 
+    # A run whose figures fail the checks adds nothing (it still shows where it ran).
+    excluded: dict[str, str] = {}
+    for run in runs:
+        problem = rank_problem(run)
+        if problem is not None:
+            excluded[run.run_id] = problem
+    if len(excluded) == len(runs):
+        bad = runs[0]
+        raise ReportError(f"no run of job {jid} can be merged: every one fails the checks "
+                          f"of its figures (e.g. {_where(bad)}: {excluded[bad.run_id]})")
+
     by_id = {r.run_id: r for r in runs}
     # A run nested in another run of the job on its node that measured (measure() inside
     # energymeter run) is covered by it; one nested in a wrapper on another node (srun
     # exports ENERGYMETER_RUN_ID to every node) is not.
     nested = [r for r in runs if r.parent_run_id in by_id
+              and r.parent_run_id not in excluded
               and _node(by_id[r.parent_run_id]) == _node(r)
               and by_id[r.parent_run_id].channels]
     nested_ids = {r.run_id for r in nested}
-    top = [r for r in runs if r.run_id not in nested_ids]
+    top = [r for r in runs if r.run_id not in nested_ids and r.run_id not in excluded]
     started = min(r.started_at for r in runs)
     ended = max(r.ended_at for r in runs)
     span_s = (ended - started).total_seconds()
@@ -299,6 +366,10 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                         duration_s=(last - first).total_seconds())
 
     warnings: list[str] = []
+    for run in runs:
+        if run.run_id in excluded:
+            warnings.append(f"{_where(run)} left out of the job's totals: its figures fail the "
+                            f"checks ({excluded[run.run_id]})")
     if merged_inputs:
         warnings.append(f"{merged_inputs} merged job report(s) among the inputs were left out "
                         "(their runs are merged, not them again)")
@@ -362,6 +433,9 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         "nodes": list(nodes.values()),
         "expected_nodes": expected if expected is not None else None,
         "missing_nodes": missing, "deduplicated": deduplicated,
+        "excluded_runs": [{"run_id": r.run_id, "path": str(r.path) if r.path else None,
+                           "node": _node(r), "rank": _rank(r), "reason": excluded[r.run_id]}
+                          for r in runs if r.run_id in excluded],
         "rank_runs": [{"run_id": r.run_id, "node": _node(r), "rank": _rank(r),
                        "local_rank": (r.job or {}).get("local_rank"),
                        "measures": (r.job or {}).get("measures"), "status": r.status}
@@ -383,6 +457,13 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         software=dict(first.software), warnings=tuple(warnings),
         command=first.command, exit_code=_exit_code(top), tags=common_tags,
         job=job_info)
+
+
+def _where(run: Report) -> str:
+    """A run of a job as messages name it: node, rank and run directory (or run id)."""
+    rank = _rank(run)
+    return (f"node {_node(run)}" + (f" rank {rank}" if rank is not None else "")
+            + f" ({run.path if run.path is not None else 'run ' + run.run_id})")
 
 
 def _expected_nodes(runs: Sequence[Report], given: int | Sequence[str] | None

@@ -32,15 +32,13 @@ from ..sampling.aggregate import Aggregator, peak_window_s
 from ..sampling.sampler import FLUSH_EVERY_S
 from ..settings import FIELD_NAMES, Settings, default, resolve_settings
 from ..store import EVENTS_NAME, REPORT_NAME, SAMPLES_NAME, iter_samples
-from ..store.readers import iter_events
+from ..store.readers import NonDecreasing, check_gauge, check_joules, iter_events
 from .fastscan import FAST_SCAN_BYTES
 from .fastscan import interpolate as _interpolate
 from .fastscan import scan as fast_scan
 from .values import (
     LEDGER_COLUMNS,
     MAX_DURATION_S,
-    MAX_ENERGY_J,
-    MAX_NUMBER,
     RUNNING,
     STATUSES,
     Fields,
@@ -77,17 +75,25 @@ def _settings(stored: Mapping[str, Any], region: str | None) -> Settings:
     return resolve_settings(overrides, env={}, pyproject=False)
 
 
-def _floats(row: list[str], columns: Mapping[str, int], bound: float) -> dict[str, float]:
-    """The finite values of ``columns`` in ``row`` (empty cells left out); ValueError when a
-    cell is not a number of at most ``bound`` either way."""
-    out = {}
-    for name, i in columns.items():
-        if row[i] != "":
-            value = float(row[i])
-            if not -bound <= value <= bound:  # NaN fails too
-                raise ValueError(f"{row[i]!r} out of range")
-            out[name] = value
-    return out
+def _row_values(row: list[str], energy_cols: Mapping[str, int],
+                gauge_cols: Mapping[str, int]) -> tuple[dict[str, float], dict[str, float]]:
+    """The energies and gauges of a ``samples.csv`` row (empty cells left out), checked as
+    the sampler checks them (:func:`~energymeter.store.readers.check_joules`,
+    :func:`~energymeter.store.readers.check_gauge`); ValueError when one is not."""
+    energy = {cid: check_joules(row[i]) for cid, i in energy_cols.items() if row[i] != ""}
+    gauges = {g: check_gauge(g, row[i]) for g, i in gauge_cols.items() if row[i] != ""}
+    return energy, gauges
+
+
+def _baseline(f: Fields | None) -> dict[str, Any] | None:
+    """A start event's ``baseline`` (measured idle power), its powers checked: watts >= 0."""
+    if f is None:
+        return None
+    for key in ("power_w", "power_std_w"):
+        powers = f.obj(key, {})
+        for cid in powers.data:
+            powers.number(cid, minimum=0.0)
+    return f.plain()
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class _Start:
             tags=read_tags(f.obj("tags", {})),
             group_id=f.text("group_id", None, optional=True),
             warmup=f.flag("warmup", False),
-            baseline=b.plain() if (b := f.optional_obj("baseline")) is not None else None,
+            baseline=_baseline(f.optional_obj("baseline")),
             job=j.plain() if (j := f.optional_obj("job")) is not None else None,
             # Recorded since 0.1.0 to tell a live run from a killed one; older runs lack them.
             pid=f.data.get("pid"), hostname=f.data.get("hostname"))
@@ -228,7 +234,7 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         elif kind == "set":
             values.update(f.obj("values").plain())
         elif kind == "count":
-            items = f.number("items")
+            items = f.number("items", minimum=0.0)  # as Meter.count() accepts
     if start is None:
         raise ReportError(f"{events_path} has no start event; cannot rebuild the run")
     channels = list(start.channels)
@@ -261,14 +267,16 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         for index, begun in fast.start_energies.items():
             waiting[index].start_energy = begun
         rows = iter(())  # type: ignore[assignment]
+    # Energies that go back count nothing for that interval, as the live sampler counts them.
+    cumulative = NonDecreasing(relative=False)
     for row in rows:  # streamed: a long run's samples are never all in memory
         try:  # a crash or power loss can leave garbage in the file
             row_t_s = float(row[0])
             if not (previous is None or previous[0] <= row_t_s) or not (
                     0.0 <= row_t_s <= MAX_DURATION_S):
                 raise ValueError(f"t_s {row[0]!r} out of order or range")
-            row_energy = _floats(row, energy_cols, MAX_ENERGY_J)
-            gauges = _floats(row, gauge_cols, MAX_NUMBER)
+            raw, gauges = _row_values(row, energy_cols, gauge_cols)
+            row_energy, _ = cumulative.add(raw)
         except ValueError:
             unreadable += 1
             continue
@@ -285,6 +293,7 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
 
     if unreadable:
         warnings.append(f"{unreadable} unreadable row(s) of {SAMPLES_NAME} skipped")
+    warnings += cumulative.warnings(SAMPLES_NAME)
     if stop is not None:
         status = stop[0]
         warnings.append(f"rebuilt from {SAMPLES_NAME}: report.json was missing")
@@ -357,8 +366,9 @@ def save_rebuilt(report: Report) -> tuple[Path, Path]:
     ledger ``runs.csv`` of the folder holding the run directory. Returns both paths.
 
     Raises :class:`ReportError` (saving nothing) when the report was not rebuilt, its run
-    directory already has a ``report.json`` (never overwritten) or the run is still
-    ``running``; :class:`OSError` when the files cannot be written."""
+    directory already has a ``report.json`` (never overwritten), the run is still
+    ``running``, or what would be written would not load back (``Report.load`` checks every
+    key of it); :class:`OSError` when the files cannot be written."""
     from ..store import append_ledger, write_json_atomic
 
     run_dir = report.path
@@ -371,7 +381,13 @@ def save_rebuilt(report: Report) -> tuple[Path, Path]:
     if report.status == RUNNING:
         raise ReportError(f"{run_dir} is still running; it writes its own report.json when it "
                           "ends")
-    write_json_atomic(target, report.to_dict())
+    data = report.to_dict()
+    try:  # what is saved is read back by Report.load: never save what it would refuse
+        type(report).from_dict(data, path=run_dir, source=target)
+    except ReportError as exc:
+        raise ReportError(f"the rebuilt report of {run_dir} would not load back, so it is not "
+                          f"saved: {exc}") from None
+    write_json_atomic(target, data)
     ledger = append_ledger(run_dir.parent, report.to_row(), LEDGER_COLUMNS)
     log.debug("saved %s and its row in %s", target, ledger)
     return target, ledger

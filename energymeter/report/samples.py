@@ -1,7 +1,9 @@
 """A run's timeline from its ``samples.csv``: cumulative joules per channel over time, and the
 power per channel derived from them (what plots and ``Report.to_dataframe("samples")`` show).
 
-Rows are streamed (:func:`iter_energy`); a damaged row is skipped, as the rebuild does.
+Rows are streamed (:func:`iter_energy`) and checked as the rebuild checks them: a damaged row
+(a time out of order or range, energy that is not cumulative joules) is skipped, and energy
+that goes back counts nothing for that interval.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ReportError
 from ..store import SAMPLES_NAME, iter_samples
+from ..store.readers import MAX_DURATION_S, NonDecreasing, check_joules
 
 if TYPE_CHECKING:
     from .model import Report
@@ -41,14 +44,16 @@ def iter_energy(report: Report, channel_ids: Sequence[str] | None = None
     try:
         columns = _columns(report, channel_ids, header)
         last_t = -math.inf
+        cumulative = NonDecreasing(relative=False)
         for row in rows:
             try:
                 t_s = float(row[0])
-                energy = {c: float(row[i]) for c, i in columns.items() if row[i] != ""}
+                if not (last_t <= t_s <= MAX_DURATION_S and t_s >= 0.0):  # NaN fails too
+                    continue
+                energy, _ = cumulative.add({c: check_joules(row[i])
+                                            for c, i in columns.items() if row[i] != ""})
             except ValueError:
                 continue  # a damaged row: the next ones still tell
-            if not math.isfinite(t_s) or t_s < last_t:
-                continue
             last_t = t_s
             yield t_s, energy
     finally:

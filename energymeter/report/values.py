@@ -14,7 +14,14 @@ from typing import Any, NoReturn
 
 from ..errors import ReportError
 from ..probes.base import KINDS, METHODS, Channel, energy_summary
-from ..store.readers import check_plain, key_path
+from ..store.readers import (
+    MAX_DURATION_S,
+    MAX_ENERGY_J,
+    MAX_NUMBER,
+    check_joules,
+    check_plain,
+    key_path,
+)
 
 SCHEMA = "energymeter.report/1"
 #: The statuses a run ends with (what ``Meter.stop()`` accepts).
@@ -24,13 +31,9 @@ RUNNING = "running"
 #: The statuses of a report that is read back or rebuilt: the final ones and ``running``.
 LOADABLE_STATUSES = (*STATUSES, RUNNING)
 
-#: Bounds of what a report may hold, far beyond any real run: reading a file refuses larger
-#: values (sums and ratios of them would become infinite, which JSON cannot hold).
-#: 1e18 J is 32 GW for a year; 1e9 s is 31 years.
-MAX_ENERGY_J = 1e18
-MAX_DURATION_S = 1e9
-#: The bound of other numbers of a report (powers, resources, carbon figures).
-MAX_NUMBER = 1e30
+# The bounds of what a report may hold (MAX_ENERGY_J 1e18 J, MAX_DURATION_S 1e9 s, MAX_NUMBER
+# 1e30), imported above, are defined beside the readers, below the sampler, which applies
+# them too; they are still importable from here.
 
 #: The columns of :meth:`Report.to_row` (and of the ``runs.csv`` ledger), in order.
 LEDGER_COLUMNS = (
@@ -75,7 +78,7 @@ class ChannelEnergy:
         """Read one entry of a report's ``channels``; :class:`ReportError` naming ``where``
         and ``key`` when it is not one."""
         f = Fields(data, where, key)
-        return cls(channel_from_fields(f), f.energy("energy_j"),
+        return cls(channel_from_fields(f), f.joules("energy_j"),
                    f.number("mean_power_w", 0.0, optional=True) or 0.0,
                    f.number("peak_power_w", None, optional=True))
 
@@ -220,6 +223,18 @@ class Fields:
         slightly negative)."""
         return self.number(key, default, minimum=-MAX_ENERGY_J, maximum=MAX_ENERGY_J)
 
+    def joules(self, key: str, default: Any = _MISSING) -> float:
+        """Cumulative joules (a channel's energy since the run began, the energy at a
+        ``log()``): the sampler's rule, :func:`~energymeter.store.readers.check_joules`
+        (finite, from 0 to :data:`MAX_ENERGY_J`)."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "a number of joules >= 0", value)
+        try:
+            return check_joules(value)
+        except ValueError:
+            self.fail(key, f"a number of joules from 0 to {MAX_ENERGY_J:g}", value)
+
     def seconds(self, key: str, default: Any = _MISSING, *, signed: bool = False) -> float:
         """A duration or time in seconds, at most :data:`MAX_DURATION_S` (and >= 0 unless
         ``signed``)."""
@@ -309,7 +324,7 @@ def read_log(f: Fields) -> dict[str, Any]:
     """One ``log()`` entry (of a report's ``logs``, or a ``log`` event without its ``event``
     key): ``t_s``, ``energy_j`` and the user's ``metrics`` object, checked."""
     f.seconds("t_s")
-    f.energy("energy_j")
+    f.joules("energy_j")
     f.obj("metrics")
     return {k: v for k, v in f.plain().items() if k != "event"}
 

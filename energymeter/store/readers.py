@@ -2,6 +2,12 @@
 torn last line a killed writer leaves, and the one strict JSON loader every reader of a run's
 files uses (:func:`parse_json`, :func:`check_plain`).
 
+The rules of what a number of a run may be live here too, below both the sampler (the live
+path) and the report's loader (the readback), so that both apply the same ones: the bounds
+(:data:`MAX_ENERGY_J`, :data:`MAX_DURATION_S`, :data:`MAX_NUMBER`), cumulative joules
+(:func:`check_joules`: finite, >= 0, bounded), gauges (:func:`check_gauge`) and cumulative
+energy that never decreases (:class:`NonDecreasing`).
+
 The files are input like any other: they may be damaged (a crash, a full disk, a power loss)
 or hostile. Every reader here turns what it cannot use into a
 :class:`~energymeter.errors.ReportError` naming the file, the line or key, and what is expected;
@@ -30,6 +36,105 @@ MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 40
 
 _CHUNK = 2**16
+
+#: Bounds of what a run's files and report may hold, far beyond any real run: reading refuses
+#: larger values (sums and ratios of them would become infinite, which JSON cannot hold).
+#: 1e18 J is 32 GW for a year; 1e9 s is 31 years.
+MAX_ENERGY_J = 1e18
+MAX_DURATION_S = 1e9
+#: The bound of other numbers of a report (powers, resources, carbon figures, gauges).
+MAX_NUMBER = 1e30
+#: Gauges whose names end so are amounts (bytes, seconds, percent, MHz, watts): never negative.
+NON_NEGATIVE_GAUGE_SUFFIXES = ("_bytes", "_s", "_pct", "_mhz", "_w")
+
+JOULES_ACCEPTED = (f"accepted: a finite number >= 0 of joules (cumulative), at most "
+                   f"{MAX_ENERGY_J:g}")
+
+
+def check_joules(value: Any) -> float:
+    """``value`` (a number or a cell's text) as cumulative joules: a finite float from 0 to
+    :data:`MAX_ENERGY_J`; ValueError (saying what is accepted) otherwise. The one rule of the
+    live sampler (a probe's read) and of every reader of a run (``samples.csv`` cells, report
+    energies, a job's ranks)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{_show(value)} is not a number; {JOULES_ACCEPTED}") from None
+    if not 0.0 <= number <= MAX_ENERGY_J:  # NaN fails too
+        raise ValueError(f"{_show(value)} is out of range; {JOULES_ACCEPTED}")
+    return number
+
+
+def check_gauge(name: str, value: Any) -> float:
+    """A gauge's value: a finite float within :data:`MAX_NUMBER` either way, and >= 0 when
+    its name says it is an amount (:data:`NON_NEGATIVE_GAUGE_SUFFIXES`); ValueError
+    otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"gauge {name}: {_show(value)} is not a number") from None
+    low = 0.0 if name.endswith(NON_NEGATIVE_GAUGE_SUFFIXES) else -MAX_NUMBER
+    if not low <= number <= MAX_NUMBER:
+        raise ValueError(f"gauge {name}: {_show(value)} is out of range (a finite number "
+                         f"from {low:g} to {MAX_NUMBER:g})")
+    return number
+
+
+class NonDecreasing:
+    """Cumulative joules per channel made non-decreasing, the sampler's rule: a value below
+    the channel's previous one counts nothing for that interval (the offset moves by the
+    drop), and later increases count from there. ``relative``: the first value of a channel
+    is its zero (a probe's reads, since the probe opened); else values count from 0 (the
+    energies of ``samples.csv``, since the run began).
+
+    :meth:`add` gives the energies of a read; :attr:`energy` is the latest energy of every
+    channel seen; :attr:`drops` counts the drops per channel and :attr:`first_drop` keeps the
+    first one's ``(previous, value)`` for :meth:`warnings`."""
+
+    __slots__ = ("_base", "_last", "drops", "energy", "first_drop", "relative")
+
+    def __init__(self, *, relative: bool) -> None:
+        self.relative = relative
+        self._last: dict[str, float] = {}
+        self._base: dict[str, float] = {}
+        self.energy: dict[str, float] = {}
+        self.drops: dict[str, int] = {}
+        self.first_drop: dict[str, tuple[float, float]] = {}
+
+    def add(self, values: Mapping[str, float]
+            ) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
+        """One read (or row) of cumulative joules per channel, each already checked
+        (:func:`check_joules`): ``(energy of each channel in values, drops)`` where a drop is
+        ``(channel, previous value, value)``. ValueError, changing nothing, when an energy
+        would exceed :data:`MAX_ENERGY_J` (values that keep dropping and rising again)."""
+        base = dict(self._base)
+        energy: dict[str, float] = {}
+        drops: list[tuple[str, float, float]] = []
+        for cid, joules in values.items():
+            last = self._last.get(cid)
+            if last is None:
+                base[cid] = joules if self.relative else 0.0
+            elif joules < last:
+                base[cid] += joules - last  # this interval counts nothing
+                drops.append((cid, last, joules))
+            energy[cid] = joules - base[cid]
+            if not energy[cid] <= MAX_ENERGY_J:
+                raise ValueError(f"channel {cid}: {energy[cid]!r} J counted in all (values "
+                                 f"that drop and rise again); {JOULES_ACCEPTED}")
+        self._base = base
+        self._last.update(values)
+        self.energy.update(energy)
+        for cid, last, joules in drops:
+            self.drops[cid] = self.drops.get(cid, 0) + 1
+            self.first_drop.setdefault(cid, (last, joules))
+        return energy, drops
+
+    def warnings(self, where: str) -> list[str]:
+        """One message per channel that went backwards in ``where``."""
+        return [f"channel {cid} went backwards {n} time(s) in {where} (first "
+                f"{self.first_drop[cid][0]!r} -> {self.first_drop[cid][1]!r} J): cumulative "
+                "energy never decreases, so those intervals count 0 J"
+                for cid, n in self.drops.items()]
 
 
 def _show(value: Any) -> str:
