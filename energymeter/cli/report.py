@@ -33,7 +33,7 @@ def save_rebuilt_runs(reports: list[Any]) -> bool:
             continue  # it has its report.json
         try:
             saved, ledger = save_rebuilt(report)
-        except ReportError as exc:  # still running
+        except ReportError as exc:  # still running, or it would not load back
             err(f"not saved: {exc}")
         except OSError as exc:
             err(f"error: cannot save the report of {report.path}: {exc}")
