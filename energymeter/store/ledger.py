@@ -94,8 +94,23 @@ def append_ledger(out: Path, row: Mapping[str, Any], columns: Sequence[str]) -> 
     path = Path(out) / LEDGER_NAME
     with _locked(path) as fd:
         fieldnames, header = _fieldnames(path, fd, columns, row)
-        write_all(fd, _row_text(row, fieldnames, header).encode("utf-8"))
+        _append_whole(fd, _row_text(row, fieldnames, header).encode("utf-8"))
     return path
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` (under the lock) or nothing: a write that fails part-way (a full disk
+    takes what fits, then ``ENOSPC``) is cut off again, so that no torn row is left for the
+    next run's row to be glued to. The write's error is raised."""
+    size = os.fstat(fd).st_size
+    try:
+        write_all(fd, data)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:  # the write's error is the one that matters
+            log.debug("cannot cut a torn row off the ledger: %r", exc)
+        raise
 
 
 def replace_ledger_row(out: Path, row: Mapping[str, Any], columns: Sequence[str]) -> Path:
@@ -106,7 +121,7 @@ def replace_ledger_row(out: Path, row: Mapping[str, Any], columns: Sequence[str]
     with _locked(path) as fd:
         fieldnames, header = _fieldnames(path, fd, columns, row)
         if header:
-            write_all(fd, _row_text(row, fieldnames, True).encode("utf-8"))
+            _append_whole(fd, _row_text(row, fieldnames, True).encode("utf-8"))
             return path
         lines = _read_all(fd).decode("utf-8", errors="replace").splitlines(keepends=True)
         records = list(csv.reader(lines))
@@ -118,7 +133,7 @@ def replace_ledger_row(out: Path, row: Mapping[str, Any], columns: Sequence[str]
                            if len(records[i]) > id_column
                            and records[i][id_column] == row.get("run_id")), None)
         if target is None or len(lines) != len(records):  # no row, or quoted newlines
-            write_all(fd, new.encode("utf-8"))
+            _append_whole(fd, new.encode("utf-8"))
             return path
         lines[target] = new
         write_text_atomic(path, "".join(lines), follow_dir=True)

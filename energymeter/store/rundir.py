@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import EnergyMeterError, OutputError
 
 LEDGER_NAME = "runs.csv"
 REPORT_NAME = "report.json"
@@ -32,17 +32,29 @@ def safe_name(name: str) -> str:
 def make_run_dir(out: Path, name: str, run_id: str, started_at: datetime) -> Path:
     """Create ``<out>/<UTC timestamp>-<name>-<short id>/`` and return it.
 
-    Raises :class:`ConfigError` when ``out`` cannot hold it (a file, not writable, full)."""
+    Raises :class:`OutputError` (a :class:`ConfigError` and an ``OSError``) when ``out`` cannot
+    hold it (a file, not writable, read-only or full file system)."""
     stamp = started_at.strftime(STAMP_FORMAT)
     path = Path(out) / f"{stamp}-{safe_name(name)}-{run_id[:8]}"
     try:
         path.mkdir(parents=True, exist_ok=False)
     except OSError as exc:  # a file, not writable, read-only or full file system
-        raise ConfigError(
-            f"cannot create the run directory {path} ({exc.strerror or exc}); out is {out}; "
-            "accepted: a directory this user can write (out=, ENERGYMETER_OUT or --out)"
-        ) from exc
+        raise output_error(f"cannot create the run directory {path}", out, exc) from exc
     return path
+
+
+def output_error(what: str, out: Path, exc: OSError) -> OutputError:
+    """The :class:`OutputError` for ``what`` (e.g. "cannot create the run directory X") that
+    failed with ``exc``: which path, why (the system's words) and what is accepted."""
+    if isinstance(exc, OutputError):
+        return exc
+    why = exc.strerror or str(exc)
+    if isinstance(exc, EnergyMeterError):  # a refused link: its own message says why
+        why = str(exc)
+    return OutputError(
+        f"{what} ({why}); out is {out}; accepted: a directory this user can write, on a file "
+        "system with free space (out=, ENERGYMETER_OUT or --out)",
+        exc.errno, exc.filename if exc.filename is not None else str(out))
 
 
 def run_dir_started_at(name: str) -> datetime | None:

@@ -110,6 +110,10 @@ def write_all(fd: int, data: bytes) -> None:
 
 log = LazyLogger("energymeter")
 
+#: The ``extra`` of a log record whose message the run's report carries as a warning too: a
+#: front end that shows the report's warnings (``energymeter run``'s summary) leaves it out.
+IN_REPORT = {"in_report": True}
+
 
 def json_safe(value: Any) -> Any:
     """``value`` as plain JSON data: numpy/torch scalars and arrays become Python numbers and
@@ -272,7 +276,7 @@ class EventLog(_FdWriter):
         """After a failed write (under the lock): keep the error, close the file."""
         self.error = exc
         log.warning("events.jsonl could not be written (%s); later phases and logs are kept "
-                    "in the report only", exc)
+                    "in the report only", exc, extra=IN_REPORT)
         self._buf.clear()
         fd, self._fd = self._fd, None
         if fd is None:
@@ -281,6 +285,23 @@ class EventLog(_FdWriter):
             os.close(fd)
         except OSError as close_exc:  # the error above is the one that matters
             log.debug("closing events.jsonl: %r", close_exc)
+
+
+class NoEventLog:
+    """The :class:`EventLog` of a run measured in memory only (its ``out`` could not be
+    written): it writes nothing."""
+
+    error: OSError | None = None
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Nothing: there is no file."""
+
+    event_later = event
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    close = abandon = flush
 
 
 #: One encoder for every event: ``json.dumps(..., default=str)`` builds a new one per call.
