@@ -222,13 +222,15 @@ def run_command(
     settings = {k: v for k, v in settings.items() if v is not None}
     run_name = name or default_name(cmd, shell=shell)
 
-    with SignalGate(INTERRUPTING + FORWARDED_ONLY) as gate:
+    with SignalGate(INTERRUPTING + FORWARDED_ONLY) as gate, Adoption(gate.active) as adoption:
         # The meter's threads start here and inherit the blocked mask.
         # The command's resources, not this wrapper's: only the processes it starts count.
+        # An out that cannot be written: the command runs all the same, measured in memory.
         meter = Meter(run_name, command=list(argv), env=base_env, children_only=True,
-                      tags=tags, group_id=group_id, warmup=warmup, **settings).start()
+                      tags=tags, group_id=group_id, warmup=warmup, fallback_to_memory=True,
+                      **settings).start()
         child_env = {**base_env, **_explicit_settings_env(meter),
-                     RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path),
+                     RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path or ""),
                      **experiment.child_env(meter.tags, meter.group_id, meter.warmup)}
         # With a terminal the child shares our process group, as the shell made it (job
         # control); without one (batch) it gets its own, so that group-wide signals reach it

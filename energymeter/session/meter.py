@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .. import _ids
 from .._lazy import LazyLogger
 from ..carbon import CarbonAccount
-from ..errors import UsageError
+from ..errors import EnergyMeterError, UsageError
 from ..probes import Channel, DiscoveryContext, discover_cached
 from ..probes.base import energy_summary, total_energy_j
 from ..probes.proc import CpuSeconds, cpu_seconds, peak_rss_bytes_from_rusage, rusage_cpu_s
@@ -47,6 +47,8 @@ from ..store import (
     replace_ledger_row,
     write_json_atomic,
 )
+from ..store.rundir import LEDGER_NAME, output_error
+from ..store.writers import IN_REPORT, NoEventLog
 from . import facts, forks, hooks, terminate
 from .baseline import idle_baseline
 from .experiment import Estimate, Progress, check_tags, inherited
@@ -94,6 +96,12 @@ class Meter:
     ``report`` holds the :class:`Report` once stopped. ``children_only``: the resources
     (memory, CPU time, I/O) are those of the processes this one starts, not its own (what
     ``energymeter run`` measures: the command, not the wrapper).
+
+    An ``out`` that cannot hold the run (not a directory, not writable, read-only or full file
+    system) makes ``start()`` raise :class:`~energymeter.errors.OutputError`, leaving nothing
+    behind. ``fallback_to_memory=True`` measures such a run in memory instead (what
+    ``energymeter run`` does: measuring never refuses the user's work): no run directory
+    (``path`` is None), no files, no ledger row, and a warning on the report saying why.
     """
 
     def __init__(
@@ -109,9 +117,11 @@ class Meter:
         tags: Mapping[str, Any] | None = None,
         group_id: str | None = None,
         warmup: bool = False,
+        fallback_to_memory: bool = False,
         **settings: Any,
     ) -> None:
         self.name = name or "run"
+        self._fallback_to_memory = fallback_to_memory
         self._settings_args = settings
         self.settings = resolve_settings(settings, env=env)
         self._sync_arg = sync
@@ -199,19 +209,15 @@ class Meter:
         # Absolute now: a program that changes directory during the run (Hydra does) must not
         # send report.json and the ledger somewhere else.
         self._out = Path(s.out).absolute()
-        # The directory is named at this second; started_at is the first read's own time.
-        self.path = make_run_dir(self._out, self.name, self.run_id, _utcnow())
-        self._events = EventLog(self.path / EVENTS_NAME)
-        writer = SamplesWriter(self.path / SAMPLES_NAME, [c.id for c in self._channels],
-                               gauge_names)
-        self._writer = writer
+        writer = self._open_files(gauge_names)
         self._aggregator = Aggregator(
             [c.id for c in self._channels],
             peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]))
         self._sampler = Sampler(
             probes, interval_s=s.interval_s,
             gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
-            also_flush=(self._events,), counted_ids=[c.id for c in self._channels if c.in_total],
+            also_flush=(self._events,) if writer is not None else (),
+            counted_ids=[c.id for c in self._channels if c.in_total],
             on_energy=self._carbon.update)
         self._interval_warnings = [w for p in probes for w in p.check_interval(s.interval_s)]
         self._baseline = (idle_baseline(probes, self._channels, s.baseline_s, self._out)
@@ -242,18 +248,37 @@ class Meter:
             pid=os.getpid(), hostname=_ids.hostname())
         self._sampler.start()
 
-    def _undo_start(self) -> None:
-        """Forget a start that failed part-way: stop what it started (the carbon poller, the
-        probes' run), close its files, remove its run directory."""
-        forks.unregister(self)
-        sampler = self.__dict__.pop("_sampler", None)
-        if sampler is not None and sampler.begun:
-            sampler.stop()
+    def _open_files(self, gauge_names: tuple[str, ...]) -> SamplesWriter | None:
+        """Create the run directory, ``events.jsonl`` and ``samples.csv`` (its header written)
+        and return the samples' writer; None for a run measured in memory only. An ``out``
+        that cannot hold them raises :class:`~energymeter.errors.OutputError` (``start()``
+        removes what was made), or with ``fallback_to_memory`` leaves the run in memory, with
+        a warning."""
+        try:
+            # The directory is named at this second; started_at is the first read's own time.
+            self.path = make_run_dir(self._out, self.name, self.run_id, _utcnow())
+            self._events = EventLog(self.path / EVENTS_NAME)
+            self._writer = SamplesWriter(self.path / SAMPLES_NAME,
+                                         [c.id for c in self._channels], gauge_names)
+            return self._writer
+        except OSError as exc:  # full, read-only or not writable (or a link planted there)
+            error = output_error(f"cannot write the run directory {self.path}", self._out, exc)
+            if not self._fallback_to_memory:
+                raise error from exc
+        self._drop_files()
+        self._events, self._writer = NoEventLog(), None
+        message = ("this run is measured in memory only, nothing of it is saved (no run "
+                   f"directory, no ledger row): {error}")
+        self._warnings.append(message)
+        log.error("%s", message, extra=IN_REPORT)
+        return None
+
+    def _drop_files(self) -> None:
+        """Close the run's files without writing and remove its run directory."""
         for name in ("_events", "_writer"):
             writer = self.__dict__.pop(name, None)
             if writer is not None:
                 writer.abandon()
-        self._carbon.finish(0.0)  # stops a live carbon poller
         path, self.path = self.path, None
         if path is not None:
             try:
@@ -261,8 +286,18 @@ class Meter:
                     (path / name).unlink(missing_ok=True)
                 path.rmdir()
             except OSError as exc:
-                log.warning("energymeter: could not remove the run directory %s of a start "
-                            "that failed: %s", path, exc)
+                log.warning("could not remove the run directory %s of a start that failed: %s",
+                            path, exc)
+
+    def _undo_start(self) -> None:
+        """Forget a start that failed part-way: stop what it started (the carbon poller, the
+        probes' run), close its files, remove its run directory."""
+        forks.unregister(self)
+        sampler = self.__dict__.pop("_sampler", None)
+        if sampler is not None and sampler.begun:
+            sampler.stop()
+        self._drop_files()
+        self._carbon.finish(0.0)  # stops a live carbon poller
 
     def stop(self, status: str = "completed", exit_code: int | None = None, *,
              sync: bool = True) -> Report | None:
@@ -299,31 +334,42 @@ class Meter:
             self._events.event("phase", **phase.to_dict(self._channels))
         report = self._build_report(status, exit_code, t_s, energy, ended_at)
         self.report = report  # kept whatever happens to the disk below
-        try:
-            write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
-            self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
-                               duration_s=t_s, exit_code=exit_code)
-            self._events.close()
-            if self._ledger:
-                try:
-                    append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
-                except OSError as exc:  # e.g. runs.csv is a symlink: the run itself is kept
-                    message = f"the ledger row was not written: {exc}"
-                    log.warning("energymeter: %s", message)
-                    report = dataclasses.replace(report, warnings=(*report.warnings, message))
-                    self.report = report
-                    write_json_atomic(self.path / REPORT_NAME, report.to_dict())  # type: ignore[operator]
-        except OSError as exc:  # full disk, read-only or vanished directory: the program goes on
-            self._events.abandon()  # close events.jsonl if the failure came before its close
-            message = (f"the report could not be written ({exc}); it exists only in memory "
-                       "as Meter.report (Report.to_json() to save it elsewhere)")
-            log.error("energymeter: %s", message)
-            self.report = dataclasses.replace(report, warnings=(*report.warnings, message))
+        if self.path is not None:  # else measured in memory only (fallback_to_memory)
+            self.report = self._save(report, self.path, status, exit_code, t_s, ended_at)
         failures = hooks.notify(self.report)  # e.g. integrations.mlflow.autolog()
         if failures:
             self.report = dataclasses.replace(
                 self.report, warnings=(*self.report.warnings, *failures))
         return self.report
+
+    def _save(self, report: Report, path: Path, status: str, exit_code: int | None,
+              t_s: float, ended_at: datetime) -> Report:
+        """Write the stopped run's ledger row, ``report.json`` and last event; return the
+        report with a warning for each that could not be written (full disk, read-only or
+        vanished directory, a link): the program goes on, the report stays in memory. The
+        row goes first, so that ``report.json`` can say when the row is missing."""
+        if self._ledger:
+            try:
+                append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
+            except OSError as exc:
+                report = _warned(report, f"the ledger row was not written to "
+                                         f"{self._out / LEDGER_NAME} ({_why(exc)}): this run is "
+                                         "not in the ledger")
+        try:
+            write_json_atomic(path / REPORT_NAME, report.to_dict())
+        except OSError as exc:
+            report = _warned(report, f"report.json could not be written ({_why(exc)}): the "
+                                     f"report is kept in memory only; {path} has samples.csv "
+                                     "and events.jsonl as far as they were written",
+                             error=True)
+        self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
+                           duration_s=t_s, exit_code=exit_code)
+        try:
+            self._events.close()
+        except OSError as exc:  # its last rows: the report has them
+            self._events.abandon()
+            log.debug("closing events.jsonl: %r", exc)
+        return report
 
     def snapshot(self) -> Snapshot:
         """Energy so far and power since the previous snapshot (for live displays).
@@ -374,7 +420,7 @@ class Meter:
                 if message in self._warnings:
                     return
                 self._warnings.append(message)
-            log.warning("energymeter: %s", message)
+            log.warning("%s", message, extra=IN_REPORT)
 
     @property
     def _ending(self) -> bool:
@@ -556,13 +602,20 @@ class Meter:
         self.report = report
         if report.path is None or not (report.path / REPORT_NAME).exists():
             return  # it could not be written at stop: it lives in memory only
+        if self._ledger:
+            try:
+                replace_ledger_row(self._out, report.to_row(), LEDGER_COLUMNS)
+            except OSError as exc:
+                report = _warned(report, f"the ledger row could not be updated in "
+                                         f"{self._out / LEDGER_NAME} ({_why(exc)}): it has the "
+                                         "run's values from before")
         try:
             write_json_atomic(report.path / REPORT_NAME, report.to_dict())
-            if self._ledger:
-                replace_ledger_row(self._out, report.to_row(), LEDGER_COLUMNS)
         except OSError as exc:
-            log.warning("energymeter: the updated report could not be written (%s); it is in "
-                        "Meter.report", exc)
+            report = _warned(report, f"report.json could not be updated ({_why(exc)}): it has "
+                                     "the run's values from before; the updated report is "
+                                     "kept in memory only")
+        self.report = report
 
     # -- report --------------------------------------------------------------------------
     def _build_report(self, status: str, exit_code: int | None, duration_s: float,
@@ -699,7 +752,8 @@ class Meter:
         return Meter(self.name, sync=self._sync_arg, command=self.command,
                      pynvml=self._pynvml, env=self._env, ledger=self._ledger,
                      children_only=self._children_only, tags=self.tags,
-                     group_id=self.group_id, warmup=self.warmup, **self._settings_args)
+                     group_id=self.group_id, warmup=self.warmup,
+                     fallback_to_memory=self._fallback_to_memory, **self._settings_args)
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn`` (sync or async): every call is measured as its own run; the latest
@@ -730,6 +784,23 @@ class Meter:
 
         wrapper.last_report = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+
+def _why(exc: OSError) -> str:
+    """Why a file could not be written, in a few words: the system's reason (``No space left
+    on device``), or the whole message of an error of ours (a refused link)."""
+    if isinstance(exc, EnergyMeterError) or not exc.strerror:
+        return str(exc)
+    return exc.strerror
+
+
+def _warned(report: Report, message: str, *, error: bool = False) -> Report:
+    """``report`` with the warning ``message`` (once), which is logged too (marked as carried
+    by the report: ``energymeter run`` shows it in its summary)."""
+    (log.error if error else log.warning)("%s", message, extra=IN_REPORT)
+    if message in report.warnings:
+        return report
+    return dataclasses.replace(report, warnings=(*report.warnings, message))
 
 
 def _with_own_energy(job: Mapping[str, Any] | None, channels: Any,
