@@ -107,13 +107,30 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 class _StderrHandler(logging.Handler):
-    """Library warnings, one line each on stderr (``energymeter: warning: ...``)."""
+    """Library warnings, one line each on stderr (``energymeter: warning: ...``), with one
+    ``energymeter:`` prefix whatever the message began with. It remembers the ones that a
+    run's report carries too (``in_report``), so that a summary need not repeat them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().removeprefix("energymeter: ")
         try:
-            err(f"{record.levelname.lower()}: {record.getMessage()}")
+            err(f"{record.levelname.lower()}: {message}")
         except (OSError, ValueError):  # stderr closed: nothing left to tell
             self.handleError(record)
+            return
+        if getattr(record, "in_report", False):
+            self.shown.add(message)
+
+
+def shown_warnings() -> set[str]:
+    """The report warnings already said on stderr as they happened (see :func:`setup_logging`),
+    which a summary printed afterwards leaves out."""
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    return set() if handler is None else handler.shown
 
 
 def setup_logging(quiet: bool = False) -> None:

@@ -9,6 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from ..errors import EnergyMeterError
+from ..settings import setting_field
 from .common import (
     CARBON_OPTIONS,
     CONTEXT,
@@ -21,10 +22,12 @@ from .common import (
     options,
     setting_option,
     setup_logging,
+    shown_warnings,
     write_report_json,
 )
 
 if TYPE_CHECKING:
+    from ..report import Report
     from ..session.meter import Snapshot
 
 
@@ -36,6 +39,33 @@ def status_line(snapshot: Snapshot) -> str:
     energy = snapshot.energy_j
     shown = f"{energy / 3600:.3f} Wh" if energy >= 3600 else f"{energy:.1f} J"
     return f"energymeter: {elapsed} elapsed, {shown}, {snapshot.power_w:.1f} W"
+
+
+def summary_text(report: Report, json_path: str | None = None) -> str:
+    """The summary of a run for ``energymeter run``: the report's own, less the warnings
+    already said on stderr when they happened, ending with where the run was saved: its
+    ``report.json`` only if that was written, else what there is (partial files, or
+    nothing)."""
+    import dataclasses
+
+    from ..store.rundir import REPORT_NAME
+
+    shown = shown_warnings()
+    lines = dataclasses.replace(
+        report, warnings=tuple(w for w in report.warnings if w not in shown)).summary().split("\n")
+    if report.path is not None and (report.path / REPORT_NAME).is_file():
+        return "\n".join(lines)
+    lines = [line for line in lines if not line.startswith("  report: ")]
+    if report.path is not None and report.path.is_dir():
+        lines.append(f"  run: {report.path} (no {REPORT_NAME}: its samples.csv and events.jsonl "
+                     "as far as they were written; `energymeter report` on it rebuilds the "
+                     "report)")
+    else:
+        gone = "" if report.path is None else f" (the run directory {report.path} is gone)"
+        lines.append(f"  nothing was saved{gone}: " + (
+            f"the report goes to --json {json_path} only" if json_path
+            else "this summary is all there is"))
+    return "\n".join(lines)
 
 
 class LiveLine:
@@ -78,6 +108,9 @@ class LiveLine:
               help="Items the command processes (samples, tokens): the report gives J per item.")
 @options(setting_option("out"), setting_option("interval_s"), setting_option("baseline_s"),
          *CARBON_OPTIONS, setting_option("ranks"), setting_option("daemon"), JSON_OUT)
+@click.option("--wait-orphans/--no-wait-orphans", "wait_orphans", default=None,
+              help=f"{setting_field('wait_orphans').metadata['help']} "
+                   "[env ENERGYMETER_WAIT_ORPHANS]")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
                                                   "status); errors still go to stderr.")
 @click.option("--shell", is_flag=True,
@@ -129,10 +162,11 @@ def run(command: tuple[str, ...], name: str | None, tags: tuple[str, ...], repea
         reports.append(result.report)
         if not quiet:
             try:
-                echo(result.report.summary(), err=True)
+                echo(summary_text(result.report, json_path), err=True)
             except OSError as exc:  # stderr is gone (closed pipe, hung-up terminal)
                 log.debug("cannot print the summary (the report is in %s): %r",
                           result.report.path, exc)
+        shown_warnings().clear()  # said for this run
 
     try:
         run_tags = dict(parse_tag(t) for t in tags)
@@ -149,9 +183,11 @@ def run(command: tuple[str, ...], name: str | None, tags: tuple[str, ...], repea
     result = results[-1]
     if (repeat > 1 or warmup) and not quiet:
         measured = sum(1 for r in reports if not r.warmup)
+        saved = result.report.path
         err(f"{measured} of {repeat} run(s)" + (f" (+{warmup} warm-up)" if warmup else "")
-            + f" in group {result.report.group_id}; compare them with "
-              f"`energymeter compare {result.report.path.parent}`")
+            + f" in group {result.report.group_id}; "
+            + (f"compare them with `energymeter compare {saved.parent}`" if saved is not None
+               else "not saved: nothing to compare them with later"))
     data = reports if (repeat > 1 or warmup) else result.report
     if json_path is not None and not write_report_json(data, json_path) and \
             result.exit_code == 0:
