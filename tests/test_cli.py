@@ -190,6 +190,59 @@ def test_report_of_a_sigkilled_run(env: Path, tmp_path: Path) -> None:
     assert data["command"][-1] == "import time; time.sleep(30)"
 
 
+def _run_cli(env: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `energymeter run` (a process of its own: the command's stdout is its own)."""
+    child_env = {**os.environ, "ENERGYMETER_OUT": str(env), "ENERGYMETER_INTERVAL_S": "0.05",
+                 "ENERGYMETER_POWERCAP_ROOT": str(env.parent / "absent"),
+                 "PYTHONPATH": os.pathsep.join(
+                     p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-m", "energymeter", "run", *args],
+                          env=child_env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _clean_stderr(stderr: str) -> list[str]:
+    lines = stderr.splitlines()
+    assert "Traceback" not in stderr
+    assert "energymeter: energymeter:" not in stderr and ": energymeter:" not in stderr
+    assert "Meter.report" not in stderr and "to_json" not in stderr
+    assert all(line.startswith(("energymeter: ", "  ")) for line in lines), lines
+    return lines
+
+
+def test_run_with_an_out_it_cannot_write_still_runs_the_command(env: Path,
+                                                                tmp_path: Path) -> None:
+    """Issue 23, item 1: --out that cannot hold a run (here in a file; a full or read-only
+    disk in test_full_disk.py) was exit 2 and the command never ran. Now it runs, measured in
+    memory; its output and exit code pass untouched; one line says why nothing is saved."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine\n")
+    done = _run_cli(env, "--out", str(a_file / "runs"), "--", sys.executable, "-c",
+                    "import sys; print('the output', flush=True); sys.exit(5)")
+    assert done.stdout == "the output\n" and done.returncode == 5
+    lines = _clean_stderr(done.stderr)
+    said = [line for line in lines if "cannot create the run directory" in line]
+    assert len(said) == 1 and "measured in memory only" in said[0] and str(a_file) in said[0]
+    assert lines[-1] == "  nothing was saved: this summary is all there is"
+    assert "report.json" not in done.stderr
+    assert a_file.read_text() == "mine\n"
+
+
+def test_run_whose_report_cannot_be_written_names_no_missing_report_json(env: Path) -> None:
+    """Issue 23, item 6c: the run directory vanishes during the run. stderr had
+    "energymeter: error: energymeter: ...", advice for library users (Meter.report) and the
+    path of the report.json that was not written."""
+    done = _run_cli(env, "--", sys.executable, "-c",
+                    "import os, shutil; shutil.rmtree(os.environ['ENERGYMETER_RUN_DIR']); "
+                    "print('gone')")
+    assert done.stdout == "gone\n" and done.returncode == 0
+    lines = _clean_stderr(done.stderr)
+    said = [line for line in lines if "report.json could not be written" in line]
+    assert len(said) == 1 and said[0].startswith("energymeter: error: report.json"), lines
+    assert not any(line.startswith("  report: ") for line in lines)
+    assert "nothing was saved (the run directory" in lines[-1]
+    assert "this summary is all there is" in lines[-1]
+
+
 # -- compare -----------------------------------------------------------------------------------
 def test_compare_groups_by_name(env: Path) -> None:
     for name in ("base", "base", "fast", "fast", "fast"):
