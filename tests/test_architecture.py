@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "energymeter"
 #: Folders (and top-level modules) from the bottom up; a module may import from its own folder
 #: and from lower layers only. Folders sharing a layer must not import each other.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "_version", "_lazy", "_ids", "data"}),
+    frozenset({"errors", "_version", "_lazy", "_ids", "data", "notes"}),
     frozenset({"settings", "redact", "stats"}),
     frozenset({"probes"}),
     frozenset({"carbon", "store"}),

@@ -61,21 +61,42 @@ def test_thread_samples_writes_and_flushes(tmp_path: Path) -> None:
     assert 0 <= s.thread_cpu_s < t_s
 
 
-def test_probe_failing_three_times_is_dropped_others_continue() -> None:
-    bad = FailingProbe(fail_on=lambda n: n >= 3, channel_id="gpu0", kind="gpu")
-    good = ConstantPowerProbe(power_w=5.0)
-    s = make([bad, good])
+class SimClock:
+    """A simulated monotonic clock shared by a sampler (``ns``) and fake probes (``s``)."""
+
+    def __init__(self) -> None:
+        self.t_ns = 1_000_000_000
+
+    def ns(self) -> int:
+        return self.t_ns
+
+    def s(self) -> float:
+        return self.t_ns / 1e9
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += round(seconds * 1e9)
+
+
+def test_a_probe_failing_three_times_is_suspended_and_retried_others_continue() -> None:
+    clock = SimClock()
+    bad = FailingProbe(fail_on=lambda n: n >= 3, channel_id="gpu0", kind="gpu",
+                       clock=clock.s)
+    good = ConstantPowerProbe(power_w=5.0, clock=clock.s)
+    s = make([bad, good], clock_ns=clock.ns)
     s.begin()
-    last_good = None
     for _ in range(6):
+        clock.advance(0.1)
         _, energy = s.read()
-        last_good = last_good if last_good is not None else energy["gpu0"]
-    assert bad.reads == 2 + MAX_CONSECUTIVE_FAILURES  # not read again once dropped
-    assert energy["gpu0"] == s.read()[1]["gpu0"]  # frozen at its last good value
-    assert energy["cpu0"] > 0
+    assert bad.reads == 2 + MAX_CONSECUTIVE_FAILURES  # not called while suspended
+    assert energy["gpu0"] == s.read()[1]["gpu0"]  # stands at its last good value
+    assert energy["cpu0"] == pytest.approx(5.0 * 0.6)
+    clock.advance(1.0)  # the first retry is due
+    s.read()
+    assert bad.reads == 3 + MAX_CONSECUTIVE_FAILURES
     warnings = s.warnings
     assert any("simulated failure" in w for w in warnings)
-    assert any("dropped after 3 consecutive errors" in w and "gpu0" in w for w in warnings)
+    assert any("3 reads in a row failed: suspended" in w and "gpu0" in w for w in warnings)
+    assert any("gpu0" in w and "had not recovered" in w for w in warnings)
 
 
 def test_intermittent_failure_is_not_dropped() -> None:
@@ -133,7 +154,7 @@ def test_non_numbers_and_undeclared_channels_from_a_probe_never_reach_the_user()
         t_s, energy = s.stop()
         assert set(energy) == {"gpu0", "cpu0"} and energy["cpu0"] > 0
         assert 0 <= energy["gpu0"] < float("inf"), value  # frozen at its last good value
-        assert any("dropped" in w and "gpu0" in w for w in s.warnings), value
+        assert any("suspended" in w and "gpu0" in w for w in s.warnings), value
 
     ghost = _BadValueProbe({"gpu0": 1.0, "ghost": 2.0})
     s = make([ghost])
@@ -222,7 +243,7 @@ def test_negative_joules_are_the_probes_error_never_a_negative_total() -> None:
     energies = [s.begin()[1]["cpu0"]] + [s.read()[1]["cpu0"] for _ in range(5)]
     assert min(energies) >= 0 and energies[-1] == 1.0
     assert any("-5.0" in w and ">= 0" in w for w in s.warnings)
-    assert any("dropped" in w for w in s.warnings)
+    assert any("suspended" in w for w in s.warnings)
 
 
 class _SlowReadProbe(ConstantPowerProbe):

@@ -28,7 +28,7 @@ from typing import Any
 
 from .._lazy import LazyLogger
 from ..errors import ConfigError
-from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
 from .presence import AMD_DRIVER_PATHS, amdsmi_missing
@@ -47,11 +47,14 @@ def _errors(amdsmi: Any) -> tuple[type[BaseException], ...]:
     return (base,) if isinstance(base, type) else (Exception,)
 
 
-def _energy_uj(amdsmi: Any, handle: Any) -> tuple[int, float] | None:
-    """(raw accumulator, resolution in µJ), or None when unsupported."""
+def _energy_uj(amdsmi: Any, handle: Any, strict: bool = False) -> tuple[int, float] | None:
+    """(raw accumulator, resolution in µJ), or None when unsupported (``strict``: a call that
+    fails raises, as a read of a counter known to work must say)."""
     try:
         info = amdsmi.amdsmi_get_energy_count(handle)
     except (AttributeError, *_errors(amdsmi)):
+        if strict:
+            raise
         return None
     raw = info.get("energy_accumulator", info.get("power"))
     resolution = info.get("counter_resolution")
@@ -60,10 +63,12 @@ def _energy_uj(amdsmi: Any, handle: Any) -> tuple[int, float] | None:
     return raw, float(resolution)
 
 
-def _power_w(amdsmi: Any, handle: Any) -> float | None:
+def _power_w(amdsmi: Any, handle: Any, strict: bool = False) -> float | None:
     try:
         info = amdsmi.amdsmi_get_power_info(handle)
     except (AttributeError, *_errors(amdsmi)):
+        if strict:
+            raise
         return None
     for key in ("current_socket_power", "average_socket_power"):
         value = info.get(key)
@@ -101,24 +106,40 @@ class AmdSmiProbe(Probe):
             if not p.counters:
                 p.integrator.add(clock(), self._package_power(p))
 
-    def _package_power(self, package: _Package) -> float:
-        return sum(_power_w(self._amdsmi, h) or 0.0 for h in package.handles)
+    def _package_power(self, package: _Package, strict: bool = False) -> float:
+        return sum(_power_w(self._amdsmi, h, strict) or 0.0 for h in package.handles)
 
     def _read(self) -> dict[str, float]:
+        """Every package's joules. A package whose driver call fails fails alone
+        (:class:`PartialRead`): its counters keep their last good readings (the energy over
+        the gap is counted when it answers again), its polled power skips that sample (the
+        trapezoid bridges the gap)."""
         out = {}
+        errors: dict[str, str] | None = None
+        skip = self.skip
         now = self._clock()
         for p in self._packages:
-            if p.counters:
-                total = 0.0
-                for handle, counter in zip(p.handles, p.counters, strict=True):
-                    reading = _energy_uj(self._amdsmi, handle)
-                    if reading is not None:
-                        counter.advance(reading[0])
-                    total += counter.total * (p.resolution_uj or 0.0) / 1e6
-                out[p.channel.id] = total
-            else:
-                p.integrator.add(now, self._package_power(p))
-                out[p.channel.id] = p.integrator.energy_j
+            cid = p.channel.id
+            if skip and cid in skip:
+                continue
+            try:
+                if p.counters:
+                    total = 0.0
+                    for handle, counter in zip(p.handles, p.counters, strict=True):
+                        reading = _energy_uj(self._amdsmi, handle, strict=True)
+                        if reading is not None:
+                            counter.advance(reading[0])
+                        total += counter.total * (p.resolution_uj or 0.0) / 1e6
+                    out[cid] = total
+                else:
+                    p.integrator.add(now, self._package_power(p, strict=True))
+                    out[cid] = p.integrator.energy_j
+            except (AttributeError, *_errors(self._amdsmi)) as exc:
+                if errors is None:
+                    errors = {}
+                errors[cid] = f"amdsmi read of {cid} failed: {type(exc).__name__}: {exc}"
+        if errors is not None:
+            raise PartialRead(out, errors)
         return out
 
     def _gauges(self) -> dict[str, float]:

@@ -4,6 +4,9 @@ A probe owns one family of hardware and exposes :class:`Channel` objects. ``read
 every channel, cumulative joules since the probe opened: monotone, wrap-around already undone,
 whatever the hardware gives (counter, polled power, model). ``gauges()`` returns instantaneous
 extras. Discovery yields working probes and :class:`Unavailable` entries; unavailability is data.
+Faults are per channel: a probe whose channels are read one by one raises :class:`PartialRead`
+(the good channels' values and each failed channel's error) rather than failing whole, and skips
+the channels in :attr:`Probe.skip` (suspended by the sampler until it retries them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ProbeError
+from ..notes import WarningBook
 from ..settings import default
 
 #: Energy kinds, in the order reports show them. ``psys`` (a platform counter that already
@@ -112,6 +117,24 @@ def total_energy_j(channels: Iterable[Channel], energy_j: Mapping[str, float]) -
     return float(energy_summary(channels, energy_j)["total"])
 
 
+class PartialRead(ProbeError):
+    """A read in which some channels failed and the others did not (one RAPL zone holds
+    garbage, one GPU of several does not answer).
+
+    A probe whose channels are read one by one raises it from ``_read`` instead of failing
+    whole: ``values`` holds the joules of the channels read well (as ``read()`` would return
+    them), ``errors`` what went wrong with each of the others (channel id -> text). The sampler
+    takes the values, counts a failure for each channel in ``errors`` alone, and suspends and
+    retries only those (see :attr:`Probe.skip`). A counter channel that fails keeps its
+    counter's last good reading, so when it reads again the energy over the gap is counted."""
+
+    def __init__(self, values: dict[str, float], errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{cid}: {why}" for cid, why in errors.items())
+                         or "partial read")
+        self.values = values
+        self.errors = errors
+
+
 @dataclass(frozen=True)
 class Unavailable:
     """A source that could not be opened: what, why, and what the user can do about it."""
@@ -170,6 +193,11 @@ class Probe(ABC):
     #: that a call that never returns cannot hang the user's program. Probes whose calls are
     #: short reads of kernel counters (RAPL sysfs, /proc/stat) set it False and are read inline.
     may_block: bool = True
+    #: Channels the sampler has suspended after repeated errors, until it retries them: a
+    #: probe that reads its channels one by one skips these (no value, no error for them),
+    #: so that a failing device costs no call per tick. Set by the sampler only; empty (and
+    #: falsy) nearly always, so probes test ``if skip`` before looking a channel up.
+    skip: frozenset[str] = frozenset()
 
     def __init__(self, channels: tuple[Channel, ...], gauge_names: tuple[str, ...] = ()) -> None:
         self.channels: tuple[Channel, ...] = channels
@@ -178,7 +206,8 @@ class Probe(ABC):
         self._lock = threading.Lock()  # energy state (wrap tracking depends on ordered reads)
         self._gauge_lock = threading.Lock()  # gauges apart: a slow gauge never holds up energy
         self._warn_lock = threading.Lock()  # warnings apart: taken whatever a call is doing
-        self._warnings: list[str] = []
+        # Bounded: one entry per kind and subject, repeats counted (see energymeter.notes).
+        self._warnings = WarningBook()
         self._runs = 0
         self._runs_lock = threading.Lock()  # serialises begin_run/end_run and their hooks
         # Calls that did not return in time, by kind ("read", "gauges", "begin_run"...): the
@@ -262,15 +291,19 @@ class Probe(ABC):
         with self._gauge_lock:
             return self._gauges()
 
-    def warn(self, message: str) -> None:
-        """Record a warning for the run (e.g. a lost device); the meter collects it."""
-        self._warn_locked(message)
+    def warn(self, message: str, key: Any = None) -> None:
+        """Record a warning for the run (e.g. a lost device); the meter collects it. ``key``
+        (e.g. ``("reset", channel id)``) says what it is about, for a message that embeds
+        values: repeats of a key are counted, not kept (see
+        :class:`energymeter.notes.WarningBook`)."""
+        self._warn_locked(message, key)
 
     def drain_warnings(self) -> list[str]:
-        """Warnings recorded since the last call (never waits for a call in progress)."""
+        """Warnings recorded since the last call, bounded, repeats counted (never waits for a
+        call in progress)."""
         with self._warn_lock:
-            out, self._warnings = self._warnings, []
-            return out
+            book, self._warnings = self._warnings, WarningBook()
+        return book.messages()
 
     def exclude_process(self, pid: int) -> None:  # noqa: B027 - optional hook
         """Leave process ``pid`` and its descendants out of what is measured per process (a
@@ -291,11 +324,11 @@ class Probe(ABC):
         """Release files and handles. Idempotent."""
 
     # -- for subclasses ------------------------------------------------------------------
-    def _warn_locked(self, message: str) -> None:
-        """Record a warning (callable with or without ``_lock`` held)."""
+    def _warn_locked(self, message: str, key: Any = None) -> None:
+        """Record a warning (callable with or without ``_lock`` held); ``key`` as in
+        :meth:`warn`."""
         with self._warn_lock:
-            if message not in self._warnings:
-                self._warnings.append(message)
+            self._warnings.add(message, key)
 
     @abstractmethod
     def _read(self) -> dict[str, float]: ...

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .._lazy import LazyPattern
-from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
 
@@ -109,10 +109,23 @@ class HwmonProbe(Probe):
         return int(os.pread(sensor.fd, 32, 0).strip() or b"0")
 
     def _read(self) -> dict[str, float]:
+        """Every sensor's joules; one that cannot be read fails alone (:class:`PartialRead`):
+        a counter keeps its last good reading (the energy over the gap is counted when it
+        reads again), a power sensor skips that sample (the trapezoid bridges the gap)."""
         out: dict[str, float] = {}
+        errors: dict[str, str] | None = None
+        skip = self.skip
         now = self._clock()
         for s in self._sensors:
-            raw = self._raw(s)
+            if skip and s.channel.id in skip:
+                continue
+            try:
+                raw = self._raw(s)
+            except (OSError, ValueError) as exc:
+                if errors is None:
+                    errors = {}
+                errors[s.channel.id] = f"cannot read hwmon sensor {s.channel.id}: {exc}"
+                continue
             if s.counter is not None:
                 s.counter.advance(raw)
                 out[s.channel.id] = s.counter.total * s.scale
@@ -120,6 +133,8 @@ class HwmonProbe(Probe):
                 assert s.integrator is not None
                 s.integrator.add(now, raw * s.scale)
                 out[s.channel.id] = s.integrator.energy_j
+        if errors is not None:
+            raise PartialRead(out, errors)
         return out
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from .._lazy import LazyLogger
 from ..errors import ConfigError, ProbeError
-from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
 from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
@@ -181,8 +181,32 @@ class NvmlProbe(Probe):
                                  f"{type(exc).__name__}: {exc}") from exc
 
     def _read(self) -> dict[str, float]:
-        self._for_each_gpu_locked(self._advance_locked)
-        return {g.channel.id: g.value_j for g in self._gpus}
+        """Every GPU's joules. One that is lost keeps its last value; one whose read fails
+        otherwise fails alone (:class:`PartialRead`): its counter (or integrator) keeps its
+        last good reading, so a counter's energy over the gap is counted when it answers
+        again (a polled power's is interpolated). GPUs in :attr:`skip` are not called."""
+        errors: dict[str, str] | None = None
+        skip = self.skip
+        out: dict[str, float] = {}
+        for g in self._gpus:
+            cid = g.channel.id
+            if skip and cid in skip:
+                continue
+            if not (g.lost or self._closed):
+                try:
+                    self._advance_locked(g)
+                except self._lost_errors as exc:
+                    self._mark_lost_locked(g, exc)
+                except self._nvml_error as exc:
+                    if errors is None:
+                        errors = {}
+                    errors[cid] = (f"NVML read of {cid} ({g.channel.device}) failed: "
+                                   f"{type(exc).__name__}: {exc}")
+                    continue
+            out[cid] = g.value_j
+        if errors is not None:
+            raise PartialRead(out, errors)
+        return out
 
     def _advance_locked(self, g: _Gpu) -> None:
         if g.counter is not None:
@@ -201,7 +225,7 @@ class NvmlProbe(Probe):
                 f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
                 "driver reload or GPU reset?): it counts from 0 again, so its new value is "
                 "counted as energy since the reset; energy between the previous read and the "
-                "reset is lost")
+                "reset is lost", ("nvml reset", g.channel.id))
 
     def _power_w(self, g: _Gpu) -> float:
         if g.power_source == "power_instant":
@@ -243,7 +267,8 @@ class NvmlProbe(Probe):
                     log.debug("NVML power poll of %s failed: %r", g.channel.id, exc)
                     self._warn_locked(f"{g.channel.id}: some NVML power polls failed ("
                                       f"{type(exc).__name__}: {exc}); the energy between the "
-                                      "neighbouring good samples is interpolated")
+                                      "neighbouring good samples is interpolated",
+                                      ("nvml poll failed", g.channel.id))
 
     def _poll_loop(self, stop: threading.Event) -> None:
         period_s = 1.0 / self._poll_hz

@@ -46,7 +46,7 @@ from typing import Any
 
 from .._lazy import LazyLogger, LazyPattern
 from ..errors import ProbeError
-from .base import Channel, DiscoveryContext, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .presence import rapl_missing
 from .proc import CPUINFO, cpu_models_by_socket, read_cpuinfo
@@ -339,16 +339,30 @@ class RaplProbe(Probe):
         self._closed = False
 
     def _read(self) -> dict[str, float]:
+        """Every zone's joules; a zone that cannot be read (or holds garbage) fails alone
+        (:class:`PartialRead`): its counter keeps its last good reading, so the energy over
+        the gap is counted when it reads well again (a wrap in the gap is undone as long as
+        the gap is shorter than the wrap time, which is warned about otherwise)."""
         if self._closed:
             raise ProbeError(f"RAPL probe on {self.root} is closed")
         now_ns = self._clock_ns()
         out: dict[str, float] = {}
+        errors: dict[str, str] | None = None
+        skip = self.skip
         for c in self._counters:
+            if skip and c.channel.id in skip:
+                continue
             path = c.zone.energy_path
             try:
                 raw_uj = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
+                if raw_uj > c.zone.max_energy_range_uj:
+                    raise ValueError(f"{path} holds {raw_uj}, above its max_energy_range_uj "
+                                     f"{c.zone.max_energy_range_uj}")
             except (OSError, ValueError) as exc:
-                raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
+                if errors is None:
+                    errors = {}
+                errors[c.channel.id] = f"cannot read RAPL counter {path}: {exc}"
+                continue
             gap_s = (now_ns - c.last_read_ns) / 1e9
             previous, resets = c.uj.last, c.uj.resets
             # A wrap adds at most what the zone can draw since the previous read (twice its
@@ -358,15 +372,18 @@ class RaplProbe(Probe):
                 self._warn_locked(
                     f"RAPL zone {c.zone.path} ({c.zone.name}) dropped from {previous} to "
                     f"{raw_uj} uJ in {gap_s:.3g} s, which no wrap explains at up to "
-                    f"{c.max_power_w:g} W (counter reset?): that interval counts 0 J")
+                    f"{c.max_power_w:g} W (counter reset?): that interval counts 0 J",
+                    ("rapl reset", c.channel.id))
             elif gap_s > c.wrap_time_s:
                 self._warn_locked(
                     f"RAPL zone {c.zone.path} ({c.zone.name}) went unread for longer than its "
                     f"wrap time at {c.max_power_w:g} W ({c.wrap_time_s:.3g} s): a counter "
-                    "wrap may have been missed and its energy undercounted"
-                )
+                    "wrap may have been missed and its energy undercounted",
+                    ("rapl unread", c.channel.id))
             c.last_read_ns = now_ns
             out[c.channel.id] = c.uj.total / 1e6
+        if errors is not None:
+            raise PartialRead(out, errors)
         return out
 
     def _first_run_began(self) -> None:
@@ -376,13 +393,17 @@ class RaplProbe(Probe):
             if self._closed:
                 return
             now_ns = self._clock_ns()
-            for c in self._counters:
+            failed = []
+            for c in self._counters:  # every zone that reads, whatever the others do
                 path = c.zone.energy_path
                 try:
                     c.uj.last = _parse_uj(os.pread(c.fd, _READ_BYTES, 0), path)
                 except (OSError, ValueError) as exc:
-                    raise ProbeError(f"cannot read RAPL counter {path}: {exc}") from exc
+                    failed.append(f"cannot read RAPL counter {path}: {exc}")
+                    continue
                 c.last_read_ns = now_ns
+            if failed:
+                raise ProbeError("; ".join(failed))
 
     def check_interval(self, interval_s: float) -> list[str]:
         """One warning per zone for which ``interval_s`` exceeds half its wrap time at maximum

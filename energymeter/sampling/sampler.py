@@ -10,11 +10,19 @@ Rows go to ``samples.csv`` (flushed within :data:`FLUSH_EVERY_S` of being taken,
 interval) and to running aggregates; nothing grows with run length. The sampler never raises
 into user code:
 
-* an energy read that fails becomes a warning, and a probe whose energy fails
-  :data:`MAX_CONSECUTIVE_FAILURES` times in a row is dropped from the run (its channels stop at
-  their last good value); gauges fail apart from energy and only ever lose the gauges;
-* a value that is not a finite, non-negative number of joules is that probe's error; a value
-  below the channel's previous one counts nothing for that interval, with a warning;
+* faults are per channel: a probe reports a read in which some channels failed as
+  :class:`~energymeter.probes.base.PartialRead` (the good values are taken), and a value that
+  is not a finite, non-negative number of joules is that channel's error. A channel (or a
+  whole probe, when its read fails) failing :data:`MAX_CONSECUTIVE_FAILURES` times in a row
+  is suspended (left out of the rows; the probe skips it, :attr:`Probe.skip`) and retried
+  after :data:`RETRY_FIRST_S`, then twice as long each time up to :data:`RETRY_MAX_S`, and
+  at the final read; it is never dropped for good. While out, a channel's energy stands at
+  its last good value; when it reads again, a counter's energy over the gap is counted (a
+  polled power's is interpolated). The warnings name the channel, how long it was out and
+  whether it recovered; gauges fail apart from energy and only ever lose the gauges;
+* a value below the channel's previous one counts nothing for that interval, with a warning;
+* warnings are bounded (:class:`~energymeter.notes.WarningBook`): one per kind and subject,
+  repeats counted, at most :data:`~energymeter.notes.MAX_WARNINGS` distinct ones;
 * a call of a probe that may block (:attr:`Probe.may_block`) is made on a helper thread and,
   once started, waited for at most ``read_timeout_s``: a call still running then is left to
   finish on its own, and the probe's energy (or gauges, for a gauge call) is left out until it
@@ -27,18 +35,23 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from .._lazy import LazyLogger
 from ..errors import ProbeError
-from ..probes.base import Probe
+from ..notes import WarningBook
+from ..probes.base import PartialRead, Probe
 from ..store.writers import SamplesWriter
 from .aggregate import Aggregator
 
 log = LazyLogger("energymeter")
 
 MAX_CONSECUTIVE_FAILURES = 3
+#: A suspended channel or probe is first retried this long after it was suspended, then
+#: twice as long after each failed retry, at most :data:`RETRY_MAX_S` apart.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 10.0
 #: A row reaches samples.csv at most this long after it was taken.
 FLUSH_EVERY_S = 1.0
 #: The longest a probe call may run before it is given up (seconds from when it started).
@@ -152,6 +165,30 @@ class TimedCaller:
             thread.join(join_timeout_s)
 
 
+class _Fault:
+    """One channel (or a whole probe) that failed: the outage under way, if any, and the
+    outages of the run so far (for the warning that sums them up)."""
+
+    __slots__ = ("backoff_s", "channel", "failures", "first_error", "longest_s", "open",
+                 "out_s", "outages", "probe", "retry_at_ns", "since_ns", "subject",
+                 "suspended")
+
+    def __init__(self, probe: Probe, channel: str | None, subject: str) -> None:
+        self.probe = probe
+        self.channel = channel  # None: the whole probe
+        self.subject = subject
+        self.open = False
+        self.since_ns = 0
+        self.failures = 0  # in a row, in the outage under way
+        self.first_error = ""
+        self.suspended = False
+        self.retry_at_ns = 0
+        self.backoff_s = 0.0
+        self.outages = 0  # ended ones
+        self.out_s = 0.0
+        self.longest_s = 0.0
+
+
 class Sampler:
     def __init__(
         self,
@@ -165,6 +202,7 @@ class Sampler:
         counted_ids: Sequence[str] = (),
         on_energy: Callable[[float], None] | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.interval_s = interval_s
         self.gauge_interval_s = max(gauge_interval_s, interval_s)
@@ -175,9 +213,14 @@ class Sampler:
         self._also_flush = tuple(also_flush)
         self._counted_ids = tuple(counted_ids)
         self._on_energy = on_energy
+        #: The monotonic clock of stamps, ticks and retries (tests pass a simulated one).
+        self._clock_ns = clock_ns
         self._active: list[Probe] = list(probes)
         self._begun: list[Probe] = []  # probes told a run began (told it ended at stop)
-        self._energy_failures: dict[int, int] = {}
+        # Channels and probes that failed (key: channel id, or the probe's id), and those of
+        # them failing now: empty while all is well, so the hot path tests one dict.
+        self._faults: dict[Hashable, _Fault] = {}
+        self._open: dict[Hashable, _Fault] = {}
         self._gauge_failures: dict[int, int] = {}
         self._no_gauges: set[int] = set()
         self._declared: dict[int, frozenset[str]] = {
@@ -187,7 +230,7 @@ class Sampler:
         self._last_raw: dict[str, float] = {}
         self._base: dict[str, float] = {}
         self._energy: dict[str, float] = {}
-        self._warnings: dict[str, None] = {}
+        self._warnings = WarningBook()
         self._lock = threading.Lock()  # one read at a time, and the state it updates
         self._caller = TimedCaller(read_timeout_s)
         self._stuck: dict[tuple[int, str], float] = {}  # (probe, kind) -> when it was given up
@@ -199,6 +242,7 @@ class Sampler:
                        else 1)
         self._thread: threading.Thread | None = None
         self._t0_ns: int | None = None
+        self._last_ns = 0  # when the last read began
         self._next_gauges_s = 0.0
         self._unflushed_since_s: float | None = None
         #: Wall-clock nanoseconds (``time.time_ns()``) at the first read's stamp, t = 0.
@@ -221,7 +265,7 @@ class Sampler:
             self._stuck[(id(probe), kind)] = time.monotonic()
             what = "its gauges are" if kind == "gauges" else "its energy is"
             self._warn(f"probe {probe.source}: a {kind} call did not return ({exc}); {what} "
-                       "left out until it does")
+                       "left out until it does", ("stuck", id(probe), kind))
             raise
 
     def _available(self, probe: Probe, kind: str) -> bool:
@@ -235,7 +279,7 @@ class Sampler:
         if since is not None:
             self._warn(f"probe {probe.source}: the {kind} call answered after "
                        f"{time.monotonic() - since:.1f} s more; it is read again (a counter's "
-                       "energy over the gap is counted)")
+                       "energy over the gap is counted)", ("answered", id(probe), kind))
         return True
 
     def _run_hook(self, probe: Probe, kind: str) -> bool:
@@ -255,20 +299,25 @@ class Sampler:
 
     def _fail(self, probe: Probe, counts: dict[int, int], what: str,
               exc: BaseException) -> bool:
-        """Record a failure; whether it was the last one tolerated in a row."""
+        """Record a gauge failure; whether it was the last one tolerated in a row."""
         key = id(probe)
         counts[key] = counts.get(key, 0) + 1
-        self._warn(f"probe {probe.source}: {what} failed: {type(exc).__name__}: {exc}")
+        self._warn(f"probe {probe.source}: {what} failed: {type(exc).__name__}: {exc}",
+                   (what, key))
         return counts[key] >= MAX_CONSECUTIVE_FAILURES
 
-    def _warn(self, message: str) -> None:
-        if message not in self._warnings:
+    def _warn(self, message: str, key: Hashable | None = None) -> None:
+        """Record a warning about ``key`` (see :class:`WarningBook`): logged when new (or
+        past the cap, where the log is the only record), else only counted."""
+        book = self._warnings
+        left_out = book.left_out
+        if book.add(message, key) or book.left_out > left_out:
             log.warning("%s", message)
-            self._warnings[message] = None
 
-    def _checked(self, probe: Probe, energy: Any) -> dict[str, float]:
-        """A probe's read as finite, non-negative floats of the channels it declared; anything
-        else is that probe's error (raised) or, for an undeclared channel, a warning."""
+    def _checked(self, probe: Probe, energy: Any, now_ns: int) -> dict[str, float]:
+        """A probe's read as finite, non-negative floats of the channels it declared. A value
+        that is not is that channel's failure (left out); an undeclared channel is a warning;
+        a read that is not a dict at all is the probe's error (raised)."""
         if not isinstance(energy, dict):
             raise ProbeError(f"read() returned {type(energy).__name__}, not a dict of joules "
                              "per channel")
@@ -277,47 +326,151 @@ class Sampler:
         for cid, joules in energy.items():
             if cid not in declared:
                 self._warn(f"probe {probe.source}: returned channel {cid!r} it does not "
-                           "declare; ignored")
+                           "declare; ignored", ("undeclared", id(probe), cid))
                 continue
             try:
                 value = float(joules)
             except (TypeError, ValueError):
-                raise ProbeError(f"channel {cid} read {joules!r}, not a number of joules") \
-                    from None
+                self._channel_failed(probe, cid, f"read {joules!r}, not a number of joules",
+                                     now_ns)
+                continue
             if not math.isfinite(value) or value < 0:
-                raise ProbeError(f"channel {cid} read {joules!r}; accepted: a finite number "
-                                 ">= 0 of joules since the probe opened")
+                self._channel_failed(probe, cid, f"read {joules!r}; accepted: a finite number "
+                                     ">= 0 of joules since the probe opened", now_ns)
+                continue
             out[cid] = value
         return out
 
-    def _read_energy(self) -> dict[str, float]:
+    # -- faults: per channel, suspended and retried, never dropped for good ---------------
+    def _fault(self, probe: Probe, key: Hashable, channel: str | None) -> _Fault:
+        fault = self._faults.get(key)
+        if fault is None:
+            subject = (f"channel {channel} ({probe.source})" if channel is not None else
+                       f"probe {probe.source} (channels "
+                       f"{', '.join(c.id for c in probe.channels)})")
+            fault = self._faults[key] = _Fault(probe, channel, subject)
+        return fault
+
+    def _failed(self, fault: _Fault, key: Hashable, why: str, now_ns: int) -> None:
+        """One more failed read of ``fault``'s channel (or probe): warn (repeats counted),
+        suspend it after :data:`MAX_CONSECUTIVE_FAILURES` in a row, back off after a failed
+        retry."""
+        if not fault.open:
+            fault.open, fault.since_ns, fault.failures = True, now_ns, 0
+            fault.first_error, fault.suspended, fault.backoff_s = why, False, 0.0
+            self._open[key] = fault
+        fault.failures += 1
+        self._warn(f"{fault.subject}: read failed: {why}", ("read failed", key))
+        retried = fault.suspended and now_ns >= fault.retry_at_ns
+        if retried or (not fault.suspended and fault.failures >= MAX_CONSECUTIVE_FAILURES):
+            fault.backoff_s = (RETRY_FIRST_S if not fault.suspended
+                               else min(RETRY_MAX_S, fault.backoff_s * 2))
+            fault.suspended = True
+            fault.retry_at_ns = now_ns + int(fault.backoff_s * 1e9)
+            if fault.channel is not None:
+                fault.probe.skip = fault.probe.skip | {fault.channel}
+            self._warn(f"{fault.subject}: {fault.failures} reads in a row failed: suspended "
+                       f"(dropped from the readings) and retried after {RETRY_FIRST_S:g} s, "
+                       f"then twice as long each time up to {RETRY_MAX_S:g} s; "
+                       + ("the probe's other channels are read as usual" if fault.channel
+                          is not None else "its channels stand at their last good values"),
+                       ("suspended", key))
+        self._warnings.put(("out", key), self._fault_text(fault, now_ns))
+
+    def _channel_failed(self, probe: Probe, cid: str, why: str, now_ns: int) -> None:
+        self._failed(self._fault(probe, cid, cid), cid, why, now_ns)
+
+    def _retry_due(self, now_ns: int, force: bool) -> None:
+        """Give suspended channels whose retry is due back to their probes (all of them at
+        the final read: a counter that answers then has its whole gap counted)."""
+        for fault in self._open.values():
+            if (fault.suspended and fault.channel is not None
+                    and (force or now_ns >= fault.retry_at_ns)
+                    and fault.channel in fault.probe.skip):
+                fault.probe.skip = fault.probe.skip - {fault.channel}
+
+    def _recovered(self, probe: Probe, values: dict[str, float], now_ns: int) -> None:
+        """End the outages of ``probe`` (read at all) and of its channels in ``values``."""
+        for key, fault in tuple(self._open.items()):
+            if fault.probe is not probe or (fault.channel is not None
+                                            and fault.channel not in values):
+                continue
+            del self._open[key]
+            out_s = (now_ns - fault.since_ns) / 1e9
+            fault.open, fault.outages = False, fault.outages + 1
+            fault.out_s += out_s
+            fault.longest_s = max(fault.longest_s, out_s)
+            log.warning("%s recovered after %.2f s out", fault.subject, out_s)
+            self._warnings.put(("out", key), self._fault_text(fault, now_ns))
+
+    def _fault_text(self, fault: _Fault, now_ns: int) -> str:
+        """The warning that sums up ``fault`` as of ``now_ns``: which channel, how long it
+        was out, whether it recovered."""
+        if fault.channel is None:
+            gap = "a counter's energy over the gap is counted"
+        else:
+            method = next((c.method for c in fault.probe.channels
+                           if c.id == fault.channel), "counter")
+            gap = {"counter": "its counter's energy over the gap is counted",
+                   "integrated": "its power over the gap is interpolated"}.get(
+                       method, "its modelled energy over the gap is estimated")
+        text = fault.subject
+        if fault.outages:
+            times = "" if fault.outages == 1 else f" {fault.outages} times"
+            text += (f" was out{times} for {fault.out_s:.2f} s"
+                     + ("" if fault.outages == 1 else f" in all (longest {fault.longest_s:.2f} s)")
+                     + f" and recovered{'' if fault.outages == 1 else ' each time'}: {gap}")
+            if not fault.open:
+                return text + f" (first error: {fault.first_error})"
+            text += "; then it"
+        t0 = self._t0_ns if self._t0_ns is not None else fault.since_ns
+        return (text + f" went out at t = {(fault.since_ns - t0) / 1e9:.2f} s "
+                f"({fault.first_error}) and had not recovered at t = {(now_ns - t0) / 1e9:.2f}"
+                " s: its energy since then is not counted (it stands at its last good value)")
+
+    def _read_energy(self, now_ns: int, retry_all: bool = False) -> dict[str, float]:
         raw: dict[str, float] = {}
-        for probe in tuple(self._active):
+        faults = self._open
+        if faults:
+            self._retry_due(now_ns, retry_all)
+        for probe in self._active:
             if not probe.channels:  # gauges only (the process tree): nothing to read here
                 continue
+            if faults:
+                fault = faults.get(id(probe))
+                if (fault is not None and fault.suspended and not retry_all
+                        and now_ns < fault.retry_at_ns):
+                    continue  # the whole probe is suspended until its retry
+                skip = probe.skip
+                if skip and len(skip) >= len(probe.channels) and not retry_all:
+                    continue  # every channel suspended: nothing to call it for
             if not self._available(probe, "read"):
                 continue
             try:
-                values = self._checked(probe, self._call(probe, "read", probe.read))
+                values = self._checked(probe, self._call(probe, "read", probe.read), now_ns)
             except CallTimeout:
                 continue
+            except PartialRead as exc:  # some channels failed alone
+                values = self._checked(probe, exc.values, now_ns)
+                declared = self._declared[id(probe)]
+                for cid, why in exc.errors.items():
+                    if cid in declared:
+                        self._channel_failed(probe, cid, why, now_ns)
             # The sampler is the boundary between hardware and the user's program: any
             # probe error is recorded on the run and never propagates.
             except Exception as exc:
-                if self._fail(probe, self._energy_failures, "read", exc):
-                    self._active.remove(probe)
-                    ids = ", ".join(c.id for c in probe.channels) or "gauges"
-                    self._warn(f"probe {probe.source} dropped after "
-                               f"{MAX_CONSECUTIVE_FAILURES} consecutive errors; its channels "
-                               f"({ids}) stop at their last good value")
+                key = id(probe)
+                self._failed(self._fault(probe, key, None), key,
+                             f"{type(exc).__name__}: {exc}", now_ns)
                 continue
-            self._energy_failures[id(probe)] = 0
+            if faults:
+                self._recovered(probe, values, now_ns)
             raw.update(values)
         return raw
 
     def _read_gauges(self) -> dict[str, float]:
         values: dict[str, float] = {}
-        for probe in tuple(self._active):
+        for probe in self._active:
             key = id(probe)
             if not probe.gauge_names or key in self._no_gauges \
                     or not self._available(probe, "gauges"):
@@ -331,7 +484,7 @@ class Sampler:
                     self._no_gauges.add(key)
                     self._warn(f"probe {probe.source}: gauges given up after "
                                f"{MAX_CONSECUTIVE_FAILURES} consecutive errors (its energy "
-                               "is still measured)")
+                               "is still measured)", ("gauges given up", key))
             else:
                 self._gauge_failures[key] = 0
         return values
@@ -344,19 +497,23 @@ class Sampler:
             elif joules < last:
                 self._base[cid] += joules - last  # this interval counts nothing
                 self._warn(f"channel {cid} went backwards ({last!r} -> {joules!r} J): "
-                           "cumulative energy never decreases, so that interval counts 0 J")
+                           "cumulative energy never decreases, so that interval counts 0 J",
+                           ("went backwards", cid))
             self._last_raw[cid] = joules
             self._energy[cid] = joules - self._base[cid]
         return dict(self._energy)
 
-    def _take(self, gauges: bool) -> tuple[float, dict[str, float], dict[str, float] | None]:
-        """Read the probes now: (seconds since begin, raw energy, gauges or None)."""
-        before_ns = time.monotonic_ns()
-        raw = self._read_energy()
-        stamp_ns = (before_ns + time.monotonic_ns()) // 2  # when the energy was read
+    def _take(self, gauges: bool, final: bool = False
+              ) -> tuple[float, dict[str, float], dict[str, float] | None]:
+        """Read the probes now: (seconds since begin, raw energy, gauges or None); ``final``:
+        the last read, which retries every suspended channel and probe."""
+        clock_ns = self._clock_ns
+        before_ns = self._last_ns = clock_ns()
+        raw = self._read_energy(before_ns, final)
+        stamp_ns = (before_ns + clock_ns()) // 2  # when the energy was read
         if self._t0_ns is None:  # the first read of the run is t = 0
             self._t0_ns = stamp_ns
-            self.started_wall_ns = time.time_ns() - (time.monotonic_ns() - stamp_ns)
+            self.started_wall_ns = time.time_ns() - (clock_ns() - stamp_ns)
         t_s = (stamp_ns - self._t0_ns) / 1e9
         return t_s, raw, (self._read_gauges() if gauges else None)
 
@@ -364,7 +521,10 @@ class Sampler:
              values: dict[str, float] | None) -> dict[str, float]:
         """Turn one read into a row: joules since begin, aggregates, ``samples.csv``."""
         energy = self._accumulate(raw)
-        self.aggregator.add_energy(t_s, energy)
+        # Peaks only from channels read in this row: one out (suspended, stuck) stands at its
+        # last value, and the gap's energy arriving in one interval is no power peak.
+        self.aggregator.add_energy(t_s, energy if len(raw) == len(energy)
+                                   else {cid: energy[cid] for cid in raw})
         if values is not None:
             self.aggregator.add_gauges(values)
         if self._writer is not None:
@@ -389,10 +549,11 @@ class Sampler:
         if self._on_energy is not None:
             self._on_energy(sum(energy.get(c, 0.0) for c in self._counted_ids))
 
-    def _read_locked(self, gauges: bool) -> tuple[float, dict[str, float]]:
+    def _read_locked(self, gauges: bool, final: bool = False
+                     ) -> tuple[float, dict[str, float]]:
         """A boundary read: every pending tick first, then this read, as rows."""
         self._drain()
-        t_s, raw, values = self._take(gauges)
+        t_s, raw, values = self._take(gauges, final)
         energy = self._row(t_s, raw, values)
         self._report_energy(energy)
         return t_s, energy
@@ -412,7 +573,8 @@ class Sampler:
         """Tell the probes a run begins, then the first boundary read: energy baseline and
         first gauges, t = 0 (its stamp; :attr:`started_wall_ns` is its wall-clock time)."""
         with self._lock:
-            for probe in tuple(self._active):
+            for probe in self._active:
+                probe.skip = frozenset()  # a run's suspensions are its own
                 if self._available(probe, "begin_run") and self._run_hook(probe, "begin_run"):
                     self._begun.append(probe)
             self._t0_ns = None
@@ -433,7 +595,7 @@ class Sampler:
         self._thread.start()
 
     def _now_s(self) -> float:
-        return (time.monotonic_ns() - (self._t0_ns or 0)) / 1e9
+        return (self._clock_ns() - (self._t0_ns or 0)) / 1e9
 
     def _loop(self) -> None:
         interval = self.interval_s
@@ -495,7 +657,9 @@ class Sampler:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            final = self._read_locked(gauges=True)
+            final = self._read_locked(gauges=True, final=True)
+            for probe in self._active:  # cached probes serve later runs whole
+                probe.skip = frozenset()
             writer, self._writer = self._writer, None
             self._unflushed_since_s = None
         if writer is not None:
@@ -520,8 +684,12 @@ class Sampler:
 
     @property
     def warnings(self) -> list[str]:
+        """The run's warnings so far, bounded (repeats counted); a channel still out is
+        stated as of now."""
         with self._lock:
-            return list(self._warnings)
+            for key, fault in self._open.items():  # as of the last read
+                self._warnings.put(("out", key), self._fault_text(fault, self._last_ns))
+            return self._warnings.messages()
 
 
 def _end_run_later(probe: Probe, poll_s: float = 0.5) -> None:

@@ -624,6 +624,8 @@ class Meter:
         channels = channel_energies(self._channels, energy, duration_s, agg.peak_power_w)
 
         carbon = self._carbon.finish(total_energy_j(self._channels, energy))
+        from ..notes import bounded  # each source's warnings are bounded; so is their sum
+
         warnings = list(self._notes) + self._interval_warnings
         warnings += self._sampler.warnings
         for probe in self._discovery.probes:
@@ -701,7 +703,7 @@ class Meter:
             host=facts.host(self._discovery), software=facts.software(),
             settings=settings_dict(self.settings),
             unavailable=tuple(u.to_dict() for u in self._discovery.unavailable),
-            warnings=tuple(dict.fromkeys(warnings)), command=self.command,
+            warnings=tuple(bounded(warnings)), command=self.command,
             exit_code=exit_code, parent_run_id=self.parent_run_id,
             job=_with_own_energy(self.job, channels, attribution), path=self.path)
 
