@@ -206,6 +206,22 @@ def _module(name: str, value: Any, where: str) -> str:
     return text
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(name: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} from {where} is {_show(value)}; accepted: "
+                      f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
+
+
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(name: str, value: Any, where: str) -> str:
         text = str(value).strip().lower()
@@ -292,6 +308,12 @@ class Settings:
         _redact, "What is hidden of the recorded command: default (secrets: token/password/"
         "key options, NAME=value, Authorization headers, URL passwords; see docs/privacy.md), "
         "none, or extra regular expressions separated by spaces."))
+    wait_orphans: bool = field(default=False, metadata=_meta(
+        _bool, "When the command exits, measure on until the processes it left running "
+        "(background jobs, daemons) have ended too, passing signals on to them (`energymeter "
+        "run` only) [default: false: they are named in a warning and the run ends with the "
+        "command, as a script ends without waiting for its background jobs].",
+        flag="--wait-orphans"))
     # Where each field's value came from: "argument", "env", "pyproject" or "default".
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

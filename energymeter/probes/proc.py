@@ -179,6 +179,25 @@ def _children_from_files(pid: int, proc_root: str) -> list[int]:
     return kids
 
 
+def child_pids(pid: int, proc_root: str = "/proc") -> list[int]:
+    """The pids of the children of ``pid`` (those of every thread), live or zombie: from
+    ``/proc/<pid>/task/<tid>/children`` where the kernel has it, else from the ``stat`` of
+    every process on the machine."""
+    if has_children_files(pid, proc_root):
+        return _children_from_files(pid, proc_root)
+    kids: list[int] = []
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = read_pid_stat(int(entry), proc_root)
+        except (OSError, ValueError, IndexError):  # unreadable or torn: not ours to see
+            continue
+        if stat is not None and stat.ppid == pid:
+            kids.append(stat.pid)
+    return kids
+
+
 def descendant_stats(pid: int, *, proc_root: str = "/proc", children_files: bool | None = None,
                      exclude: Collection[int] = ()) -> list[PidStat]:
     """``/proc/<pid>/stat`` of every live descendant of ``pid``, but the processes in

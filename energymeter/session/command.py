@@ -32,8 +32,10 @@ from .meter import RUN_ID_ENV, Meter, Snapshot
 from .signals import (
     FORWARDED_ONLY,
     INTERRUPTING,
+    Adoption,
     Forwarder,
     SignalGate,
+    describe_processes,
     end_watchdog,
     exit_code_of,
     has_controlling_terminal,
@@ -239,6 +241,7 @@ def run_command(
         guard = watchdog() if isolated else None  # leads the command's group, from its start
         if guard is not None:  # a few hundred KB of sh: not the command's
             meter.exclude_process(guard.pid)
+            adoption.exclude(guard.pid)
         try:
             with gate.unblocked():
                 proc = subprocess.Popen(
@@ -254,10 +257,17 @@ def run_command(
             end_watchdog(guard)
             report = meter.stop("failed", exit_code=126)
             raise RunError(f"{argv[0]}: cannot execute: {exc}", 126, report) from None
+        adoption.exclude(proc.pid)  # its Popen reaps it
         group = (guard.pid if guard else proc.pid) if isolated else None
+        adoption.group = group
+        forwarder = Forwarder(proc.pid, group)
+        status_calls = _StatusCalls(meter, on_status, status_period_s)
         try:
-            interrupted, usage = _wait_child(proc, meter, gate, Forwarder(proc.pid, group),
-                                             on_status, status_period_s)
+            interrupted, usage = _wait_child(proc, gate, forwarder, status_calls, adoption)
+            # Before the watchdog stands down: it still guards the processes left running.
+            if _left_behind(adoption, meter, gate, forwarder, status_calls,
+                            wait=meter.settings.wait_orphans and not interrupted):
+                interrupted = True
         finally:
             end_watchdog(guard)
         if usage is not None:
@@ -360,40 +370,116 @@ def _reap(proc: subprocess.Popen[bytes]) -> Any:
     return usage
 
 
-def _wait_child(proc: subprocess.Popen[bytes], meter: Meter, gate: SignalGate,
-                forwarder: Forwarder, on_status: Callable[[Snapshot], None] | None,
-                status_period_s: float) -> tuple[bool, Any]:
-    """Wait for ``proc``, forwarding signals and calling ``on_status``; whether an
-    interrupting signal was received, and the kernel's account of the child (its rusage)."""
+class _StatusCalls:
+    """Calls ``on_status`` with the meter's snapshot at most every ``period_s`` seconds; a
+    callback that fails is dropped for the rest of the run."""
+
+    def __init__(self, meter: Meter, on_status: Callable[[Snapshot], None] | None,
+                 period_s: float) -> None:
+        self.meter = meter
+        self.on_status = on_status
+        self.period_s = period_s
+        self.next = time.monotonic() + period_s
+
+    def timeout(self) -> float:
+        """How long to wait for a signal before the next look (or call)."""
+        if self.on_status is None:
+            return _POLL_S
+        return min(_POLL_S, self.next - time.monotonic())
+
+    def tick(self) -> None:
+        """Call ``on_status`` if it is due."""
+        if self.on_status is None or time.monotonic() < self.next:
+            return
+        try:
+            self.on_status(self.meter.snapshot())
+        except OSError as exc:  # e.g. the terminal went away: stop the display, not the run
+            log.debug("live status disabled: %r", exc)
+            self.on_status = None
+        except Exception as exc:  # noqa: BLE001 - a display must never end a measured run
+            log.warning("live status callback failed, disabled for this run: %r", exc)
+            self.on_status = None
+        self.next = time.monotonic() + self.period_s
+
+
+def _wait_child(proc: subprocess.Popen[bytes], gate: SignalGate, forwarder: Forwarder,
+                status: _StatusCalls, adoption: Adoption) -> tuple[bool, Any]:
+    """Wait for ``proc``, forwarding signals, calling the live status and reaping the orphans
+    adopted meanwhile; whether an interrupting signal was received, and the kernel's account
+    of the child (its rusage)."""
     interrupted = False
     usage = None
-    next_status = time.monotonic() + status_period_s
     while True:
         usage = _reap(proc)
         if proc.returncode is not None:
             break
-        timeout = _POLL_S
-        if on_status is not None:
-            timeout = min(timeout, next_status - time.monotonic())
-        got = gate.wait(timeout)
+        got = gate.wait(status.timeout())
         if got is not None:
             if got.signum == signal.SIGCHLD:
+                adoption.reap()  # an adopted orphan (or the child: reaped above) ended
                 continue
             if got.signum in INTERRUPTING:
                 interrupted = True
             if proc.returncode is None:
                 forwarder.forward(got)
             continue
-        if on_status is not None and time.monotonic() >= next_status:
-            try:
-                on_status(meter.snapshot())
-            except OSError as exc:  # e.g. the terminal went away: stop the display, not the run
-                log.debug("live status disabled: %r", exc)
-                on_status = None
-            except Exception as exc:  # noqa: BLE001 - a display must never end a measured run
-                log.warning("live status callback failed, disabled for this run: %r", exc)
-                on_status = None
-            next_status = time.monotonic() + status_period_s
+        status.tick()
     return interrupted, usage
+
+
+def _left_behind(adoption: Adoption, meter: Meter, gate: SignalGate, forwarder: Forwarder,
+                 status: _StatusCalls, *, wait: bool) -> bool:
+    """The processes the command left running when it exited: named in a warning of the
+    run; with ``wait`` (setting ``wait_orphans``, and the run not interrupted already)
+    measured until they have all ended, signals forwarded to them as to the command. A
+    second interrupting signal meanwhile ends the wait (one they ignore must not keep the
+    run going: a background job of ``sh`` ignores SIGINT). Whether an interrupting signal
+    arrived meanwhile."""
+    pids = adoption.left_behind()
+    if not pids:
+        return False
+    n = len(pids)
+    named = describe_processes(pids, meter.settings.redact)
+    what = (f"{n} process{'es' if n > 1 else ''} the command started "
+            f"{'were' if n > 1 else 'was'} still running when it exited ({named})")
+    they, their = ("they", "their") if n > 1 else ("it", "its")
+    if not wait:
+        hint = ("the run was interrupted: not waited for" if meter.settings.wait_orphans else
+                f"use --wait-orphans (setting wait_orphans) to measure until {they} "
+                f"end{'' if n > 1 else 's'}")
+        _warn(meter, f"{what}; {their} work after that is not measured: {hint}")
+        return False
+    log.warning("the command exited; measuring until the %d process%s it left running "
+                "end%s (%s)", n, "es" if n > 1 else "", "" if n > 1 else "s", named)
+    interrupts = 0
+    began = time.monotonic()
+    while live := adoption.left_behind():
+        got = gate.wait(status.timeout())
+        if got is None:
+            status.tick()
+            continue
+        if got.signum == signal.SIGCHLD:
+            continue
+        repeat = forwarder.is_repeat(got)
+        forwarder.forward_left_behind(got, live)
+        if got.signum not in INTERRUPTING or repeat:
+            continue
+        interrupts += 1
+        if interrupts > 1:
+            _warn(meter, f"{what}: measured for {time.monotonic() - began:.1f} s after the "
+                         f"command, until the run was interrupted with {len(live)} still "
+                         "running (wait_orphans)")
+            return True
+        log.warning("%s passed on to the %d process%s still running; send it again to stop "
+                    "waiting", signal.Signals(got.signum).name, len(live),
+                    "es" if len(live) > 1 else "")
+    _warn(meter, f"{what}: measured until {they} ended, {time.monotonic() - began:.1f} s "
+                 "after the command (wait_orphans)")
+    return interrupts > 0
+
+
+def _warn(meter: Meter, message: str) -> None:
+    """Add ``message`` to the warnings of ``meter``'s run (in its report)."""
+    meter._warnings.append(message)
 
 

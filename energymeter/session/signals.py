@@ -41,16 +41,18 @@ has passed meanwhile. :meth:`SignalGate.wait` accepts only signals it waits for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from .._lazy import LazyLogger
+from ..probes.proc import child_pids, read_pid_stat
 
 #: Signals that end a measured command: forwarded, and the run is marked ``interrupted``.
 INTERRUPTING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -238,11 +240,20 @@ class Forwarder:
     def should_forward(self, got: Received) -> bool:
         if not self.isolated and got.code == SI_KERNEL:
             return False  # the terminal delivered it to our whole group, the child included
+        return self._passes(got)
+
+    def _passes(self, got: Received) -> bool:
+        """The sender's rules: not from a sender that signals every process, not a repeat."""
         if got.code == SI_USER and sender_name(got.sender_pid) in SIGNALS_EVERY_PROCESS:
             return False
+        return not self.is_repeat(got)
+
+    def is_repeat(self, got: Received) -> bool:
+        """Whether ``got`` repeats a signal forwarded within :data:`DUPLICATE_WINDOW_S` from
+        the same sender (one sent to us and to our group: one signal, not two)."""
         last = self._last.get((got.signum, got.sender_pid))
         repeated = last is not None and self._clock() - last < DUPLICATE_WINDOW_S
-        return got.sender_pid is None or not repeated
+        return got.sender_pid is not None and repeated
 
     def forward(self, got: Received) -> bool:
         """Send ``got`` on if it should be; whether it was sent."""
@@ -257,3 +268,201 @@ class Forwarder:
             return False
         self._last[(got.signum, got.sender_pid)] = self._clock()
         return True
+
+    def forward_left_behind(self, got: Received, pids: Iterable[int]) -> bool:
+        """After the child exited (``wait_orphans``): send ``got`` on to the processes it left
+        running (``pids``, this process's adopted children), each once: the child's group
+        (which the watchdog still holds) as a whole, and every other of ``pids`` by itself
+        but those in our group when the terminal signalled that group (``SI_KERNEL``).
+        Never the child's own pid, which may name another process by now. Whether it was
+        sent to any."""
+        if not self._passes(got):
+            return False
+        sent = False
+        if self.group is not None:
+            with contextlib.suppress(ProcessLookupError):  # the group has no process left
+                os.killpg(self.group, got.signum)
+                sent = True
+        ours = os.getpgrp()
+        for pid in pids:
+            try:
+                pgid = os.getpgid(pid)
+                if pgid == self.group or (not self.isolated and got.code == SI_KERNEL
+                                          and pgid == ours):
+                    continue  # the signal reached it already
+                os.kill(pid, got.signum)
+                sent = True
+            except ProcessLookupError:  # ended (and reaped) meanwhile
+                continue
+        if sent:
+            self._last[(got.signum, got.sender_pid)] = self._clock()
+        return sent
+
+
+# -- processes the command leaves running ------------------------------------------------------
+#: ``prctl`` options (Linux ``<linux/prctl.h>``, since 3.4).
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+#: How many left-behind processes a warning names (the rest are counted).
+NAMED_AT_MOST = 5
+#: The longest command line shown for one of them.
+SHOWN_CHARS = 60
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Any:
+    """libc's ``prctl``, or None (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only here: importing energymeter stays cheap
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError) as exc:
+        log.debug("no prctl: %r", exc)
+        return None
+
+
+def child_subreaper(on: bool | None = None) -> bool | None:
+    """Whether this process is a child subreaper (``PR_SET_CHILD_SUBREAPER``: orphans among
+    its descendants are reparented to it, not to init), after making it one (``on`` True) or
+    not (False); None where that cannot be read or set (not Linux, a kernel before 3.4, a
+    seccomp filter)."""
+    import ctypes
+
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    if on is not None and prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(int(on)), 0, 0, 0) != 0:
+        log.debug("PR_SET_CHILD_SUBREAPER failed: %s", os.strerror(ctypes.get_errno()))
+        return None
+    state = ctypes.c_int(0)
+    if prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(state), 0, 0, 0) != 0:
+        return None
+    return bool(state.value)
+
+
+def _reap_later(pids: Sequence[int]) -> None:
+    """Reap ``pids`` (adopted children still running when their run ended) as they end, on a
+    daemon thread, so that none stays a zombie of a program that goes on after the run."""
+    def reap() -> None:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):  # reaped elsewhere
+                os.waitpid(pid, 0)
+
+    threading.Thread(target=reap, name="energymeter-reaper", daemon=True).start()
+
+
+class Adoption:
+    """Finds the processes a command leaves running when it exits (``(work &); exit``,
+    daemons that fork twice and ``setsid``), which would go on unmeasured and unnoticed.
+
+    While it is open this process is a child subreaper (Linux): the orphans among its
+    descendants become its children, wherever they moved (another session or group).
+    Those that end are reaped (:meth:`reap`, :meth:`left_behind`); those still running when
+    it closes are reaped on a daemon thread as they end. Where this process cannot be a
+    subreaper (not Linux) only the command's process group (``group``, when it has one of
+    its own) is looked at. ``exclude`` names this process's own helpers and the command
+    itself (reaped by its ``Popen``); children this process had before are never touched.
+    ``enabled`` False (off the main thread, where nothing else of the command is managed
+    either): nothing is done."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.active = False  # this process was made a subreaper
+        self.group: int | None = None
+        self._excluded: set[int] = set()
+        self._before: set[int] = set()
+        self._was_subreaper = False
+
+    def __enter__(self) -> Adoption:
+        if not self.enabled:
+            return self
+        was = child_subreaper()
+        if was is not None and child_subreaper(True):
+            self.active, self._was_subreaper = True, was
+            self._before = set(child_pids(os.getpid()))
+        return self
+
+    def exclude(self, pid: int) -> None:
+        """Never count, reap or signal ``pid`` (a helper of ours, the command)."""
+        self._excluded.add(pid)
+
+    def _adopted(self) -> list[int]:
+        return [pid for pid in child_pids(os.getpid())
+                if pid not in self._before and pid not in self._excluded]
+
+    def reap(self) -> None:
+        """Reap the adopted children that have ended (their parents did not wait for them)."""
+        if self.active:
+            self.left_behind()
+
+    def left_behind(self) -> list[int]:
+        """The pids of the processes the command left running, the ended ones reaped."""
+        if self.active:
+            alive = []
+            for pid in self._adopted():
+                try:
+                    ended, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # not (or no longer) ours to wait for
+                    continue
+                if not ended:
+                    alive.append(pid)
+            return alive
+        if self.enabled and self.group is not None:
+            return _group_members(self.group, self._excluded)
+        return []
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        if not self._was_subreaper:
+            child_subreaper(False)
+        left = self.left_behind()  # those adopted until now, the ended ones reaped
+        self.active = False
+        if left:
+            _reap_later(left)
+
+
+def _group_members(group: int, excluded: Collection[int]) -> list[int]:
+    """The live processes of process group ``group`` but ``excluded`` (from ``/proc``)."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: nothing can be found
+        return members
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in excluded:
+            continue
+        pid = int(entry)
+        try:
+            if os.getpgid(pid) != group:
+                continue
+            stat = read_pid_stat(pid)
+        except (OSError, ValueError, IndexError):  # ended, or unreadable
+            continue
+        if stat is not None and not stat.zombie:
+            members.append(pid)
+    return members
+
+
+def describe_processes(pids: Sequence[int], redact: str | None = None) -> str:
+    """``pid 123: sleep 6, pid 124: python worker.py`` for at most :data:`NAMED_AT_MOST` of
+    ``pids`` (``and N more``): each command line shortened and with its secrets hidden as the
+    ``redact`` setting says (the process name where the command line cannot be read)."""
+    from ..redact import redact_command
+
+    shown = []
+    for pid in pids[:NAMED_AT_MOST]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                words = [w.decode("utf-8", "replace") for w in fh.read().split(b"\0") if w]
+        except OSError:  # ended, or not Linux
+            words = []
+        text = " ".join(redact_command(words, redact)) if words else \
+            (sender_name(pid) or "?")
+        if len(text) > SHOWN_CHARS:
+            text = text[:SHOWN_CHARS - 3] + "..."
+        shown.append(f"pid {pid}: {text}")
+    more = len(pids) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
