@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._lazy import LazyLogger
 from ..errors import ProbeError
 from ..notes import WarningBook
 from ..settings import default
+
+_log = LazyLogger("energymeter")
 
 #: Energy kinds, in the order reports show them. ``psys`` (a platform counter that already
 #: contains the others) is reported beside the rest and never summed into a total.
@@ -328,7 +331,11 @@ class Probe(ABC):
         """Record a warning (callable with or without ``_lock`` held); ``key`` as in
         :meth:`warn`."""
         with self._warn_lock:
-            self._warnings.add(message, key)
+            book = self._warnings
+            left_out = book.left_out
+            book.add(message, key)
+            if book.left_out > left_out:  # past the cap: the log is its only record
+                _log.warning("probe %s: %s", self.source, message)
 
     @abstractmethod
     def _read(self) -> dict[str, float]: ...
