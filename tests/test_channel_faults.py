@@ -204,6 +204,29 @@ def test_a_bad_value_in_one_channel_is_that_channels_fault_alone() -> None:
     assert not any("channel a" in w for w in s.warnings)
 
 
+class _Huge(_TwoChannels):
+    """``b`` reads 1e19 J on the reads in ``bad``: finite, yet no report could load it."""
+
+    def _read(self) -> dict[str, float]:
+        values = super()._read()
+        return {**values, "b": 1e19} if self.reads in self.bad else values
+
+
+def test_a_value_no_report_could_hold_is_that_channels_fault() -> None:
+    """The live path checks joules as every reader of the run does (store.readers
+    .check_joules): above 1e18 J a report written live would not load back."""
+    clock = SimClock()
+    probe = _Huge(range(3, 6), clock)
+    s = sampler([probe], clock)
+    s.begin()
+    for _ in range(20):
+        clock.advance(STEP_S)
+        _, energy = s.read()
+    assert energy["a"] == pytest.approx(20.0) and energy["b"] == pytest.approx(2.0)
+    assert any("channel b (fake)" in w and "1e+19" in w and "at most 1e+18" in w
+               for w in s.warnings)
+
+
 def test_nvml_one_gpu_failing_does_not_take_the_others(tmp_path: Path) -> None:
     clock = FakeClock()
     fake = FakeNVML([FakeGPU(name="NVIDIA A100-SXM4-80GB", arch="ampere", power_w=100.0),

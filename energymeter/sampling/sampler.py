@@ -31,7 +31,6 @@ into user code:
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -42,6 +41,7 @@ from .._lazy import LazyLogger
 from ..errors import ProbeError
 from ..notes import WarningBook
 from ..probes.base import PartialRead, Probe
+from ..store.readers import NonDecreasing, check_joules
 from ..store.writers import SamplesWriter
 from .aggregate import Aggregator
 
@@ -225,11 +225,9 @@ class Sampler:
         self._no_gauges: set[int] = set()
         self._declared: dict[int, frozenset[str]] = {
             id(p): frozenset(c.id for c in p.channels) for p in probes}
-        # Per channel: the probe's last value, and the offset that makes it joules since begin
-        # (moved only when a value went backwards, so that interval counts nothing).
-        self._last_raw: dict[str, float] = {}
-        self._base: dict[str, float] = {}
-        self._energy: dict[str, float] = {}
+        # Per channel: joules since begin from the probe's values (a value that went
+        # backwards counts nothing for that interval): the rule every reader of a run uses.
+        self._counted = NonDecreasing(relative=True)
         self._warnings = WarningBook()
         self._lock = threading.Lock()  # one read at a time, and the state it updates
         self._caller = TimedCaller(read_timeout_s)
@@ -329,16 +327,9 @@ class Sampler:
                            "declare; ignored", ("undeclared", id(probe), cid))
                 continue
             try:
-                value = float(joules)
-            except (TypeError, ValueError):
-                self._channel_failed(probe, cid, f"read {joules!r}, not a number of joules",
-                                     now_ns)
-                continue
-            if not math.isfinite(value) or value < 0:
-                self._channel_failed(probe, cid, f"read {joules!r}; accepted: a finite number "
-                                     ">= 0 of joules since the probe opened", now_ns)
-                continue
-            out[cid] = value
+                out[cid] = check_joules(joules)  # as every reader of the run checks it
+            except ValueError as exc:
+                self._channel_failed(probe, cid, f"read {exc}", now_ns)
         return out
 
     # -- faults: per channel, suspended and retried, never dropped for good ---------------
@@ -490,18 +481,16 @@ class Sampler:
         return values
 
     def _accumulate(self, raw: dict[str, float]) -> dict[str, float]:
-        for cid, joules in raw.items():
-            last = self._last_raw.get(cid)
-            if last is None:
-                self._base[cid] = joules
-            elif joules < last:
-                self._base[cid] += joules - last  # this interval counts nothing
-                self._warn(f"channel {cid} went backwards ({last!r} -> {joules!r} J): "
-                           "cumulative energy never decreases, so that interval counts 0 J",
-                           ("went backwards", cid))
-            self._last_raw[cid] = joules
-            self._energy[cid] = joules - self._base[cid]
-        return dict(self._energy)
+        try:
+            _, drops = self._counted.add(raw)
+        except ValueError as exc:  # values that keep dropping and rising: no real counter
+            self._warn(f"{exc}; that read is not counted", ("beyond bound",))
+            drops = []
+        for cid, last, joules in drops:
+            self._warn(f"channel {cid} went backwards ({last!r} -> {joules!r} J): "
+                       "cumulative energy never decreases, so that interval counts 0 J",
+                       ("went backwards", cid))
+        return dict(self._counted.energy)
 
     def _take(self, gauges: bool, final: bool = False
               ) -> tuple[float, dict[str, float], dict[str, float] | None]:
