@@ -42,7 +42,7 @@ from ..errors import ProbeError
 from ..notes import WarningBook
 from ..probes.base import PartialRead, Probe
 from ..store.readers import NonDecreasing, check_joules
-from ..store.writers import SamplesWriter
+from ..store.writers import IN_REPORT, SamplesWriter
 from .aggregate import Aggregator
 
 log = LazyLogger("energymeter")
@@ -309,7 +309,9 @@ class Sampler:
         past the cap, where the log is the only record), else only counted."""
         book = self._warnings
         left_out = book.left_out
-        if book.add(message, key) or book.left_out > left_out:
+        if book.add(message, key):  # the report carries it: a summary need not repeat it
+            log.warning("%s", message, extra=IN_REPORT)
+        elif book.left_out > left_out:  # past the cap: the log is its only record
             log.warning("%s", message)
 
     def _checked(self, probe: Probe, energy: Any, now_ns: int) -> dict[str, float]:
