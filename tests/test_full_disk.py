@@ -229,3 +229,20 @@ def test_run_on_a_disk_that_fills_during_the_run(small_fs: Path, tmp_path: Path)
     assert not (run_dir / "report.json").exists()
     assert not any(line.startswith("  report: ") for line in lines)
     assert lines[-1].startswith(f"  run: {run_dir} (no report.json")
+
+
+def test_a_summary_never_names_a_report_json_that_was_not_written(tmp_path: Path) -> None:
+    """Issue 23, item 6c, in the library: the summary of a run whose files could not be
+    written named its report.json all the same."""
+    with measure("vanish", out=tmp_path / "out", powercap_root=tmp_path / "absent",
+                 region="SE") as m:
+        shutil.rmtree(m.path)
+    lines = m.report.summary().splitlines()
+    assert not any(line.startswith("  report: ") for line in lines)
+    assert lines[-1] == f"  nothing was saved (the run directory {m.report.path} is gone)"
+    with measure("partial", out=tmp_path / "out", powercap_root=tmp_path / "absent",
+                 region="SE") as m:
+        pass
+    (m.report.path / "report.json").unlink()  # as a disk that refused it leaves the run
+    last = m.report.summary().splitlines()[-1]
+    assert last.startswith(f"  run: {m.report.path} (no report.json: its samples.csv")

@@ -42,30 +42,21 @@ def status_line(snapshot: Snapshot) -> str:
 
 
 def summary_text(report: Report, json_path: str | None = None) -> str:
-    """The summary of a run for ``energymeter run``: the report's own, less the warnings
-    already said on stderr when they happened, ending with where the run was saved: its
-    ``report.json`` only if that was written, else what there is (partial files, or
-    nothing)."""
+    """The summary of a run for ``energymeter run``: the report's own (which ends with where
+    the run is on disk, if anywhere), less the warnings already said on stderr when they
+    happened; for a run measured in memory, that nothing was saved."""
     import dataclasses
 
-    from ..store.rundir import REPORT_NAME
-
     shown = shown_warnings()
-    lines = dataclasses.replace(
-        report, warnings=tuple(w for w in report.warnings if w not in shown)).summary().split("\n")
-    if report.path is not None and (report.path / REPORT_NAME).is_file():
-        return "\n".join(lines)
-    lines = [line for line in lines if not line.startswith("  report: ")]
-    if report.path is not None and report.path.is_dir():
-        lines.append(f"  run: {report.path} (no {REPORT_NAME}: its samples.csv and events.jsonl "
-                     "as far as they were written; `energymeter report` on it rebuilds the "
-                     "report)")
-    else:
-        gone = "" if report.path is None else f" (the run directory {report.path} is gone)"
-        lines.append(f"  nothing was saved{gone}: " + (
-            f"the report goes to --json {json_path} only" if json_path
-            else "this summary is all there is"))
-    return "\n".join(lines)
+    text = dataclasses.replace(
+        report, warnings=tuple(w for w in report.warnings if w not in shown)).summary()
+    tail = (f"the report goes to --json {json_path} only" if json_path
+            else "this summary is all there is")
+    if report.path is None:  # measured in memory: the summary names no place
+        return f"{text}\n  nothing was saved: {tail}"
+    if not report.path.is_dir():  # its last line says the run directory is gone
+        return f"{text}: {tail}"
+    return text
 
 
 class LiveLine:

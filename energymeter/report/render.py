@@ -149,15 +149,21 @@ def job_lines(report: Report) -> list[str]:
 
 
 def _where(report: Report, run_dir: Path) -> str:
-    """Where the run is: its ``report.json``, or (rebuilt, none written yet) its directory."""
+    """Where the run is: its ``report.json`` only if that exists; else (rebuilt, or a disk
+    that refused it) its directory and what it holds, or that nothing of it is on disk."""
     saved = run_dir / REPORT_NAME
-    if not report.overhead.get("rebuilt_from_samples") or saved.is_file():
+    if saved.is_file():
         return f"  report: {saved}"
-    if report.status == RUNNING:
-        return (f"  run: {run_dir} (rebuilt from its samples so far; it writes "
-                f"{REPORT_NAME} when it ends)")
-    return (f"  run: {run_dir} (rebuilt from its samples; it has no {REPORT_NAME}: "
-            f"`energymeter report --save` writes one)")
+    if report.overhead.get("rebuilt_from_samples"):
+        if report.status == RUNNING:
+            return (f"  run: {run_dir} (rebuilt from its samples so far; it writes "
+                    f"{REPORT_NAME} when it ends)")
+        return (f"  run: {run_dir} (rebuilt from its samples; it has no {REPORT_NAME}: "
+                f"`energymeter report --save` writes one)")
+    if run_dir.is_dir():
+        return (f"  run: {run_dir} (no {REPORT_NAME}: its samples.csv and events.jsonl as far "
+                "as they were written; `energymeter report` on it rebuilds the report)")
+    return f"  nothing was saved (the run directory {run_dir} is gone)"
 
 
 # -- paper tables (markdown, latex) -------------------------------------------------------------
