@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -286,27 +287,24 @@ CELLS = st.one_of(
 
 def _expected(cells: list[str]) -> tuple[float, int, int]:
     """What the sampler's rules give for the energy cells after SAMPLES (which ends at 40 J):
-    (energy, bad rows, drops). A report's energy is its last readable row's: a row with the
-    cell empty has none of that channel (as the vectorised scan of a long run reads it)."""
-    last, energy, bad, drops, present = 40.0, 40.0, 0, 0, True
+    (energy, bad rows, drops). A channel's energy is its last readable value: a row with the
+    cell empty (a gauge-only row) changes nothing."""
+    last, base, energy, bad, drops = 40.0, 0.0, 40.0, 0, 0
     for cell in cells:
         if cell == "":
-            present = False
             continue
         try:
             value = check_joules(cell)
         except ValueError:
             bad += 1
             continue
-        if value < last:
-            drops += 1
-        elif energy + (value - last) > MAX_ENERGY_J:  # refused whole, as NonDecreasing does
+        moved = base + (value - last) if value < last else base  # NonDecreasing's sums
+        if value - moved > MAX_ENERGY_J:  # refused whole, as NonDecreasing does
             bad += 1
             continue
-        else:
-            energy += value - last
-        last, present = value, True
-    return energy if present else 0.0, bad, drops
+        drops += value < last
+        last, base, energy = value, moved, value - moved
+    return energy, bad, drops
 
 
 @FUZZ
@@ -364,3 +362,43 @@ def test_a_merged_total_is_never_negative_or_non_finite(changes: list[tuple[str,
         value = merged.resources.get(key)
         assert value is None or (math.isfinite(value) and value >= 0)
     json.loads(merged.to_json())  # strict JSON
+
+
+# -- items and resources of report.json ---------------------------------------------------------
+@pytest.mark.parametrize("key, value", [
+    ("items", -10), ("items", -1e-9),
+    ("resources.read_bytes", -1), ("resources.write_bytes", -4096.0),
+    ("resources.cpu_time_s", -0.5), ("resources.peak_rss_bytes", -1),
+    ("resources.max_rss_bytes_rusage", -1024), ("resources.peak_memory_bytes", "big"),
+])
+def test_negative_items_and_resources_in_report_json_are_refused(
+        tmp_path: Path, key: str, value: Any) -> None:
+    data = json.loads(make_report(items=100.0).to_json())
+    block, _, name = key.rpartition(".")
+    (data[block] if block else data)[name] = value
+    (tmp_path / "report.json").write_text(json.dumps(data))
+    needle = re.escape(f"report.json: {key} must be a number from 0 to")
+    with pytest.raises(ReportError, match=needle):
+        Report.load(tmp_path / "report.json")
+
+
+def test_zero_and_null_items_and_resources_load(tmp_path: Path) -> None:
+    data = json.loads(make_report(items=0.0).to_json())
+    data["resources"].update(read_bytes=0, cpu_time_s=None, max_rss_bytes_rusage=0)
+    (tmp_path / "report.json").write_text(json.dumps(data))
+    report = Report.load(tmp_path / "report.json")
+    assert report.items == 0.0 and report.resources["cpu_time_s"] is None
+
+
+def test_a_cumulative_gauge_going_back_is_not_a_negative_resource(tmp_path: Path) -> None:
+    """A rebuilt run whose cpu_time_s gauge went back would report a negative CPU time: it is
+    left out with a warning, and the report saves and loads back."""
+    start = {**START, "gauges": ["rss_bytes", "cpu_time_s"]}
+    samples = ("t_s,cpu0_j,rss_bytes,cpu_time_s\n0.0,0.0,100,5.0\n0.5,20.0,,\n"
+               "1.0,40.0,200,2.0\n")
+    run_dir = write_run(tmp_path / "out" / "run", [start], samples=samples)
+    report = Report.load(run_dir)
+    assert report.resources["cpu_time_s"] is None
+    assert any("gauge cpu_time_s went backwards" in w for w in report.warnings)
+    save_rebuilt(report)
+    assert Report.load(run_dir).resources["cpu_time_s"] is None

@@ -221,3 +221,18 @@ def test_rebuild_keeps_a_recorded_price(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_samples_fixture_is_what_the_tests_assume() -> None:
     assert SAMPLES.splitlines()[-1].startswith("1.000000,40.0")
+
+
+@pytest.mark.parametrize("fast_scan_bytes", [0, float("inf")], ids=["fast scan", "row loop"])
+def test_an_empty_last_cell_keeps_the_channels_last_value(tmp_path: Path,
+                                                          fast_scan_bytes: float) -> None:
+    """A cumulative channel's energy is its last readable value: a last row that leaves its
+    cell empty (a gauge-only row) does not make it 0 J, in the loop or the fast scan."""
+    from energymeter.report.rebuild import rebuild_fields
+
+    run_dir = write_run(tmp_path / "run",
+                        samples=SAMPLES + "1.500000,60.0,\n2.000000,,300\n")
+    fields = rebuild_fields(run_dir, fast_scan_bytes=fast_scan_bytes)
+    assert fields["channels"][0].energy_j == 60.0
+    assert fields["duration_s"] == 2.0
+    assert fields["resources"]["peak_rss_bytes"] == 300

@@ -4,10 +4,18 @@ a long run that was killed: the same figures as the row-by-row loop of
 
 The row loop's rules, restated on arrays:
 
-* a row is readable when its ``t_s`` is in ``[0, MAX_DURATION_S]``, every energy value within
-  ``±MAX_ENERGY_J`` and every gauge within ``±MAX_NUMBER`` (empty cells are missing values), and
-  its ``t_s`` is not below the last readable row's: since readable times never decrease, that
-  is ``t_s >= `` the running maximum of earlier rows that pass the other checks;
+* a row is readable when its ``t_s`` is in ``[0, MAX_DURATION_S]``, every energy value is
+  cumulative joules (:func:`~energymeter.store.readers.check_joules`: finite, from 0 to
+  ``MAX_ENERGY_J``), every gauge passes :func:`~energymeter.store.readers.check_gauge` (finite,
+  within ``±MAX_NUMBER``, >= 0 for amounts), empty cells being missing values, and its ``t_s``
+  is not below the last readable row's: since readable times never decrease, that is
+  ``t_s >= `` the running maximum of earlier rows that pass the other checks;
+* energy that goes back counts nothing for that interval
+  (:class:`~energymeter.store.readers.NonDecreasing`): per channel, over its present values
+  of readable rows, the drops ``min(0, v_k - v_{k-1})`` are summed in order (``cumsum``, the
+  same additions as the loop's) into an offset, and the energy is the value minus the offset;
+  drops are counted per channel for the same warnings;
+* a channel's energy at the end is its last readable value (a row may leave it empty);
 * the peak power of a channel: for each readable row ``i``, the row ``s`` the aggregator's
   window starts at is the last row at least ``window_s`` older (``searchsorted``), the first
   row when there is none; the power ``(E_i - E_s) / (t_i - t_s)`` counts when
@@ -16,8 +24,10 @@ The row loop's rules, restated on arrays:
 * gauges: first, last and largest present value;
 * an open phase's start energy: interpolated between the readable rows around its start.
 
-Anything the arrays cannot express the same way (a cell that is not a number, a window of 0)
-returns ``None`` and the row loop reads the file instead.
+Anything the arrays cannot express the same way returns ``None`` and the row loop reads the
+file instead: a cell that is not a number or empty (``nan`` and quoted cells included), a row
+of another width than the header (the loop counts it), energy that would exceed
+``MAX_ENERGY_J`` after drops (the loop skips that row), a window of 0.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..store.readers import NON_NEGATIVE_GAUGE_SUFFIXES, NonDecreasing
 from .values import MAX_DURATION_S, MAX_ENERGY_J, MAX_NUMBER
 
 #: Files from this size on are scanned this way (smaller ones: the row loop is fast enough).
@@ -36,20 +47,75 @@ CHUNK_ROWS = 500_000
 
 @dataclass
 class Scan:
-    """What the row loop leaves behind: the last readable row, counts, and the phases' start
-    energies (by position in ``waiting``)."""
+    """What the row loop leaves behind: the last readable row's time, each channel's last
+    readable energy, counts, the drops (``cumulative``: its ``drops``, ``first_drop`` and
+    ``energy``, for its warnings) and the phases' start energies (by position in
+    ``waiting``)."""
 
     t_s: float = 0.0
     energy: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     unreadable: int = 0
     start_energies: dict[int, dict[str, float]] = field(default_factory=dict)
+    cumulative: NonDecreasing = field(default_factory=lambda: NonDecreasing(relative=False))
+
+
+class _Fallback(Exception):
+    """The arrays cannot give the row loop's figures: it reads the file."""
+
+
+class _Counted:
+    """A binary file that counts the commas read, and those after the last newline (a torn
+    last row's): every complete row of the header's width has ``width - 1`` of them."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.commas = 0
+        self.tail_commas = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if data:
+            self.commas += data.count(b",")
+            newline = data.rfind(b"\n")
+            self.tail_commas = (data.count(b",", newline + 1) if newline >= 0
+                                else self.tail_commas + data.count(b","))
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self._fh)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+class _State:
+    """What one chunk leaves to the next."""
+
+    def __init__(self, np: Any, n: int) -> None:
+        self.tail_t = np.empty(0)
+        self.tail_e = np.empty((0, n))
+        self.prev_max = -np.inf
+        self.last_t: float | None = None
+        self.last_e: Any = None
+        self.rows = 0
+        self.raw_last = np.full(n, np.nan)  # each channel's last readable value as written
+        self.base = np.zeros(n)  # its offset: the drops summed
+        self.energy = np.full(n, np.nan)  # its last readable energy
+        self.seen: list[int] = []  # channels in the order they first had a value
 
 
 def _row(ids: Sequence[str], values: Any) -> dict[str, float]:
     import numpy as np
 
     return {cid: float(v) for cid, v in zip(ids, values, strict=True) if not np.isnan(v)}
+
+
+def _clear(aggregator: Any) -> None:
+    aggregator.peak_power_w.clear()
+    aggregator.gauge_first.clear()
+    aggregator.gauge_last.clear()
+    aggregator.gauge_peak.clear()
 
 
 def scan(path: Path, header: Sequence[str], energy_cols: Mapping[str, int],
@@ -64,70 +130,123 @@ def scan(path: Path, header: Sequence[str], energy_cols: Mapping[str, int],
     except ImportError:
         return None
     window = float(aggregator.window_s)
-    if window <= 0:
+    if window <= 0 or len(header) < 2:
         return None
     ids, gnames = list(energy_cols), list(gauge_cols)
     cols = [0, *energy_cols.values(), *gauge_cols.values()]
     names = [header[i] for i in cols]
-    # A cell that is not a number fails the whole file over to the row loop: a fast read
-    # of a file whose every cell is a number or empty is the common case.
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        torn = False
-        if size:
-            fh.seek(size - 1)
-            torn = fh.read(1) != b"\n"
+    low = np.array([0.0 if g.endswith(NON_NEGATIVE_GAUGE_SUFFIXES) else -MAX_NUMBER
+                    for g in gnames])
     out = Scan()
-    state: tuple = (np.empty(0), np.empty((0, len(ids))), -np.inf, None, None)
+    state = _State(np, len(ids))
     waiting = list(enumerate(starts_s))
     try:
-        reader = pd.read_csv(path, usecols=cols, dtype=np.float64, chunksize=CHUNK_ROWS,
-                             engine="c", on_bad_lines="skip",
-                             skip_blank_lines=True)
-        for frame in _chunks(reader, torn):
-            state = _chunk(frame, names, header, energy_cols, gauge_cols, ids, gnames, window,
-                           aggregator, out, state, waiting)
-    except (ValueError, pd.errors.ParserError):
-        # A cell that is not a number: the row loop reads the file (from a clean aggregator).
-        aggregator.peak_power_w.clear()
-        aggregator.gauge_first.clear()
-        aggregator.gauge_last.clear()
-        aggregator.gauge_peak.clear()
+        with open(path, "rb") as raw:
+            raw.seek(0, 2)
+            size = raw.tell()
+            torn = False
+            if size:
+                raw.seek(size - 1)
+                torn = raw.read(1) != b"\n"
+            raw.seek(0)
+            fh = _Counted(raw)
+            # Only an empty cell is a missing value ("nan" is damage, as for the loop); quotes
+            # are text (the loop does not strip them); a row too wide is an error: each of
+            # these makes the loop read the file.
+            reader = pd.read_csv(fh, usecols=cols, dtype=np.float64, chunksize=CHUNK_ROWS,
+                                 engine="c", on_bad_lines="error", skip_blank_lines=True,
+                                 keep_default_na=False, na_values=[""], quoting=3,
+                                 encoding="utf-8")
+            for frame in _chunks(reader, torn):
+                state.rows += len(frame)
+                _chunk(frame, names, header, energy_cols, gauge_cols, ids, gnames, low,
+                       window, aggregator, out, state, waiting)
+            # A row narrower than the header (pandas fills it up) is one the loop skips.
+            if fh.commas != (len(header) - 1) * (1 + state.rows) + (
+                    fh.tail_commas if torn else 0):
+                raise _Fallback
+    except (ValueError, _Fallback, pd.errors.ParserError):
+        _clear(aggregator)  # the row loop reads the file, from a clean aggregator
         return None
-    last_t, last_e = state[3], state[4]
-    if last_t is not None:
-        out.t_s, out.energy = last_t, _row(ids, last_e)
+    if state.last_t is not None:
+        out.t_s = state.last_t
+    out.energy = {ids[c]: float(state.energy[c]) for c in state.seen}
+    out.cumulative.energy.update(out.energy)
     return out
+
+
+def _nondecreasing(ev: Any, ids: list[str], state: _State, out: Scan) -> Any:
+    """The energies of the readable rows ``ev`` (values as written) with drops counting 0,
+    as :class:`~energymeter.store.readers.NonDecreasing` gives them row by row."""
+    import numpy as np
+
+    adjusted = np.full_like(ev, np.nan)
+    firsts: list[tuple[int, int, float, float]] = []  # (row, channel, previous, value)
+    appeared: list[tuple[int, int]] = []
+    for c, cid in enumerate(ids):
+        column = ev[:, c]
+        present = np.flatnonzero(~np.isnan(column))
+        if not len(present):
+            continue
+        values = column[present]
+        previous = np.empty_like(values)
+        previous[0] = state.raw_last[c]
+        previous[1:] = values[:-1]
+        with np.errstate(invalid="ignore"):
+            step = values - previous  # NaN for a channel's first value: no drop
+            drop = step < 0
+        offsets = np.cumsum(np.concatenate(([state.base[c]], np.where(drop, step, 0.0))))[1:]
+        energy = values - offsets
+        if not energy.max() <= MAX_ENERGY_J:  # the loop skips such a row: it reads the file
+            raise _Fallback
+        adjusted[present, c] = energy
+        if np.isnan(state.raw_last[c]):
+            appeared.append((int(present[0]), c))
+        state.raw_last[c], state.base[c], state.energy[c] = values[-1], offsets[-1], energy[-1]
+        n = int(np.count_nonzero(drop))
+        if n:
+            if cid in out.cumulative.drops:
+                out.cumulative.drops[cid] += n
+            else:
+                i = int(np.argmax(drop))
+                firsts.append((int(present[i]), c, float(previous[i]), float(values[i])))
+                out.cumulative.drops[cid] = n  # ordered below
+    for _, c, before, value in sorted(firsts):  # the loop's order: by row, then column
+        cid = ids[c]
+        out.cumulative.drops[cid] = out.cumulative.drops.pop(cid)
+        out.cumulative.first_drop[cid] = (before, value)
+    state.seen += [c for _, c in sorted(appeared)]
+    return adjusted
 
 
 def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
            energy_cols: Mapping[str, int], gauge_cols: Mapping[str, int], ids: list[str],
-           gnames: list[str], window: float, aggregator: Any, out: Scan, state: tuple,
-           waiting: list[tuple[int, float]]) -> tuple:
-    """One chunk into ``aggregator`` and ``out``; ``state``: (tail times, tail energies,
-    running maximum time, last readable time, last readable energies)."""
+           gnames: list[str], low: Any, window: float, aggregator: Any, out: Scan,
+           state: _State, waiting: list[tuple[int, float]]) -> None:
+    """One chunk into ``aggregator``, ``out`` and ``state``."""
     import numpy as np
 
-    tail_t, tail_e, prev_max, last_t, last_e = state
     t = frame[names[0]].to_numpy()
     e = frame[[header[i] for i in energy_cols.values()]].to_numpy().reshape(len(t), -1)
     g = frame[[header[i] for i in gauge_cols.values()]].to_numpy().reshape(len(t), -1)
     with np.errstate(invalid="ignore"):
         ok = (t >= 0) & (t <= MAX_DURATION_S)
-        ok &= np.all(np.isnan(e) | (np.abs(e) <= MAX_ENERGY_J), axis=1)
-        ok &= np.all(np.isnan(g) | (np.abs(g) <= MAX_NUMBER), axis=1)
+        ok &= np.all(np.isnan(e) | ((e >= 0) & (e <= MAX_ENERGY_J)), axis=1)
+        ok &= np.all(np.isnan(g) | ((g >= low) & (g <= MAX_NUMBER)), axis=1)
+    prev_max = state.prev_max
     running = np.maximum.accumulate(np.where(ok, t, -np.inf)) if len(t) else t
     before = np.concatenate(([prev_max], running[:-1])) if len(t) else running
     before = np.maximum(before, prev_max)
     valid = ok & (t >= before)
     if len(t):
-        prev_max = max(prev_max, float(running[-1]))
-    tv, ev, gv = t[valid], e[valid], g[valid]
+        state.prev_max = max(prev_max, float(running[-1]))
+    tv, gv = t[valid], g[valid]
     out.samples += len(tv)
     out.unreadable += len(t) - len(tv)
     if not len(tv):
-        return (tail_t, tail_e, prev_max, last_t, last_e)
+        return
+    ev = _nondecreasing(e[valid], ids, state, out)
+    last_t, last_e = state.last_t, state.last_e
     # Open phases starting within this chunk: interpolate between the rows around them.
     while waiting and waiting[0][1] <= tv[-1]:
         index, start_s = waiting.pop(0)
@@ -137,9 +256,9 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
                 (last_t, _row(ids, last_e)) if last_t is not None else None)
         out.start_energies[index] = interpolate(prev, after, start_s)
     # Peak power over the aggregator's window.
-    all_t = np.concatenate((tail_t, tv))
-    all_e = np.concatenate((tail_e, ev))
-    first = len(tail_t)
+    all_t = np.concatenate((state.tail_t, tv))
+    all_e = np.concatenate((state.tail_e, ev))
+    first = len(state.tail_t)
     idx = np.arange(first, len(all_t))
     k = np.searchsorted(all_t, all_t[first:] - window, side="right")
     s = np.maximum(k - 1, 0)
@@ -157,7 +276,7 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
                 if top > peaks.get(cid, float("-inf")):
                     peaks[cid] = top
     keep = max(int(np.searchsorted(all_t, all_t[-1] - window, side="right")) - 1, 0)
-    tail_t, tail_e = all_t[keep:], all_e[keep:]
+    state.tail_t, state.tail_e = all_t[keep:], all_e[keep:]
     # Gauges: first, last and peak present values.
     for c, name in enumerate(gnames):
         column = gv[:, c]
@@ -170,7 +289,7 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
         top = float(present.max())
         if top > aggregator.gauge_peak.get(name, float("-inf")):
             aggregator.gauge_peak[name] = top
-    return (tail_t, tail_e, prev_max, float(tv[-1]), ev[-1])
+    state.last_t, state.last_e = float(tv[-1]), ev[-1]
 
 
 def interpolate(before: tuple[float, Mapping[str, float]] | None,

@@ -37,8 +37,10 @@ MAX_REPORT_BYTES = 128 * 2**20
 CARBON_NUMBERS = ("g_per_kwh", "pue", "emissions_g", "it_energy_j", "facility_energy_j",
                   "it_energy_kwh", "facility_energy_kwh", "price_per_kwh", "cost",
                   "live_energy_share", "table_g_per_kwh")
+#: Every figure of ``resources`` is an amount (bytes, seconds): never negative.
 RESOURCE_NUMBERS = ("cpu_time_s", "peak_rss_bytes", "peak_gpu_memory_bytes", "read_bytes",
-                    "write_bytes", "peak_pss_bytes", "peak_memory_bytes")
+                    "write_bytes", "peak_pss_bytes", "peak_memory_bytes",
+                    "max_rss_bytes_rusage")
 ATTRIBUTION_NUMBERS = ("tree_cpu_s", "machine_busy_cpu_s", "tree_share", "other_share",
                        "cpu_energy_j", "attributed_cpu_energy_j")
 
@@ -204,7 +206,9 @@ class Report:
         if carbon is not None:
             carbon.numbers(CARBON_NUMBERS)
         resources = f.obj("resources", {})
-        resources.numbers(RESOURCE_NUMBERS)
+        for key in RESOURCE_NUMBERS:  # amounts, as the probes measure them: >= 0
+            if key in resources.data:
+                resources.number(key, optional=True, minimum=0.0)
         attribution = f.optional_obj("cpu_attribution")
         if attribution is not None:
             attribution.numbers(ATTRIBUTION_NUMBERS)
@@ -234,7 +238,7 @@ class Report:
             parent_run_id=f.text("parent_run_id", None, optional=True),
             tags=read_tags(f.obj("tags", {})),
             values=f.obj("values", {}).plain(),
-            items=f.number("items", None, optional=True),
+            items=f.number("items", None, optional=True, minimum=0.0),  # as count() accepts
             group_id=f.text("group_id", None, optional=True),
             warmup=f.flag("warmup", False),
             baseline=baseline.plain() if (baseline := f.optional_obj("baseline")) else None,

@@ -261,14 +261,15 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
     if samples_path.stat().st_size >= fast_scan_bytes:  # a long run: vectorised chunks
         fast = fast_scan(samples_path, header, energy_cols, gauge_cols,
                          [p.start_s for p in waiting], aggregator)
+    # Energies that go back count nothing for that interval, as the live sampler counts them.
+    cumulative = NonDecreasing(relative=False)
     if fast is not None:
         rows.close()
-        t_s, energy, samples, unreadable = fast.t_s, fast.energy, fast.samples, fast.unreadable
+        t_s, samples, unreadable = fast.t_s, fast.samples, fast.unreadable
+        cumulative = fast.cumulative
         for index, begun in fast.start_energies.items():
             waiting[index].start_energy = begun
         rows = iter(())  # type: ignore[assignment]
-    # Energies that go back count nothing for that interval, as the live sampler counts them.
-    cumulative = NonDecreasing(relative=False)
     for row in rows:  # streamed: a long run's samples are never all in memory
         try:  # a crash or power loss can leave garbage in the file
             row_t_s = float(row[0])
@@ -290,6 +291,9 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         if gauges:
             aggregator.add_gauges(gauges)
     unreadable += getattr(rows, "skipped", 0)
+    # A cumulative channel's energy is its last readable value, even where the last readable
+    # row left its cell empty.
+    energy = dict(cumulative.energy)
 
     if unreadable:
         warnings.append(f"{unreadable} unreadable row(s) of {SAMPLES_NAME} skipped")
@@ -307,6 +311,14 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         warnings.append(
             f"rebuilt from {SAMPLES_NAME}: the run ended without writing report.json (killed?); "
             f"energy and duration cover up to the last flushed sample at {t_s:.2f} s")
+
+    resources = aggregator.resources()
+    for key, value in resources.items():  # a cumulative gauge (cpu_time_s, read_bytes) that
+        # went back over the run: a damaged file, and not an amount a report may hold
+        if isinstance(value, (int, float)) and value < 0:
+            resources[key] = None
+            warnings.append(f"gauge {key} went backwards over {SAMPLES_NAME} ({value!r}); "
+                            "not reported")
 
     resolution_s = max((c.resolution_s for c in channels), default=0.0)
     phases = list(ended)
@@ -344,7 +356,7 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         channels=channel_energies(channels, energy, t_s, aggregator.peak_power_w),
         phases=tuple(sorted(phases, key=lambda p: p.start_s)),
         logs=tuple(logs),
-        carbon=carbon, resources=aggregator.resources(),
+        carbon=carbon, resources=resources,
         overhead={"rebuilt_from_samples": True, "samples": samples},
         settings=start.settings,
         unavailable=start.unavailable,
