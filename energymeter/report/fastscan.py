@@ -13,8 +13,9 @@ The row loop's rules, restated on arrays:
 * energy that goes back counts nothing for that interval
   (:class:`~energymeter.store.readers.NonDecreasing`): per channel, over its present values
   of readable rows, the drops ``min(0, v_k - v_{k-1})`` are summed in order (``cumsum``, the
-  same additions as the loop's) into an offset, and the energy is the value minus the offset;
-  drops are counted per channel for the same warnings;
+  same additions as the loop's) into an offset, and the energy is the value minus the offset,
+  never below the energy before it (``maximum.accumulate``: a drop's rounding); drops are
+  counted per channel for the same warnings;
 * a channel's energy at the end is its last readable value (a row may leave it empty);
 * the peak power of a channel: for each readable row ``i``, the row ``s`` the aggregator's
   window starts at is the last row at least ``window_s`` older (``searchsorted``), the first
@@ -196,7 +197,9 @@ def _nondecreasing(ev: Any, ids: list[str], state: _State, out: Scan) -> Any:
             step = values - previous  # NaN for a channel's first value: no drop
             drop = step < 0
         offsets = np.cumsum(np.concatenate(([state.base[c]], np.where(drop, step, 0.0))))[1:]
-        energy = values - offsets
+        # Never below the last energy (NonDecreasing's clamp of a drop's rounding).
+        floor = 0.0 if np.isnan(state.energy[c]) else state.energy[c]
+        energy = np.maximum.accumulate(np.concatenate(([floor], values - offsets)))[1:]
         if not energy.max() <= MAX_ENERGY_J:  # the loop skips such a row: it reads the file
             raise _Fallback
         adjusted[present, c] = energy

@@ -117,7 +117,9 @@ class NonDecreasing:
             elif joules < last:
                 base[cid] += joules - last  # this interval counts nothing
                 drops.append((cid, last, joules))
-            energy[cid] = joules - base[cid]
+            # Never below the last energy: after a drop, value minus the moved offset equals
+            # it only up to rounding (a step of 1e-16 J down at 4e16 J).
+            energy[cid] = max(joules - base[cid], self.energy.get(cid, 0.0))
             if not energy[cid] <= MAX_ENERGY_J:
                 raise ValueError(f"channel {cid}: {energy[cid]!r} J counted in all (values "
                                  f"that drop and rise again); {JOULES_ACCEPTED}")
