@@ -122,16 +122,18 @@ class Daemon:
             probe.begin_run()
 
     def read(self) -> tuple[int, dict[str, float]]:
-        """A fresh read of every probe: ``(CLOCK_MONOTONIC ns, cumulative joules)``."""
+        """A fresh read of every probe: ``(CLOCK_MONOTONIC ns, cumulative joules)``, stamped
+        at the middle of the reads (as the sampler stamps its rows)."""
         energy: dict[str, float] = {}
         with self._lock:
-            t_ns = time.monotonic_ns()
+            before_ns = time.monotonic_ns()
             for probe in self.probes:
                 try:
                     energy.update(probe.read())
                 except Exception as exc:  # one broken probe must not stop the others
                     self.errors[probe.source] = f"{type(exc).__name__}: {exc}"
                     log.warning("energymeter daemon: probe %s failed: %r", probe.source, exc)
+            t_ns = (before_ns + time.monotonic_ns()) // 2
         return t_ns, energy
 
     def _loop(self) -> None:
