@@ -18,14 +18,6 @@ from energymeter.store import read_samples
 from tests.fakes.powercap import FakePowercap
 
 
-def lag_j(fake: FakePowercap, power_w: float) -> float:
-    """What the fake's real-time counters can be behind or ahead of true energy at the two
-    ends of a span: its counters stand still between two updates, and on a busy machine its
-    thread waits for a core (``max_lag_s``, measured). Energy tolerances add this to their
-    relative part, so that a loaded CI machine widens them and a quiet one does not."""
-    return 2.0 * power_w * fake.max_lag_s
-
-
 def test_steady_40w_over_5s_is_200j_with_wraps(rapl40: FakePowercap, tmp_path: Path) -> None:
     with measure("steady", powercap_root=rapl40.root, region="SE") as m:
         time.sleep(5.0)
@@ -34,12 +26,12 @@ def test_steady_40w_over_5s_is_200j_with_wraps(rapl40: FakePowercap, tmp_path: P
     assert cpu.channel.method == "counter" and cpu.channel.source == "rapl"
     expected_j = 40.0 * r.duration_s
     assert r.duration_s >= 5.0
-    assert abs(cpu.energy_j - expected_j) <= 0.005 * expected_j + lag_j(rapl40, 40.0)
+    assert abs(cpu.energy_j - expected_j) <= 0.005 * expected_j + rapl40.lag_j(40.0)
     assert abs(r.energy_j["by_kind"]["dram"] - 5.0 * r.duration_s) \
-        <= 0.005 * 5.0 * r.duration_s + lag_j(rapl40, 5.0)
+        <= 0.005 * 5.0 * r.duration_s + rapl40.lag_j(5.0)
     # The highest mean power over a peak window: its ends lag as a span's do.
     window_s = r.overhead["peak_window_s"]
-    assert abs(cpu.peak_power_w - 40.0) <= 4.0 + lag_j(rapl40, 40.0) / window_s
+    assert abs(cpu.peak_power_w - 40.0) <= 4.0 + rapl40.lag_j(40.0) / window_s
     assert r.overhead["sampler_cpu_fraction"] < 0.01  # < 1 % of one core
     # Ticks skipped while the machine was too busy are counted apart; none is lost silently.
     assert r.overhead["ticks"] + r.overhead.get("skipped_ticks", 0) >= 40
@@ -75,7 +67,7 @@ def test_nested_phases_and_logs(rapl40: FakePowercap) -> None:
     assert names == [("epoch-1", None), ("forward", "epoch-1"), ("epoch-2", None)]
     for p in r.phases:
         assert abs(p.energy_by_channel["cpu0"] - 40.0 * p.duration_s) \
-            <= 0.05 * 40.0 * p.duration_s + lag_j(rapl40, 40.0)
+            <= 0.05 * 40.0 * p.duration_s + rapl40.lag_j(40.0)
     epoch1, forward = r.phases[0], r.phases[1]
     assert epoch1.start_s <= forward.start_s and forward.end_s <= epoch1.end_s
     assert [e["metrics"]["epoch"] for e in r.logs] == [1, 2]
@@ -118,7 +110,7 @@ def test_decorator_sync_and_async(rapl40: FakePowercap) -> None:
     assert ainfer.last_report.name.endswith("ainfer")
     expected_j = 45.0 * ainfer.last_report.duration_s
     assert abs(ainfer.last_report.total_energy_j - expected_j) \
-        <= 0.1 * expected_j + lag_j(rapl40, 45.0)
+        <= 0.1 * expected_j + rapl40.lag_j(45.0)
 
 
 def test_bare_decorator(rapl40: FakePowercap, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +222,7 @@ def test_killed_run_is_rebuilt_as_interrupted(rapl40: FakePowercap, tmp_path: Pa
     assert r.status == "interrupted"
     assert r.duration_s > 1.0
     expected_j = 40.0 * r.duration_s
-    assert abs(r.channels[0].energy_j - expected_j) <= 0.05 * expected_j + lag_j(rapl40, 40.0)
+    assert abs(r.channels[0].energy_j - expected_j) <= 0.05 * expected_j + rapl40.lag_j(40.0)
     assert [p.name for p in r.phases] == ["done-phase"]
     assert any("rebuilt from samples.csv" in w for w in r.warnings)
     assert r.carbon["region"] == "SE" and r.carbon["emissions_g"] > 0
@@ -462,7 +454,7 @@ def test_start_end_and_duration_come_from_the_same_boundary_reads(rapl40: FakePo
     r = m.report
     assert (r.ended_at - r.started_at).total_seconds() == pytest.approx(r.duration_s, abs=2e-6)
     expected_j = 40.0 * r.duration_s
-    assert abs(r.channels[0].energy_j - expected_j) <= 0.01 * expected_j + lag_j(rapl40, 40.0)
+    assert abs(r.channels[0].energy_j - expected_j) <= 0.01 * expected_j + rapl40.lag_j(40.0)
 
 
 def test_a_suspended_run_counts_its_skipped_ticks(rapl40: FakePowercap, tmp_path: Path) -> None:

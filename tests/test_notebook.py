@@ -76,10 +76,13 @@ def test_samples_frame_power_from_the_counters(rapl40: FakePowercap) -> None:
     df = m.report.to_dataframe("samples")
     assert list(df.columns) == ["t_s", "cpu0_w", "dram0_w", "total_w", "cpu0_j", "dram0_j"]
     assert len(df) >= 15
-    assert df["total_w"].median() == pytest.approx(45.0, rel=0.05)  # 40 W package + 5 W DRAM
+    # 40 W package + 5 W DRAM; an interval's power is off by what the fake's counters lagged
+    # at its ends (measured), over its length.
+    assert abs(df["total_w"].median() - 45.0) <= 0.05 * 45.0 + rapl40.lag_j(45.0) / 0.05
     binned = m.report.to_dataframe("samples", resample=0.5)
     assert len(binned) == 3  # 0-0.5, 0.5-1.0, 1.0-end
-    assert binned["cpu0_w"].tolist() == pytest.approx([40.0] * 3, rel=0.05)
+    for watts in binned["cpu0_w"][:2]:  # the last bin may be shorter than 0.5 s
+        assert abs(watts - 40.0) <= 0.05 * 40.0 + rapl40.lag_j(40.0) / 0.5
     assert binned["cpu0_j"].iloc[-1] == pytest.approx(m.report.channels[0].energy_j, rel=1e-9)
     coarse = m.report.to_dataframe("samples", resample=0.01)  # bins finer than the samples
     assert coarse["cpu0_w"].notna().all() and len(coarse) >= 15

@@ -469,6 +469,13 @@ class FakePowercap:
         self._thread.start()
         return self
 
+    def lag_j(self, power_w: float) -> float:
+        """How far a span's energy read from the real-time counters can be from ``power_w`` ×
+        its duration: at each of its two ends the counters may stand up to :attr:`max_lag_s`
+        behind (this thread waited for a core). Tests add it to their relative tolerance, so
+        that a busy machine widens them by what it measurably did and a quiet one does not."""
+        return 2.0 * power_w * self.max_lag_s
+
     def stop(self) -> None:
         """Stop real-time mode (counters are brought up to date first). Idempotent."""
         thread, self._thread = self._thread, None
