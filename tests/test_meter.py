@@ -605,3 +605,14 @@ def test_a_boundary_read_racing_a_stop_is_dropped_not_raised(tmp_path: Path) -> 
     assert not r.phases and (r.path / "report.json").is_file()
     with pytest.raises(UsageError, match="is stopped"):  # after the stop: the user's mistake
         m._boundary("log()")
+
+
+def test_warn_puts_a_caveat_on_the_runs_record_once(tmp_path: Path) -> None:
+    with measure("caveat", powercap_root=tmp_path / "absent", region="SE") as m:
+        m.warn("the data loader was cached from an earlier run")
+        m.warn("the data loader was cached from an earlier run")
+    assert m.report.warnings.count("the data loader was cached from an earlier run") == 1
+    saved = json.loads((m.report.path / "report.json").read_text())
+    assert "the data loader was cached from an earlier run" in saved["warnings"]
+    with pytest.raises(UsageError, match="warn\\(\\) works only while it runs"):
+        m.warn("too late")

@@ -447,7 +447,7 @@ def _left_behind(adoption: Adoption, meter: Meter, gate: SignalGate, forwarder: 
         hint = ("the run was interrupted: not waited for" if meter.settings.wait_orphans else
                 f"use --wait-orphans (setting wait_orphans) to measure until {they} "
                 f"end{'' if n > 1 else 's'}")
-        _warn(meter, f"{what}; {their} work after that is not measured: {hint}")
+        meter.warn(f"{what}; {their} work after that is not measured: {hint}")
         return False
     log.warning("the command exited; measuring until the %d process%s it left running "
                 "end%s (%s)", n, "es" if n > 1 else "", "" if n > 1 else "s", named)
@@ -466,20 +466,16 @@ def _left_behind(adoption: Adoption, meter: Meter, gate: SignalGate, forwarder: 
             continue
         interrupts += 1
         if interrupts > 1:
-            _warn(meter, f"{what}: measured for {time.monotonic() - began:.1f} s after the "
-                         f"command, until the run was interrupted with {len(live)} still "
-                         "running (wait_orphans)")
+            meter.warn(f"{what}: measured for {time.monotonic() - began:.1f} s after the "
+                       f"command, until the run was interrupted with {len(live)} still "
+                       "running (wait_orphans)")
             return True
         log.warning("%s passed on to the %d process%s still running; send it again to stop "
                     "waiting", signal.Signals(got.signum).name, len(live),
                     "es" if len(live) > 1 else "")
-    _warn(meter, f"{what}: measured until {they} ended, {time.monotonic() - began:.1f} s "
-                 "after the command (wait_orphans)")
+    meter.warn(f"{what}: measured until {they} ended, {time.monotonic() - began:.1f} s "
+               "after the command (wait_orphans)")
     return interrupts > 0
 
-
-def _warn(meter: Meter, message: str) -> None:
-    """Add ``message`` to the warnings of ``meter``'s run (in its report)."""
-    meter._warnings.append(message)
 
 

@@ -414,13 +414,24 @@ class Meter:
         try:
             self._sync()
         except Exception as exc:
-            message = (f"sync before {before} failed ({type(exc).__name__}: {exc}); energy of "
-                       "device work still queued then may be missing")
-            with self._lock:
-                if message in self._warnings:
-                    return
-                self._warnings.append(message)
-            log.warning("%s", message, extra=IN_REPORT)
+            self.warn(f"sync before {before} failed ({type(exc).__name__}: {exc}); energy of "
+                      "device work still queued then may be missing")
+
+    def warn(self, message: str) -> None:
+        """Add ``message`` to the warnings of this run's report (once; logged too). For what
+        drives a run and knows something the probes cannot (``energymeter run``: processes the
+        command left running), or a caveat the program wants on record. In a forked child it
+        does nothing; once the run has stopped it is a :class:`UsageError`."""
+        if os.getpid() != self._owner_pid:
+            return
+        if self._state not in ("running", "stopping"):
+            raise UsageError(f"meter {self.name!r} is {self._state}; warn() works only while "
+                             "it runs")
+        with self._lock:
+            if message in self._warnings:
+                return
+            self._warnings.append(message)
+        log.warning("%s", message, extra=IN_REPORT)
 
     @property
     def _ending(self) -> bool:
