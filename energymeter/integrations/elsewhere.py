@@ -26,6 +26,6 @@ def log_elsewhere(report: Report) -> list[str]:
         try:
             (to_mlflow if target == "mlflow" else to_wandb).log_report(report)
         except Exception as exc:  # another tool's failure must not end the training
-            log.warning("energymeter: logging the report to %s failed: %r", target, exc)
+            log.warning("logging the report to %s failed: %r", target, exc)
             failures.append(f"{target}: {type(exc).__name__}: {exc}")
     return failures

@@ -42,6 +42,6 @@ def notify(report: Any) -> list[str]:
             fn(report)
         except Exception as exc:  # another tool's logging must not break the run
             name = getattr(fn, "__qualname__", repr(fn))
-            log.warning("energymeter: report listener %s failed: %r", name, exc)
+            log.warning("report listener %s failed: %r", name, exc)
             failures.append(f"report listener {name} failed: {type(exc).__name__}: {exc}")
     return failures

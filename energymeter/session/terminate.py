@@ -55,8 +55,7 @@ def _stop_all() -> None:
         try:
             meter._stop_on_signal()
         except Exception as exc:  # a report that cannot be built must not keep us alive
-            log.error("energymeter: the report of a run ended by SIGTERM could not be "
-                      "written: %r", exc)
+            log.error("the report of a run ended by SIGTERM could not be written: %r", exc)
 
 
 def _finish(signum: int, chained: bool) -> None:
