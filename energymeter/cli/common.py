@@ -39,6 +39,10 @@ def setting_option(name: str) -> Callable[[F], F]:
         default = "" if f.default is None else f"; default {f.default}"
         help_text = f"{help_text.rstrip('.')} [env {ENV_PREFIX}{name.upper()}{default}]."
     annotation = str(f.type)  # a string: the settings module uses postponed annotations
+    if annotation == "bool":  # on/off: --x and --no-x, unset (None) when neither is given
+        flag = meta["flag"]
+        return click.option(f"{flag}/--no-{flag.removeprefix('--')}", name, default=None,
+                            help=help_text)
     if meta["choices"]:
         kind: Any = click.Choice(meta["choices"])
     elif annotation.startswith("float"):

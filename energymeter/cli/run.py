@@ -9,7 +9,6 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from ..errors import EnergyMeterError
-from ..settings import setting_field
 from .common import (
     CARBON_OPTIONS,
     CONTEXT,
@@ -98,10 +97,8 @@ class LiveLine:
 @click.option("--items", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Items the command processes (samples, tokens): the report gives J per item.")
 @options(setting_option("out"), setting_option("interval_s"), setting_option("baseline_s"),
-         *CARBON_OPTIONS, setting_option("ranks"), setting_option("daemon"), JSON_OUT)
-@click.option("--wait-orphans/--no-wait-orphans", "wait_orphans", default=None,
-              help=f"{setting_field('wait_orphans').metadata['help']} "
-                   "[env ENERGYMETER_WAIT_ORPHANS]")
+         *CARBON_OPTIONS, setting_option("ranks"), setting_option("daemon"),
+         setting_option("wait_orphans"), JSON_OUT)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of ours (no summary, no live "
                                                   "status); errors still go to stderr.")
 @click.option("--shell", is_flag=True,
