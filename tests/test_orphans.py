@@ -186,6 +186,43 @@ def test_children_we_had_before_are_not_ours_to_count(tmp_path: Path) -> None:
         assert own.wait(timeout=10) == -signal.SIGKILL  # its status was left to its Popen
 
 
+def test_children_another_thread_starts_meanwhile_are_left_to_it(tmp_path: Path) -> None:
+    """Found in review: a child another thread of the host started during the run was taken
+    for the command's: reaped (its Popen saw exit status 0 instead of 7), and named in the
+    warning while it ran. The command's processes carry the run's id in their environment;
+    the other thread's do not."""
+    import threading
+
+    codes: dict[str, int] = {}
+    started = threading.Event()
+    release = threading.Event()
+
+    def other_thread() -> None:
+        quick = subprocess.Popen(["sh", "-c", "exit 7"])
+        slow = subprocess.Popen(["sleep", "30"])
+        started.set()
+        release.wait(30)
+        codes["quick"] = quick.wait(timeout=10)
+        slow.kill()
+        codes["slow"] = slow.wait(timeout=10)
+
+    thread = threading.Thread(target=other_thread)
+    # The command waits until the other thread has started both children, then exits.
+    marker = tmp_path / "go"
+    waiter = threading.Thread(target=lambda: (started.wait(30), marker.touch()))
+    waiter.start()
+    thread.start()
+    try:
+        result = run_command(["sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.01; done"],
+                             **_settings(tmp_path))
+    finally:
+        release.set()
+        thread.join(30)
+        waiter.join(30)
+    assert not [w for w in result.report.warnings if "still running" in w]
+    assert codes == {"quick": 7, "slow": -signal.SIGKILL}
+
+
 def test_without_a_subreaper_the_command_group_is_looked_at() -> None:
     """Where this process cannot be a subreaper only the command's own group is searched."""
     proc = subprocess.Popen(["sleep", "30"], process_group=0) if sys.version_info >= (3, 11) \

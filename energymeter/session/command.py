@@ -231,9 +231,15 @@ def run_command(
         meter = Meter(run_name, command=list(argv), env=base_env, children_only=True,
                       tags=tags, group_id=group_id, warmup=warmup, fallback_to_memory=True,
                       **settings).start()
-        child_env = {**base_env, **_explicit_settings_env(meter),
-                     RUN_ID_ENV: meter.run_id, RUN_DIR_ENV: str(meter.path or ""),
+        child_env = {**base_env, **_explicit_settings_env(meter), RUN_ID_ENV: meter.run_id,
                      **experiment.child_env(meter.tags, meter.group_id, meter.warmup)}
+        if meter.path is not None:
+            child_env[RUN_DIR_ENV] = str(meter.path)
+        else:  # measured in memory: no directory to name (nor an outer run's)
+            child_env.pop(RUN_DIR_ENV, None)
+        # Whatever the command starts inherits this: how its leftovers are told from
+        # children other threads of this program start meanwhile.
+        adoption.marker = f"{RUN_ID_ENV}={meter.run_id}".encode()
         # With a terminal the child shares our process group, as the shell made it (job
         # control); without one (batch) it gets its own, so that group-wide signals reach it
         # once, through us. Off the main thread nothing is forwarded: nothing is isolated.

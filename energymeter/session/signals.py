@@ -361,9 +361,20 @@ class Adoption:
     descendants become its children, wherever they moved (another session or group).
     Those that end are reaped (:meth:`reap`, :meth:`left_behind`); those still running when
     it closes are reaped on a daemon thread as they end. Where this process cannot be a
-    subreaper (not Linux) only the command's process group (``group``, when it has one of
-    its own) is looked at. ``exclude`` names this process's own helpers and the command
-    itself (reaped by its ``Popen``); children this process had before are never touched.
+    subreaper only the command's process group (``group``, when it has one of its own) is
+    looked at, through ``/proc``. ``exclude`` names this process's own helpers and the
+    command itself (reaped by its ``Popen``); children this process had before are never
+    touched.
+
+    A new child is the command's only if its environment carries ``marker`` (the run's
+    ``ENERGYMETER_RUN_ID=...``, which the command and everything it starts inherit): other
+    threads of a program calling :func:`~.command.run_command` may start children of their
+    own meanwhile, which are never counted, signalled or waited for (their exit status is
+    their ``Popen``'s). One whose environment cannot be read (a zombie: the middle process
+    of a daemon's double fork) is the command's when its session or group is that of one of
+    the command's (other than this process's own). Known limits: a process that replaced its
+    whole environment, or one that ended unseen in this process's own session and group (a
+    zombie until this process exits).
     ``enabled`` False (off the main thread, where nothing else of the command is managed
     either): nothing is done."""
 
@@ -371,6 +382,9 @@ class Adoption:
         self.enabled = enabled
         self.active = False  # this process was made a subreaper
         self.group: int | None = None
+        #: ``NAME=value`` (bytes) in the environment of every process of the command.
+        self.marker: bytes | None = None
+        self._ours: set[int] = set()  # children seen carrying the marker
         self._excluded: set[int] = set()
         self._before: set[int] = set()
         self._was_subreaper = False
@@ -389,8 +403,21 @@ class Adoption:
         self._excluded.add(pid)
 
     def _adopted(self) -> list[int]:
-        return [pid for pid in child_pids(os.getpid())
-                if pid not in self._before and pid not in self._excluded]
+        if self.marker is None:  # no command yet
+            return []
+        unknown = []
+        for pid in child_pids(os.getpid()):
+            if pid in self._before or pid in self._excluded or pid in self._ours:
+                continue
+            if _carries(pid, self.marker):
+                self._ours.add(pid)
+            else:
+                unknown.append(pid)
+        if unknown:  # e.g. a zombie (its environment reads empty): by its session or group
+            kin = {self.group} | {i for p in self._ours for i in _session_and_group(p)}
+            kin -= {os.getsid(0), os.getpgrp(), None}  # ours: other threads' children too
+            self._ours.update(p for p in unknown if kin & set(_session_and_group(p)))
+        return [pid for pid in child_pids(os.getpid()) if pid in self._ours]
 
     def reap(self) -> None:
         """Reap the adopted children that have ended (their parents did not wait for them)."""
@@ -405,8 +432,11 @@ class Adoption:
                 try:
                     ended, _ = os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:  # not (or no longer) ours to wait for
+                    self._ours.discard(pid)
                     continue
-                if not ended:
+                if ended:
+                    self._ours.discard(pid)  # its pid may be reused
+                else:
                     alive.append(pid)
             return alive
         if self.enabled and self.group is not None:
@@ -422,6 +452,24 @@ class Adoption:
         self.active = False
         if left:
             _reap_later(left)
+
+
+def _carries(pid: int, marker: bytes) -> bool:
+    """Whether the environment of process ``pid`` holds ``marker`` (``NAME=value``); False
+    where it cannot be read (ended, another user's, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _session_and_group(pid: int) -> tuple[int, ...]:
+    """The session and process group of ``pid`` (empty when it is gone)."""
+    try:
+        return os.getsid(pid), os.getpgid(pid)
+    except OSError:
+        return ()
 
 
 def _group_members(group: int, excluded: Collection[int]) -> list[int]:
