@@ -77,7 +77,8 @@ def test_garbage_in_one_rapl_zone_loses_nothing_of_the_others_nor_of_itself(
     assert [e["dram0"] for e in during] == pytest.approx(
         [5.0 * STEP_S * (11 + i) for i in range(5)])
     assert len({e["cpu0"] for e in during}) == 1
-    assert probe.skip == frozenset({"cpu0"})  # suspended after 3 errors in a row, alone
+    # Suspended after 3 errors in a row, alone, by this sampler: the probe holds no state.
+    assert s._skip[id(probe)] == frozenset({"cpu0"}) and probe.skip == frozenset()
     for _ in range(15):  # readable again; the retry comes 1 s after the suspension
         energy = step(fake, clock, s)
     t_s, energy = s.stop()
@@ -94,7 +95,7 @@ def test_garbage_in_one_rapl_zone_loses_nothing_of_the_others_nor_of_itself(
     assert "recovered" in summary and "energy over the gap is counted" in summary
     assert "1.20 s" in summary  # first failure at 1.1 s, read well again at the retry, 2.3 s
     assert not any("dram0" in w for w in warnings)
-    assert probe.skip == frozenset()
+    assert not s._skip[id(probe)]
     probe.close()
     fake.close()
 
@@ -227,6 +228,32 @@ def test_a_value_no_report_could_hold_is_that_channels_fault() -> None:
                for w in s.warnings)
 
 
+def test_a_suspension_is_the_suspending_samplers_own(tmp_path: Path) -> None:
+    """Found in review: suspensions lived on the (cached, shared) probe, so a nested meter
+    silently lost a channel the outer one had suspended, and lifted the outer one's when it
+    began or stopped."""
+    fake = FakePowercap(tmp_path / "pc", power_w={"package-0": 40.0, "package-0/dram": 5.0})
+    clock = SimClock()
+    probe = rapl_probe(fake, clock)
+    outer, inner = sampler([probe], clock), sampler([probe], clock)
+    outer.begin()
+    for _ in range(4):
+        step(fake, clock, outer, garbage="package-0")
+    assert outer._skip[id(probe)] == frozenset({"cpu0"})
+    step(fake, clock, outer)  # readable again; the outer run retries it only later
+    inner.begin()
+    for _ in range(3):
+        energy = step(fake, clock, inner)
+    assert energy["cpu0"] == pytest.approx(40.0 * 3 * STEP_S)
+    assert outer._skip[id(probe)] == frozenset({"cpu0"})  # untouched by the inner run
+    inner.stop()
+    assert outer._skip[id(probe)] == frozenset({"cpu0"})
+    _, final = outer.stop()  # the final read retries it: the gap is counted
+    assert final["cpu0"] == pytest.approx(40.0 * 8 * STEP_S, abs=1e-5)
+    probe.close()
+    fake.close()
+
+
 def test_nvml_one_gpu_failing_does_not_take_the_others(tmp_path: Path) -> None:
     clock = FakeClock()
     fake = FakeNVML([FakeGPU(name="NVIDIA A100-SXM4-80GB", arch="ampere", power_w=100.0),
@@ -242,9 +269,8 @@ def test_nvml_one_gpu_failing_does_not_take_the_others(tmp_path: Path) -> None:
         probe.read()
     assert set(caught.value.errors) == {"gpu0"} and "gpu1" in caught.value.values
     fake.clear_failures()
-    probe.skip = frozenset({"gpu1"})  # a suspended channel is not called
     clock.advance(1.0)
-    values = probe.read()
+    values = probe.read(frozenset({"gpu1"}))  # a suspended channel is not called
     assert set(values) == {"gpu0"}
     assert values["gpu0"] - first["gpu0"] == pytest.approx(200.0, rel=0.01)  # gap counted
     probe.close()

@@ -196,10 +196,11 @@ class Probe(ABC):
     #: that a call that never returns cannot hang the user's program. Probes whose calls are
     #: short reads of kernel counters (RAPL sysfs, /proc/stat) set it False and are read inline.
     may_block: bool = True
-    #: Channels the sampler has suspended after repeated errors, until it retries them: a
-    #: probe that reads its channels one by one skips these (no value, no error for them),
-    #: so that a failing device costs no call per tick. Set by the sampler only; empty (and
-    #: falsy) nearly always, so probes test ``if skip`` before looking a channel up.
+    #: During a :meth:`read`: the channels the reading sampler has suspended after repeated
+    #: errors, until it retries them. A probe that reads its channels one by one skips these
+    #: (no value, no error for them), so that a failing device costs no call per tick. Given
+    #: per read (a cached probe serves every meter of its process, each with suspensions of
+    #: its own); empty (and falsy) nearly always, so probes test ``if skip`` first.
     skip: frozenset[str] = frozenset()
 
     def __init__(self, channels: tuple[Channel, ...], gauge_names: tuple[str, ...] = ()) -> None:
@@ -281,10 +282,17 @@ class Probe(ABC):
         probe's lock."""
 
     # -- public, thread-safe -------------------------------------------------------------
-    def read(self) -> dict[str, float]:
-        """Cumulative joules per channel id since the probe opened."""
+    def read(self, skip: frozenset[str] = frozenset()) -> dict[str, float]:
+        """Cumulative joules per channel id since the probe opened; channels in ``skip``
+        (suspended by the caller) may be left out without being read."""
         with self._lock:
-            return self._read()
+            if not skip:
+                return self._read()
+            self.skip = skip
+            try:
+                return self._read()
+            finally:
+                self.skip = frozenset()
 
     def gauges(self) -> dict[str, float]:
         """Instantaneous extras keyed by names from ``gauge_names`` (units in the names).

@@ -31,6 +31,7 @@ into user code:
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -221,6 +222,9 @@ class Sampler:
         # them failing now: empty while all is well, so the hot path tests one dict.
         self._faults: dict[Hashable, _Fault] = {}
         self._open: dict[Hashable, _Fault] = {}
+        # Per probe: its channels this sampler has suspended (given to each read; a cached
+        # probe serves other meters too, whose suspensions are their own).
+        self._skip: dict[int, frozenset[str]] = {}
         self._gauge_failures: dict[int, int] = {}
         self._no_gauges: set[int] = set()
         self._declared: dict[int, frozenset[str]] = {
@@ -361,7 +365,8 @@ class Sampler:
             fault.suspended = True
             fault.retry_at_ns = now_ns + int(fault.backoff_s * 1e9)
             if fault.channel is not None:
-                fault.probe.skip = fault.probe.skip | {fault.channel}
+                key_p = id(fault.probe)
+                self._skip[key_p] = self._skip.get(key_p, frozenset()) | {fault.channel}
             self._warn(f"{fault.subject}: {fault.failures} reads in a row failed: suspended "
                        f"(dropped from the readings) and retried after {RETRY_FIRST_S:g} s, "
                        f"then twice as long each time up to {RETRY_MAX_S:g} s; "
@@ -377,10 +382,11 @@ class Sampler:
         """Give suspended channels whose retry is due back to their probes (all of them at
         the final read: a counter that answers then has its whole gap counted)."""
         for fault in self._open.values():
+            key = id(fault.probe)
             if (fault.suspended and fault.channel is not None
                     and (force or now_ns >= fault.retry_at_ns)
-                    and fault.channel in fault.probe.skip):
-                fault.probe.skip = fault.probe.skip - {fault.channel}
+                    and fault.channel in self._skip.get(key, ())):
+                self._skip[key] = self._skip[key] - {fault.channel}
 
     def _recovered(self, probe: Probe, values: dict[str, float], now_ns: int) -> None:
         """End the outages of ``probe`` (read at all) and of its channels in ``values``."""
@@ -434,13 +440,16 @@ class Sampler:
                 if (fault is not None and fault.suspended and not retry_all
                         and now_ns < fault.retry_at_ns):
                     continue  # the whole probe is suspended until its retry
-                skip = probe.skip
+                skip = self._skip.get(id(probe))
                 if skip and len(skip) >= len(probe.channels) and not retry_all:
                     continue  # every channel suspended: nothing to call it for
+            else:
+                skip = None
             if not self._available(probe, "read"):
                 continue
             try:
-                values = self._checked(probe, self._call(probe, "read", probe.read), now_ns)
+                read = probe.read if not skip else functools.partial(probe.read, skip)
+                values = self._checked(probe, self._call(probe, "read", read), now_ns)
             except CallTimeout:
                 continue
             except PartialRead as exc:  # some channels failed alone
@@ -565,7 +574,6 @@ class Sampler:
         first gauges, t = 0 (its stamp; :attr:`started_wall_ns` is its wall-clock time)."""
         with self._lock:
             for probe in self._active:
-                probe.skip = frozenset()  # a run's suspensions are its own
                 if self._available(probe, "begin_run") and self._run_hook(probe, "begin_run"):
                     self._begun.append(probe)
             self._t0_ns = None
@@ -649,8 +657,6 @@ class Sampler:
             self._thread.join()
         with self._lock:
             final = self._read_locked(gauges=True, final=True)
-            for probe in self._active:  # cached probes serve later runs whole
-                probe.skip = frozenset()
             writer, self._writer = self._writer, None
             self._unflushed_since_s = None
         if writer is not None:
