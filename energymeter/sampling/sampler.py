@@ -524,7 +524,7 @@ class Sampler:
         # Peaks only from channels read in this row: one out (suspended, stuck) stands at its
         # last value, and the gap's energy arriving in one interval is no power peak.
         self.aggregator.add_energy(t_s, energy if len(raw) == len(energy)
-                                   else {cid: energy[cid] for cid in raw})
+                                   else {cid: energy[cid] for cid in raw if cid in energy})
         if values is not None:
             self.aggregator.add_gauges(values)
         if self._writer is not None:

@@ -107,23 +107,27 @@ class NonDecreasing:
         (:func:`check_joules`): ``(energy of each channel in values, drops)`` where a drop is
         ``(channel, previous value, value)``. ValueError, changing nothing, when an energy
         would exceed :data:`MAX_ENERGY_J` (values that keep dropping and rising again)."""
-        base = dict(self._base)
+        base = self._base
+        moved: dict[str, float] = {}  # offsets this read moves, applied once it is accepted
         energy: dict[str, float] = {}
         drops: list[tuple[str, float, float]] = []
         for cid, joules in values.items():
             last = self._last.get(cid)
             if last is None:
-                base[cid] = joules if self.relative else 0.0
+                offset = moved[cid] = joules if self.relative else 0.0
             elif joules < last:
-                base[cid] += joules - last  # this interval counts nothing
+                offset = moved[cid] = base[cid] + (joules - last)  # this interval counts 0
                 drops.append((cid, last, joules))
+            else:
+                offset = base[cid]
             # Never below the last energy: after a drop, value minus the moved offset equals
             # it only up to rounding (a step of 1e-16 J down at 4e16 J).
-            energy[cid] = max(joules - base[cid], self.energy.get(cid, 0.0))
+            energy[cid] = max(joules - offset, self.energy.get(cid, 0.0))
             if not energy[cid] <= MAX_ENERGY_J:
                 raise ValueError(f"channel {cid}: {energy[cid]!r} J counted in all (values "
                                  f"that drop and rise again); {JOULES_ACCEPTED}")
-        self._base = base
+        if moved:
+            base.update(moved)
         self._last.update(values)
         self.energy.update(energy)
         for cid, last, joules in drops:
