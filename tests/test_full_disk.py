@@ -24,6 +24,7 @@ from energymeter import measure
 from energymeter.errors import ConfigError, EnergyMeterError, OutputError
 from energymeter.session.meter import Meter
 from energymeter.store import append_ledger
+from tests.timing import until
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("run_id", "name", "payload")
@@ -110,8 +111,7 @@ def test_start_on_an_unwritable_out_raises_output_error_and_leaves_nothing(
     assert "Errno" not in text and "\n" not in text
     assert sorted(os.listdir(fs)) == before  # the run directory was removed
     assert m.path is None
-    time.sleep(0.1)
-    assert not _our_threads()
+    assert until(lambda: not _our_threads()), _our_threads()
 
 
 def test_fallback_to_memory_measures_with_no_file(full_fs: Path, tmp_path: Path) -> None:

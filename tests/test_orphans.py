@@ -22,6 +22,7 @@ from energymeter.probes.proc import child_pids, read_pid_stat
 from energymeter.session.command import run_command
 from energymeter.session.signals import Adoption, _group_members, child_subreaper
 from energymeter.settings import resolve_settings
+from tests.timing import until
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -54,15 +55,6 @@ def _settings(tmp_path: Path) -> dict:  # type: ignore[type-arg]
     return {"out": tmp_path / "runs", "region": "SE", "powercap_root": tmp_path / "absent"}
 
 
-def _until(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def _gone(pid: int) -> bool:
     """Whether ``pid`` has ended and been reaped (no zombie left)."""
     return read_pid_stat(pid) is None
@@ -86,7 +78,7 @@ def _orphan_warning(report) -> str:  # type: ignore[no-untyped-def]
 def _kill_and_reap(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # ended already
         os.kill(pid, signal.SIGKILL)
-    assert _until(lambda: _gone(pid)), f"pid {pid} was left a zombie"
+    assert until(lambda: _gone(pid)), f"pid {pid} was left a zombie"
 
 
 def test_a_background_job_left_running_is_named_in_a_warning(tmp_path: Path) -> None:
@@ -293,7 +285,7 @@ def test_cli_signals_reach_the_processes_waited_for(tmp_path: Path, daemon: bool
     assert report["exit_code"] == 5
     if daemon:
         pid = int((tmp_path / "pid").read_text())
-        assert _until(lambda: _gone(pid))
+        assert until(lambda: _gone(pid))
         assert not (tmp_path / "done").exists()  # ended by the signal, not by finishing
 
 

@@ -45,3 +45,14 @@ class Lateness:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def until(predicate: Any, timeout_s: float = 30.0, every_s: float = 0.02) -> bool:
+    """Whether ``predicate()`` became true within ``timeout_s`` (polled): a wait that is as
+    short as the machine allows and as long as it needs, instead of a tuned sleep."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return bool(predicate())

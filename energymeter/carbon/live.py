@@ -106,6 +106,7 @@ def _redirect_handler() -> Any:
         def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
                              newurl: str) -> Any:
             if not same_origin(req.full_url, newurl):
+                fp.close()  # the redirect's own reply: its connection is not used again
                 raise _CrossOriginRedirect(newurl)
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 
