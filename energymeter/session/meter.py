@@ -348,20 +348,13 @@ class Meter:
         report with a warning for each that could not be written (full disk, read-only or
         vanished directory, a link): the program goes on, the report stays in memory. The
         row goes first, so that ``report.json`` can say when the row is missing."""
-        if self._ledger:
-            try:
-                append_ledger(self._out, report.to_row(), LEDGER_COLUMNS)
-            except OSError as exc:
-                report = _warned(report, f"the ledger row was not written to "
-                                         f"{self._out / LEDGER_NAME} ({_why(exc)}): this run is "
-                                         "not in the ledger")
-        try:
-            write_json_atomic(path / REPORT_NAME, report.to_dict())
-        except OSError as exc:
-            report = _warned(report, f"report.json could not be written ({_why(exc)}): the "
-                                     f"report is kept in memory only; {path} has samples.csv "
-                                     "and events.jsonl as far as they were written",
-                             error=True)
+        report = self._write(
+            report, path, append_ledger,
+            lambda why: f"the ledger row was not written to {self._out / LEDGER_NAME} ({why}): "
+                        "this run is not in the ledger",
+            lambda why: f"report.json could not be written ({why}): the report is kept in "
+                        f"memory only; {path} has samples.csv and events.jsonl as far as they "
+                        "were written", error=True)
         self._events.event("stop", status=status, ended_at=ended_at.isoformat(),
                            duration_s=t_s, exit_code=exit_code)
         try:
@@ -613,20 +606,29 @@ class Meter:
         self.report = report
         if report.path is None or not (report.path / REPORT_NAME).exists():
             return  # it could not be written at stop: it lives in memory only
+        self.report = self._write(
+            report, report.path, replace_ledger_row,
+            lambda why: f"the ledger row could not be updated in {self._out / LEDGER_NAME} "
+                        f"({why}): it has the run's values from before",
+            lambda why: f"report.json could not be updated ({why}): it has the run's values "
+                        "from before; the updated report is kept in memory only")
+
+    def _write(self, report: Report, path: Path, ledger: Callable[..., None],
+               ledger_failed: Callable[[str], str], json_failed: Callable[[str], str], *,
+               error: bool = False) -> Report:
+        """Write ``report``'s ledger row (with ``ledger``: append or replace) and then its
+        ``report.json`` in ``path``; return it with a warning for each that could not be
+        (the row first, so that ``report.json`` can say when the row is missing)."""
         if self._ledger:
             try:
-                replace_ledger_row(self._out, report.to_row(), LEDGER_COLUMNS)
+                ledger(self._out, report.to_row(), LEDGER_COLUMNS)
             except OSError as exc:
-                report = _warned(report, f"the ledger row could not be updated in "
-                                         f"{self._out / LEDGER_NAME} ({_why(exc)}): it has the "
-                                         "run's values from before")
+                report = _warned(report, ledger_failed(_why(exc)))
         try:
-            write_json_atomic(report.path / REPORT_NAME, report.to_dict())
+            write_json_atomic(path / REPORT_NAME, report.to_dict())
         except OSError as exc:
-            report = _warned(report, f"report.json could not be updated ({_why(exc)}): it has "
-                                     "the run's values from before; the updated report is "
-                                     "kept in memory only")
-        self.report = report
+            report = _warned(report, json_failed(_why(exc)), error=error)
+        return report
 
     # -- report --------------------------------------------------------------------------
     def _build_report(self, status: str, exit_code: int | None, duration_s: float,
