@@ -19,22 +19,9 @@ from energymeter.sampling.sampler import RETRY_MAX_S, Sampler
 from tests.fakes.nvml import FakeClock, FakeGPU, FakeNVML
 from tests.fakes.powercap import FakePowercap
 from tests.fakes.probes import ConstantPowerProbe, FailingProbe
+from tests.timing import SimClock
 
 STEP_S = 0.1
-
-
-class SimClock:
-    def __init__(self) -> None:
-        self.t_ns = 5_000_000_000
-
-    def ns(self) -> int:
-        return self.t_ns
-
-    def s(self) -> float:
-        return self.t_ns / 1e9
-
-    def advance(self, seconds: float) -> None:
-        self.t_ns += round(seconds * 1e9)
 
 
 def sampler(probes: list[Probe], clock: SimClock, interval_s: float = STEP_S) -> Sampler:
@@ -64,7 +51,7 @@ def test_garbage_in_one_rapl_zone_loses_nothing_of_the_others_nor_of_itself(
         tmp_path: Path) -> None:
     fake = FakePowercap(tmp_path / "pc", sockets=1, dram=True,
                         power_w={"package-0": 40.0, "dram": 5.0})
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = rapl_probe(fake, clock)
     s = sampler([probe], clock)
     s.begin()
@@ -106,7 +93,7 @@ def test_a_counter_wrap_during_an_outage_is_undone(tmp_path: Path) -> None:
     fake = FakePowercap(tmp_path / "pc", sockets=1, dram=False, power_w={"package-0": 40.0},
                         max_energy_range_uj=400_000_000, initial_energy_uj=390_000_000,
                         max_power_w=60.0)
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = rapl_probe(fake, clock)
     s = sampler([probe], clock)
     s.begin()
@@ -124,7 +111,7 @@ def test_a_counter_wrap_during_an_outage_is_undone(tmp_path: Path) -> None:
 
 def test_a_value_above_the_counter_range_is_that_zones_error(tmp_path: Path) -> None:
     fake = FakePowercap(tmp_path / "pc", sockets=1, dram=True)
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = rapl_probe(fake, clock)
     fake.write_raw("package-0", f"{fake.counter_uj('dram') + 10**15}\n")
     with pytest.raises(PartialRead) as caught:
@@ -136,7 +123,7 @@ def test_a_value_above_the_counter_range_is_that_zones_error(tmp_path: Path) -> 
 
 
 def test_a_whole_probe_failing_five_times_is_retried_and_read_again() -> None:
-    clock = SimClock()
+    clock = SimClock(5.0)
     flaky = FailingProbe(fail_on=lambda n: 3 <= n <= 7, channel_id="gpu0", kind="gpu",
                          power_w=20.0, clock=clock.s)
     good = ConstantPowerProbe(power_w=5.0, clock=clock.s)
@@ -160,7 +147,7 @@ def test_a_whole_probe_failing_five_times_is_retried_and_read_again() -> None:
 
 
 def test_a_channel_that_never_recovers_is_retried_at_most_ten_seconds_apart() -> None:
-    clock = SimClock()
+    clock = SimClock(5.0)
     broken = FailingProbe(fail_on=lambda n: n >= 2, clock=clock.s)
     s = sampler([broken], clock)
     s.begin()
@@ -193,7 +180,7 @@ class _TwoChannels(ConstantPowerProbe):
 
 
 def test_a_bad_value_in_one_channel_is_that_channels_fault_alone() -> None:
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = _TwoChannels(range(3, 6), clock)
     s = sampler([probe], clock)
     s.begin()
@@ -216,7 +203,7 @@ class _Huge(_TwoChannels):
 def test_a_value_no_report_could_hold_is_that_channels_fault() -> None:
     """The live path checks joules as every reader of the run does (store.readers
     .check_joules): above 1e18 J a report written live would not load back."""
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = _Huge(range(3, 6), clock)
     s = sampler([probe], clock)
     s.begin()
@@ -233,7 +220,7 @@ def test_a_suspension_is_the_suspending_samplers_own(tmp_path: Path) -> None:
     silently lost a channel the outer one had suspended, and lifted the outer one's when it
     began or stopped."""
     fake = FakePowercap(tmp_path / "pc", power_w={"package-0": 40.0, "package-0/dram": 5.0})
-    clock = SimClock()
+    clock = SimClock(5.0)
     probe = rapl_probe(fake, clock)
     outer, inner = sampler([probe], clock), sampler([probe], clock)
     outer.begin()
@@ -305,7 +292,7 @@ class _SawTooth(ConstantPowerProbe):
 
 
 def test_a_saw_tooth_gives_a_bounded_number_of_warnings_with_repeats_counted() -> None:
-    clock = SimClock()
+    clock = SimClock(5.0)
     s = sampler([_SawTooth(clock=clock.s)], clock)
     s.begin()
     for _ in range(200):

@@ -22,6 +22,7 @@ from energymeter.cli import cli
 from energymeter.cli.probes import format_probes
 from energymeter.probes.inspect import inspect_probes
 from energymeter.report import LEDGER_COLUMNS, Report
+from tests.cli_output import clean_stderr
 from tests.fakes.nvml import FakeGPU, FakeNVML
 from tests.fakes.powercap import FakePowercap
 
@@ -200,15 +201,6 @@ def _run_cli(env: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env=child_env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _clean_stderr(stderr: str) -> list[str]:
-    lines = stderr.splitlines()
-    assert "Traceback" not in stderr
-    assert "energymeter: energymeter:" not in stderr and ": energymeter:" not in stderr
-    assert "Meter.report" not in stderr and "to_json" not in stderr
-    assert all(line.startswith(("energymeter: ", "  ")) for line in lines), lines
-    return lines
-
-
 def test_run_with_an_out_it_cannot_write_still_runs_the_command(env: Path,
                                                                 tmp_path: Path) -> None:
     """Issue 23, item 1: --out that cannot hold a run (here in a file; a full or read-only
@@ -219,7 +211,7 @@ def test_run_with_an_out_it_cannot_write_still_runs_the_command(env: Path,
     done = _run_cli(env, "--out", str(a_file / "runs"), "--", sys.executable, "-c",
                     "import sys; print('the output', flush=True); sys.exit(5)")
     assert done.stdout == "the output\n" and done.returncode == 5
-    lines = _clean_stderr(done.stderr)
+    lines = clean_stderr(done.stderr)
     said = [line for line in lines if "cannot create the run directory" in line]
     assert len(said) == 1 and "measured in memory only" in said[0] and str(a_file) in said[0]
     assert lines[-1] == "  nothing was saved: this summary is all there is"
@@ -235,7 +227,7 @@ def test_run_whose_report_cannot_be_written_names_no_missing_report_json(env: Pa
                     "import os, shutil; shutil.rmtree(os.environ['ENERGYMETER_RUN_DIR']); "
                     "print('gone')")
     assert done.stdout == "gone\n" and done.returncode == 0
-    lines = _clean_stderr(done.stderr)
+    lines = clean_stderr(done.stderr)
     said = [line for line in lines if "report.json could not be written" in line]
     assert len(said) == 1 and said[0].startswith("energymeter: error: report.json"), lines
     assert not any(line.startswith("  report: ") for line in lines)

@@ -24,6 +24,7 @@ from energymeter import measure
 from energymeter.errors import ConfigError, EnergyMeterError, OutputError
 from energymeter.session.meter import Meter
 from energymeter.store import append_ledger
+from tests.cli_output import clean_stderr
 from tests.timing import until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,17 +178,6 @@ def _run_cli(out: Path, *command: str, cwd: Path) -> subprocess.CompletedProcess
                           timeout=60, check=False)
 
 
-def _check_clean(stderr: str) -> list[str]:
-    """stderr's lines: ours begin with one ``energymeter:`` (the summary's with two spaces), no
-    traceback, no advice for library users."""
-    lines = stderr.splitlines()
-    assert "Traceback" not in stderr
-    assert "energymeter: energymeter:" not in stderr and ": energymeter:" not in stderr
-    assert "Meter.report" not in stderr and "to_json" not in stderr
-    assert all(line.startswith(("energymeter: ", "  ")) for line in lines), lines
-    return lines
-
-
 @pytest.mark.parametrize("fs_kind", ["full", "read-only"])
 def test_run_on_an_unwritable_out_still_runs_the_command(
         fs_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -197,7 +187,7 @@ def test_run_on_an_unwritable_out_still_runs_the_command(
                     "import sys; print('the output', flush=True); sys.exit(3)", cwd=tmp_path)
     assert done.stdout == "the output\n"
     assert done.returncode == 3  # the command's own
-    lines = _check_clean(done.stderr)
+    lines = clean_stderr(done.stderr)
     why = "No space left on device" if fs_kind == "full" else "Read-only file system"
     said = [line for line in lines if why in line]
     assert len(said) == 1, done.stderr  # one line for the problem
@@ -221,7 +211,7 @@ def test_run_on_a_disk_that_fills_during_the_run(small_fs: Path, tmp_path: Path)
               "sys.exit(0)\n")
     done = _run_cli(small_fs, sys.executable, "-c", filler, cwd=tmp_path)
     assert done.stdout == "filled\n" and done.returncode == 0
-    lines = _check_clean(done.stderr)
+    lines = clean_stderr(done.stderr)
     for problem in ("ledger row was not written", "report.json could not be written"):
         said = [line for line in lines if problem in line]
         assert len(said) == 1 and "No space left on device" in said[0], done.stderr

@@ -18,6 +18,7 @@ from energymeter.sampling.sampler import (
 )
 from energymeter.store import SamplesWriter, read_samples
 from tests.fakes.probes import ConstantPowerProbe, FailingProbe
+from tests.timing import SimClock
 
 
 def make(probes, tmp_path: Path | None = None, interval_s: float = 0.01, **kw):
@@ -77,22 +78,6 @@ def test_thread_samples_writes_and_flushes(tmp_path: Path) -> None:
     assert abs(s.aggregator.peak_power_w["cpu0"] - 10.0) <= 10.0 * spread_s / window_s
     assert s.aggregator.gauge_peak["rss_bytes"] == 123.0
     assert 0 <= s.thread_cpu_s < t_s
-
-
-class SimClock:
-    """A simulated monotonic clock shared by a sampler (``ns``) and fake probes (``s``)."""
-
-    def __init__(self) -> None:
-        self.t_ns = 1_000_000_000
-
-    def ns(self) -> int:
-        return self.t_ns
-
-    def s(self) -> float:
-        return self.t_ns / 1e9
-
-    def advance(self, seconds: float) -> None:
-        self.t_ns += round(seconds * 1e9)
 
 
 def test_a_probe_failing_three_times_is_suspended_and_retried_others_continue() -> None:

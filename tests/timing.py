@@ -56,3 +56,20 @@ def until(predicate: Any, timeout_s: float = 30.0, every_s: float = 0.02) -> boo
             return True
         time.sleep(every_s)
     return bool(predicate())
+
+
+class SimClock:
+    """A simulated monotonic clock shared by a sampler (``ns``, its ``clock_ns``) and fake
+    probes (``s``): time moves only when a test says so."""
+
+    def __init__(self, t_s: float = 1.0) -> None:
+        self.t_ns = round(t_s * 1e9)
+
+    def ns(self) -> int:
+        return self.t_ns
+
+    def s(self) -> float:
+        return self.t_ns / 1e9
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += round(seconds * 1e9)
