@@ -4,6 +4,8 @@ before the request is sent, and a bounded ``/metrics``."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import resource
 import select
@@ -13,14 +15,25 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from energymeter.daemon.server import Access, Daemon, UnixServer, serve
+from energymeter.daemon.server import (
+    MAX_ROWS_PER_ANSWER,
+    MIN_SCAN_S,
+    Access,
+    Daemon,
+    UnixServer,
+    serve,
+)
+from energymeter.errors import ProbeError
+from energymeter.notes import MAX_WARNINGS
 from energymeter.probes.base import DiscoveryContext
 from energymeter.probes.daemon import Connection, DaemonError, discover, query
-from tests.fakes.probes import ConstantPowerProbe
+from tests.fakes.probes import ConstantPowerProbe, FailingProbe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,6 +168,10 @@ def test_10000_idle_connections_cost_no_thread_and_little_memory(tmp_path: Path)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         query(sock)
+        # The loop's delay now (a round trip on an idle daemon), to size the tolerance below.
+        t0 = time.monotonic()
+        query(sock, "read")
+        round_trip_s = time.monotonic() - t0
         threads0 = _proc_status(proc.pid, "Threads")
         rss0_kb = _proc_status(proc.pid, "VmRSS")
         for _ in range(n):
@@ -177,7 +194,7 @@ def test_10000_idle_connections_cost_no_thread_and_little_memory(tmp_path: Path)
     assert "cpu0" in answer["energy_j"]
     assert threads <= threads0 + 1 and threads <= 8, (threads0, threads)
     assert (rss_kb - rss0_kb) < 48 * 1024, f"RSS grew {(rss_kb - rss0_kb) / 1024:.1f} MiB"
-    assert latency_s < 5.0
+    assert latency_s <= max(1.0, 50 * round_trip_s), (latency_s, round_trip_s)
 
 
 # -- the cap ------------------------------------------------------------------------------------
@@ -242,10 +259,18 @@ def test_a_client_that_never_reads_blocks_no_one_and_is_dropped(tmp_path: Path) 
     many = [ConstantPowerProbe(f"cpu{i}", "cpu", 10.0) for i in range(20)]
     core = Daemon(many, interval_s=3600, ring_rows=10_000)
     energy = {f"cpu{i}": 123456.789 for i in range(20)}
-    core.ring.extend((t, energy) for t in range(1, 10_001))  # a ~5 MB `rows` answer
+    core.ring.extend((t, energy) for t in range(1, 10_001))  # ~250 kB `rows` answers
     path = tmp_path / "d.sock"
     server = _start(core, path, send_timeout_s=0.5)
     try:
+        # The loop's delay on an idle connection, and the cost of one `rows` answer (which a
+        # `read` may wait behind), measured now: the bound below scales with this machine.
+        t0 = time.monotonic()
+        query(path, "read")
+        round_trip_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        UnixServer._line(core.answer({"op": "rows", "since_ns": 0}))
+        encode_s = time.monotonic() - t0
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.connect(str(path))
         slow.sendall(b'{"op":"rows","since_ns":0}\n' * 20)  # and never reads
@@ -263,7 +288,8 @@ def test_a_client_that_never_reads_blocks_no_one_and_is_dropped(tmp_path: Path) 
     finally:
         _stop(server)
         core.stop()
-    assert min(latencies) < 1.0, latencies
+    assert min(latencies) <= max(1.0, 50 * (round_trip_s + encode_s)), \
+        (latencies, round_trip_s, encode_s)
 
 
 # -- refusals that arrive before the request is sent ---------------------------------------------
@@ -348,3 +374,311 @@ def test_metrics_is_bounded_and_times_out_idle_scrapers(core: Daemon) -> None:
         for s in idle:
             s.close()
         metrics.shutdown()
+
+
+# -- fault isolation ----------------------------------------------------------------------------
+class _OddValues(ConstantPowerProbe):
+    """A probe whose values are not finite floats (a Decimal, a NaN, a string)."""
+
+    source = "odd"
+
+    def _read(self) -> dict[str, float]:
+        return {"odd0": Decimal("1.5"), "odd1": float("nan"), "odd2": "12"}  # type: ignore
+
+
+def test_a_probe_value_that_is_not_a_finite_number_is_that_probes_error(tmp_path: Path
+                                                                       ) -> None:
+    """Was: ``json.dumps`` raised TypeError on the Decimal in the loop's only thread, the
+    loop died, and every client after that timed out."""
+    core = Daemon([ConstantPowerProbe("cpu0", "cpu", 30.0), _OddValues("odd0")],
+                  interval_s=0.05).start()
+    path = tmp_path / "d.sock"
+    server = _start(core, path)
+    try:
+        for _ in range(3):
+            answer = query(path, "read")
+            assert set(answer["energy_j"]) == {"cpu0"}, answer
+        assert "not a finite number" in core.errors["odd"] and "Decimal" in core.errors["odd"]
+        assert all(set(e) == {"cpu0"} for _, e in list(core.ring))
+    finally:
+        _stop(server)
+        core.stop()
+
+
+class _BuggyDaemon(Daemon):
+    def answer(self, request: Any) -> dict[str, Any]:
+        if isinstance(request, dict) and request.get("op") == "channels":
+            raise RuntimeError("a bug in a handler")
+        return super().answer(request)
+
+
+def test_a_bug_in_a_handler_closes_that_connection_not_the_loop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    core = _BuggyDaemon([ConstantPowerProbe("cpu0", "cpu", 30.0)], interval_s=0.05).start()
+    path = tmp_path / "d.sock"
+    server = _start(core, path)
+    try:
+        with caplog.at_level(logging.ERROR, logger="energymeter"):
+            for _ in range(3):
+                with pytest.raises(DaemonError):
+                    query(path, "channels")
+                assert query(path, "read")["ok"]  # the loop still serves
+        assert server.faults == 3 and _poll(lambda: server.connections == 0)
+        assert "a bug in a handler" in caplog.text and "serving a client failed" in caplog.text
+    finally:
+        _stop(server)
+        core.stop()
+
+
+class _FlakyListener:
+    """The daemon's listening socket, whose next ``accept`` fails with an errno nobody
+    expects (EIO)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.failures = 1
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EIO, "injected accept error")
+        return self._sock.accept()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_an_unexpected_accept_error_pauses_accepting_not_the_loop(core: Daemon,
+                                                                  tmp_path: Path) -> None:
+    path = tmp_path / "d.sock"
+    server = serve(core, path, Access(allow_all=True))
+    listener = _FlakyListener(server.socket)
+    server.socket = listener  # type: ignore[assignment]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        assert query(path, "read")["ok"]  # accepted after the pause
+        assert listener.failures == 0 and server.faults == 1
+        assert query(path, "read")["ok"]
+    finally:
+        _stop(server)
+
+
+def test_metrics_answers_500_when_collecting_fails_and_goes_on(core: Daemon) -> None:
+    pytest.importorskip("prometheus_client")
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from energymeter.daemon.metrics import DaemonCollector, MetricsServer
+
+    class _FailsOnce:
+        calls = 0
+
+        def collect(self) -> Iterator[Any]:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("a collector bug")
+            yield from DaemonCollector(core).collect()
+
+    registry = CollectorRegistry()
+    registry.register(_FailsOnce())
+    metrics = MetricsServer(registry, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{metrics.server_port}/metrics"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url, timeout=30)  # noqa: S310 - local
+        assert caught.value.code == 500
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - local
+            assert b"energymeter_energy_joules_total" in response.read()
+        assert metrics.alive and metrics.failed_scrapes == 1
+    finally:
+        metrics.shutdown()
+
+
+DYING = """
+import sys
+from energymeter.daemon import server
+
+def broken(self, poll_interval=0.5):  # a bug that escapes every guard of the loop
+    raise RuntimeError("injected: the loop died")
+
+server.UnixServer.serve_forever = broken
+from energymeter.cli.daemon import daemon
+daemon.main(["--socket", sys.argv[1], "--allow-all"], prog_name="energymeter daemon")
+"""
+
+
+def test_the_daemon_exits_non_zero_when_its_socket_loop_dies(tmp_path: Path) -> None:
+    """Was: the serving thread died, the main thread kept waiting for a signal: a daemon
+    holding a socket nobody served, never restarted by systemd."""
+    sock = tmp_path / "d.sock"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "ENERGYMETER_POWERCAP_ROOT": str(tmp_path / "no-powercap")}
+    proc = subprocess.Popen([sys.executable, "-c", DYING, str(sock)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr
+    assert "injected: the loop died" in stderr and "stopped unexpectedly" in stderr
+    assert not sock.exists()
+
+
+# -- memory per client --------------------------------------------------------------------------
+def _wide_core(channels: int = 100, rows: int = 6000) -> Daemon:
+    """A daemon whose ring holds ``rows`` rows of ``channels`` channels (~2 kB a row)."""
+    core = Daemon([ConstantPowerProbe(f"cpu{i}", "cpu", 10.0) for i in range(channels)],
+                  interval_s=3600, ring_rows=rows)
+    energy = {f"cpu{i}": 123456.789 for i in range(channels)}
+    core.ring.extend((t, energy) for t in range(1, rows + 1))
+    return core
+
+
+def test_rows_come_in_pages_and_pending_output_is_bounded_overall(tmp_path: Path) -> None:
+    """Was: a `rows` answer held up to 10 000 rows (megabytes, tens of ms to encode) and
+    every connection could pin one: 1024 readers that never read pinned gigabytes."""
+    core = _wide_core()
+    answer_bytes = len(UnixServer._line(core.answer({"op": "rows", "since_ns": 0})))
+    budget = 2 * answer_bytes
+    path = tmp_path / "d.sock"
+    server = _start(core, path, send_timeout_s=60, max_pending_bytes=budget)
+    abusers: list[socket.socket] = []
+    try:
+        first = query(path, "rows", since_ns=0)
+        assert len(first["rows"]) == MAX_ROWS_PER_ANSWER == 500
+        following = query(path, "rows", since_ns=first["rows"][-1][0])  # the next page
+        assert following["rows"][0][0] == first["rows"][-1][0] + 1
+        t0 = time.monotonic()
+        query(path, "read")
+        round_trip_s = time.monotonic() - t0
+        for _ in range(10):  # each asks for a full page and never reads
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(path))
+            s.sendall(b'{"op":"rows","since_ns":0}\n')
+            abusers.append(s)
+        assert _poll(lambda: len(server._pending) + len(server.deferred) == 10), \
+            (len(server._pending), len(server.deferred))
+        assert server.deferred and server.over_budget
+        assert server.pending_peak <= budget + answer_bytes, (server.pending_peak, budget)
+        t0 = time.monotonic()
+        assert set(query(path, "read")["energy_j"]) == {f"cpu{i}" for i in range(100)}
+        latency_s = time.monotonic() - t0
+        assert latency_s <= max(1.0, 50 * round_trip_s), (latency_s, round_trip_s)
+        # Once the answers are taken (here: their readers gone), the deferred are answered.
+        for s in abusers[:]:
+            if not server.deferred:
+                break
+            s.close()
+            abusers.remove(s)
+            assert _poll(lambda: server.pending_bytes < budget or not server.deferred)
+        assert _poll(lambda: not server.deferred)
+        assert server.pending_peak <= budget + answer_bytes, (server.pending_peak, budget)
+    finally:
+        for s in abusers:
+            s.close()
+        _stop(server)
+        core.stop()
+
+
+# -- bounded logs -------------------------------------------------------------------------------
+class _Broken(ConstantPowerProbe):
+    source = "broken"
+
+    def __init__(self) -> None:
+        super().__init__("gpu9", "gpu", 10.0)
+        self.message = "no such device"
+
+    def _read(self) -> dict[str, float]:
+        raise ProbeError(self.message)
+
+
+def _failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "probe broken failed" in r.getMessage()]
+
+
+def test_a_failing_probe_is_logged_once_then_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """Was: a warning for every failed read, ten a second plus one per client `read`."""
+    broken = _Broken()
+    core = Daemon([ConstantPowerProbe("cpu0", "cpu", 30.0), broken], interval_s=3600)
+    try:
+        with caplog.at_level(logging.WARNING, logger="energymeter"):
+            for _ in range(1000):
+                assert "cpu0" in core.read()[1]
+            assert len(_failure_lines(caplog)) == 1
+            broken.message = "device vanished"  # another error: said once
+            for _ in range(1000):
+                core.read()
+            assert len(_failure_lines(caplog)) == 2
+            core.log_every_s = 0.0  # the periodic reminder, with the count
+            core.read()
+            lines = _failure_lines(caplog)
+            assert len(lines) == 3 and "failed 1000 more times" in lines[-1], lines
+        assert core.errors["broken"] == "ProbeError: device vanished"
+    finally:
+        core.stop()
+
+
+def test_errors_with_changing_text_are_logged_a_bounded_number_of_times(
+        caplog: pytest.LogCaptureFixture) -> None:
+    core = Daemon([FailingProbe(lambda n: True, channel_id="cpu0")], interval_s=3600)
+    try:
+        with caplog.at_level(logging.WARNING, logger="energymeter"):
+            for _ in range(2000):  # "simulated failure on read N": a new text each time
+                core.read()
+        lines = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert 1 <= len(lines) <= MAX_WARNINGS + 1, len(lines)
+    finally:
+        core.stop()
+
+
+# -- the timeout scan ---------------------------------------------------------------------------
+def test_the_timeout_scan_visits_only_connections_that_may_expire(core: Daemon,
+                                                                  tmp_path: Path) -> None:
+    """Was: every scan (10 a second) walked every connection: 100 000 a second with 10 000
+    idle ones."""
+    path = tmp_path / "d.sock"
+    server = _start(core, path)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(path))
+            idle.append(s)
+        assert _poll(lambda: server.connections == 300)
+        scans0, visits0 = server.scans, server.scan_visits
+        assert _poll(lambda: server.scans >= scans0 + 5)
+        scans, visits = server.scans - scans0, server.scan_visits - visits0
+        assert visits <= 2 * scans, (visits, scans)
+    finally:
+        for s in idle:
+            s.close()
+        _stop(server)
+
+
+def test_a_tiny_idle_timeout_does_not_make_the_loop_spin(core: Daemon, tmp_path: Path) -> None:
+    server = _start(core, tmp_path / "d.sock", idle_timeout_s=0.001, send_timeout_s=0.001)
+    try:
+        assert _poll(lambda: server.scans >= 1)
+        scans0, t0 = server.scans, time.monotonic()
+        assert _poll(lambda: server.scans >= scans0 + 5)
+        elapsed = time.monotonic() - t0
+        assert elapsed >= 4 * MIN_SCAN_S, (elapsed, server.scans - scans0)
+    finally:
+        _stop(server)
+
+
+def test_the_cli_refuses_an_idle_timeout_under_a_second() -> None:
+    from click.testing import CliRunner
+
+    from energymeter.cli.daemon import daemon
+
+    result = CliRunner().invoke(daemon, ["--idle-timeout", "0.01", "--group", "x",
+                                         "--allow-all"])
+    assert result.exit_code == 2
+    assert "--idle-timeout" in result.output and "not in the range" in result.output, \
+        result.output

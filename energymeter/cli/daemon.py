@@ -19,6 +19,9 @@ from .compare import find_runs
 
 log = logging.getLogger("energymeter")
 
+#: How often the main thread checks that the daemon's threads still run.
+WATCH_S = 0.5
+
 
 @click.command(context_settings=CONTEXT)
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
@@ -40,9 +43,10 @@ log = logging.getLogger("energymeter")
               show_default=True, metavar="N",
               help="Clients served at once; one more is told 'too many connections' and "
                    "closed.")
-@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=0.001),
+@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=1.0),
               default=60.0, show_default=True, metavar="SECONDS",
-              help="Close a client that sends nothing for this long (clients reconnect).")
+              help="Close a client that sends nothing for this long (clients reconnect; "
+                   "at least 1 s).")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               metavar="PORT", help="Also serve Prometheus /metrics on this TCP port (extra "
                                    "prometheus).")
@@ -122,10 +126,25 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              daemon=True)
+
+    def _serve() -> None:
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except Exception:
+            log.exception("the socket's loop died")
+
+    thread = threading.Thread(target=_serve, name="energymeter-socket", daemon=True)
     thread.start()
-    stop.wait()
+    # A thread that ends on its own (a bug that escaped its guards) must not leave a socket
+    # nobody serves: stop everything and exit non-zero, so the service manager restarts us.
+    workers = [("the socket's loop", thread.is_alive), ("the sampler", lambda: core.alive)]
+    if metrics is not None:
+        workers.append(("the /metrics loop", lambda: metrics.alive))
+    dead: list[str] = []
+    while not stop.wait(WATCH_S):
+        dead = [name for name, alive in workers if not alive()]
+        if dead:
+            break
     server.shutdown()
     server.server_close()
     Path(server.server_address).unlink(missing_ok=True)
@@ -134,6 +153,10 @@ def daemon(socket_path: Path | None, group: str | None, allow_all: bool, interva
     if otel is not None:
         otel.shutdown()
     core.stop()
+    if dead:
+        err(f"error: daemon: {' and '.join(dead)} stopped unexpectedly (see the log above); "
+            "exiting so that the service manager restarts it")
+        sys.exit(1)
     sys.exit(0)
 
 

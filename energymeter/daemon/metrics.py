@@ -21,11 +21,14 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import LazyLogger
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..report import Report
     from .server import Daemon
+
+log = LazyLogger("energymeter")
 
 LABELS = ("channel", "kind", "device", "source", "method", "host", "in_total", "part_of")
 
@@ -141,14 +144,26 @@ class MetricsServer:
         self._content_type = client.CONTENT_TYPE_LATEST
         self.server_address = listener.getsockname()
         self.server_port = self.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.5},
-                                        name="energymeter-metrics", daemon=True)
+        self.failed_scrapes = 0
+        self._thread = threading.Thread(target=self._serve, name="energymeter-metrics",
+                                        daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._server.serve_forever(poll_interval=0.5)
+        except Exception:
+            log.exception("energymeter daemon: the /metrics loop died")
+            raise
 
     @property
     def connections(self) -> int:
         return self._server.connections
+
+    @property
+    def alive(self) -> bool:
+        """Whether the /metrics loop runs."""
+        return self._thread.is_alive()
 
     def respond(self, head: bytes) -> bytes:
         """The whole HTTP answer to a request ``head`` (request line and headers)."""
@@ -160,8 +175,16 @@ class MetricsServer:
             return _http("405 Method Not Allowed", b"GET /metrics\n")
         if target not in (b"/metrics", b"/"):
             return _http("404 Not Found", b"the metrics are at /metrics\n")
-        return _http("200 OK", self._generate(self._registry), self._content_type,
-                     head_only=method == b"HEAD")
+        try:
+            body = self._generate(self._registry)
+        except Exception:  # noqa: BLE001 - this scrape fails, not the loop
+            self.failed_scrapes += 1
+            if self.failed_scrapes <= 10 or self.failed_scrapes % 1000 == 0:
+                log.exception("energymeter daemon: /metrics failed (%d so far)",
+                              self.failed_scrapes)
+            return _http("500 Internal Server Error", b"the metrics could not be collected; "
+                         b"see the daemon's log\n", head_only=method == b"HEAD")
+        return _http("200 OK", body, self._content_type, head_only=method == b"HEAD")
 
     def shutdown(self) -> None:
         """Stop serving and close every connection."""

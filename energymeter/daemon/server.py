@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import itertools
 import json
+import math
 import os
 import selectors
 import socket
@@ -32,6 +34,7 @@ from typing import Any
 from .._lazy import LazyLogger
 from .._version import __version__
 from ..errors import ConfigError
+from ..notes import MAX_WARNING_CHARS, WarningBook
 from ..probes import DiscoveryContext, Probe, discover
 from ..probes.daemon import DEFAULT_SOCKET, PROTOCOL
 
@@ -41,8 +44,17 @@ log = LazyLogger("energymeter")
 DEFAULT_RING_ROWS = 6000
 #: The longest request line accepted from a client.
 MAX_REQUEST_BYTES = 4096
-#: The most rows one ``rows`` answer holds (a client asks again from the last one).
-MAX_ROWS_PER_ANSWER = 10_000
+#: The most rows one ``rows`` answer holds (a client asks again from the last one): a few
+#: hundred KiB at most, a millisecond or two of the loop to encode.
+MAX_ROWS_PER_ANSWER = 500
+#: Answers waiting to be sent, all clients together: past this, ``rows`` requests wait (their
+#: clients are not answered) until the others drain; ``hello``/``channels``/``read``, whose
+#: answers are small, are still served.
+MAX_PENDING_BYTES = 64 * 2**20
+#: The shortest period of the loop's timeout scan, whatever the timeouts (no spinning).
+MIN_SCAN_S = 0.05
+#: A probe that keeps failing is logged again at most this often, with how many times.
+PROBE_LOG_EVERY_S = 300.0
 OPS = ("hello", "channels", "read", "rows")
 #: The most clients served at once; one more is told so and closed.
 MAX_CONNECTIONS = 1024
@@ -117,6 +129,11 @@ class Daemon:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: dict[str, str] = {}  # probe source -> its last read error
+        #: Probe failures, keyed by (source, error text): the first of each is logged, repeats
+        #: are counted (and logged every ``log_every_s`` per source, with their count).
+        self.failures = WarningBook()
+        self.log_every_s = PROBE_LOG_EVERY_S
+        self._unlogged: dict[str, list[float]] = {}  # source -> [last logged, failures since]
         self.ticks = 0
         for probe in self.probes:
             probe.begin_run()
@@ -129,12 +146,40 @@ class Daemon:
             before_ns = time.monotonic_ns()
             for probe in self.probes:
                 try:
-                    energy.update(probe.read())
+                    values = dict(probe.read())
                 except Exception as exc:  # one broken probe must not stop the others
-                    self.errors[probe.source] = f"{type(exc).__name__}: {exc}"
-                    log.warning("energymeter daemon: probe %s failed: %r", probe.source, exc)
+                    self._failed(probe.source, f"{type(exc).__name__}: {exc}")
+                    continue
+                bad = []
+                for key, value in values.items():
+                    number = _finite(value)
+                    if number is None or not isinstance(key, str):
+                        bad.append(f"{_short(key)}={_short(value)} ({type(value).__name__})")
+                    else:
+                        energy[key] = number
+                if bad:  # only finite numbers are served (JSON has no NaN; others crash)
+                    self._failed(probe.source, "not a finite number: " + ", ".join(bad[:5])
+                                 + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
             t_ns = (before_ns + time.monotonic_ns()) // 2
         return t_ns, energy
+
+    def _failed(self, source: str, message: str) -> None:
+        """Record a failed read of probe ``source`` (under the read lock); the log is bounded:
+        a new error text is logged once, repeats every ``log_every_s`` with their count."""
+        message = message[:MAX_WARNING_CHARS]
+        self.errors[source] = message
+        now = time.monotonic()
+        first = source not in self._unlogged  # always said, however many others came before
+        state = self._unlogged.setdefault(source, [now, 0])
+        if self.failures.add(message, key=(source, message)) or first:
+            log.warning("energymeter daemon: probe %s failed: %s", source, message)
+            state[:] = [now, 0]
+            return
+        state[1] += 1
+        if now - state[0] >= self.log_every_s:
+            log.warning("energymeter daemon: probe %s failed %d more times in %.0f s; last: %s",
+                        source, int(state[1]), now - state[0], message)
+            state[:] = [now, 0]
 
     def _loop(self) -> None:
         next_t = time.monotonic()
@@ -155,6 +200,11 @@ class Daemon:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """Whether the sampling thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -164,7 +214,8 @@ class Daemon:
             probe.close()
 
     def rows_since(self, since_ns: int) -> tuple[list[list[Any]], int | None]:
-        rows = [[t, e] for t, e in list(self.ring) if t > since_ns][:MAX_ROWS_PER_ANSWER]
+        rows = list(itertools.islice(([t, e] for t, e in list(self.ring) if t > since_ns),
+                                     MAX_ROWS_PER_ANSWER))
         oldest = self.ring[0][0] if self.ring else None
         return rows, oldest
 
@@ -193,6 +244,25 @@ class Daemon:
             return {"ok": True, "rows": rows, "oldest_ns": oldest}
         return {"ok": False, "error": f"unknown op {op!r}; accepted: {', '.join(OPS)} "
                                       "(the daemon is read-only)"}
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (a bool, a string, NaN, an overflowing int...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def open_daemon(*, powercap_root: Path | None = None, env: Mapping[str, str] | None = None,
@@ -234,9 +304,13 @@ class _Conn:
         self.closed = False
 
 
+#: Marks the listener among the selector's keys.
+_LISTENER = object()
+
+
 class SelectorServer:
     """A bounded stream server on one thread: a ``selectors`` loop, a connection cap, an idle
-    timeout, a send timeout, and refusals a client can read.
+    timeout, a send timeout, a budget of pending output, and refusals a client can read.
 
     * At most ``max_connections`` clients are served; one more gets :meth:`over_cap` (one
       answer saying so) and is closed.
@@ -246,9 +320,19 @@ class SelectorServer:
       a reader that never reads holds up nobody else, and its buffer is freed.
     * While an answer waits to be sent, no further request of that client is read (memory
       per client is one request buffer and one answer).
+    * Answers waiting to be sent are counted over all clients (:attr:`pending_bytes`); past
+      ``max_pending_bytes`` a subclass defers its large answers (:attr:`over_budget`,
+      :meth:`defer`) until the others drain.
     * A refusal is sent, writing is shut down, and the client's input is drained for up to
       ``linger_s`` before the close, so the client reads the refusal instead of EPIPE or
       ECONNRESET; at most ``max_lingering`` connections linger at once.
+    * An exception while handling one connection (a bug, an unexpected error) closes that
+      connection and is logged (bounded); the loop goes on. An unexpected ``accept`` error
+      pauses accepting for 0.1 s.
+    * The timeout scan runs every ``min(0.1, timeouts / 4)`` s, never more often than
+      :data:`MIN_SCAN_S`, and visits only the connections that may expire: idle ones in the
+      order they last sent, up to the first that has not expired, plus those with an answer
+      pending or lingering.
 
     Subclasses implement :meth:`on_accept` and :meth:`on_data`.
     """
@@ -260,11 +344,12 @@ class SelectorServer:
 
     def __init__(self, listener: socket.socket, *, max_connections: int,
                  idle_timeout_s: float, send_timeout_s: float, linger_s: float = 1.0,
-                 max_lingering: int = 256) -> None:
+                 max_lingering: int = 256, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         if max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, not {max_connections}")
         for name, value in (("idle_timeout_s", idle_timeout_s),
-                            ("send_timeout_s", send_timeout_s)):
+                            ("send_timeout_s", send_timeout_s),
+                            ("max_pending_bytes", max_pending_bytes)):
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, not {value}")
         self.socket = listener
@@ -274,18 +359,28 @@ class SelectorServer:
         self.send_timeout_s = send_timeout_s
         self.linger_s = linger_s
         self.max_lingering = max_lingering
+        self.max_pending_bytes = max_pending_bytes
         self.conns: dict[int, _Conn] = {}
         self.ready: set[_Conn] = set()  # clients with whole requests not yet answered
+        self.deferred: set[_Conn] = set()  # clients waiting for the output budget
+        self._pending: set[_Conn] = set()  # clients with an answer waiting to be sent
+        self._lingering: set[_Conn] = set()
+        self._idle: dict[_Conn, None] = {}  # clients, in the order they last sent something
+        self.pending_bytes = 0  # answers waiting to be sent, all clients
+        self.pending_peak = 0
         self.lingering = 0
         self.refused_over_cap = 0
         self.dropped_slow = 0
         self.closed_idle = 0
+        self.faults = 0  # connections closed by an exception in their handling
+        self.scans = 0  # timeout scans done
+        self.scan_visits = 0  # connections looked at by them
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._sel.register(self.socket, selectors.EVENT_READ, self.socket)
+        self._sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
         self._accepting = True
         self._accept_paused_until = 0.0
         self._stop = False
@@ -293,12 +388,17 @@ class SelectorServer:
         self._stopped = threading.Event()
         self._stopped.set()
         self._closed = False
-        self._scan_every_s = min(0.1, idle_timeout_s / 4, send_timeout_s / 4)
+        self._scan_every_s = max(MIN_SCAN_S, min(0.1, idle_timeout_s / 4, send_timeout_s / 4))
 
     @property
     def connections(self) -> int:
         """Clients being served now (lingering refusals not counted)."""
         return len(self.conns) - self.lingering
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the answers waiting to be sent reach ``max_pending_bytes``."""
+        return self.pending_bytes >= self.max_pending_bytes
 
     # -- subclass hooks ----------------------------------------------------------------------
     def on_accept(self, conn: _Conn) -> bool:
@@ -313,12 +413,20 @@ class SelectorServer:
         """What a client above the cap reads before it is closed."""
         raise NotImplementedError
 
+    def defer(self, conn: _Conn) -> None:
+        """Leave ``conn``'s next request unanswered until the output budget has room again
+        (:meth:`on_data` is called again then)."""
+        self.deferred.add(conn)
+
     # -- sending -----------------------------------------------------------------------------
     def send(self, conn: _Conn, data: bytes, *, then_close: bool = False) -> None:
         """Queue ``data`` for ``conn`` and send what the socket takes now."""
         if conn.linger_until is not None or conn.closed:
             return
         conn.wbuf += data
+        self.pending_bytes += len(data)
+        self.pending_peak = max(self.pending_peak, self.pending_bytes)
+        self._pending.add(conn)
         conn.closing = conn.closing or then_close
         self._flush(conn, time.monotonic())
 
@@ -338,9 +446,12 @@ class SelectorServer:
                 return
             if sent:
                 del conn.wbuf[:sent]
+                self.pending_bytes -= sent
                 conn.stalled_since = now if conn.wbuf else None
             elif conn.stalled_since is None:
                 conn.stalled_since = now
+            if not conn.wbuf:
+                self._pending.discard(conn)
         if not conn.wbuf and conn.closing:
             self._linger(conn, now)
             return
@@ -365,23 +476,44 @@ class SelectorServer:
         conn.linger_until = now + self.linger_s
         conn.rbuf.clear()
         self.lingering += 1
+        self._lingering.add(conn)
+        self._idle.pop(conn, None)
+        self.ready.discard(conn)
+        self.deferred.discard(conn)
         if conn.events != selectors.EVENT_READ:
             self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
             conn.events = selectors.EVENT_READ
 
     def _close(self, conn: _Conn) -> None:
+        """Forget ``conn`` and close its socket (never raises)."""
         if conn.closed:
             return
         conn.closed = True
-        del self.conns[conn.fd]
+        self.conns.pop(conn.fd, None)
         self.ready.discard(conn)
-        if conn.linger_until is not None:
+        self.deferred.discard(conn)
+        self._pending.discard(conn)
+        self._idle.pop(conn, None)
+        if conn in self._lingering:
+            self._lingering.discard(conn)
             self.lingering -= 1
-        with contextlib.suppress(KeyError, ValueError):
+        self.pending_bytes -= len(conn.wbuf)
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self._sel.unregister(conn.sock)
-        conn.sock.close()
+        with contextlib.suppress(OSError):
+            conn.sock.close()
         conn.wbuf = bytearray()
         conn.rbuf = bytearray()
+
+    def _fault(self, conn: _Conn | None, what: str) -> None:
+        """An exception escaped the handling of ``conn`` (or of the listener, or of the scan):
+        log it (the first ten, then every thousandth) and close that connection only."""
+        self.faults += 1
+        if self.faults <= 10 or self.faults % 1000 == 0:
+            log.exception("energymeter daemon: %s failed (%d so far); %s", what, self.faults,
+                          "closing that connection" if conn is not None else "going on")
+        if conn is not None:
+            self._close(conn)
 
     # -- the loop ----------------------------------------------------------------------------
     def _accept(self, now: float) -> None:
@@ -391,31 +523,38 @@ class SelectorServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                # Out of descriptors (or an error nobody expected): leave the backlog waiting
+                # a moment (clients retry) instead of spinning on a listener that stays
+                # readable, or dying.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: leave the backlog waiting a moment (clients retry)
-                    # instead of spinning on a listener that stays readable.
                     log.warning("energymeter daemon: cannot accept (%s); %d connections "
                                 "open; raise the open-files limit or lower the cap",
                                 exc.strerror, len(self.conns))
-                    self._pause_accept(now + 0.1)
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue
-                raise
-            sock.setblocking(False)
+                else:
+                    self._fault(None, f"accept ({exc!r})")
+                self._pause_accept(now + 0.1)
+                return
             conn = _Conn(sock, now)
-            self.conns[conn.fd] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
-            conn.events = selectors.EVENT_READ
-            if self.connections > self.max_connections:
-                self.refused_over_cap += 1
-                if self.refused_over_cap in (1, 10, 100) or self.refused_over_cap % 1000 == 0:
-                    log.warning("energymeter daemon: refused a connection over the cap of %d "
-                                "(%d refused so far)", self.max_connections,
-                                self.refused_over_cap)
-                self.refuse(conn, self.over_cap())
-                continue
-            self.on_accept(conn)
+            try:
+                sock.setblocking(False)
+                self.conns[conn.fd] = conn
+                self._idle[conn] = None
+                self._sel.register(sock, selectors.EVENT_READ, conn)
+                conn.events = selectors.EVENT_READ
+                if self.connections > self.max_connections:
+                    self.refused_over_cap += 1
+                    if self.refused_over_cap in (1, 10, 100) or \
+                            self.refused_over_cap % 1000 == 0:
+                        log.warning("energymeter daemon: refused a connection over the cap of "
+                                    "%d (%d refused so far)", self.max_connections,
+                                    self.refused_over_cap)
+                    self.refuse(conn, self.over_cap())
+                    continue
+                self.on_accept(conn)
+            except Exception:  # noqa: BLE001 - one connection's fault, not the loop's
+                self._fault(conn, "accepting a client")
 
     def _pause_accept(self, until: float) -> None:
         if self._accepting:
@@ -444,33 +583,51 @@ class SelectorServer:
         if conn.linger_until is not None:
             return  # draining after a refusal
         conn.last_in = now
+        self._idle.pop(conn, None)
+        self._idle[conn] = None  # to the end: the order of the last bytes received
         conn.rbuf += data
         self.on_data(conn)
 
     def _expire(self, now: float) -> None:
-        for conn in list(self.conns.values()):
-            if conn.linger_until is not None:
-                if now >= conn.linger_until:
-                    self._close(conn)
-            elif conn.wbuf:
-                if conn.stalled_since is not None and \
-                        now - conn.stalled_since >= self.send_timeout_s:
-                    self.dropped_slow += 1
-                    log.info("energymeter daemon: dropped a client that took no answer for "
-                             "%.1f s (%d bytes pending)", now - conn.stalled_since,
-                             len(conn.wbuf))
-                    self._close(conn)
-            elif now - conn.last_in >= self.idle_timeout_s:
-                self.closed_idle += 1
+        self.scans += 1
+        visits = 0
+        for conn in list(self._lingering):
+            visits += 1
+            if conn.linger_until is not None and now >= conn.linger_until:
                 self._close(conn)
+        for conn in list(self._pending):
+            visits += 1
+            if conn.stalled_since is not None and \
+                    now - conn.stalled_since >= self.send_timeout_s:
+                self.dropped_slow += 1
+                log.info("energymeter daemon: dropped a client that took no answer for "
+                         "%.1f s (%d bytes pending)", now - conn.stalled_since,
+                         len(conn.wbuf))
+                self._close(conn)
+        idle = []
+        for conn in self._idle:  # oldest input first: stop at the first one still fresh
+            visits += 1
+            if now - conn.last_in < self.idle_timeout_s:
+                break
+            if not conn.wbuf and conn not in self.deferred and conn not in self.ready:
+                idle.append(conn)
+        for conn in idle:
+            self.closed_idle += 1
+            self._close(conn)
+        self.scan_visits += visits
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve until :meth:`shutdown` (``poll_interval``: the longest sleep of the loop)."""
+        """Serve until :meth:`shutdown` (``poll_interval``: the longest sleep of the loop).
+        A connection's exception closes that connection only (see the class); what escapes
+        (a broken selector) ends the loop and is raised."""
         self._stopped.clear()
         self._running.set()
         next_scan = time.monotonic() + self._scan_every_s
         try:
             while not self._stop:
+                if self.deferred and not self.over_budget:
+                    self.ready |= self.deferred  # the budget has room again
+                    self.deferred.clear()
                 now = time.monotonic()
                 timeout = 0.0 if self.ready else max(0.0, min(poll_interval, next_scan - now))
                 for key, mask in self._sel.select(timeout):
@@ -479,25 +636,38 @@ class SelectorServer:
                     if conn is None:  # woken up by shutdown()
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
-                    elif conn is self.socket:
-                        self._accept(now)
+                    elif conn is _LISTENER:
+                        try:
+                            self._accept(now)
+                        except Exception:  # noqa: BLE001 - never the loop
+                            self._fault(None, "accept")
+                            self._pause_accept(now + 0.1)
                     elif not conn.closed:
-                        if mask & selectors.EVENT_WRITE:
-                            self._flush(conn, now)
-                            if not conn.wbuf and conn.rbuf and not conn.closing:
-                                self.ready.add(conn)  # requests sent while it waited
-                        elif mask & selectors.EVENT_READ:
-                            self._readable(conn, now)
+                        try:
+                            if mask & selectors.EVENT_WRITE:
+                                self._flush(conn, now)
+                                if not conn.wbuf and conn.rbuf and not conn.closing:
+                                    self.ready.add(conn)  # requests sent while it waited
+                            elif mask & selectors.EVENT_READ:
+                                self._readable(conn, now)
+                        except Exception:  # noqa: BLE001 - one connection's fault
+                            self._fault(conn, "serving a client")
                 for conn in list(self.ready):
                     self.ready.discard(conn)
                     if not conn.closed and not conn.wbuf:
-                        self.on_data(conn)
+                        try:
+                            self.on_data(conn)
+                        except Exception:  # noqa: BLE001 - one connection's fault
+                            self._fault(conn, "serving a client")
                 now = time.monotonic()
                 if not self._accepting and now >= self._accept_paused_until:
-                    self._sel.register(self.socket, selectors.EVENT_READ, self.socket)
+                    self._sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
                     self._accepting = True
                 if now >= next_scan:
-                    self._expire(now)
+                    try:
+                        self._expire(now)
+                    except Exception:  # noqa: BLE001 - never the loop
+                        self._fault(None, "the timeout scan")
                     next_scan = now + self._scan_every_s
         finally:
             self._running.clear()
@@ -528,7 +698,8 @@ class UnixServer(SelectorServer):
 
     def __init__(self, path: Path, daemon: Daemon, access: Access, *,
                  max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float = IDLE_TIMEOUT_S,
-                 send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG) -> None:
+                 send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(path))
@@ -537,7 +708,8 @@ class UnixServer(SelectorServer):
             listener.close()
             raise
         super().__init__(listener, max_connections=max_connections,
-                         idle_timeout_s=idle_timeout_s, send_timeout_s=send_timeout_s)
+                         idle_timeout_s=idle_timeout_s, send_timeout_s=send_timeout_s,
+                         max_pending_bytes=max_pending_bytes)
         self.server_address = str(path)
         self.daemon = daemon
         self.access = access
@@ -587,14 +759,18 @@ class UnixServer(SelectorServer):
                                               f"{self.max_request_bytes} bytes"}))
                 return
             line = bytes(conn.rbuf[:end + 1])
-            del conn.rbuf[:end + 1]
             try:
                 request = json.loads(line)
             except ValueError as exc:
                 answer = {"ok": False, "error": f"not JSON ({exc}); send one JSON object "
                                                 "per line"}
             else:
+                if self.over_budget and isinstance(request, dict) and \
+                        request.get("op") == "rows":
+                    self.defer(conn)  # a large answer: once the others have drained
+                    return
                 answer = self.daemon.answer(request)
+            del conn.rbuf[:end + 1]
             self.send(conn, self._line(answer))
         if b"\n" in conn.rbuf:
             self.ready.add(conn)  # more after the others had their turn
@@ -602,7 +778,8 @@ class UnixServer(SelectorServer):
 
 def serve(daemon: Daemon, path: Path = DEFAULT_SOCKET, access: Access | None = None, *,
           max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float = IDLE_TIMEOUT_S,
-          send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG) -> UnixServer:
+          send_timeout_s: float = SEND_TIMEOUT_S, backlog: int = BACKLOG,
+          max_pending_bytes: int = MAX_PENDING_BYTES) -> UnixServer:
     """Listen on ``path`` (replacing a stale socket; refusing to replace anything else) and
     serve ``daemon`` on one thread; returns the server (``serve_forever``/``shutdown``/
     ``server_close``). Limits: see :class:`SelectorServer` and docs/daemon.md."""
@@ -628,7 +805,7 @@ def serve(daemon: Daemon, path: Path = DEFAULT_SOCKET, access: Access | None = N
     try:
         server = UnixServer(path, daemon, access, max_connections=max_connections,
                             idle_timeout_s=idle_timeout_s, send_timeout_s=send_timeout_s,
-                            backlog=backlog)
+                            backlog=backlog, max_pending_bytes=max_pending_bytes)
     finally:
         os.umask(old_umask)
     if access.gid is not None:

@@ -16,7 +16,8 @@ saying what is accepted when false). Operations, all read-only:
   machine) and ``energy_j`` (cumulative joules per channel since the daemon started, wraps
   undone);
 * ``rows`` (``since_ns``): the sampled rows newer than ``since_ns`` from the daemon's ring
-  buffer (``[t_ns, {channel: J}]`` each) and ``oldest_ns``.
+  buffer (``[t_ns, {channel: J}]`` each; at most 500 per answer: ask again from the last)
+  and ``oldest_ns``.
 
 If the daemon stops answering mid-run the probe warns and falls back, for the rest of the
 run, to in-process RAPL (same channels, when readable) or else the estimated CPU model, whose
@@ -47,7 +48,7 @@ DEFAULT_SOCKET = Path("/run/energymeter/energymeter.sock")
 TIMEOUT_S = 2.0
 #: How long a connect turned away by a full listen queue (a burst of clients) is retried.
 CONNECT_RETRY_S = 2.0
-#: The longest answer line read (a ``rows`` answer of a full ring buffer is far shorter).
+#: The longest answer line read (a ``rows`` answer, at most 500 rows, is far shorter).
 MAX_LINE_BYTES = 64 * 2**20
 #: Sources the daemon serves to clients (the root-only counters).
 SERVED_SOURCES = ("rapl",)
