@@ -251,6 +251,10 @@ class Sampler:
         self.started_wall_ns = 0
         self.ticks = 0
         self.skipped_ticks = 0
+        #: The longest one read of every probe's energy took (ns): a row is stamped at the
+        #: middle of its read, so its energy may belong to up to half this earlier or later
+        #: (a busy machine, a slow driver call).
+        self.max_read_span_ns = 0
         self.thread_cpu_s = 0.0
 
     # -- probe calls ---------------------------------------------------------------------
@@ -510,7 +514,10 @@ class Sampler:
         clock_ns = self._clock_ns
         before_ns = self._last_ns = clock_ns()
         raw = self._read_energy(before_ns, final)
-        stamp_ns = (before_ns + clock_ns()) // 2  # when the energy was read
+        after_ns = clock_ns()
+        stamp_ns = (before_ns + after_ns) // 2  # when the energy was read
+        if after_ns - before_ns > self.max_read_span_ns:  # how unsure that is
+            self.max_read_span_ns = after_ns - before_ns
         if self._t0_ns is None:  # the first read of the run is t = 0
             self._t0_ns = stamp_ns
             self.started_wall_ns = time.time_ns() - (clock_ns() - stamp_ns)

@@ -699,6 +699,7 @@ class Meter:
                                      if duration_s > 0 else 0.0),
             "ticks": self._sampler.ticks,
             "skipped_ticks": self._sampler.skipped_ticks,
+            "max_read_span_s": self._sampler.max_read_span_ns / 1e9,
             "interval_s": self.settings.interval_s,
             "gauge_interval_s": self.settings.gauge_interval_s,
             "peak_window_s": agg.window_s,
