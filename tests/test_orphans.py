@@ -317,7 +317,7 @@ def test_cli_a_second_interrupt_ends_the_wait(tmp_path: Path) -> None:
     # Named by its command line when the command exited: on a busy machine the subshell may
     # not have exec'd sleep yet ("sh -c (exec sleep 60)..."), or be in the middle of it (its
     # name, "sleep", where the command line reads empty).
-    match = re.search(r"pid (\d+): (sleep 60|sleep|sh -c \(exec sleep 60\))\b", warning)
+    match = re.search(r"pid (\d+): (sleep 60|sleep\)|sh -c \(exec sleep 60\))", warning)
     assert match, warning
     with contextlib.suppress(ProcessLookupError):  # init's child now, not ours
         os.kill(int(match.group(1)), signal.SIGKILL)
