@@ -402,3 +402,14 @@ def test_a_cumulative_gauge_going_back_is_not_a_negative_resource(tmp_path: Path
     assert any("gauge cpu_time_s went backwards" in w for w in report.warnings)
     save_rebuilt(report)
     assert Report.load(run_dir).resources["cpu_time_s"] is None
+
+
+def test_a_duration_below_the_clocks_resolution_has_no_infinite_power() -> None:
+    """Found by hypothesis: a rank of 2.2e-311 s (finite, in range) made every merged mean
+    power infinite, and the job's report could not be written as JSON."""
+    base = make_report(run_id="r0", job={"id": "j", "node": "n0", "rank": 0})
+    tiny = dataclasses.replace(base, duration_s=2.225073858507e-311)
+    assert tiny.mean_power_w == 0.0
+    merged = merge([tiny])
+    assert all(ce.mean_power_w == 0.0 for ce in merged.channels)
+    json.loads(merged.to_json())  # strict JSON

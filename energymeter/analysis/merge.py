@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
-from ..store.readers import MAX_DURATION_S, MAX_NUMBER, check_joules
+from ..store.readers import MAX_DURATION_S, MAX_NUMBER, check_joules, mean_power_w
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -236,16 +236,7 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         runs = next(iter(jobs.values()))
     jid = str(job_id(runs[0]))
 
-    # A run whose figures fail the checks adds nothing (it still shows where it ran).
-    excluded: dict[str, str] = {}
-    for run in runs:
-        problem = rank_problem(run)
-        if problem is not None:
-            excluded[run.run_id] = problem
-    if len(excluded) == len(runs):
-        bad = runs[0]
-        raise ReportError(f"no run of job {jid} can be merged: every one fails the checks "
-                          f"of its figures (e.g. {_where(bad)}: {excluded[bad.run_id]})")
+    excluded = _excluded(runs, jid)
 
     by_id = {r.run_id: r for r in runs}
     # A run nested in another run of the job on its node that measured (measure() inside
@@ -307,7 +298,7 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                           f"{node}:{c.part_of}" if c.part_of else None, c.resolution_s,
                           {**c.meta, "node": node,
                            "run_id": run_ids[0] if len(run_ids) == 1 else run_ids})
-        channels.append(ChannelEnergy(channel, energy, energy / seconds if seconds > 0 else 0.0,
+        channels.append(ChannelEnergy(channel, energy, mean_power_w(energy, seconds),
                                       max(peaks) if peaks else None))
     channels.sort(key=lambda ce: ce.channel.id)
 
@@ -457,6 +448,18 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         software=dict(first.software), warnings=tuple(warnings),
         command=first.command, exit_code=_exit_code(top), tags=common_tags,
         job=job_info)
+
+
+def _excluded(runs: Sequence[Report], jid: str) -> dict[str, str]:
+    """The runs of job ``jid`` whose figures fail the checks (:func:`rank_problem`), by run
+    id, with why: they add nothing (they still show where they ran). ReportError when that is
+    every run."""
+    excluded = {r.run_id: problem for r in runs if (problem := rank_problem(r)) is not None}
+    if len(excluded) == len(runs):
+        bad = runs[0]
+        raise ReportError(f"no run of job {jid} can be merged: every one fails the checks "
+                          f"of its figures (e.g. {_where(bad)}: {excluded[bad.run_id]})")
+    return excluded
 
 
 def _where(run: Report) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ReportError
 from ..probes.base import KINDS, energy_summary
-from ..store.readers import check_plain, parse_json
+from ..store.readers import check_plain, mean_power_w, parse_json
 from ..store.rundir import EVENTS_NAME, REPORT_NAME
 from .values import (
     LEDGER_COLUMNS,
@@ -107,7 +107,7 @@ class Report:
 
     @property
     def mean_power_w(self) -> float:
-        return self.total_energy_j / self.duration_s if self.duration_s > 0 else 0.0
+        return mean_power_w(self.total_energy_j, self.duration_s)
 
     @property
     def emissions_g(self) -> float | None:

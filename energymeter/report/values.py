@@ -21,6 +21,7 @@ from ..store.readers import (
     check_joules,
     check_plain,
     key_path,
+    mean_power_w,
 )
 
 SCHEMA = "energymeter.report/1"
@@ -89,7 +90,7 @@ def channel_energies(channels: Iterable[Channel], energy_j: Mapping[str, float],
     """Per-channel energy, mean power over the run and peak power."""
     return tuple(
         ChannelEnergy(c, energy_j.get(c.id, 0.0),
-                      energy_j.get(c.id, 0.0) / duration_s if duration_s > 0 else 0.0,
+                      mean_power_w(energy_j.get(c.id, 0.0), duration_s),
                       peak_power_w.get(c.id))
         for c in channels)
 

@@ -42,6 +42,12 @@ _CHUNK = 2**16
 #: 1e18 J is 32 GW for a year; 1e9 s is 31 years.
 MAX_ENERGY_J = 1e18
 MAX_DURATION_S = 1e9
+
+
+def mean_power_w(energy_j: float, duration_s: float) -> float:
+    """Energy over time; 0 for a span shorter than the monotonic clock's nanosecond (none was
+    timed, and a denormal duration would make any energy an infinite power)."""
+    return energy_j / duration_s if duration_s >= 1e-9 else 0.0
 #: The bound of other numbers of a report (powers, resources, carbon figures, gauges).
 MAX_NUMBER = 1e30
 #: Gauges whose names end so are amounts (bytes, seconds, percent, MHz, watts): never negative.
