@@ -1,15 +1,24 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from energymeter.probes import close_cached
 from tests.fakes.powercap import FakePowercap
 
 # The slurm_cluster fixture (a real single-node SLURM, started once per session).
 pytest_plugins = ["tests.launch_fixtures"]
+
+# In CI the property tests draw the same examples every time (a submission lands or not on
+# its own merits, not on a new random draw); on a developer's machine they draw new ones, and
+# hypothesis keeps any failure it finds in .hypothesis/ to replay it.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
