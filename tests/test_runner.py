@@ -174,7 +174,16 @@ def _start_and_signal(tmp_path: Path, sig: int, child: list[str]) -> tuple[int, 
         assert proc.stdout.readline() == b"ready\n"
         t0 = time.monotonic()
         proc.send_signal(sig)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # say what energymeter said, for the next look
+            children = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,args"],
+                                      capture_output=True, text=True).stdout
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"energymeter run did not end within 20 s of signal {sig}; "
+                                 f"its stderr:\n{err.decode(errors='replace')[-3000:]}\n"
+                                 f"processes:\n{children[-3000:]}") from None
         return proc.returncode, time.monotonic() - t0
     finally:
         if proc.poll() is None:
