@@ -179,17 +179,23 @@ class _TwoChannels(ConstantPowerProbe):
         return {"a": 10.0 * t, "b": float("nan") if self.reads in self.bad else 1.0 * t}
 
 
-def test_a_bad_value_in_one_channel_is_that_channels_fault_alone() -> None:
+def _two_seconds(kind: type[_TwoChannels]) -> tuple[dict[str, float], list[str]]:
+    """20 reads of 0.1 s of a two-channel probe whose channel b is bad on reads 3 to 5: the
+    last energies and the warnings."""
     clock = SimClock(5.0)
-    probe = _TwoChannels(range(3, 6), clock)
-    s = sampler([probe], clock)
+    s = sampler([kind(range(3, 6), clock)], clock)
     s.begin()
     for _ in range(20):
         clock.advance(STEP_S)
         _, energy = s.read()
+    return energy, s.warnings
+
+
+def test_a_bad_value_in_one_channel_is_that_channels_fault_alone() -> None:
+    energy, warnings = _two_seconds(_TwoChannels)
     assert energy["a"] == pytest.approx(20.0) and energy["b"] == pytest.approx(2.0)
-    assert any("channel b (fake) was out" in w and "recovered" in w for w in s.warnings)
-    assert not any("channel a" in w for w in s.warnings)
+    assert any("channel b (fake) was out" in w and "recovered" in w for w in warnings)
+    assert not any("channel a" in w for w in warnings)
 
 
 class _Huge(_TwoChannels):
@@ -203,16 +209,10 @@ class _Huge(_TwoChannels):
 def test_a_value_no_report_could_hold_is_that_channels_fault() -> None:
     """The live path checks joules as every reader of the run does (store.readers
     .check_joules): above 1e18 J a report written live would not load back."""
-    clock = SimClock(5.0)
-    probe = _Huge(range(3, 6), clock)
-    s = sampler([probe], clock)
-    s.begin()
-    for _ in range(20):
-        clock.advance(STEP_S)
-        _, energy = s.read()
+    energy, warnings = _two_seconds(_Huge)
     assert energy["a"] == pytest.approx(20.0) and energy["b"] == pytest.approx(2.0)
     assert any("channel b (fake)" in w and "1e+19" in w and "at most 1e+18" in w
-               for w in s.warnings)
+               for w in warnings)
 
 
 def test_a_suspension_is_the_suspending_samplers_own(tmp_path: Path) -> None:
