@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,12 +269,8 @@ def test_cli_signals_reach_the_processes_waited_for(tmp_path: Path, daemon: bool
     script = tmp_path / "daemon.py"
     script.write_text(DAEMON)
     left = (f"{PY} {script} {tmp_path} 60;" if daemon else "(exec sleep 60)&")
-    proc = subprocess.Popen(
-        [PY, "-m", "energymeter.cli", "run", "--wait-orphans", "--", "sh", "-c",
-         f"{left} exit 5"],
-        env=_env(tmp_path), stderr=subprocess.PIPE, start_new_session=True)
+    proc = _waiting_run(tmp_path, f"{left} exit 5")
     try:
-        _read_until(proc, b"measuring until")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 5
     finally:
@@ -293,14 +290,9 @@ def test_cli_a_second_interrupt_ends_the_wait(tmp_path: Path) -> None:
     """A background job of ``sh`` ignores SIGINT, so the first Ctrl-C cannot end it: the
     second ends the wait (and the run, interrupted, with the command's code); the warning
     says what was still running."""
-    proc = subprocess.Popen(
-        [PY, "-m", "energymeter.cli", "run", "--wait-orphans", "--", "sh", "-c",
-         "(exec sleep 60)& exit 5"],
-        env=_env(tmp_path), stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = _waiting_run(tmp_path, "(exec sleep 60)& exit 5",
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        assert proc.stderr is not None
-        _read_until(proc, b"measuring until")
         proc.send_signal(signal.SIGINT)
         _read_until(proc, b"send it again to stop waiting")
         # From another sender: the same sender's repeat within 0.2 s counts as the same signal.
@@ -321,6 +313,21 @@ def test_cli_a_second_interrupt_ends_the_wait(tmp_path: Path) -> None:
     assert match, warning
     with contextlib.suppress(ProcessLookupError):  # init's child now, not ours
         os.kill(int(match.group(1)), signal.SIGKILL)
+
+
+def _waiting_run(tmp_path: Path, shell: str, **popen: Any) -> subprocess.Popen:  # type: ignore[type-arg]
+    """``energymeter run --wait-orphans -- sh -c SHELL`` in a session of its own, once it
+    says it measures until the processes the command left have ended."""
+    proc = subprocess.Popen(
+        [PY, "-m", "energymeter.cli", "run", "--wait-orphans", "--", "sh", "-c", shell],
+        env=_env(tmp_path), stderr=subprocess.PIPE, start_new_session=True, **popen)
+    try:
+        _read_until(proc, b"measuring until")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc
 
 
 def _read_until(proc: subprocess.Popen, text: bytes) -> None:  # type: ignore[type-arg]
