@@ -30,17 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from energymeter.probes.daemon import Connection, query  # noqa: E402
 
-SERVER = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {repo!r})
-from energymeter.daemon.server import Access, Daemon, serve
-from tests.fakes.probes import ConstantPowerProbe
-core = Daemon([ConstantPowerProbe("cpu0", "cpu", 30.0)], interval_s=0.1).start()
-server = serve(core, Path({sock!r}), Access(allow_all=True), max_connections={cap})
-print("ready", flush=True)
-server.serve_forever(poll_interval=0.2)
-"""
+# The same daemon the limits tests start (a fake 30 W probe, the cap given).
+from tests.test_daemon_limits import SERVER  # noqa: E402
 
 
 def _status(pid: int) -> dict[str, int]:
