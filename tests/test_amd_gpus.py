@@ -67,13 +67,23 @@ def test_mi250_gcds_are_one_package_not_zero_and_not_twice() -> None:
 @pytest.mark.parametrize("variable", ["HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                                       "CUDA_VISIBLE_DEVICES"])
 def test_visible_devices(variable: str) -> None:
-    fake = FakeAmdSmi([FakeAmdGpu(), FakeAmdGpu(), FakeAmdGpu()])
+    fake = FakeAmdSmi([FakeAmdGpu(serial=f"S{i}") for i in range(3)])
     probe, _ = _open(fake, {variable: "2"})
     assert [c.meta["indices"] for c in probe.channels] == [[2]]
     probe.close()
-    probe, _ = _open(fake, {variable: f"GPU-{fake.gpus[1].uuid}"})
+    # ROCr takes GPU-<16 hex> in any case; HIP compares rocminfo's lower-case form.
+    uuid = fake.hip_uuid(1) if variable != "ROCR_VISIBLE_DEVICES" else fake.rocr_uuid(1).lower()
+    probe, _ = _open(fake, {variable: uuid})
     assert [c.meta["indices"] for c in probe.channels] == [[1]]
     probe.close()
+
+
+def test_amdsmi_uuid_is_not_a_runtime_uuid_and_the_message_gives_the_right_one() -> None:
+    fake = FakeAmdSmi([FakeAmdGpu(serial="A"), FakeAmdGpu(serial="B")])
+    amdsmi_uuid = fake.amdsmi_get_gpu_device_uuid(fake.handles[1])
+    _, [missing] = _open(fake, {"HIP_VISIBLE_DEVICES": f"GPU-{amdsmi_uuid}"})
+    assert "HIP_VISIBLE_DEVICES" in missing.reason and fake.hip_uuid(1) in missing.reason
+    assert "HIP_VISIBLE_DEVICES" in missing.hint
 
 
 def test_one_gcd_visible_says_the_package_is_measured_whole() -> None:
@@ -84,7 +94,7 @@ def test_one_gcd_visible_says_the_package_is_measured_whole() -> None:
 
 
 def test_unavailable_cases_say_why() -> None:
-    _, missing = _open(FakeAmdSmi([FakeAmdGpu()], init_error=True))
+    _, missing = _open(FakeAmdSmi([FakeAmdGpu()], init_error=18))
     assert "could not be initialised" in missing[0].reason and missing[0].hint
     _, missing = _open(FakeAmdSmi([]))
     assert "no AMD GPU" in missing[0].reason

@@ -1,165 +1,294 @@
 """AMD GPUs (Instinct, Radeon) through ``amdsmi``, ROCm's official Python bindings.
 
-Per AMD's amdsmi Python API reference: after ``amdsmi_init()``, ``amdsmi_get_processor_handles()``
-lists the GPUs; ``amdsmi_get_energy_count(h)`` returns the energy accumulator
-(``energy_accumulator``, ``power`` in older releases) with its ``counter_resolution`` in µJ,
-so joules = accumulator x resolution / 1e6 (method ``counter``; a drop is a reset); where it is
-unsupported, ``amdsmi_get_power_info(h)`` (``current_socket_power``, else
-``average_socket_power``, W) is integrated with the trapezoid rule between the probe's reads
-(method ``integrated``). Channels are ``rocm0``, ``rocm1``... (apart from NVIDIA's ``gpu<i>``).
+What is read (ROCm/amdsmi ``py-interface/amdsmi_interface.py``; "N/A" strings or all-ones
+integers where a value is not available, ``AmdSmiLibraryException`` with ``err_code``
+``AMDSMI_STATUS_NOT_SUPPORTED`` (2) for an unsupported call):
 
-Which GPUs: ``HIP_VISIBLE_DEVICES``, else ``ROCR_VISIBLE_DEVICES``, else
-``CUDA_VISIBLE_DEVICES`` (ROCm honours it), parsed by the one selector of
-:mod:`.visible` (indices or UUIDs).
+* energy: ``amdsmi_get_energy_count(h)``: ``energy_accumulator`` (``power`` in releases before
+  it; both keys until ROCm 6.4 deprecates ``power``), a uint64 count of ``counter_resolution``
+  µJ (a float; 15.3 on MI200/MI300), ``timestamp`` in ns. joules = count x resolution / 1e6,
+  method ``counter``; a drop is a 64-bit wrap when the increase over 2**64 is plausible (at most
+  :data:`MAX_PLAUSIBLE_W` since the last read), else a reset (the new value counts as energy
+  since it). Where unsupported, ``amdsmi_get_power_info(h)`` socket power in W
+  (``current_socket_power``, else ``average_socket_power``; "N/A" or 0xFFFF when absent) is
+  integrated with the trapezoid rule between the probe's reads (method ``integrated``).
+* identity: ``amdsmi_get_gpu_asic_info`` (``market_name``; ``asic_serial`` "0x%016X", the
+  device's unique_id, which ROCr's and HIP's ``GPU-<16 hex>`` UUIDs are made of),
+  ``amdsmi_get_gpu_board_info`` (``product_serial``, "N/A" when the board has none: Radeon
+  cards, VM guests), ``amdsmi_get_gpu_device_bdf`` ("dddd:bb:dd.f"),
+  ``amdsmi_get_gpu_kfd_info`` (``node_id``: the KFD topology order ROCr enumerates in;
+  ``current_partition_id``), ``amdsmi_get_gpu_compute_partition`` ("SPX", "CPX"...).
 
-MI250/MI250X (two GCDs per package, each shown as a device) and partitioned MI300X: the GCDs
-of one package share its board serial (``amdsmi_get_gpu_board_info``). Their counters are
-summed into **one channel per package** (``meta.gcds``): on MI250 the package's energy is
-reported on one GCD and the other reads 0 (the "second GCD reads 0 W" of peers' issues), and
-where each GCD reports its own, the sum is the package's either way. When only some GCDs of a
-package are visible, the package is still measured whole, and a warning says so.
+Which GPUs: ROCr's ``ROCR_VISIBLE_DEVICES`` first, over every GPU in KFD order, then HIP's
+``HIP_VISIBLE_DEVICES`` (if non-empty, else ``CUDA_VISIBLE_DEVICES``) indexing into what ROCr
+left, each with its runtime's own rules (:func:`.visible.rocm_visible`). amdsmi's own UUID
+(``amdsmi_get_gpu_device_uuid``, 8-4-4-4-12, what ``amd-smi list`` shows) is not accepted by
+either runtime; an entry written that way is reported with the ``GPU-`` form to use.
+
+Packages, counted once. A physical package is one channel ``rocm<i>``:
+
+* devices with the same real board serial are one package (the two GCDs of an MI250/MI250X
+  OAM, each its own PCI device); a serial that is "N/A", empty, all zeros or shared by more
+  than :data:`MAX_PCI_DEVICES_PER_BOARD` PCI devices is not a package key;
+* otherwise devices on the same PCI domain:bus:device are one package (the compute partitions
+  of an MI300X in DPX/QPX/CPX mode: one PCI device, one SMU, several amdsmi devices);
+* otherwise each device is its own package (two Radeon cards without serials stay two).
+
+A package's energy is the sum over its PCI devices of one counter each: the SMU's metrics
+table, where the accumulator lives, belongs to the PCI device, so partitions of one device
+give the same socket counter (or only the first gives it), and it is read once, from the
+lowest partition that supports it. On MI250 the secondary GCD's counter stays 0 (its power
+"N/A"): the sum is the package's. When a process sees only some devices of a package, the
+channel is still the whole package (shared with what runs on the others) and a warning says so.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._lazy import LazyLogger
-from ..errors import ConfigError
 from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
 from .presence import AMD_DRIVER_PATHS, amdsmi_missing
-from .visible import GpuIdentity, select_visible
+from .visible import RocmStep, hip_uuid, rocm_visible, rocr_uuid
 
 log = LazyLogger("energymeter")
 
 SOURCE = "amdsmi"
 #: Where a loaded AMD GPU driver shows itself (the ROCm compute device, the amdgpu module).
 DRIVER_PATHS = AMD_DRIVER_PATHS
-VISIBLE_VARIABLES = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+VISIBLE_VARIABLES = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+#: The energy accumulator is a uint64 (amdsmi_get_energy_count: ctypes.c_uint64).
+COUNTER_MODULUS = 2**64
+#: No AMD package draws more (MI355X: 1.4 kW); a larger step is a reset, never a wrap.
+MAX_PLAUSIBLE_W = 5000.0
+#: An OAM carries at most two PCI devices (MI250/MI250X: two GCDs); a board serial shared by
+#: more is a placeholder, not a package.
+MAX_PCI_DEVICES_PER_BOARD = 2
+#: Socket power keys of amdsmi_get_power_info, best first (W).
+POWER_KEYS = ("current_socket_power", "average_socket_power")
+#: All-ones values amdsmi and its structs use for "not available".
+_SENTINELS = frozenset({0xFFFF, 0xFFFFFFFF, 2**64 - 1})
+_NOT_SUPPORTED = frozenset({2, 3, 40})  # NOT_SUPPORTED, NOT_YET_IMPLEMENTED, NO_DATA
+_NO_PERM, _DRIVER_NOT_LOADED = 10, 34
+#: Gauges per package channel (suffixes of ``<channel>_``).
+GAUGES = ("memory_used_bytes", "utilization_pct")
 
 
 def _errors(amdsmi: Any) -> tuple[type[BaseException], ...]:
     base = getattr(amdsmi, "AmdSmiException", None)
-    return (base,) if isinstance(base, type) else (Exception,)
+    return (base,) if isinstance(base, type) and issubclass(base, BaseException) else (Exception,)
 
 
-def _energy_uj(amdsmi: Any, handle: Any, strict: bool = False) -> tuple[int, float] | None:
-    """(raw accumulator, resolution in µJ), or None when unsupported (``strict``: a call that
-    fails raises, as a read of a counter known to work must say)."""
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "err_code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _number(value: Any) -> float | None:
+    """A finite non-negative reading; None for "N/A", all-ones sentinels and anything odd."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and value in _SENTINELS:
+        return None
+    return float(value) if 0 <= value < float("inf") else None
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
+    return "" if text.upper() in ("", "N/A", "NA", "NONE", "UNKNOWN") else text
+
+
+def _serial(value: Any) -> str:
+    """A board serial that identifies a board: not "N/A", empty or all zeros."""
+    text = _text(value)
+    digits = text.lower().removeprefix("0x")
+    return "" if not digits or set(digits) <= {"0"} else text
+
+
+def _unique_id(asic: Mapping[str, Any]) -> int:
+    """The device's unique_id from asic_info's ``asic_serial`` ("0x%016X"); 0 when absent."""
+    text = _text(asic.get("asic_serial"))
     try:
-        info = amdsmi.amdsmi_get_energy_count(handle)
-    except (AttributeError, *_errors(amdsmi)):
-        if strict:
-            raise
+        return int(text, 16) & (2**64 - 1) if text else 0
+    except ValueError:
+        return 0
+
+
+def _pci_device(bdf: str) -> str:
+    """domain:bus:device of "dddd:bb:dd.f" (partitions of one device differ only after it)."""
+    head = bdf.rsplit(".", 1)[0].lower()
+    return head if head.count(":") >= 1 and head.replace(":", "").isalnum() else ""
+
+
+def _energy(amdsmi: Any, handle: Any) -> tuple[int, float]:
+    """(raw uint64 accumulator, µJ per count); raises the amdsmi error, or ValueError when the
+    answer holds no usable counter."""
+    info = amdsmi.amdsmi_get_energy_count(handle)
+    raw = info.get("energy_accumulator", info.get("power")) if isinstance(info, Mapping) else None
+    resolution = _number(info.get("counter_resolution")) if isinstance(info, Mapping) else None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0 or not resolution:
+        raise ValueError(f"no energy counter in {info!r}")
+    return raw, resolution
+
+
+def _power_w(amdsmi: Any, handle: Any) -> float | None:
+    """Socket power in W (raises the amdsmi error); None when every key is "N/A"."""
+    info = amdsmi.amdsmi_get_power_info(handle)
+    if not isinstance(info, Mapping):
         return None
-    raw = info.get("energy_accumulator", info.get("power"))
-    resolution = info.get("counter_resolution")
-    if not isinstance(raw, int) or not isinstance(resolution, (int, float)) or resolution <= 0:
-        return None
-    return raw, float(resolution)
+    return next((v for k in POWER_KEYS if (v := _number(info.get(k))) is not None), None)
 
 
-def _power_w(amdsmi: Any, handle: Any, strict: bool = False) -> float | None:
-    try:
-        info = amdsmi.amdsmi_get_power_info(handle)
-    except (AttributeError, *_errors(amdsmi)):
-        if strict:
-            raise
-        return None
-    for key in ("current_socket_power", "average_socket_power"):
-        value = info.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
+@dataclass
+class _Device:
+    """One amdsmi GPU device (a whole GPU, an MI250 GCD, or an MI300X partition)."""
+
+    index: int  # position in amdsmi_get_processor_handles()
+    handle: Any
+    name: str = "AMD GPU"
+    unique_id: int = 0
+    serial: str = ""
+    bdf: str = ""
+    uuid: str = ""  # amdsmi's (amd-smi list)
+    kfd_node: int | None = None
+    partition: int | None = None
+    compute_partition: str = ""
+    visible: bool = False
+    hip_index: int | None = None
+
+    @property
+    def rocr_uuid(self) -> str | None:
+        return rocr_uuid(self.unique_id)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"amdsmi_index": self.index, "name": self.name,
+                               "bdf": self.bdf or None, "rocr_uuid": self.rocr_uuid,
+                               "amdsmi_uuid": self.uuid or None,
+                               "board_serial": self.serial or None, "visible": self.visible}
+        if self.hip_index is not None:
+            out["hip_index"] = self.hip_index
+        if self.kfd_node is not None:
+            out["kfd_node"] = self.kfd_node
+        if self.partition is not None:
+            out["partition"] = self.partition
+        if self.compute_partition:
+            out["compute_partition"] = self.compute_partition
+        return out
 
 
+@dataclass
+class _Source:
+    """The one device read for one PCI device of a package, and its running total."""
+
+    device: _Device
+    counter: CumulativeCounter | None = None
+    resolution_uj: float = 0.0
+    last_t: float = 0.0
+
+
+@dataclass
 class _Package:
-    def __init__(self, channel: Channel, handles: list[Any], counters: list[Any],
-                 resolution_uj: float | None) -> None:
-        self.channel = channel
-        self.handles = handles
-        self.counters = counters  # CumulativeCounter per GCD, or empty (integrated)
-        self.resolution_uj = resolution_uj
-        self.integrator = TrapezoidIntegrator()
+    channel: Channel
+    devices: list[_Device]
+    sources: list[_Source]
+    integrator: TrapezoidIntegrator = field(default_factory=TrapezoidIntegrator)
 
-
-#: Gauges per package channel (suffixes of ``<channel>_``).
-GAUGES = ("memory_used_bytes", "utilization_pct")
+    @property
+    def visible(self) -> list[_Device]:
+        return [d for d in self.devices if d.visible]
 
 
 class AmdSmiProbe(Probe):
     source = SOURCE
     may_block = True  # a driver call
 
-    def __init__(self, amdsmi: Any, packages: list[_Package], clock: Callable[[], float]
-                 ) -> None:
+    def __init__(self, amdsmi: Any, packages: list[_Package], devices: list[_Device],
+                 clock: Callable[[], float], steps: Sequence[RocmStep] = ()) -> None:
         super().__init__(tuple(p.channel for p in packages),
                          tuple(f"{p.channel.id}_{g}" for p in packages for g in GAUGES))
         self._amdsmi = amdsmi
         self._packages = packages
+        self._devices = devices
+        self._steps = tuple(steps)
         self._clock = clock
         for p in packages:
-            if not p.counters:
+            if p.channel.method == "integrated":
                 p.integrator.add(clock(), self._package_power(p))
 
-    def _package_power(self, package: _Package, strict: bool = False) -> float:
-        return sum(_power_w(self._amdsmi, h, strict) or 0.0 for h in package.handles)
+    def _package_power(self, package: _Package) -> float:
+        return sum(_power_w(self._amdsmi, s.device.handle) or 0.0 for s in package.sources)
 
     def _read(self) -> dict[str, float]:
         """Every package's joules. A package whose driver call fails fails alone
-        (:class:`PartialRead`): its counters keep their last good readings (the energy over
-        the gap is counted when it answers again), its polled power skips that sample (the
-        trapezoid bridges the gap)."""
-        out = {}
+        (:class:`PartialRead`): its counters keep their last good readings (the energy over the
+        gap is counted when it answers again), its polled power skips that sample."""
+        out: dict[str, float] = {}
         errors: dict[str, str] | None = None
         skip = self.skip
         now = self._clock()
+        failures = (AttributeError, ValueError, TypeError, *_errors(self._amdsmi))
         for p in self._packages:
             cid = p.channel.id
             if skip and cid in skip:
                 continue
             try:
-                if p.counters:
+                if p.channel.method == "counter":
+                    readings = [_energy(self._amdsmi, s.device.handle) for s in p.sources]
                     total = 0.0
-                    for handle, counter in zip(p.handles, p.counters, strict=True):
-                        reading = _energy_uj(self._amdsmi, handle, strict=True)
-                        if reading is not None:
-                            counter.advance(reading[0])
-                        total += counter.total * (p.resolution_uj or 0.0) / 1e6
+                    for s, (raw, _) in zip(p.sources, readings, strict=True):
+                        assert s.counter is not None
+                        dt = max(now - s.last_t, 0.0) + 1.0
+                        before = s.counter.resets
+                        s.counter.advance(raw, MAX_PLAUSIBLE_W * dt * 1e6 / s.resolution_uj)
+                        if s.counter.resets > before:
+                            self._warn_locked(
+                                f"{cid}: the energy counter of AMD GPU {s.device.index} went "
+                                "back (GPU reset or driver reload): the energy between the "
+                                "previous read and the reset is not counted", ("reset", cid))
+                        s.last_t = now
+                        total += s.counter.total * s.resolution_uj / 1e6
                     out[cid] = total
                 else:
-                    p.integrator.add(now, self._package_power(p, strict=True))
+                    p.integrator.add(now, self._package_power(p))
                     out[cid] = p.integrator.energy_j
-            except (AttributeError, *_errors(self._amdsmi)) as exc:
+            except failures as exc:
                 if errors is None:
                     errors = {}
-                errors[cid] = f"amdsmi read of {cid} failed: {type(exc).__name__}: {exc}"
+                errors[cid] = f"amdsmi read of {cid} failed: {_describe(exc)}"
         if errors is not None:
             raise PartialRead(out, errors)
         return out
 
     def _gauges(self) -> dict[str, float]:
         """VRAM in use (``amdsmi_get_gpu_vram_usage``: ``vram_used`` in MB) summed over a
-        package's GCDs, and graphics activity (``amdsmi_get_gpu_activity``: ``gfx_activity``
-        in %) averaged over them; a value the driver does not give is left out."""
+        package's visible devices, and graphics activity (``amdsmi_get_gpu_activity``:
+        ``gfx_activity`` in %) averaged over them; a value the driver does not give is left
+        out."""
         out: dict[str, float] = {}
         errors = (AttributeError, KeyError, TypeError, ValueError, *_errors(self._amdsmi))
 
         def value(call: Callable[[], Any], key: str) -> float | None:
             try:
-                return float(call()[key])
+                return _number(call()[key])
             except errors:  # not reported by this GPU or driver: the gauge is left out
                 return None
 
         for p in self._packages:
-            used = [v for h in p.handles if (v := value(
-                lambda h=h: self._amdsmi.amdsmi_get_gpu_vram_usage(h), "vram_used")) is not None]
-            busy = [v for h in p.handles if (v := value(
-                lambda h=h: self._amdsmi.amdsmi_get_gpu_activity(h), "gfx_activity"))
+            used = [v for d in p.visible if (v := value(
+                lambda d=d: self._amdsmi.amdsmi_get_gpu_vram_usage(d.handle), "vram_used"))
+                is not None]
+            busy = [v for d in p.visible if (v := value(
+                lambda d=d: self._amdsmi.amdsmi_get_gpu_activity(d.handle), "gfx_activity"))
                 is not None]
             if used:
                 out[f"{p.channel.id}_memory_used_bytes"] = sum(used) * 2**20
@@ -167,19 +296,116 @@ class AmdSmiProbe(Probe):
                 out[f"{p.channel.id}_utilization_pct"] = sum(busy) / len(busy)
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """The channels, every AMD device amdsmi found (visible or not) and the visibility
+        variables that chose them, for ``energymeter probes``."""
+        out = super().describe()
+        out["devices"] = [d.describe() for d in self._devices]
+        out["visibility"] = [_step_dict(s) for s in self._steps]
+        return out
+
     def close(self) -> None:
         if self._packages:
             self._packages = []
-            try:
-                self._amdsmi.amdsmi_shut_down()
-            except (AttributeError, *_errors(self._amdsmi)) as exc:
-                log.debug("amdsmi_shut_down failed: %r", exc)
+            _shutdown(self._amdsmi)
+
+
+def _step_dict(step: RocmStep) -> dict[str, Any]:
+    out: dict[str, Any] = {"variable": step.variable, "value": step.value,
+                           "kept": list(step.kept)}
+    if step.stopped_at is not None:
+        out.update(stopped_at=step.stopped_at, why=step.why)
+    return out
+
+
+def _shutdown(amdsmi: Any) -> None:
+    try:
+        amdsmi.amdsmi_shut_down()
+    except (AttributeError, *_errors(amdsmi)) as exc:
+        log.debug("amdsmi_shut_down failed: %r", exc)
+
+
+def _optional(amdsmi: Any, call: Callable[[], Any]) -> Any:
+    """``call()``, or None when amdsmi raises (unsupported here) or lacks the function."""
+    try:
+        return call()
+    except (AttributeError, *_errors(amdsmi)):
+        return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _enumerate(amdsmi: Any, handles: Sequence[Any]) -> list[_Device]:
+    devices = []
+    for i, h in enumerate(handles):
+        asic = _mapping(_optional(amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_asic_info(h)))
+        board = _mapping(_optional(amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_board_info(h)))
+        kfd = _mapping(_optional(amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_kfd_info(h)))
+        node = _number(kfd.get("node_id"))
+        part = _number(kfd.get("current_partition_id"))
+        devices.append(_Device(
+            index=i, handle=h,
+            name=_text(asic.get("market_name")) or _text(board.get("product_name"))
+            or "AMD GPU",
+            unique_id=_unique_id(asic), serial=_serial(board.get("product_serial")),
+            bdf=_text(_optional(amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_device_bdf(h))),
+            uuid=_text(_optional(amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_device_uuid(h))),
+            kfd_node=int(node) if node is not None else None,
+            partition=int(part) if part is not None else None,
+            compute_partition=_text(_optional(
+                amdsmi, lambda h=h: amdsmi.amdsmi_get_gpu_compute_partition(h)))))
+    return devices
+
+
+def _package_keys(devices: Sequence[_Device]) -> tuple[list[str], list[str]]:
+    """The package key of each device (see the module docstring), and warnings."""
+    pci_by_serial: dict[str, set[str]] = {}
+    for d in devices:
+        if d.serial:
+            pci_by_serial.setdefault(d.serial, set()).add(_pci_device(d.bdf) or f"#{d.index}")
+    placeholders = {s for s, pci in pci_by_serial.items()
+                    if len(pci) > MAX_PCI_DEVICES_PER_BOARD}
+    warnings = [f"{len(pci_by_serial[s])} AMD PCI devices report the same board serial "
+                f"{s!r}: taken as a placeholder, not as one package" for s in sorted(placeholders)]
+    keys = []
+    for d in devices:
+        if d.serial and d.serial not in placeholders:
+            keys.append(f"board:{d.serial}")
+        elif _pci_device(d.bdf):
+            keys.append(f"pci:{_pci_device(d.bdf)}")
+        else:
+            keys.append(f"device:{d.index}")
+    return keys, warnings
+
+
+def _amdsmi_uuid_hint(entry: str, devices: Sequence[_Device]) -> str:
+    """If ``entry`` is amdsmi's UUID of a device, the GPU- form the runtimes accept."""
+    want = entry.strip().lower().removeprefix("gpu-")
+    hit = next((d for d in devices if d.uuid and d.uuid.lower().removeprefix("gpu-") == want),
+               None)
+    if hit is None or not hit.unique_id:
+        return ""
+    return (f" ({entry!r} is amdsmi's UUID of AMD GPU {hit.index}, as `amd-smi list` shows it; "
+            f"ROCm's runtimes name that GPU {hip_uuid(hit.unique_id)}, as rocminfo shows it)")
+
+
+def _step_message(step: RocmStep, devices: Sequence[_Device]) -> str:
+    hint = _amdsmi_uuid_hint(step.stopped_at or "", devices)
+    if step.stopped_at == "" and not step.kept and step.variable == "ROCR_VISIBLE_DEVICES" \
+            and step.value == "":
+        return "ROCR_VISIBLE_DEVICES is set but empty: ROCr shows no GPU"
+    runtime = "ROCr" if step.variable == "ROCR_VISIBLE_DEVICES" else "HIP"
+    return (f"{step.variable}={step.value!r}: entry {step.stopped_at!r} is invalid: {step.why}"
+            f"{hint}. {runtime} stops there and keeps the {len(step.kept)} GPU(s) listed "
+            "before it")
 
 
 def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monotonic,
              driver_paths: tuple[str, ...] = DRIVER_PATHS) -> list[Probe | Unavailable]:
-    """An :class:`AmdSmiProbe` for the visible AMD GPUs, or why there is none (amdsmi is not
-    even imported on a machine without an AMD GPU driver)."""
+    """An :class:`AmdSmiProbe` for the AMD GPU packages this process's HIP runtime would use,
+    or why there is none (amdsmi is not even imported on a machine without an AMD driver)."""
     missing = amdsmi_missing(ctx, driver_paths)
     if missing is not None:
         return [missing]
@@ -190,92 +416,166 @@ def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monoton
         except ImportError as exc:
             return [Unavailable(SOURCE, f"the amdsmi package is not installed ({exc})",
                                 "install ROCm's amdsmi Python package (`pip install amdsmi` "
-                                "matching your ROCm version)")]
-    errors = _errors(amdsmi)
+                                "matching your ROCm version, or `pip install "
+                                "/opt/rocm/share/amd_smi`)")]
+        except Exception as exc:  # e.g. OSError: libamd_smi.so missing or from another ROCm
+            return [Unavailable(SOURCE, f"the amdsmi package could not be loaded "
+                                        f"({_describe(exc)})",
+                                "install the amdsmi package matching the installed ROCm "
+                                "(`amd-smi version` shows it)")]
+    errors = (AttributeError, *_errors(amdsmi))
     try:
         flags = getattr(getattr(amdsmi, "AmdSmiInitFlags", None), "INIT_AMD_GPUS", None)
         amdsmi.amdsmi_init(flags) if flags is not None else amdsmi.amdsmi_init()
-        handles = list(amdsmi.amdsmi_get_processor_handles())
     except errors as exc:
-        return [Unavailable(SOURCE, f"amdsmi could not be initialised: {exc}",
-                            "check that `amd-smi list` works for this user (group render/"
-                            "video)")]
+        return [_init_unavailable(exc)]
+    try:
+        found = _open(amdsmi, ctx, clock)
+    except BaseException:
+        _shutdown(amdsmi)
+        raise
+    if not any(isinstance(r, AmdSmiProbe) for r in found):
+        _shutdown(amdsmi)
+    return found
+
+
+def _init_unavailable(exc: BaseException) -> Unavailable:
+    code = _code(exc)
+    if code == _NO_PERM:
+        return Unavailable(SOURCE, f"no permission to open the AMD GPUs ({_describe(exc)})",
+                           "add this user to the 'render' and 'video' groups; in a container "
+                           "pass --device=/dev/kfd --device=/dev/dri --group-add render")
+    if code == _DRIVER_NOT_LOADED:
+        return Unavailable(SOURCE, f"the amdgpu kernel driver is not loaded ({_describe(exc)})",
+                           "load it (`sudo modprobe amdgpu`); `amd-smi list` must work")
+    return Unavailable(SOURCE, f"amdsmi could not be initialised: {_describe(exc)}",
+                       "check that `amd-smi list` works for this user (groups render and "
+                       "video) and that the amdsmi package matches the installed ROCm")
+
+
+def _open(amdsmi: Any, ctx: DiscoveryContext, clock: Callable[[], float]
+          ) -> list[Probe | Unavailable]:
+    errors = (AttributeError, TypeError, *_errors(amdsmi))
+    try:
+        handles = list(amdsmi.amdsmi_get_processor_handles() or [])
+    except errors as exc:
+        return [Unavailable(SOURCE, f"amdsmi could not list the GPUs: {_describe(exc)}",
+                            "check that `amd-smi list` lists the GPUs for this user")]
     if not handles:
-        return [Unavailable(SOURCE, "amdsmi found no AMD GPU", "check `amd-smi list`")]
-    identities = []
-    for i, h in enumerate(handles):
-        try:
-            uuid = str(amdsmi.amdsmi_get_gpu_device_uuid(h))
-        except errors:
-            uuid = f"amd-{i}"
-        # ROCm names GPUs by UUID as GPU-<uuid> in *_VISIBLE_DEVICES.
-        identities.append(GpuIdentity(i, uuid if uuid.upper().startswith("GPU-")
-                                      else f"GPU-{uuid}"))
-    variable = next((v for v in VISIBLE_VARIABLES if v in ctx.env), None)
-    try:
-        selection = select_visible(ctx.env.get(variable) if variable else None, identities)
-    except ConfigError as exc:
-        return [Unavailable(SOURCE, str(exc).replace("CUDA_VISIBLE_DEVICES", variable or ""),
-                            f"fix or unset {variable}")]
-    warnings = list(selection.warnings)
-    # One package per board serial: the GCDs of an MI250 (or an MI300X partition) share it.
-    boards: dict[str, list[int]] = {}
-    for vis in selection.gpus:
-        h = handles[vis.nvml_index]
-        try:
-            serial = str(amdsmi.amdsmi_get_gpu_board_info(h).get("product_serial") or "")
-        except (AttributeError, *errors):
-            serial = ""
-        boards.setdefault(serial or f"index-{vis.nvml_index}", []).append(vis.nvml_index)
+        return [Unavailable(SOURCE, "amdsmi found no AMD GPU",
+                            "check `amd-smi list`; in a container pass --device=/dev/kfd "
+                            "--device=/dev/dri")]
+    devices = _enumerate(amdsmi, handles)
+    # ROCr numbers GPUs in KFD topology order; amdsmi's order is used where it gives none.
+    kfd_order = sorted(devices, key=lambda d: (d.kfd_node is None, d.kfd_node or 0, d.index))
+    visible = rocm_visible(ctx.env, [d.unique_id for d in kfd_order])
+    warnings = [_step_message(s, devices) for s in visible.steps
+                if s.stopped_at is not None and s.kept and not s.fatal]
+    hidden = visible.hidden_by
+    if hidden is not None:
+        what = ", ".join(f"{d.index} ({d.name}, {d.bdf or '?'}, {d.rocr_uuid or 'no UUID'})"
+                         for d in devices)
+        reason = (_step_message(hidden, devices) if hidden.stopped_at else
+                  f"{hidden.variable}={hidden.value!r} hides every AMD GPU")
+        return [Unavailable(SOURCE, f"{reason}; amdsmi sees {len(devices)} AMD GPU(s): {what}",
+                            f"fix or unset {hidden.variable} (indices, or GPU-<16 hex> "
+                            "UUIDs as rocminfo prints them)")]
+    for hip_index, pos in enumerate(visible.gpus):
+        kfd_order[pos].visible, kfd_order[pos].hip_index = True, hip_index
+    keys, more = _package_keys(devices)
+    warnings += more
+    order: list[str] = []
+    for pos in visible.gpus:
+        key = keys[kfd_order[pos].index]
+        if key not in order:
+            order.append(key)
     packages: list[_Package] = []
-    for serial, indices in boards.items():
-        first = handles[indices[0]]
-        try:
-            name = str(amdsmi.amdsmi_get_gpu_asic_info(first).get("market_name") or "AMD GPU")
-        except (AttributeError, *errors):
-            name = "AMD GPU"
-        readings = [_energy_uj(amdsmi, handles[i]) for i in indices]
+    unavailable: list[Unavailable] = []
+    for key in order:
+        members = [d for d, k in zip(devices, keys, strict=True) if k == key]
         cid = f"rocm{len(packages)}"
-        meta: dict[str, Any] = {"indices": indices,
-                                "uuids": [identities[i].uuid for i in indices],
-                                "board_serial": serial if not serial.startswith("index-")
-                                else None}
-        if len(indices) > 1:
-            meta["gcds"] = len(indices)
-        if all(r is not None for r in readings):
-            resolution = readings[0][1]  # type: ignore[index]
-            counters = [CumulativeCounter(r[0]) for r in readings]  # type: ignore[index]
-            channel = Channel(cid, "gpu", name, SOURCE, "counter", meta=meta)
-            packages.append(_Package(channel, [handles[i] for i in indices], counters,
-                                     resolution))
-        elif all(_power_w(amdsmi, handles[i]) is not None for i in indices):
-            channel = Channel(cid, "gpu", name, SOURCE, "integrated", meta=meta)
-            packages.append(_Package(channel, [handles[i] for i in indices], [], None))
-        else:
-            warnings.append(f"AMD GPU {indices} ({name}) reports neither an energy counter "
-                            "nor power")
-    all_gcds = {i for i in range(len(handles))}
-    for p in packages:
-        siblings = [i for i in all_gcds if i not in p.channel.meta["indices"]
-                    and _same_board(amdsmi, handles, i, p.channel.meta.get("board_serial"))]
-        if siblings:
-            warnings.append(f"{p.channel.id}: GCDs {siblings} of the same package are not "
-                            "visible, but energy is counted per package: it includes theirs")
+        package, notes = _open_package(amdsmi, cid, key, members, clock)
+        if package is None:
+            first = next(d for d in members if d.visible)
+            unavailable.append(Unavailable(
+                SOURCE, f"AMD GPU {first.index} ({first.name}, {first.bdf or '?'}) reports "
+                        "neither an energy counter nor socket power",
+                "check `amd-smi metric --energy --power`; a VM guest may not expose them"))
+            continue
+        packages.append(package)
+        warnings += notes
     if not packages:
-        amdsmi.amdsmi_shut_down()
-        return [Unavailable(SOURCE, "; ".join(warnings) or "no measurable AMD GPU",
-                            "check `amd-smi metric --energy`")]
-    probe = AmdSmiProbe(amdsmi, packages, clock)
-    for w in warnings:
-        probe.warn(w)
-    return [probe]
+        return list(unavailable)
+    probe = AmdSmiProbe(amdsmi, packages, devices, clock, visible.steps)
+    for message in warnings:
+        probe.warn(message)
+    return [probe, *unavailable]
 
 
-def _same_board(amdsmi: Any, handles: list[Any], index: int, serial: str | None) -> bool:
-    if not serial:
-        return False
-    try:
-        return str(amdsmi.amdsmi_get_gpu_board_info(handles[index]).get(
-            "product_serial") or "") == serial
-    except (AttributeError, *_errors(amdsmi)):
-        return False
+def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
+                  clock: Callable[[], float]) -> tuple[_Package | None, list[str]]:
+    """The channel of one package (one source per PCI device), or None if nothing in it can
+    be measured, and the warnings it needs."""
+    failures = (AttributeError, ValueError, TypeError, *_errors(amdsmi))
+    by_pci: dict[str, list[_Device]] = {}
+    for d in members:
+        by_pci.setdefault(_pci_device(d.bdf) or f"#{d.index}", []).append(d)
+    now = clock()
+    counters: list[_Source] = []
+    powered: list[_Source] = []
+    for group in by_pci.values():
+        group = sorted(group, key=lambda d: (d.partition is None, d.partition or 0, d.index))
+        reading = None
+        for d in group:  # the lowest partition whose counter answers
+            try:
+                raw, resolution = _energy(amdsmi, d.handle)
+            except failures:
+                continue
+            reading = _Source(d, CumulativeCounter(raw, COUNTER_MODULUS,
+                                                   restarts_from_zero=True), resolution, now)
+            break
+        if reading is not None:
+            counters.append(reading)
+        power = next((d for d in group if _optional(amdsmi, lambda d=d: _power_w(
+            amdsmi, d.handle)) is not None), None)
+        if power is not None:
+            powered.append(_Source(power))
+    visible = [d for d in members if d.visible]
+    first = visible[0]
+    meta: dict[str, Any] = {
+        "indices": [d.index for d in visible], "hip_indices": [d.hip_index for d in visible],
+        "rocr_uuids": [d.rocr_uuid for d in visible], "bdf": first.bdf or None,
+        "board_serial": first.serial or None, "package": key,
+    }
+    if first.compute_partition:
+        meta["compute_partition"] = first.compute_partition
+    if len(members) > 1:
+        meta["gcds"] = len(members)
+        meta["devices"] = [d.describe() for d in members]
+    notes: list[str] = []
+    if counters:
+        sources, method = counters, "counter"
+        meta["counter_resolution_uj"] = counters[0].resolution_uj
+        meta["read_from"] = [s.device.index for s in counters]
+        moving = [s for s in counters if s.counter is not None and s.counter.last > 0]
+        if moving and len(moving) < len(counters):
+            quiet = [s.device for s in counters if s not in moving]
+            notes.append(
+                f"{cid}: the energy counter of AMD GPU(s) "
+                f"{', '.join(str(d.index) for d in quiet)} of this {first.name} package reads "
+                "0 (on MI250/MI250X the package's energy is on the other GCD): the package is "
+                "counted once, from the sum, so a busy GCD is never shown at 0 W")
+    elif powered:
+        sources, method = powered, "integrated"
+        meta["read_from"] = [s.device.index for s in powered]
+    else:
+        return None, notes
+    hidden = [d for d in members if not d.visible]
+    if hidden:
+        notes.append(
+            f"{cid}: AMD GPU(s) {', '.join(str(d.index) for d in hidden)} "
+            f"({'partitions' if len(by_pci) == 1 else 'GCDs'} of the same package, "
+            f"{first.name}) are not visible to this process, but energy is measured per package: "
+            f"{cid} is the whole package's, shared with whatever runs on them")
+    channel = Channel(cid, "gpu", first.name, SOURCE, method, meta=meta)
+    return _Package(channel, members, sources), notes
