@@ -351,3 +351,16 @@ def test_nothing_found_names_what_is_there(tmp_path: Path) -> None:
     assert isinstance(u, Unavailable) and "hwmon0=coretemp" in u.reason
     [u] = discover_hwmon(DiscoveryContext(sysfs_root=tmp_path / "nothing"))
     assert isinstance(u, Unavailable) and "no hwmon class directory" in u.reason
+
+
+def test_energymeter_probes_lists_why_a_meter_is_not_used(tmp_path: Path) -> None:
+    fake = FakeHwmon(tmp_path)
+    meter = fake.acpi_power_meter(layout="acpi", oem_info="Grace Power Socket 0")
+    (meter.attr_dir / "power1_average").unlink()
+    (meter.attr_dir / "power1_average").mkdir()  # what a read error looks like, run as root
+    found = discover(DiscoveryContext(sysfs_root=tmp_path, powercap_root=tmp_path / "none"))
+    [u] = [u for u in found.unavailable if u.source == "hwmon"]
+    assert "acpi_power_meter present on hwmon0 (Grace Power Socket 0)" in u.reason
+    assert "power1_average unreadable" in u.reason
+    for p in found.probes:
+        p.close()

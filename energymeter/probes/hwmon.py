@@ -82,6 +82,7 @@ AMD_ESU_BITS = range(32)
 _SENSOR = LazyPattern(r"^(energy|power)(\d+)_(input|average)$")
 _GRACE = LazyPattern(r"^(module|grace|cpu|sysio) power socket (\d+)$", re.IGNORECASE)
 _SLUG = LazyPattern(r"[^a-z0-9]+")
+_NAME_SLUG = LazyPattern(r"[^a-z0-9_]+")
 PERMISSION_HINT = ("hwmon sensor files may be root-only: `sudo chmod o+r` them, a udev rule, "
                    "or run as a user allowed to read them (docs/permissions.md)")
 AMD_ENERGY_HINT = ("amd_energy makes its energyN_input files mode 0440 (root only): run as "
@@ -301,16 +302,18 @@ class HwmonProbe(Probe):
 
 
 def _attr_dirs(hwmon_dir: Path, io: SysfsIO) -> tuple[str, list[tuple[Path, str]]]:
-    """The device's ``name`` and the directories holding its attributes, class first."""
+    """The device's ``name`` and the directories holding its attributes: ``hwmonN/`` when it
+    has a name (every ``hwmon_device_register_with_*`` driver); else, for a driver that called
+    ``hwmon_device_register(dev)`` (no name), also the physical device ``hwmonN/device``."""
+    name = io.text(hwmon_dir / "name")
     dirs: list[tuple[Path, str]] = [(hwmon_dir, "class")]
+    if name:
+        return name, dirs
     device = hwmon_dir / "device"
     if device.is_dir():
         dirs.append((device, "device"))
-    for d, _ in dirs:
-        name = io.text(d / "name")
-        if name:
-            return name, dirs
-    return "", dirs
+        name = io.text(device / "name")
+    return name, dirs
 
 
 def _sensors_of(device: str, hw: str, dirs: list[tuple[Path, str]],
@@ -408,7 +411,8 @@ def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
     for f in found:
         if f.device == AMD_ENERGY and skip_overlapping:
             continue
-        cid = f"hwmon-{f.device}-{_SLUG.sub('-', f.label.lower()).strip('-')}"
+        device_slug = _NAME_SLUG.sub("-", f.device.lower()).strip("-") or "unnamed"
+        cid = f"hwmon-{device_slug}-{_SLUG.sub('-', f.label.lower()).strip('-')}"
         if cid in used:  # two devices of one driver (two ACPI power meters without oem_info)
             cid = f"{cid}-{f.hw}"
         part_of = None
