@@ -1,13 +1,25 @@
 """RAPL energy counters, read from Linux powercap sysfs directly.
 
 Layout (``/sys/class/powercap`` by default; override with ``ENERGYMETER_POWERCAP_ROOT``, i.e.
-``Settings.powercap_root``, which reaches here as ``DiscoveryContext.powercap_root``). Two control
-types are read, ``intel-rapl`` (MSR interface) and ``intel-rapl-mmio``; AMD CPUs (Zen, via
-``intel_rapl_msr``) expose the same ``intel-rapl`` tree. A zone is a directory named
-``<control>:<i>[:<j>...]`` holding ``name``, ``energy_uj`` and ``max_energy_range_uj``. On a real
-system ``/sys/class/powercap`` holds symlinks to every zone (flat) *and* to the control type
-directory, inside which zones nest (``intel-rapl/intel-rapl:0/intel-rapl:0:0``); both are walked
-and each zone is taken once (by its directory name, which is unique system-wide).
+``Settings.powercap_root``, which reaches here as ``DiscoveryContext.powercap_root``). Three
+control types are read, the names the kernel registers them under
+(``powercap_register_control_type``):
+
+* ``intel-rapl``: ``drivers/powercap/intel_rapl_msr.c`` (Intel MSRs; AMD/Hygon Zen too, with a
+  ``package-N`` zone and a ``core`` sub-zone only); ``intel_rapl_tpmi.c`` of Linux 6.5/6.6 also
+  registered its zones under this name;
+* ``intel-rapl-tpmi``: ``drivers/powercap/intel_rapl_tpmi.c`` since it got its own name (Xeon 6 /
+  Granite Rapids and later): ``package-N``, its ``dram`` and a top-level ``psys``/``psys-N``;
+* ``intel-rapl-mmio``: ``drivers/thermal/intel/int340x_thermal/processor_thermal_rapl.c`` (client
+  CPUs): a second door to the same ``package-N`` (and ``dram``) counters.
+
+A zone is a directory named ``<parent>:<id>`` with the id in **hexadecimal**
+(``powercap_sys.c``: ``dev_set_name(..., "%s:%x", ...)``, so the eleventh top-level zone is
+``intel-rapl:a``), holding ``name``, ``energy_uj`` (mode 0400 since 5.10) and
+``max_energy_range_uj``. On a real system ``/sys/class/powercap`` holds symlinks to every zone
+(flat) *and* to the control type directory, inside which zones nest
+(``intel-rapl/intel-rapl:0/intel-rapl:0:0``); both are walked and each zone is taken once (by its
+directory name, which is unique system-wide).
 
 Channels::
 
@@ -16,18 +28,27 @@ Channels::
     dram (under pkg)   -> dram<N>             kind dram
     core / uncore      -> cpu<N>-core / -uncore, kind cpu, part_of cpu<N> (never summed)
     psys               -> psys                kind psys (reported beside, never summed)
+    psys-N (N > 0)     -> psys<N>             kind psys (newer kernels: one per package)
 
-An ``intel-rapl-mmio`` zone that maps to a channel already served by an ``intel-rapl`` zone (the
-MMIO copy of ``package-0``) is dropped: the MSR zone is kept.
+One package, one door. The same package can be served by two control types (MSR and MMIO on
+client CPUs, MSR and TPMI on Xeon 6). The first control type in :data:`CONTROL_TYPES` order whose
+package (or die) zone of a socket opens serves that socket: the other control types' zones of
+that socket (package, dies, sub-zones) are dropped as duplicates, and so are zones whose channel
+id is already served (``psys``). A denied MSR package is thus read through its MMIO or TPMI copy.
 
-Wrap-around. The kernel exposes a 32-bit hardware counter scaled to microjoules: ``energy_uj``
-runs from 0 up to ``max_energy_range_uj`` inclusive and then restarts at 0. The exact step over the
-top is one hardware energy unit (about 15-61 uJ), which sysfs does not expose, so the modulus used
-here is ``max_energy_range_uj + 1`` (every value 0..max is a possible reading). The error this
-choice can make is below one energy unit per wrap (< 61 uJ per ~262 kJ, i.e. < 1e-9 relative).
-The test fake (``tests/fakes/powercap.py``) wraps with the same modulus. A wrap is only seen if
-the counter is read at least once per wrap period; :meth:`RaplProbe.check_interval` warns about
-intervals that are too long and the probe warns when two reads were further apart than that.
+Wrap-around. ``intel_rapl_common.c`` reads a 32-bit counter (``ENERGY_STATUS_MASK``
+``GENMASK(31, 0)``) and scales it with the domain's energy unit ``E`` in nanojoules
+(``rd->energy_unit = (ENERGY_UNIT_SCALE * MICROJOULE_PER_JOULE) >> ESU``, integer, e.g. 61035 for
+ESU 14, 15258 on AMD (ESU 16); server DRAM 15300; Sapphire Rapids psys 10**9):
+``energy_uj = raw * E // 1000`` and ``max_energy_range_uj = (2**32 - 1) * E // 1000``. So after
+``max_energy_range_uj`` the counter steps to 0 over one more unit: the modulus in microjoules is
+``2**32 * E / 1000``, i.e. ``max_energy_range_uj + E/1000`` (61 uJ more than ``max + 1`` on
+Intel, 1 J more for a 1 J psys unit). :func:`wrap_modulus_uj` recovers ``E`` exactly from
+``max_energy_range_uj`` (one integer fits) and uses ``round(2**32 * E / 1000)``: at most 0.5 uJ
+off per wrap. A range no kernel produces (test trees with tiny ranges) falls back to
+``max_energy_range_uj + 1``. A wrap is only seen if the counter is read at least once per wrap
+period; :meth:`RaplProbe.check_interval` warns about intervals that are too long and the probe
+warns when two reads were further apart than that.
 
 Permissions. Since Linux 5.10 ``energy_uj`` is readable by root only (CVE-2020-8694, "Platypus");
 unreadable zones become :class:`Unavailable` entries with a hint (see ``docs/permissions.md``).
@@ -53,24 +74,33 @@ from .proc import CPUINFO, cpu_models_by_socket, read_cpuinfo
 
 __all__ = [
     "CONTROL_TYPES",
+    "COUNTER_BITS",
     "DEFAULT_MAX_POWER_W",
     "PERMISSION_HINT",
     "RaplProbe",
     "Zone",
     "discover",
     "scan_zones",
+    "wrap_modulus_uj",
 ]
 
 log = LazyLogger("energymeter")
 
 SOURCE = "rapl"
-CONTROL_TYPES = ("intel-rapl", "intel-rapl-mmio")
+#: In order of preference: the first one that serves a package serves it (see the module doc).
+CONTROL_TYPES = ("intel-rapl", "intel-rapl-tpmi", "intel-rapl-mmio")
+#: Width of every RAPL energy status register (intel_rapl_common.c ENERGY_STATUS_MASK).
+COUNTER_BITS = 32
+#: intel_rapl_common.c ENERGY_UNIT_SCALE: energy_uj = raw * energy_unit // 1000.
+_ENERGY_UNIT_SCALE = 1000
 # Assumed maximum power of a zone without a ``constraint_*_max_power_uw`` (for wrap warnings).
 DEFAULT_MAX_POWER_W = 500.0
 # RAPL counters update about every 976 us.
 RESOLUTION_S = 0.001
 _READ_BYTES = 64
-_ZONE_RE = LazyPattern(r"^(intel-rapl(?:-mmio)?)((?::\d+)+)$")
+# powercap_sys.c names zones "%s:%x": ids are hexadecimal (intel-rapl:a is the 11th zone).
+_ZONE_RE = LazyPattern(r"^(intel-rapl(?:-mmio|-tpmi)?)((?::[0-9a-f]+)+)$")
+_PSYS_RE = LazyPattern(r"^psys(?:-(\d+))?$")
 _PACKAGE_RE = LazyPattern(r"^package-(\d+)(?:-die-(\d+))?$")
 _SAFE_NAME_RE = LazyPattern(r"[^a-z0-9]+")
 
@@ -91,7 +121,7 @@ class Zone:
     """One powercap zone as found on disk (readability not yet checked)."""
 
     path: Path  # the zone directory, as first reached from the root
-    control: str  # "intel-rapl" or "intel-rapl-mmio"
+    control: str  # "intel-rapl", "intel-rapl-tpmi" or "intel-rapl-mmio"
     address: tuple[int, ...]  # (0,) for intel-rapl:0, (0, 2) for intel-rapl:0:2
     name: str  # contents of ``name``: package-0, dram, core, psys...
     max_energy_range_uj: int
@@ -99,7 +129,7 @@ class Zone:
 
     @property
     def dirname(self) -> str:
-        return self.control + "".join(f":{i}" for i in self.address)
+        return self.control + "".join(f":{i:x}" for i in self.address)
 
     @property
     def energy_path(self) -> Path:
@@ -109,7 +139,23 @@ class Zone:
     def parent_dirname(self) -> str | None:
         if len(self.address) < 2:
             return None
-        return self.control + "".join(f":{i}" for i in self.address[:-1])
+        return self.control + "".join(f":{i:x}" for i in self.address[:-1])
+
+
+def wrap_modulus_uj(max_energy_range_uj: int) -> tuple[int, int | None]:
+    """``(modulus, energy_unit_nj)`` of a zone: how many microjoules ``energy_uj`` steps back by
+    when it wraps, and the kernel's energy unit it was derived from (None if none fits).
+
+    The kernel gives ``max_energy_range_uj = (2**32 - 1) * E // 1000`` for an integer unit ``E``
+    in nJ (intel_rapl_common.c ``get_max_energy_counter`` / ``rapl_unit_xlate``); exactly one
+    ``E`` gives a kernel's value, and the counter's true period is ``2**32 * E / 1000`` uJ.
+    A range no integer unit gives (test trees) wraps at ``max_energy_range_uj + 1``."""
+    top = (1 << COUNTER_BITS) - 1
+    unit_nj = -(-max_energy_range_uj * _ENERGY_UNIT_SCALE // top)  # ceil
+    if unit_nj >= 1 and top * unit_nj // _ENERGY_UNIT_SCALE == max_energy_range_uj:
+        modulus = ((top + 1) * unit_nj * 2 + _ENERGY_UNIT_SCALE) // (2 * _ENERGY_UNIT_SCALE)
+        return max(modulus, max_energy_range_uj + 1), unit_nj
+    return max_energy_range_uj + 1, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +211,7 @@ def _walk(root: Path) -> Iterable[tuple[Path, str, tuple[int, ...]]]:
             if entry.name in seen:
                 continue
             seen.add(entry.name)
-            address = tuple(int(part) for part in match.group(2)[1:].split(":"))
+            address = tuple(int(part, 16) for part in match.group(2)[1:].split(":"))
             yield Path(entry.path), match.group(1), address
             stack.append(Path(entry.path))  # sub-zones nest inside
 
@@ -196,6 +242,42 @@ def scan_zones(root: Path) -> tuple[list[Zone], list[Unavailable]]:
                           _read_max_power_w(zone_dir)))
     zones.sort(key=lambda z: (CONTROL_TYPES.index(z.control), z.address))
     return zones, broken
+
+
+#: Where each control type comes from, for messages (module names as modprobe knows them).
+_DRIVERS = {
+    "intel-rapl": "intel_rapl_msr (Intel and AMD/Hygon MSRs)",
+    "intel-rapl-tpmi": "intel_rapl_tpmi (Xeon 6 / Granite Rapids and later, Linux >= 6.5)",
+    "intel-rapl-mmio": "processor_thermal_device_pci (client Intel CPUs, the MMIO copy)",
+}
+
+
+def control_types_found(root: Path, zones: list[Zone]) -> dict[str, int]:
+    """Zones found per RAPL control type (0: absent), plus any other powercap control type
+    under ``root`` (``dtpm``, ``arm-scmi``...) with -1: present, not RAPL, not read."""
+    found = {control: 0 for control in CONTROL_TYPES}
+    for zone in zones:
+        found[zone.control] += 1
+    try:
+        names = sorted(e.name for e in os.scandir(root))
+    except OSError:
+        names = []
+    for name in names:
+        if ":" not in name and name not in found and not name.startswith("."):
+            found[name] = -1
+    return found
+
+
+def _found_text(found: dict[str, int]) -> str:
+    parts = []
+    for control, n in found.items():
+        if n > 0:
+            parts.append(f"{control}: {n} zone{'s' if n != 1 else ''}")
+        elif n == 0:
+            parts.append(f"{control}: absent (driver {_DRIVERS[control]})")
+        else:
+            parts.append(f"{control}: not a RAPL control type, not read")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +332,11 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
                         part_of = f"cpu{socket}" if socket in plain_packages else None
                         plan = _Plan(zone, unique(f"cpu{socket}-die{m.group(2)}", zone), "cpu",
                                      part_of, socket)
-                elif zone.name == "psys":
-                    plan = _Plan(zone, unique("psys", zone), "psys", None, None)
+                elif (m := _PSYS_RE.match(zone.name)) is not None:
+                    # "psys" (package 0), "psys-N" for package N > 0 (intel_rapl_common.c
+                    # rapl_init_domains): each is its own channel, never summed.
+                    ident = "psys" if m.group(1) is None else f"psys{int(m.group(1))}"
+                    plan = _Plan(zone, unique(ident, zone), "psys", None, None)
                 elif zone.name == "dram":
                     plan = _Plan(zone, unique(f"dram{zone.address[0]}", zone), "dram", None,
                                  None)
@@ -302,15 +387,16 @@ class _Counter:
     """An open ``energy_uj`` with its unwrapping state."""
 
     __slots__ = ("channel", "zone", "fd", "uj", "last_read_ns", "wrap_time_s", "max_power_w",
-                 "max_power_basis")
+                 "max_power_basis", "energy_unit_nj")
 
     def __init__(self, channel: Channel, zone: Zone, fd: int, first_uj: int,
                  read_ns: int) -> None:
         self.channel = channel
         self.zone = zone
         self.fd = fd
-        # energy_uj runs 0..max_energy_range_uj inclusive, then restarts at 0.
-        self.uj = CumulativeCounter(first_uj, modulus=zone.max_energy_range_uj + 1)
+        # energy_uj runs 0..max_energy_range_uj, then steps to 0 over one more energy unit.
+        modulus, self.energy_unit_nj = wrap_modulus_uj(zone.max_energy_range_uj)
+        self.uj = CumulativeCounter(first_uj, modulus=modulus)
         self.last_read_ns = read_ns
         if zone.max_power_w is not None:
             self.max_power_w, self.max_power_basis = zone.max_power_w, "constraint_max_power_uw"
@@ -337,6 +423,8 @@ class RaplProbe(Probe):
         self._counters = counters
         self._dropped = list(dropped or [])
         self._closed = False
+        #: Control type -> what was found and read there (set by :func:`discover`).
+        self.control_types: dict[str, str] = {}
 
     def _read(self) -> dict[str, float]:
         """Every zone's joules; a zone that cannot be read (or holds garbage) fails alone
@@ -432,6 +520,8 @@ class RaplProbe(Probe):
                 "control": c.zone.control,
                 "channel": c.channel.id,
                 "max_energy_range_uj": c.zone.max_energy_range_uj,
+                "wrap_modulus_uj": c.uj.modulus,
+                "energy_unit_nj": c.energy_unit_nj,
                 "max_power_w": c.max_power_w,
                 "max_power_basis": c.max_power_basis,
                 "wrap_time_s": c.wrap_time_s,
@@ -440,6 +530,7 @@ class RaplProbe(Probe):
             for c in self._counters
         ]
         info["dropped"] = list(self._dropped)
+        info["control_types"] = dict(self.control_types)
         return info
 
     def close(self) -> None:
@@ -457,6 +548,33 @@ class RaplProbe(Probe):
 # --------------------------------------------------------------------------------------------
 # Discovery
 # --------------------------------------------------------------------------------------------
+
+
+def _control_summary(found: dict[str, int], counters: list[_Counter],
+                     dropped: list[dict[str, Any]]) -> dict[str, str]:
+    """One line per control type: the zones it has, which are read as which channel, and why
+    the others are not (``describe()["control_types"]``, shown by ``energymeter probes``)."""
+    out: dict[str, str] = {}
+    for control, n in found.items():
+        if n < 0:
+            out[control] = "not a RAPL control type, not read"
+            continue
+        if n == 0:
+            out[control] = f"absent (driver {_DRIVERS[control]})"
+            continue
+        read = [f"{c.zone.dirname} {c.zone.name} -> {c.channel.id}" for c in counters
+                if c.zone.control == control]
+        skipped = [f"{Path(d['path']).name} {d['name']}: {d['reason']}" for d in dropped
+                   if d.get("control") == control]
+        text = f"{n} zone{'s' if n != 1 else ''}"
+        text += f"; read: {', '.join(read)}" if read else "; none read"
+        if skipped:
+            text += f"; not read: {'; '.join(skipped)}"
+        unread = n - len(read) - len(skipped)
+        if unread > 0:
+            text += f"; {unread} unreadable (see unavailable)"
+        out[control] = text
+    return out
 
 
 def _open_counter(plan: _Plan, opener: Opener, device: str, read_ns: int) -> _Counter:
@@ -508,10 +626,12 @@ def discover(
         return [missing]
     zones, broken = scan_zones(root)
     if not zones:
+        found = control_types_found(root, zones)
         return [*broken, Unavailable(
             SOURCE,
-            f"no RAPL zones (intel-rapl*, intel-rapl-mmio*) under {root}",
-            "load the RAPL driver (`sudo modprobe intel_rapl_msr`, or intel_rapl_mmio); virtual "
+            f"no RAPL zones under {root} ({_found_text(found)})",
+            "load the RAPL driver (`sudo modprobe intel_rapl_msr`; intel_rapl_tpmi on Xeon 6; "
+            "processor_thermal_device_pci for the MMIO copy); virtual "
             "machines and non-x86 CPUs usually expose no RAPL; container runtimes hide it by "
             "default (bind-mount /sys/devices/virtual/powercap read-only and set "
             "ENERGYMETER_POWERCAP_ROOT to it); see docs/permissions.md",
@@ -519,18 +639,26 @@ def discover(
 
     plans, ignored = _plan_channels(zones)
     dropped: list[dict[str, Any]] = [
-        {"path": str(z.path), "name": z.name, "reason": why} for z, why in ignored
+        {"path": str(z.path), "name": z.name, "control": z.control, "reason": why}
+        for z, why in ignored
     ]
     models = cpu_models_by_socket(read_cpuinfo(cpuinfo_path or CPUINFO))
     counters: list[_Counter] = []
     served: dict[str, _Counter] = {}
+    owner: dict[int, _Counter] = {}  # socket -> the package (or die) counter that serves it
     denied: dict[str, Path] = {}  # channel id -> energy_uj path
     failed: dict[str, Unavailable] = {}
-    for plan in plans:  # MSR zones come before MMIO ones
-        if plan.id in served:
-            dup = served[plan.id]
+    # Plans come per control type in CONTROL_TYPES order, top-level zones before sub-zones.
+    for plan in plans:
+        dup = served.get(plan.id)
+        by = owner.get(plan.socket) if plan.socket is not None else None
+        if dup is None and by is not None and by.zone.control != plan.zone.control:
+            dup = by  # the socket is read through another door: none of its zones twice
+        if dup is not None:
             dropped.append({"path": str(plan.zone.path), "name": plan.zone.name,
-                            "reason": f"duplicate of {dup.zone.path} (channel {plan.id})"})
+                            "control": plan.zone.control,
+                            "reason": f"duplicate of {dup.zone.path} ({dup.zone.control}, "
+                                      f"channel {dup.channel.id})"})
             log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, dup.zone.path)
             continue
         try:
@@ -547,10 +675,15 @@ def discover(
             continue
         served[plan.id] = counter
         counters.append(counter)
+        if plan.socket is not None and len(plan.zone.address) == 1 and plan.kind == "cpu":
+            owner.setdefault(plan.socket, counter)
 
     results: list[Probe | Unavailable] = []
     if counters:
-        results.append(RaplProbe(root, counters, dropped, clock_ns))
+        probe = RaplProbe(root, counters, dropped, clock_ns)
+        probe.control_types = _control_summary(control_types_found(root, zones), counters,
+                                               dropped)
+        results.append(probe)
     # A zone that failed but whose channel another zone serves (MSR denied, MMIO copy readable)
     # is not worth reporting.
     denied_paths = [str(p) for ident, p in denied.items() if ident not in served]

@@ -74,18 +74,47 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 PowerSource = float | Sequence[tuple[float, float]] | Callable[[float], float]
 
-DEFAULT_MAX_ENERGY_RANGE_UJ = 262_143_328_850  # 2**32 - 1 units of 61.035 uJ (Intel)
-AMD_MAX_ENERGY_RANGE_UJ = 65_532_610_987  # 2**32 - 1 units of 15.259 uJ (AMD Zen)
+# linux drivers/powercap/intel_rapl_common.c: the energy status register is 32 bits
+# (ENERGY_STATUS_MASK GENMASK(31, 0)); a domain's unit is an integer number of nanojoules,
+# rd->energy_unit = (ENERGY_UNIT_SCALE * MICROJOULE_PER_JOULE) >> ESU with ENERGY_UNIT_SCALE 1000;
+# energy_uj = raw * unit // 1000 and max_energy_range_uj = 0xffffffff * unit // 1000
+# (rapl_unit_xlate, get_max_energy_counter).
+COUNTER_BITS = 32
+ENERGY_UNIT_SCALE = 1000
+INTEL_ENERGY_UNIT_NJ = 10**9 >> 14  # 61035: ESU 14, Intel client and server packages
+AMD_ENERGY_UNIT_NJ = 10**9 >> 16  # 15258: ESU 16, AMD Zen (MSR_AMD_RAPL_POWER_UNIT)
+SERVER_DRAM_ENERGY_UNIT_NJ = 15300  # rapl_defaults_hsw_server .dram_domain_energy_unit
+SPR_PSYS_ENERGY_UNIT_NJ = 10**9  # rapl_defaults_spr_server .psys_domain_energy_unit (1 J)
+
+
+def max_range_uj(energy_unit_nj: int) -> int:
+    """``max_energy_range_uj`` the kernel shows for a domain with this unit."""
+    return ((1 << COUNTER_BITS) - 1) * energy_unit_nj // ENERGY_UNIT_SCALE
+
+
+DEFAULT_MAX_ENERGY_RANGE_UJ = max_range_uj(INTEL_ENERGY_UNIT_NJ)  # 262_143_328_850
+AMD_MAX_ENERGY_RANGE_UJ = max_range_uj(AMD_ENERGY_UNIT_NJ)  # 65_532_610_987
+# Modes: linux drivers/powercap/powercap_sys.c (energy_uj S_IRUSR since 5.10, CVE-2020-8694;
+# name and max_energy_range_uj DEVICE_ATTR_RO; enabled DEVICE_ATTR_RW; constraint_N_power_limit_uw
+# and _time_window_us S_IWUSR | S_IRUGO; constraint_N_name and _max_power_uw S_IRUGO).
+ENERGY_MODE = 0o400
+RO_MODE = 0o444
+RW_MODE = 0o644
 DEFAULT_POWER_W = {
     "package": 40.0, "die": 20.0, "core": 25.0, "uncore": 2.0, "dram": 5.0, "psys": 60.0,
 }
 CALLABLE_STEP_S = 0.001
 LAYOUTS = ("sysfs", "flat", "nested")
+# Control type names: intel_rapl_msr.c "intel-rapl"; intel_rapl_tpmi.c "intel-rapl-tpmi" (it
+# registered "intel-rapl" in Linux 6.5/6.6: pass tpmi_control="intel-rapl" with msr=False);
+# int340x_thermal/processor_thermal_rapl.c "intel-rapl-mmio".
+MSR, TPMI, MMIO = "intel-rapl", "intel-rapl-tpmi", "intel-rapl-mmio"
 
 
 def integrate_j(source: PowerSource, t0_s: float, t1_s: float) -> float:
@@ -133,7 +162,9 @@ class _FakeZone:
     max_energy_range_uj: int
     initial_uj: int
     max_power_w: float | None
-    mirror_of: str | None = None  # MMIO copies count their package's energy
+    mirror_of: str | None = None  # MMIO/TPMI copies count their MSR zone's energy
+    energy_unit_nj: int | None = None  # None: a synthetic range (test accelerator), see doc
+    enabled: str = "1"
     source: PowerSource = 0.0
     source_start_s: float = 0.0
     energy_uj: float = 0.0  # truth since creation, in uJ (not wrapped, not floored)
@@ -145,7 +176,8 @@ class _FakeZone:
 
     @property
     def dirname(self) -> str:
-        return self.control + "".join(f":{i}" for i in self.address)
+        # powercap_sys.c powercap_register_zone: dev_set_name(..., "%s:%x", parent, id)
+        return self.control + "".join(f":{i:x}" for i in self.address)
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -172,7 +204,15 @@ class FakePowercap:
         uncore: bool = False,
         psys: bool = False,
         mmio_duplicate: bool = False,
-        max_energy_range_uj: int | Mapping[str, int] = DEFAULT_MAX_ENERGY_RANGE_UJ,
+        msr: bool = True,
+        tpmi: bool = False,
+        tpmi_control: str = TPMI,
+        psys_per_package: bool = False,
+        energy_unit_nj: int | Mapping[str, int] = INTEL_ENERGY_UNIT_NJ,
+        dram_energy_unit_nj: int | None = None,
+        psys_energy_unit_nj: int | None = None,
+        max_energy_range_uj: int | Mapping[str, int] | None = None,
+        quantize: bool = False,
         power_w: Mapping[str, PowerSource] | None = None,
         initial_energy_uj: int | Mapping[str, int] = 0,
         max_power_w: float | Mapping[str, float] | None = None,
@@ -183,10 +223,15 @@ class FakePowercap:
             raise ValueError(f"layout {layout!r} not in {LAYOUTS}")
         if sockets < 1 or dies < 0:
             raise ValueError("sockets must be >= 1 and dies >= 0")
+        if not (msr or tpmi):
+            raise ValueError("a tree needs msr=True or tpmi=True")
+        if tpmi and tpmi_control == MSR and msr:
+            raise ValueError("Linux 6.5/6.6 TPMI registered 'intel-rapl' itself: use msr=False")
         self.root = Path(root)
         self.layout = layout
         self.model_name = model_name
         self.sockets = sockets
+        self.quantize = quantize
         self._lock = threading.RLock()
         self._now_s = 0.0
         self._thread: threading.Thread | None = None
@@ -199,10 +244,21 @@ class FakePowercap:
 
         self._zones: dict[str, _FakeZone] = {}
         self._build_zones(sockets, dies, dies_with_package, dram, core, uncore, psys,
-                          mmio_duplicate)
+                          mmio_duplicate, msr, tpmi, tpmi_control, psys_per_package)
         for zone in self._zones.values():
-            zone.max_energy_range_uj = int(self._per_key(max_energy_range_uj, zone,
-                                                         DEFAULT_MAX_ENERGY_RANGE_UJ))
+            if max_energy_range_uj is None:  # what a kernel shows: a 32-bit count of units
+                unit = int(self._per_key(energy_unit_nj, zone, INTEL_ENERGY_UNIT_NJ))
+                if zone.kind == "dram" and dram_energy_unit_nj is not None:
+                    unit = dram_energy_unit_nj
+                if zone.kind == "psys" and psys_energy_unit_nj is not None:
+                    unit = psys_energy_unit_nj
+                if unit < 1:
+                    raise ValueError(f"energy_unit_nj of {zone.key!r} must be >= 1")
+                zone.energy_unit_nj = unit
+                zone.max_energy_range_uj = max_range_uj(unit)
+            else:
+                zone.max_energy_range_uj = int(self._per_key(max_energy_range_uj, zone,
+                                                             DEFAULT_MAX_ENERGY_RANGE_UJ))
             if zone.max_energy_range_uj <= 0:
                 raise ValueError(f"max_energy_range_uj of {zone.key!r} must be > 0")
             zone.initial_uj = int(self._per_key(initial_energy_uj, zone, 0))
@@ -221,15 +277,26 @@ class FakePowercap:
     def amd(cls, root: Path | str, **kwargs: Any) -> FakePowercap:
         """The tree of an AMD Zen CPU: ``package-N`` with a ``core`` sub-zone, no DRAM zone."""
         options: dict[str, Any] = {
-            "dram": False, "core": True, "max_energy_range_uj": AMD_MAX_ENERGY_RANGE_UJ,
+            "dram": False, "core": True, "energy_unit_nj": AMD_ENERGY_UNIT_NJ,
             "model_name": "AMD EPYC 7763 64-Core Processor",
         }
         options.update(kwargs)
-        return cls(root, **options)
+        fake = cls(root, **options)
+        # intel_rapl_msr.c rapl_msr_priv_amd has energy status registers only (no power limit,
+        # no power info): rapl_detect_powerlimit drops every constraint, and "enabled" reads
+        # 0 (powercap_sys.c enabled_show: get_enable fails -> mode false).
+        for zone in fake._zones.values():
+            assert zone.real_dir is not None
+            (zone.real_dir / "enabled").write_text("0\n", encoding="ascii")
+        return fake
 
     # -- construction -----------------------------------------------------------------------
     def _build_zones(self, sockets: int, dies: int, dies_with_package: bool, dram: bool,
-                     core: bool, uncore: bool, psys: bool, mmio_duplicate: bool) -> None:
+                     core: bool, uncore: bool, psys: bool, mmio_duplicate: bool, msr: bool,
+                     tpmi: bool, tpmi_control: str, psys_per_package: bool) -> None:
+        """Zones in the order the kernel registers them, ids from each parent's idr
+        (powercap_sys.c idr_alloc): a package, then its sub-zones (intel_rapl_common.c
+        rapl_package_register_powercap: core, uncore, dram in rapl_domain_names order)."""
         index = 0
 
         def add(key: str, name: str, control: str, address: tuple[int, ...], kind: str,
@@ -241,29 +308,51 @@ class FakePowercap:
             sub = 0
             for flag, name in ((core, "core"), (uncore, "uncore"), (dram, "dram")):
                 if flag:
-                    add(f"{parent}/{name}", name, "intel-rapl", (*address, sub), name)
+                    add(f"{parent}/{name}", name, MSR, (*address, sub), name)
                     sub += 1
 
-        for socket in range(sockets):
-            if dies == 0 or dies_with_package:
-                name = f"package-{socket}"
-                add(name, name, "intel-rapl", (index,), "package")
-                add_subzones(name, (index,))
-                index += 1
-            for die in range(dies):
-                name = f"package-{socket}-die-{die}"
-                add(name, name, "intel-rapl", (index,), "die")
-                if not dies_with_package:
+        if msr:
+            for socket in range(sockets):
+                if dies == 0 or dies_with_package:
+                    name = f"package-{socket}"
+                    add(name, name, MSR, (index,), "package")
                     add_subzones(name, (index,))
-                index += 1
-        if psys:
-            add("psys", "psys", "intel-rapl", (index,), "psys")
+                    index += 1
+                for die in range(dies):
+                    name = f"package-{socket}-die-{die}"
+                    add(name, name, MSR, (index,), "die")
+                    if not dies_with_package:
+                        add_subzones(name, (index,))
+                    index += 1
+            if psys:  # rapl_add_platform_domain (before 6.x): one psys after the packages
+                add("psys", "psys", MSR, (index,), "psys")
+        if tpmi:
+            # intel_rapl_tpmi.c: per package, domains PACKAGE, MEMORY (dram) and SYSTEM (psys:
+            # "psys" for package 0, "psys-N" for the others, rapl_init_domains); psys is a
+            # top-level zone registered after its package. No core/uncore domain. Zones are
+            # copies of the MSR ones when the MSR tree is there too.
+            top = 0
+            for socket in range(sockets):
+                name = f"package-{socket}"
+                mirror = name if msr and name in self._zones else None
+                key = f"tpmi:{name}" if msr else name
+                add(key, name, tpmi_control, (top,), "package", mirror_of=mirror)
+                if dram:
+                    dram_key = f"{name}/dram"
+                    add(f"tpmi:{dram_key}" if msr else dram_key, "dram", tpmi_control, (top, 0),
+                        "dram", mirror_of=dram_key if msr and dram_key in self._zones else None)
+                top += 1
+                if psys and (socket == 0 or psys_per_package):
+                    pname = "psys" if socket == 0 else f"psys-{socket}"
+                    mirror = pname if msr and pname in self._zones else None
+                    add(f"tpmi:{pname}" if msr else pname, pname, tpmi_control, (top,), "psys",
+                        mirror_of=mirror)
+                    top += 1
         if mmio_duplicate:
             for socket in range(sockets):
                 name = f"package-{socket}"
-                if name in self._zones:
-                    add(f"mmio:{name}", name, "intel-rapl-mmio", (socket,), "package",
-                        mirror_of=name)
+                if name in self._zones and self._zones[name].control == MSR:
+                    add(f"mmio:{name}", name, MMIO, (socket,), "package", mirror_of=name)
 
     def _per_key(self, value: Any, zone: _FakeZone, default: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -284,25 +373,28 @@ class FakePowercap:
             else:
                 real = base / zone.control
                 for depth in range(1, len(zone.address) + 1):
-                    real = real / (zone.control + "".join(f":{i}" for i in zone.address[:depth]))
+                    real = real / (zone.control
+                                   + "".join(f":{i:x}" for i in zone.address[:depth]))
             zone.real_dir = real
             zone.visible_dir = self.root / zone.dirname if self.layout != "nested" else real
             real.mkdir(parents=True, exist_ok=True)
-            self._write_file(real / "name", zone.name + "\n")
-            self._write_file(real / "max_energy_range_uj", f"{zone.max_energy_range_uj}\n")
-            self._write_file(real / "enabled", "1\n")
+            self._write_file(real / "name", zone.name + "\n", RO_MODE)
+            self._write_file(real / "max_energy_range_uj", f"{zone.max_energy_range_uj}\n",
+                             RO_MODE)
+            self._write_file(real / "enabled", f"{zone.enabled}\n", RW_MODE)
             if zone.max_power_w is not None:
                 uw = round(zone.max_power_w * 1e6)
-                self._write_file(real / "constraint_0_name", "long_term\n")
-                self._write_file(real / "constraint_0_max_power_uw", f"{uw}\n")
-                self._write_file(real / "constraint_0_power_limit_uw", f"{uw}\n")
-                self._write_file(real / "constraint_0_time_window_us", "999424\n")
-            fd = os.open(real / "energy_uj", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o444)
+                self._write_file(real / "constraint_0_name", "long_term\n", RO_MODE)
+                self._write_file(real / "constraint_0_max_power_uw", f"{uw}\n", RO_MODE)
+                self._write_file(real / "constraint_0_power_limit_uw", f"{uw}\n", RW_MODE)
+                self._write_file(real / "constraint_0_time_window_us", "999424\n", RW_MODE)
+            fd = os.open(real / "energy_uj", os.O_RDWR | os.O_CREAT | os.O_TRUNC, ENERGY_MODE)
+            os.fchmod(fd, ENERGY_MODE)  # whatever the umask
             self._fds.append(fd)
             zone.fd = fd
         for control in {z.control for z in self._zones.values()}:
             if self.layout != "flat":
-                self._write_file(base / control / "enabled", "1\n")
+                self._write_file(base / control / "enabled", "1\n", RW_MODE)
             if self.layout == "sysfs":
                 os.symlink(os.path.relpath(base / control, self.root), self.root / control)
         if self.layout == "sysfs":
@@ -315,8 +407,9 @@ class FakePowercap:
                 self._write_counter(zone)
 
     @staticmethod
-    def _write_file(path: Path, text: str) -> None:
+    def _write_file(path: Path, text: str, mode: int = RO_MODE) -> None:
         path.write_text(text, encoding="ascii")
+        os.chmod(path, mode)
 
     # -- lookups ----------------------------------------------------------------------------
     @property
@@ -422,7 +515,19 @@ class FakePowercap:
 
     def _counter_value(self, zone: _FakeZone) -> int:
         energy_uj = (self._zones[zone.mirror_of] if zone.mirror_of else zone).energy_uj
-        return (zone.initial_uj + math.floor(energy_uj)) % (zone.max_energy_range_uj + 1)
+        unit = zone.energy_unit_nj
+        if unit is None:  # synthetic range: 0..max, then 0 again (no kernel shows such ranges)
+            return (zone.initial_uj + math.floor(energy_uj)) % (zone.max_energy_range_uj + 1)
+        if self.quantize:
+            # The hardware counts whole units in 32 bits; the kernel shows raw * unit // 1000.
+            raw = (zone.initial_uj * ENERGY_UNIT_SCALE // unit
+                   + math.floor(energy_uj * ENERGY_UNIT_SCALE / unit)) % (1 << COUNTER_BITS)
+            return raw * unit // ENERGY_UNIT_SCALE
+        # 1 uJ resolution, the kernel's range and period (2**32 units): the value over the top
+        # unit reads max_energy_range_uj, as the hardware's top count does.
+        period = Fraction((1 << COUNTER_BITS) * unit, ENERGY_UNIT_SCALE)
+        value = math.floor((zone.initial_uj + math.floor(energy_uj)) % period)
+        return min(value, zone.max_energy_range_uj)
 
     def _write_counter(self, zone: _FakeZone) -> None:
         data = f"{self._counter_value(zone):0{zone.width}d}\n".encode("ascii")
@@ -508,7 +613,7 @@ class FakePowercap:
         """Undo :meth:`deny`."""
         path = self._zone(key).real_dir
         assert path is not None
-        os.chmod(path / "energy_uj", 0o444)
+        os.chmod(path / "energy_uj", ENERGY_MODE)
         self._denied.discard(os.path.realpath(path / "energy_uj"))
 
     def opener(self, path: str, flags: int, mode: int = 0o777) -> int:
