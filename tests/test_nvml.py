@@ -220,8 +220,11 @@ def test_mig_device_maps_to_its_parent_gpu_with_a_warning(value: str, mig: str) 
     [channel] = probe.channels
     assert channel.meta["nvml_index"] == 1 and channel.meta["uuid"] == UUIDS[1]
     assert channel.meta["mig_uuids"] == [mig]
-    [warning] = probe.drain_warnings()
+    # one 1-slice MIG device of an A100-80GB in MIG mode: 14 of its 98 SMs
+    assert channel.meta["mig_share"] == pytest.approx(14 / 98)
+    warning, share = probe.drain_warnings()
     assert "whole GPU" in warning and "not this slice" in warning
+    assert "14 of 98 SMs" in share and "7g.80gb" in share
     probe.close()
 
 
@@ -231,7 +234,9 @@ def test_two_mig_slices_of_one_gpu_are_one_channel() -> None:
     assert nvml_indices(probe) == [3, 1]
     assert probe.channels[1].meta["mig_uuids"] == [MIGS[0],
                                                    "MIG-5555aaaa-0000-1111-2222-333344445555"]
-    assert len(probe.drain_warnings()) == 2  # one MIG warning per parent GPU
+    warnings = probe.drain_warnings()  # per parent GPU: the whole GPU's, and the share
+    assert len([w for w in warnings if "whole GPU's, shared" in w]) == 2
+    assert len([w for w in warnings if "SMs (largest GPU-instance profile" in w]) == 2
     probe.close()
 
 

@@ -46,9 +46,10 @@ MIN_POLL_HZ = 20.0
 # nvmlDeviceArchitecture_t values (nvml.h); used when the module lacks the constants.
 _ARCH_NAMES = {
     2: "kepler", 3: "maxwell", 4: "pascal", 5: "volta", 6: "turing", 7: "ampere", 8: "ada",
-    9: "hopper", 10: "blackwell",
+    9: "hopper", 10: "blackwell", 11: "dla", 12: "dla2", 13: "rubin", 15: "npu3",
 }
 _ARCH_VOLTA = 5
+_ARCH_AMPERE = 7  # MIG: Ampere and newer (nvml.h nvmlDeviceGetMigMode)
 _FI_DEV_POWER_INSTANT = 186
 _CLOCK_SM = 1
 _TEMPERATURE_GPU = 0
@@ -469,44 +470,143 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
 
 
 #: How a MIG slice's share of its GPU is computed (docs/hardware.md#nvidia-mig).
-MIG_SHARE_SMS = "SMs of the visible MIG devices / SMs of the whole GPU (static, by capacity)"
-MIG_SHARE_SLICES = "GPU-instance slices of the visible MIG devices / 7 (static, by capacity)"
+MIG_SHARE_SMS = ("SMs of the visible MIG devices / SMs of the GPU's largest GPU-instance "
+                 "profile (static, by capacity)")
+MIG_SHARE_SLICES = ("compute slices of the visible MIG devices / GPU-instance slices of the GPU "
+                    "(static, by capacity)")
+# nvmlGpuInstanceProfile indices (nvml.h NVML_GPU_INSTANCE_PROFILE_*), for an old pynvml
+# without the constant: 0x0 (1 slice) .. 0x11 (3 slices GFX), NVML_GPU_INSTANCE_PROFILE_COUNT.
+_GPU_INSTANCE_PROFILE_COUNT = 0x12
 
 
-def _mig_share(nvml: Any, handle: Any, wanted: Sequence[str]) -> tuple[float, str] | None:
-    """The share of the whole GPU's energy attributed to the visible MIG devices ``wanted``:
-    their streaming multiprocessors over the GPU's (or, when the driver gives no SM counts,
-    their GPU-instance slices over the 7 of A100/H100-class GPUs). NVML's energy counter is
-    the whole GPU's: a slice's own energy is not measured, so this is an attribution by
-    capacity, not a measurement. None when nothing can be read."""
-    skip = (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound",
+@dataclass(frozen=True)
+class _MigShare:
+    """The visible MIG devices' share of their GPU, or why there is none (``share`` None)."""
+
+    share: float | None
+    method: str = ""
+    detail: str = ""
+
+
+def _mig_skip(nvml: Any) -> tuple[type[BaseException], ...]:
+    return (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound",
                                      "InvalidArgument", "NotFound", "NoPermission"))
-    try:
-        total_sms = int(nvml.nvmlDeviceGetAttributes(handle).multiprocessorCount)
-    except skip:
-        total_sms = 0
-    sms = slices = 0
+
+
+def _gpu_capacity(nvml: Any, handle: Any) -> tuple[int, int, str]:
+    """(SMs, GPU-instance slices, profile name) of the largest GPU-instance profile of a GPU in
+    MIG mode, from nvmlDeviceGetGpuInstanceProfileInfo over every profile index (the full-GPU
+    profile is 7g on A100/H100/H200, 4g on A30). (0, 0, "") when the driver answers none.
+    nvmlDeviceGetAttributes cannot give this: it answers MIG device handles only (nvml.h)."""
+    skip = _mig_skip(nvml)
+    count = int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", _GPU_INSTANCE_PROFILE_COUNT))
+    best: tuple[int, int, str] = (0, 0, "")
+    version: int | None = None  # pynvml's default (2: ...ProfileInfoV) until it is missing
+    for profile in range(count):
+        try:
+            if version is None:
+                info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+            else:
+                info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile, version)
+        except _errors(nvml, "FunctionNotFound") as exc:
+            if version is not None:
+                log.debug("nvmlDeviceGetGpuInstanceProfileInfo unavailable: %r", exc)
+                return best
+            version = 1  # a driver without the V call: the v1 structure has the same counts
+            try:
+                info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile, version)
+            except (TypeError, *skip):
+                return best
+        except skip:
+            continue
+        slices = int(getattr(info, "sliceCount", 0) or 0)
+        sms = int(getattr(info, "multiprocessorCount", 0) or 0)
+        if (slices, sms) > (best[1], best[0]):
+            name = _text(getattr(info, "name", b"") or f"{slices}-slice profile")
+            best = (sms, slices, name)
+    return best
+
+
+def _legacy_mig_ids(name: str) -> tuple[str, int, int] | None:
+    """(GPU UUID, GI id, CI id) of a ``MIG-GPU-<uuid>/<gi>/<ci>`` name (drivers before R470,
+    and CUDA_VISIBLE_DEVICES's legacy form), else None."""
+    if not name.upper().startswith("MIG-GPU-"):
+        return None
+    parts = name[4:].split("/")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0].lower(), int(parts[1]), int(parts[2])
+
+
+def _mig_share(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str]) -> _MigShare:
+    """The share of the whole GPU's energy attributed to the visible MIG devices ``wanted``:
+    their streaming multiprocessors over those of the GPU's largest GPU-instance profile, or,
+    when the driver gives no SM counts, their compute slices over the GPU's GPU-instance
+    slices (from the profiles, else nvmlDeviceGetMaxMigDeviceCount: one MIG device per slice
+    at most). NVML's energy counter is the whole GPU's: a slice's own energy is not measured,
+    so this is an attribution by capacity, not a measurement."""
+    skip = _mig_skip(nvml)
     try:
         count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
-    except skip:
-        return None
+    except skip as exc:
+        return _MigShare(None, detail=f"nvmlDeviceGetMaxMigDeviceCount failed: "
+                                      f"{type(exc).__name__}: {exc}")
+    total_sms, total_slices, profile = _gpu_capacity(nvml, handle)
+    slices_source = f"largest GPU-instance profile {profile}"
+    if total_slices <= 0 and count > 0:
+        total_slices, slices_source = count, "nvmlDeviceGetMaxMigDeviceCount"
     wanted_lower = {w.lower() for w in wanted}
+    legacy = {ids for ids in map(_legacy_mig_ids, wanted)
+              if ids is not None and ids[0] == gpu_uuid.lower()}
+    sms = slices = found = 0
     for i in range(count):
         try:
             mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
-            uuid = _text(nvml.nvmlDeviceGetUUID(mig)).lower()
-            if uuid not in wanted_lower:
-                continue
+            uuid = _text(nvml.nvmlDeviceGetUUID(mig))
+        except skip:
+            continue  # an empty MIG index (NotFound)
+        match = uuid.lower() in wanted_lower
+        if not match and legacy:
+            try:
+                ids = (gpu_uuid.lower(), int(nvml.nvmlDeviceGetGpuInstanceId(mig)),
+                       int(nvml.nvmlDeviceGetComputeInstanceId(mig)))
+            except skip:
+                ids = None
+            match = ids in legacy
+        if not match:
+            continue
+        found += 1
+        try:
             attrs = nvml.nvmlDeviceGetAttributes(mig)
         except skip:
             continue
         sms += int(getattr(attrs, "multiprocessorCount", 0) or 0)
-        slices += int(getattr(attrs, "gpuInstanceSliceCount", 0) or 0)
+        # computeInstanceSliceCount: two compute instances of one GPU instance share its
+        # gpuInstanceSliceCount, so it is theirs, not that, that adds up.
+        ci = int(getattr(attrs, "computeInstanceSliceCount", 0) or 0)
+        slices += ci or int(getattr(attrs, "gpuInstanceSliceCount", 0) or 0)
+    if found == 0:
+        return _MigShare(None, detail=f"none of the MIG devices named ({', '.join(wanted)}) "
+                                      f"is among the {count} MIG device slots NVML lists "
+                                      "for this GPU")
     if total_sms > 0 and sms > 0:
-        return min(1.0, sms / total_sms), MIG_SHARE_SMS
-    if slices > 0:
-        return min(1.0, slices / 7), MIG_SHARE_SLICES
-    return None
+        return _MigShare(min(1.0, sms / total_sms), MIG_SHARE_SMS,
+                         f"{sms} of {total_sms} SMs ({slices_source})")
+    if total_slices > 0 and slices > 0:
+        return _MigShare(min(1.0, slices / total_slices), MIG_SHARE_SLICES,
+                         f"{slices} of {total_slices} slices ({slices_source})")
+    return _MigShare(None, detail="NVML gave neither SM nor slice counts for the GPU and its "
+                                  "MIG devices (nvmlDeviceGetAttributes, "
+                                  "nvmlDeviceGetGpuInstanceProfileInfo)")
+
+
+def _mig_mode(nvml: Any, handle: Any) -> tuple[int, int] | None:
+    """[current, pending] MIG mode (nvmlDeviceGetMigMode), None where MIG is unsupported."""
+    try:
+        current, pending = nvml.nvmlDeviceGetMigMode(handle)
+    except _mig_skip(nvml):
+        return None
+    return int(current), int(pending)
 
 
 DRIVER_PATHS = NVIDIA_DRIVER_PATHS
@@ -633,7 +733,7 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
         ident = identities[vis.nvml_index]
         handle = handles[vis.nvml_index]
         try:
-            gpu = _open_gpu(nvml, cid, cuda_index, ident, vis, handle, poll_hz)
+            gpu = _open_gpu(nvml, cid, cuda_index, ident, vis, handle, poll_hz, warnings)
         except _errors(nvml, "GpuIsLost", "Unknown") as exc:
             missing.append(Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}, "
                                                f"{ident.uuid}) is lost: {exc}",
@@ -670,7 +770,7 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
 
 
 def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: VisibleGpu,
-              handle: Any, poll_hz: float) -> _Gpu | None:
+              handle: Any, poll_hz: float, notes: list[str]) -> _Gpu | None:
     arch = _arch_code(nvml, handle)
     volta = getattr(nvml, "NVML_DEVICE_ARCH_VOLTA", _ARCH_VOLTA)
     counter_mj: int | None = None
@@ -695,11 +795,28 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
     pci = _optional(nvml, lambda: nvml.nvmlDeviceGetPciInfo(handle))
     if pci is not None and getattr(pci, "busId", None):
         meta["pci_bus_id"] = _text(pci.busId)
+    mode = _mig_mode(nvml, handle) if arch is None or arch >= _ARCH_AMPERE else None
+    if mode is not None and (mode[0] or mode[1]):
+        meta["mig_mode"] = {"current": "enabled" if mode[0] else "disabled",
+                            "pending": "enabled" if mode[1] else "disabled"}
+    where = f"{cid} (GPU {ident.nvml_index}, {ident.name})"
     if vis.mig_uuids:
         meta["mig_uuids"] = list(vis.mig_uuids)
-        share = _mig_share(nvml, handle, vis.mig_uuids)
-        if share is not None:
-            meta["mig_share"], meta["mig_share_method"] = share
+        found = _mig_share(nvml, handle, ident.uuid, vis.mig_uuids)
+        if found.share is not None:
+            meta["mig_share"], meta["mig_share_method"] = found.share, found.method
+            meta["mig_share_basis"] = found.detail
+            notes.append(f"{where}: MIG; the visible MIG device(s) are attributed "
+                         f"{found.share:.1%} of the whole GPU's energy: {found.detail}")
+        else:
+            meta["mig_share_unavailable"] = found.detail
+            notes.append(f"{where}: MIG; no share of the whole GPU's energy is attributed to "
+                         f"the visible MIG device(s): {found.detail}")
+    elif mode is not None and mode[0]:
+        notes.append(f"{where} is in MIG mode but CUDA_VISIBLE_DEVICES names none of its MIG "
+                     "devices: its energy is the whole GPU's and no share is attributed; name "
+                     "the MIG device (CUDA_VISIBLE_DEVICES=MIG-<uuid>, `nvidia-smi -L`) to get "
+                     "the slice's share")
     if power_source is not None:
         meta["power_source"] = power_source
     if counter_mj is not None:

@@ -1,5 +1,9 @@
 """A fake ``pynvml`` module for tests: simulated NVIDIA GPUs driven by a clock.
 
+Mirrors NVIDIA's nvidia-ml-py ``pynvml.py`` (names, constants, ctypes structures, the
+``NVMLError`` hierarchy and its codes; read at version 13.615) and the behaviour nvml.h
+documents for each call (NVIDIA nvml.h of CUDA 12.6, as in XuehaiPan/nvml-dev ``nvml.h``).
+
 Pass an instance as ``DiscoveryContext(pynvml=FakeNVML(...))``; it is never put into
 ``sys.modules``. It implements only the NVML calls energymeter uses, with nvidia-ml-py's names,
 constants and ``NVMLError`` class hierarchy, and behaves like the hardware where it matters:
@@ -7,8 +11,16 @@ constants and ``NVMLError`` class hierarchy, and behaves like the hardware where
 * each :class:`FakeGPU` has a power trace (``power_w``: watts, or a callable ``t_s -> W`` where
   ``t_s`` is seconds since the fake was made) and an energy counter (mJ since "driver load")
   that, like real GPUs, only moves every ``counter_period_s`` (100 ms by default);
-* ``nvmlDeviceGetPowerUsage`` is a 1 s average on Ampere and newer, instantaneous before;
-  ``nvmlDeviceGetFieldValues([NVML_FI_DEV_POWER_INSTANT])`` is instantaneous;
+* ``nvmlDeviceGetPowerUsage`` is a 1 s average on Ampere (except GA100: A100, A30) and newer,
+  instantaneous before; ``nvmlDeviceGetFieldValues([NVML_FI_DEV_POWER_INSTANT])`` is
+  instantaneous;
+* MIG as NVML shows it: MIG device handles distinct from the physical GPU's, per-device
+  attributes (SMs, slices) only on MIG handles, the GPU-instance profile table of the model
+  (A100 and H100: 7 slices, A30: 4), NotFound for an empty MIG index, R470+ ``MIG-<uuid>`` or
+  older ``MIG-GPU-<uuid>/<gi>/<ci>`` names, refused aggregate queries in MIG mode;
+* return types as nvidia-ml-py's: ints, ctypes structures with its field names and widths
+  (``c_nvmlDeviceAttributes``, ``c_nvmlGpuInstanceProfileInfo_v2_t``, ``c_nvmlMemory_t``...),
+  ``[current, pending]`` lists, ``bytes`` strings with ``bytes_strings=True`` (old versions);
 * injectable failures: ``init_error`` (e.g. ``"LibraryNotFound"``), a GPU lost at a time
   (``lost_at_s``), unsupported calls (``unsupported``), errors raised on demand
   (:meth:`FakeNVML.fail`), a counter that resets (``counter_reset_at_s``), MIG devices.
@@ -18,7 +30,9 @@ Time comes from ``clock`` (default ``time.monotonic``); :class:`FakeClock` makes
 
 from __future__ import annotations
 
+import ctypes
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -27,50 +41,106 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-# -- constants (values as in nvidia-ml-py) ------------------------------------------------
+# -- constants ---------------------------------------------------------------------------------
+# Values as nvidia-ml-py defines them (NVIDIA/nvidia-ml-py pynvml.py, "NVML_ERROR_*" and
+# nvml.h "nvmlReturn_t"; checked against nvidia-ml-py 13.615 and nvml.h of CUDA 12.6).
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_ALREADY_INITIALIZED = 5
 NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_INSUFFICIENT_SIZE = 7
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
 NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_IN_USE = 19
+NVML_ERROR_NO_DATA = 21
+NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
 NVML_ERROR_UNKNOWN = 999
 
+# nvmlDeviceArchitecture_t (pynvml.py NVML_DEVICE_ARCH_*).
 ARCH_CODES = {
     "kepler": 2, "maxwell": 3, "pascal": 4, "volta": 5, "turing": 6, "ampere": 7,
     "ada": 8, "hopper": 9, "blackwell": 10,
 }
+NVML_DEVICE_ARCH_UNKNOWN = 0xFFFFFFFF
+
+# pynvml.py NVML_GPU_INSTANCE_PROFILE_* (an index into the driver's profile table, not the
+# profile *ID* that `nvidia-smi mig -lgip` prints) and NVML_GPU_INSTANCE_PROFILE_COUNT.
+NVML_GPU_INSTANCE_PROFILE_1_SLICE = 0x0
+NVML_GPU_INSTANCE_PROFILE_2_SLICE = 0x1
+NVML_GPU_INSTANCE_PROFILE_3_SLICE = 0x2
+NVML_GPU_INSTANCE_PROFILE_4_SLICE = 0x3
+NVML_GPU_INSTANCE_PROFILE_7_SLICE = 0x4
+NVML_GPU_INSTANCE_PROFILE_8_SLICE = 0x5
+NVML_GPU_INSTANCE_PROFILE_6_SLICE = 0x6
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 = 0x7
+NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1 = 0x8
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2 = 0x9
+NVML_GPU_INSTANCE_PROFILE_COUNT = 0x12
+NVML_DEVICE_NAME_V2_BUFFER_SIZE = 96
+NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE = 32
+NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE = 16
+nvmlGpuInstanceProfileInfo_v2 = 0x02000098
+
+# NVMLError.__str__ texts (pynvml.py NVMLError._errcode_to_string).
+_ERROR_STRINGS = {
+    NVML_ERROR_UNINITIALIZED: "Uninitialized",
+    NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    NVML_ERROR_ALREADY_INITIALIZED: "Already Initialized",
+    NVML_ERROR_NOT_FOUND: "Not Found",
+    NVML_ERROR_INSUFFICIENT_SIZE: "Insufficient Size",
+    NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_TIMEOUT: "Timeout",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_RESET_REQUIRED: "GPU requires restart",
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH: "RM has detected an NVML/RM version mismatch.",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
+}
 
 
 class NVMLError(Exception):
-    """Base of the fake NVML errors; ``NVMLError(code)`` makes the matching subclass."""
+    """As pynvml.py's ``NVMLError``: ``NVMLError(code)`` makes the subclass of that code; each
+    ``NVMLError_<Name>()`` carries its code in ``value``; ``str()`` is NVML's error string;
+    errors compare equal by ``value`` (and, as there, are therefore unhashable)."""
 
-    value: int = NVML_ERROR_UNKNOWN
-    _by_code: dict[int, type[NVMLError]] = {}
+    _valClassMapping: dict[int, type[NVMLError]] = {}
+    value: int
 
-    def __new__(cls, value: int | None = None) -> NVMLError:
-        if cls is NVMLError and value is not None:
-            cls = NVMLError._by_code.get(value, NVMLError)
+    def __new__(cls, value: int) -> NVMLError:
+        if cls is NVMLError:
+            cls = NVMLError._valClassMapping.get(value, cls)
         obj = Exception.__new__(cls)
-        obj.value = cls.value if value is None else value
+        obj.value = value
         return obj
 
-    def __init__(self, value: int | None = None) -> None:
-        super().__init__(self.value)
-
     def __str__(self) -> str:
-        return f"{type(self).__name__.removeprefix('NVMLError_')} (NVML error {self.value})"
+        return _ERROR_STRINGS.get(self.value, f"NVML Error with code {self.value}")
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == getattr(other, "value", None)
+
+    __hash__ = None  # type: ignore[assignment]  # pynvml defines __eq__ only
 
 
 def _error_class(name: str, code: int) -> type[NVMLError]:
-    cls = type(f"NVMLError_{name}", (NVMLError,), {"value": code})
-    NVMLError._by_code[code] = cls
+    # pynvml.py _extractNVMLErrorsAsClasses: NVML_ERROR_GPU_IS_LOST -> NVMLError_GpuIsLost,
+    # whose __new__ ignores its arguments and sets the fixed code.
+    def new(cls: type[NVMLError], *args: Any) -> NVMLError:
+        return NVMLError.__new__(cls, code)
+
+    cls = type(f"NVMLError_{name}", (NVMLError,), {"__new__": new})
+    NVMLError._valClassMapping[code] = cls
     return cls
 
 
@@ -78,18 +148,25 @@ NVMLError_Uninitialized = _error_class("Uninitialized", NVML_ERROR_UNINITIALIZED
 NVMLError_InvalidArgument = _error_class("InvalidArgument", NVML_ERROR_INVALID_ARGUMENT)
 NVMLError_NotSupported = _error_class("NotSupported", NVML_ERROR_NOT_SUPPORTED)
 NVMLError_NoPermission = _error_class("NoPermission", NVML_ERROR_NO_PERMISSION)
+NVMLError_AlreadyInitialized = _error_class("AlreadyInitialized", NVML_ERROR_ALREADY_INITIALIZED)
 NVMLError_NotFound = _error_class("NotFound", NVML_ERROR_NOT_FOUND)
+NVMLError_InsufficientSize = _error_class("InsufficientSize", NVML_ERROR_INSUFFICIENT_SIZE)
 NVMLError_DriverNotLoaded = _error_class("DriverNotLoaded", NVML_ERROR_DRIVER_NOT_LOADED)
 NVMLError_Timeout = _error_class("Timeout", NVML_ERROR_TIMEOUT)
 NVMLError_LibraryNotFound = _error_class("LibraryNotFound", NVML_ERROR_LIBRARY_NOT_FOUND)
 NVMLError_FunctionNotFound = _error_class("FunctionNotFound", NVML_ERROR_FUNCTION_NOT_FOUND)
 NVMLError_GpuIsLost = _error_class("GpuIsLost", NVML_ERROR_GPU_IS_LOST)
+NVMLError_ResetRequired = _error_class("ResetRequired", NVML_ERROR_RESET_REQUIRED)
 NVMLError_LibRmVersionMismatch = _error_class("LibRmVersionMismatch",
                                               NVML_ERROR_LIB_RM_VERSION_MISMATCH)
+NVMLError_InUse = _error_class("InUse", NVML_ERROR_IN_USE)
+NVMLError_NoData = _error_class("NoData", NVML_ERROR_NO_DATA)
+NVMLError_ArgumentVersionMismatch = _error_class("ArgumentVersionMismatch",
+                                                 NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
 NVMLError_Unknown = _error_class("Unknown", NVML_ERROR_UNKNOWN)
 
 ERRORS: dict[str, type[NVMLError]] = {
-    cls.__name__.removeprefix("NVMLError_"): cls for cls in NVMLError._by_code.values()
+    cls.__name__.removeprefix("NVMLError_"): cls for cls in NVMLError._valClassMapping.values()
 }
 
 
@@ -97,6 +174,130 @@ def error(name: str) -> NVMLError:
     """An instance of ``NVMLError_<name>`` (e.g. ``error("GpuIsLost")``)."""
     return ERRORS[name]()
 
+
+# -- structures (field names and C types as pynvml.py defines them) -------------------------
+class c_nvmlDeviceAttributes(ctypes.Structure):  # pynvml.py c_nvmlDeviceAttributes
+    _fields_ = [("multiprocessorCount", ctypes.c_uint), ("sharedCopyEngineCount", ctypes.c_uint),
+                ("sharedDecoderCount", ctypes.c_uint), ("sharedEncoderCount", ctypes.c_uint),
+                ("sharedJpegCount", ctypes.c_uint), ("sharedOfaCount", ctypes.c_uint),
+                ("gpuInstanceSliceCount", ctypes.c_uint),
+                ("computeInstanceSliceCount", ctypes.c_uint),
+                ("memorySizeMB", ctypes.c_ulonglong)]
+
+
+_PROFILE_INFO_FIELDS = [
+    ("id", ctypes.c_uint), ("isP2pSupported", ctypes.c_uint), ("sliceCount", ctypes.c_uint),
+    ("instanceCount", ctypes.c_uint), ("multiprocessorCount", ctypes.c_uint),
+    ("copyEngineCount", ctypes.c_uint), ("decoderCount", ctypes.c_uint),
+    ("encoderCount", ctypes.c_uint), ("jpegCount", ctypes.c_uint), ("ofaCount", ctypes.c_uint),
+    ("memorySizeMB", ctypes.c_ulonglong)]
+
+
+class c_nvmlGpuInstanceProfileInfo_t(ctypes.Structure):  # pynvml.py, same name
+    _fields_ = _PROFILE_INFO_FIELDS
+
+
+class c_nvmlGpuInstanceProfileInfo_v2_t(ctypes.Structure):  # pynvml.py, same name
+    _fields_ = [("version", ctypes.c_uint), *_PROFILE_INFO_FIELDS,
+                ("name", ctypes.c_char * NVML_DEVICE_NAME_V2_BUFFER_SIZE)]
+
+
+class c_nvmlMemory_t(ctypes.Structure):  # pynvml.py c_nvmlMemory_t (bytes)
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                ("used", ctypes.c_ulonglong)]
+
+
+class c_nvmlUtilization_t(ctypes.Structure):  # pynvml.py c_nvmlUtilization_t (percent)
+    _fields_ = [("gpu", ctypes.c_uint), ("memory", ctypes.c_uint)]
+
+
+class nvmlPciInfo_t(ctypes.Structure):  # pynvml.py nvmlPciInfo_t: busId is bytes
+    _fields_ = [("busIdLegacy", ctypes.c_char * NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE),
+                ("domain", ctypes.c_uint), ("bus", ctypes.c_uint), ("device", ctypes.c_uint),
+                ("pciDeviceId", ctypes.c_uint), ("pciSubSystemId", ctypes.c_uint),
+                ("busId", ctypes.c_char * NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE)]
+
+
+class c_nvmlValue_t(ctypes.Union):  # pynvml.py c_nvmlValue_t
+    _fields_ = [("dVal", ctypes.c_double), ("uiVal", ctypes.c_uint), ("ulVal", ctypes.c_ulong),
+                ("ullVal", ctypes.c_ulonglong), ("sllVal", ctypes.c_longlong),
+                ("siVal", ctypes.c_int), ("usVal", ctypes.c_ushort)]
+
+
+class c_nvmlFieldValue_t(ctypes.Structure):  # pynvml.py c_nvmlFieldValue_t
+    _fields_ = [("fieldId", ctypes.c_uint32), ("scopeId", ctypes.c_uint32),
+                ("timestamp", ctypes.c_int64), ("latencyUsec", ctypes.c_int64),
+                ("valueType", ctypes.c_uint), ("nvmlReturn", ctypes.c_uint),
+                ("value", c_nvmlValue_t)]
+
+
+# -- MIG profiles (what `nvidia-smi mig -lgip` lists; NVIDIA MIG User Guide, "Supported MIG
+# Profiles"). (NVML_GPU_INSTANCE_PROFILE_* index, profile ID, name, slices, instances, SMs,
+# copy engines, memory MiB.) Only the profiles these tests use; the +me variants are omitted.
+# SM and slice counts are the guide's and lgip's; memory sizes are lgip's GiB rounded to MiB
+# (approximate, unused by energymeter).
+@dataclass(frozen=True)
+class GpuInstanceProfile:
+    profile: int  # NVML_GPU_INSTANCE_PROFILE_* (the argument of ...ProfileInfo)
+    id: int  # profile ID, as `nvidia-smi mig -lgip` prints it
+    name: str  # "1g.10gb"
+    slice_count: int
+    instance_count: int
+    multiprocessor_count: int
+    copy_engine_count: int
+    memory_size_mb: int
+
+
+def _profiles(*rows: tuple[int, int, str, int, int, int, int, int]) -> tuple[
+        GpuInstanceProfile, ...]:
+    return tuple(GpuInstanceProfile(*row) for row in rows)
+
+
+# A100-SXM4-40GB (GA100): 7 GPU-instance slices, 14 SMs each, 98 SMs in MIG mode (of 108).
+A100_40GB_PROFILES = _profiles(
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE, 19, "1g.5gb", 1, 7, 14, 1, 4864),
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, 15, "1g.10gb", 1, 4, 14, 1, 9856),
+    (NVML_GPU_INSTANCE_PROFILE_2_SLICE, 14, "2g.10gb", 2, 3, 28, 2, 9856),
+    (NVML_GPU_INSTANCE_PROFILE_3_SLICE, 9, "3g.20gb", 3, 2, 42, 3, 19968),
+    (NVML_GPU_INSTANCE_PROFILE_4_SLICE, 5, "4g.20gb", 4, 1, 56, 4, 19968),
+    (NVML_GPU_INSTANCE_PROFILE_7_SLICE, 0, "7g.40gb", 7, 1, 98, 7, 40192))
+# A100-SXM4-80GB: the same slices and SMs, names by its memory (MIG User Guide).
+A100_80GB_PROFILES = _profiles(
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE, 19, "1g.10gb", 1, 7, 14, 1, 9728),
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, 15, "1g.20gb", 1, 4, 14, 1, 19968),
+    (NVML_GPU_INSTANCE_PROFILE_2_SLICE, 14, "2g.20gb", 2, 3, 28, 2, 19968),
+    (NVML_GPU_INSTANCE_PROFILE_3_SLICE, 9, "3g.40gb", 3, 2, 42, 3, 40192),
+    (NVML_GPU_INSTANCE_PROFILE_4_SLICE, 5, "4g.40gb", 4, 1, 56, 4, 40192),
+    (NVML_GPU_INSTANCE_PROFILE_7_SLICE, 0, "7g.80gb", 7, 1, 98, 7, 80384))
+# A30-24GB (GA100): 4 GPU-instance slices of 14 SMs; no 3g or 7g profile.
+A30_PROFILES = _profiles(
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE, 14, "1g.6gb", 1, 4, 14, 1, 5836),
+    (NVML_GPU_INSTANCE_PROFILE_2_SLICE, 5, "2g.12gb", 2, 2, 28, 2, 11672),
+    (NVML_GPU_INSTANCE_PROFILE_4_SLICE, 0, "4g.24gb", 4, 1, 56, 4, 23344))
+# H100 80GB HBM3 (GH100): 7 GPU-instance slices; the 7g profile holds all 132 SMs.
+H100_80GB_PROFILES = _profiles(
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE, 19, "1g.10gb", 1, 7, 16, 1, 9984),
+    (NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, 15, "1g.20gb", 1, 4, 26, 1, 20096),
+    (NVML_GPU_INSTANCE_PROFILE_2_SLICE, 14, "2g.20gb", 2, 3, 32, 2, 20096),
+    (NVML_GPU_INSTANCE_PROFILE_3_SLICE, 9, "3g.40gb", 3, 2, 60, 3, 40448),
+    (NVML_GPU_INSTANCE_PROFILE_4_SLICE, 5, "4g.40gb", 4, 1, 64, 4, 40448),
+    (NVML_GPU_INSTANCE_PROFILE_7_SLICE, 0, "7g.80gb", 7, 1, 132, 8, 81152))
+
+
+@dataclass
+class FakeMigDevice:
+    """One MIG device (a compute instance, CI, inside a GPU instance, GI).
+
+    ``profile``: the GI's profile name (e.g. ``"3g.40gb"``) in its GPU's profile table;
+    ``gi_id``/``ci_id``: nvmlDeviceGetGpuInstanceId / nvmlDeviceGetComputeInstanceId;
+    ``ci_slices``: compute slices of this CI (default: the whole GI, the usual one CI per GI);
+    a CI smaller than its GI has ``ci_slices * SMs-per-slice`` SMs."""
+
+    uuid: str
+    profile: str = "1g.10gb"
+    gi_id: int = 0
+    ci_id: int = 0
+    ci_slices: int | None = None
 
 # -- simulated hardware -----------------------------------------------------------------
 class FakeClock:
@@ -144,9 +345,30 @@ class StepTrace:
         return self.busy_w if i >= 0 and self._busy[i] else self.idle_w
 
 
+_GA100 = re.compile(r"\bA(100|30)\b")
+
+
+def profiles_for(name: str) -> tuple[GpuInstanceProfile, ...]:
+    """The MIG profile table of a GPU model named like NVML names it (default: H100's)."""
+    if re.search(r"\bA30\b", name):
+        return A30_PROFILES
+    if re.search(r"\bA100\b", name):
+        return A100_80GB_PROFILES if "80GB" in name else A100_40GB_PROFILES
+    return H100_80GB_PROFILES
+
+
 @dataclass
 class FakeGPU:
-    """One simulated GPU. ``arch`` None makes ``nvmlDeviceGetArchitecture`` NotSupported."""
+    """One simulated GPU. ``arch`` None makes ``nvmlDeviceGetArchitecture`` NotSupported.
+
+    MIG: ``mig_devices`` (a :class:`FakeMigDevice` per MIG device index; None leaves that
+    index empty, so NVML answers NotFound for it) puts the GPU in MIG mode; ``mig_uuids`` is a
+    shorthand making one smallest-profile device per UUID (GI ids 1, 2...). ``mig_profiles``
+    defaults to the model's table (:func:`profiles_for`). ``mig_mode`` overrides
+    [current, pending] of nvmlDeviceGetMigMode (e.g. ``(1, 1)`` with no device yet).
+    ``privileged``: in MIG mode NVML gives the parent's aggregate memory and processes only
+    to privileged callers (nvml.h, nvmlDeviceGetMemoryInfo "@note In MIG mode...").
+    """
 
     name: str = "NVIDIA H100 80GB HBM3"
     arch: str | None = "hopper"
@@ -161,12 +383,13 @@ class FakeGPU:
     sm_clock_mhz: int = 1980
     processes: list[FakeProcess] = field(default_factory=list)
     mig_uuids: list[str] = field(default_factory=list)
-    # SMs of the whole GPU and of each MIG device (nvmlDeviceGetAttributes), slices of each.
-    multiprocessor_count: int = 132
-    mig_multiprocessors: list[int] = field(default_factory=list)
-    mig_slices: list[int] = field(default_factory=list)
+    mig_devices: list[FakeMigDevice | None] = field(default_factory=list)
+    mig_profiles: tuple[GpuInstanceProfile, ...] | None = None
+    mig_mode: tuple[int, int] | None = None
+    privileged: bool = False
     # None: as the hardware: energy counter on Volta and newer, POWER_INSTANT field on
-    # Volta and newer, 1 s averaged nvmlDeviceGetPowerUsage on Ampere and newer.
+    # Volta and newer, nvmlDeviceGetPowerUsage a 1 s average on Ampere and newer except
+    # GA100 (A100, A30), which give instantaneous power (nvml.h, nvmlDeviceGetPowerUsage).
     energy_counter: bool | None = None
     power_instant: bool | None = None
     power_usage_window_s: float | None = None
@@ -176,9 +399,48 @@ class FakeGPU:
     lost_at_s: float | None = None
     unsupported: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.sync_mig()
+
+    def sync_mig(self) -> None:
+        """Make ``mig_devices`` from ``mig_uuids`` if only those were given (FakeNVML calls it
+        again, for tests that set ``mig_uuids`` after making the GPU)."""
+        if self.mig_profiles is None:
+            self.mig_profiles = profiles_for(self.name)
+        if self.mig_uuids and not self.mig_devices:
+            smallest = min(self.mig_profiles, key=lambda p: (p.slice_count, p.profile))
+            self.mig_devices = [FakeMigDevice(u, smallest.name, gi_id=i + 1)
+                                for i, u in enumerate(self.mig_uuids)]
+        self.mig_uuids = [d.uuid for d in self.mig_devices if d is not None]
+
     @property
     def arch_code(self) -> int | None:
         return None if self.arch is None else ARCH_CODES[self.arch]
+
+    @property
+    def mig_capable(self) -> bool:  # MIG: Ampere and newer data-centre GPUs
+        return self.arch_code is not None and self.arch_code >= ARCH_CODES["ampere"]
+
+    @property
+    def mig_enabled(self) -> bool:
+        if self.mig_mode is not None:
+            return bool(self.mig_mode[0])
+        return bool(self.mig_uuids)
+
+    @property
+    def total_slices(self) -> int:
+        assert self.mig_profiles
+        return max(p.slice_count for p in self.mig_profiles)
+
+    def profile(self, name: str) -> GpuInstanceProfile:
+        assert self.mig_profiles
+        return next(p for p in self.mig_profiles if p.name == name)
+
+    def mig_sms(self, device: FakeMigDevice) -> int:
+        """SMs of a MIG device (a CI smaller than its GI has its share of the GI's SMs)."""
+        prof = self.profile(device.profile)
+        ci = prof.slice_count if device.ci_slices is None else device.ci_slices
+        return prof.multiprocessor_count * ci // prof.slice_count
 
     def power_at(self, t_s: float) -> float:
         p = self.power_w
@@ -230,7 +492,13 @@ class FakeNVML:
     ``gpus``: the simulated GPUs, NVML order. ``clock``: seconds (default ``time.monotonic``);
     simulated time ``t_s`` is ``clock() - clock()@construction``. ``init_error``: name of the
     NVMLError subclass ``nvmlInit`` raises (``"LibraryNotFound"``, ``"DriverNotLoaded"``,
-    ``"NoPermission"``...). ``driver_version`` / ``nvml_version``: reported strings.
+    ``"NoPermission"``...). ``driver_version`` / ``nvml_version``: reported strings; a driver
+    older than R470 names MIG devices ``MIG-GPU-<gpu uuid>/<gi>/<ci>`` (MIG user guide,
+    "Device Enumeration"), newer ones ``MIG-<uuid>`` (the FakeMigDevice's ``uuid``).
+    ``bytes_strings``: strings come back as ``bytes``, as nvidia-ml-py before 11.515 returned
+    them (later versions decode them: pynvml.py ``convertStrBytes``).
+    ``profile_info_v2``: False makes ``nvmlDeviceGetGpuInstanceProfileInfo(..., version=2)``
+    raise FunctionNotFound, as a driver without ``nvmlDeviceGetGpuInstanceProfileInfoV`` does.
 
     Introspection: ``calls`` (a Counter of NVML function names), ``init_count``,
     ``shutdown_count``, :meth:`elapsed_s`, :meth:`counter_mj`, :meth:`energy_j`,
@@ -249,9 +517,9 @@ class FakeNVML:
     NVML_DEVICE_ARCH_ADA = 8
     NVML_DEVICE_ARCH_HOPPER = 9
     NVML_DEVICE_ARCH_BLACKWELL = 10
-    NVML_DEVICE_ARCH_UNKNOWN = 0xFFFFFFFF
-    NVML_FI_DEV_POWER_AVERAGE = 185
-    NVML_FI_DEV_POWER_INSTANT = 186
+    NVML_DEVICE_ARCH_UNKNOWN = NVML_DEVICE_ARCH_UNKNOWN
+    NVML_FI_DEV_POWER_AVERAGE = 185  # nvml.h: 1 s average (Ampere except GA100 and newer)
+    NVML_FI_DEV_POWER_INSTANT = 186  # nvml.h: current power
     NVML_CLOCK_GRAPHICS = 0
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
@@ -261,22 +529,51 @@ class FakeNVML:
     NVML_VALUE_TYPE_DOUBLE = 0
     NVML_VALUE_TYPE_UNSIGNED_INT = 1
     NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
+    NVML_GPU_INSTANCE_PROFILE_1_SLICE = NVML_GPU_INSTANCE_PROFILE_1_SLICE
+    NVML_GPU_INSTANCE_PROFILE_2_SLICE = NVML_GPU_INSTANCE_PROFILE_2_SLICE
+    NVML_GPU_INSTANCE_PROFILE_3_SLICE = NVML_GPU_INSTANCE_PROFILE_3_SLICE
+    NVML_GPU_INSTANCE_PROFILE_4_SLICE = NVML_GPU_INSTANCE_PROFILE_4_SLICE
+    NVML_GPU_INSTANCE_PROFILE_7_SLICE = NVML_GPU_INSTANCE_PROFILE_7_SLICE
+    NVML_GPU_INSTANCE_PROFILE_8_SLICE = NVML_GPU_INSTANCE_PROFILE_8_SLICE
+    NVML_GPU_INSTANCE_PROFILE_6_SLICE = NVML_GPU_INSTANCE_PROFILE_6_SLICE
+    NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 = NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1
+    NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1 = NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1
+    NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2 = NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2
+    NVML_GPU_INSTANCE_PROFILE_COUNT = NVML_GPU_INSTANCE_PROFILE_COUNT
 
     NVMLError = NVMLError
     NVMLError_Uninitialized = NVMLError_Uninitialized
     NVMLError_InvalidArgument = NVMLError_InvalidArgument
     NVMLError_NotSupported = NVMLError_NotSupported
     NVMLError_NoPermission = NVMLError_NoPermission
+    NVMLError_AlreadyInitialized = NVMLError_AlreadyInitialized
     NVMLError_NotFound = NVMLError_NotFound
+    NVMLError_InsufficientSize = NVMLError_InsufficientSize
     NVMLError_DriverNotLoaded = NVMLError_DriverNotLoaded
     NVMLError_Timeout = NVMLError_Timeout
     NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
     NVMLError_FunctionNotFound = NVMLError_FunctionNotFound
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
+    NVMLError_ResetRequired = NVMLError_ResetRequired
     NVMLError_LibRmVersionMismatch = NVMLError_LibRmVersionMismatch
+    NVMLError_InUse = NVMLError_InUse
+    NVMLError_NoData = NVMLError_NoData
+    NVMLError_ArgumentVersionMismatch = NVMLError_ArgumentVersionMismatch
     NVMLError_Unknown = NVMLError_Unknown
 
-    MAX_MIG_DEVICES = 7
+    # Calls answered for a physical GPU's handle only. nvml.h documents no MIG behaviour for
+    # the power and energy calls; nvidia-smi shows power per physical GPU only, and the fake
+    # refuses them (NOT_SUPPORTED) on a MIG handle so that a test catches a probe asking.
+    _PARENT_ONLY = frozenset({
+        "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetFieldValues", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetMigMode",
+        "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+        "nvmlDeviceGetGpuInstanceProfileInfo"})
+    # Calls answered for a MIG device handle only (nvml.h: nvmlDeviceGetAttributes_v2 "@note
+    # This API currently only supports MIG device handles"; nvmlDeviceGetGpuInstanceId /
+    # ...ComputeInstanceId "Target MIG device handle"): NOT_SUPPORTED on a physical GPU.
+    _MIG_ONLY = frozenset({"nvmlDeviceGetAttributes", "nvmlDeviceGetGpuInstanceId",
+                           "nvmlDeviceGetComputeInstanceId"})
 
     def __init__(
         self,
@@ -286,9 +583,12 @@ class FakeNVML:
         init_error: str | None = None,
         driver_version: str = "550.54.15",
         nvml_version: str = "12.550.54.15",
+        bytes_strings: bool = False,
+        profile_info_v2: bool = True,
     ) -> None:
         self.gpus = list(gpus)
         for i, gpu in enumerate(self.gpus):
+            gpu.sync_mig()
             if gpu.uuid is None:
                 gpu.uuid = _fake_uuid(i)
             if gpu.pci_bus_id is None:
@@ -298,6 +598,8 @@ class FakeNVML:
         self.init_error = init_error
         self.driver_version = driver_version
         self.nvml_version = nvml_version
+        self.bytes_strings = bytes_strings
+        self.profile_info_v2 = profile_info_v2
         self.calls: Counter[str] = Counter()
         self.init_count = 0
         self.shutdown_count = 0
@@ -313,7 +615,8 @@ class FakeNVML:
         return self.clock() - self.t0_s
 
     def counter_mj(self, index: int, t_s: float | None = None) -> int:
-        """The energy counter of GPU ``index`` at simulated time ``t_s`` (default now)."""
+        """The energy counter of GPU ``index`` at simulated time ``t_s`` (default now): an
+        unsigned 64-bit count of mJ (pynvml.py: ``c_uint64``)."""
         with self.lock:
             gpu = self.gpus[index]
             state = self._states[index]
@@ -323,7 +626,7 @@ class FakeNVML:
             if gpu.counter_reset_at_s is not None and t >= gpu.counter_reset_at_s:
                 k_reset = round(gpu.counter_reset_at_s * 1e9) // state.period_ns
                 return round(1000 * (energy_j - state.energy_at_update(k_reset)))
-            return gpu.counter_offset_mj + round(1000 * energy_j)
+            return (gpu.counter_offset_mj + round(1000 * energy_j)) & 0xFFFF_FFFF_FFFF_FFFF
 
     def energy_j(self, index: int, t0_s: float, t1_s: float, steps: int = 20_000) -> float:
         """The exact energy of GPU ``index``'s trace between two simulated times."""
@@ -344,13 +647,24 @@ class FakeNVML:
         with self.lock:
             self._hangs[(index, function)] = until
 
+    def mig_uuid(self, gpu: FakeGPU, device: FakeMigDevice) -> str:
+        """What nvmlDeviceGetUUID answers for a MIG device under this driver."""
+        if int(self.driver_version.split(".")[0]) < 470:
+            return f"MIG-{gpu.uuid}/{device.gi_id}/{device.ci_id}"
+        return device.uuid
+
     # -- plumbing ---------------------------------------------------------------------------
+    def _str(self, text: str) -> str | bytes:
+        return text.encode() if self.bytes_strings else text
+
     def _enter(self, function: str, handle: FakeHandle | None = None) -> FakeGPU | None:
         self.calls[function] += 1
         if self._refcount <= 0:
             raise NVMLError_Uninitialized()
         if handle is None:
             return None
+        if not isinstance(handle, FakeHandle) or not 0 <= handle.index < len(self.gpus):
+            raise NVMLError_InvalidArgument()
         gpu = self.gpus[handle.index]
         if gpu.lost_at_s is not None and self.elapsed_s() >= gpu.lost_at_s:
             raise NVMLError_GpuIsLost()
@@ -362,7 +676,18 @@ class FakeNVML:
             raise ERRORS[failure]()
         if function in gpu.unsupported:
             raise NVMLError_NotSupported()
+        if handle.mig is not None and function in self._PARENT_ONLY:
+            raise NVMLError_NotSupported()
+        if handle.mig is None and function in self._MIG_ONLY:
+            raise NVMLError_NotSupported()
         return gpu
+
+    def _mig_device(self, gpu: FakeGPU, handle: FakeHandle) -> FakeMigDevice:
+        assert handle.mig is not None
+        device = gpu.mig_devices[handle.mig] if handle.mig < len(gpu.mig_devices) else None
+        if device is None:  # a stale handle: its compute instance was destroyed
+            raise NVMLError_InvalidArgument()
+        return device
 
     # -- library ------------------------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -379,15 +704,15 @@ class FakeNVML:
             self.shutdown_count += 1
             self._refcount -= 1
 
-    def nvmlSystemGetDriverVersion(self) -> str:
+    def nvmlSystemGetDriverVersion(self) -> str | bytes:
         with self.lock:
             self._enter("nvmlSystemGetDriverVersion")
-            return self.driver_version
+            return self._str(self.driver_version)
 
-    def nvmlSystemGetNVMLVersion(self) -> str:
+    def nvmlSystemGetNVMLVersion(self) -> str | bytes:
         with self.lock:
             self._enter("nvmlSystemGetNVMLVersion")
-            return self.nvml_version
+            return self._str(self.nvml_version)
 
     def nvmlDeviceGetCount(self) -> int:
         with self.lock:
@@ -408,80 +733,151 @@ class FakeNVML:
             for i, gpu in enumerate(self.gpus):
                 if gpu.uuid == text:
                     return FakeHandle(i)
-                if text in gpu.mig_uuids:
-                    return FakeHandle(i, gpu.mig_uuids.index(text))
+                for k, device in enumerate(gpu.mig_devices):
+                    if device is not None and text == self.mig_uuid(gpu, device):
+                        return FakeHandle(i, k)
             raise NVMLError_NotFound()
 
     # -- device facts ---------------------------------------------------------------------------
-    def nvmlDeviceGetAttributes(self, handle: FakeHandle) -> SimpleNamespace:
-        """SM and slice counts (like nvmlDeviceGetAttributes_v2): of a MIG device, or of the
-        whole GPU (which real drivers may refuse in MIG mode: ``unsupported``)."""
+    def nvmlDeviceGetAttributes(self, handle: FakeHandle) -> c_nvmlDeviceAttributes:
+        """pynvml.py nvmlDeviceGetAttributes (-> nvmlDeviceGetAttributes_v2): a MIG device's
+        SMs, shared engines, slices and memory. A physical GPU's handle: NotSupported
+        (``_MIG_ONLY``)."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetAttributes", handle)
-            if handle.mig is None:
-                return SimpleNamespace(multiprocessorCount=gpu.multiprocessor_count,
-                                       gpuInstanceSliceCount=7, computeInstanceSliceCount=7)
-            sms = (gpu.mig_multiprocessors[handle.mig] if handle.mig < len(
-                gpu.mig_multiprocessors) else gpu.multiprocessor_count // 7)
-            slices = gpu.mig_slices[handle.mig] if handle.mig < len(gpu.mig_slices) else 1
-            return SimpleNamespace(multiprocessorCount=sms, gpuInstanceSliceCount=slices,
-                                   computeInstanceSliceCount=slices)
+            assert gpu is not None
+            device = self._mig_device(gpu, handle)
+            prof = gpu.profile(device.profile)
+            ci = prof.slice_count if device.ci_slices is None else device.ci_slices
+            return c_nvmlDeviceAttributes(
+                multiprocessorCount=gpu.mig_sms(device),
+                sharedCopyEngineCount=prof.copy_engine_count,
+                gpuInstanceSliceCount=prof.slice_count, computeInstanceSliceCount=ci,
+                memorySizeMB=prof.memory_size_mb)
 
-    def nvmlDeviceGetName(self, handle: FakeHandle) -> str:
+    def nvmlDeviceGetName(self, handle: FakeHandle) -> str | bytes:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetName", handle)
-            return gpu.name if handle.mig is None else f"{gpu.name} MIG 1g.10gb"
+            assert gpu is not None
+            if handle.mig is None:
+                return self._str(gpu.name)
+            device = self._mig_device(gpu, handle)
+            return self._str(f"{gpu.name} MIG {device.profile}")
 
-    def nvmlDeviceGetUUID(self, handle: FakeHandle) -> str:
+    def nvmlDeviceGetUUID(self, handle: FakeHandle) -> str | bytes:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetUUID", handle)
-            return gpu.uuid if handle.mig is None else gpu.mig_uuids[handle.mig]
+            assert gpu is not None and gpu.uuid is not None
+            if handle.mig is None:
+                return self._str(gpu.uuid)
+            return self._str(self.mig_uuid(gpu, self._mig_device(gpu, handle)))
 
     def nvmlDeviceGetArchitecture(self, handle: FakeHandle) -> int:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetArchitecture", handle)
+            assert gpu is not None
             if gpu.arch_code is None:
                 raise NVMLError_NotSupported()
             return gpu.arch_code
 
-    def nvmlDeviceGetPciInfo(self, handle: FakeHandle) -> SimpleNamespace:
+    def nvmlDeviceGetPciInfo(self, handle: FakeHandle) -> nvmlPciInfo_t:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetPciInfo", handle)
-            return SimpleNamespace(busId=gpu.pci_bus_id, bus=0, device=0, domain=0)
+            assert gpu is not None and gpu.pci_bus_id is not None
+            bus_id = gpu.pci_bus_id.encode()
+            return nvmlPciInfo_t(busIdLegacy=bus_id[-12:], domain=0, bus=0, device=0,
+                                 busId=bus_id)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeHandle) -> int:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetEnforcedPowerLimit", handle)
+            assert gpu is not None
             if gpu.power_limit_w is None:
                 raise NVMLError_NotSupported()
             return round(gpu.power_limit_w * 1000)
 
     # -- MIG ------------------------------------------------------------------------------------
-    def nvmlDeviceGetMigMode(self, handle: FakeHandle) -> tuple[int, int]:
+    def nvmlDeviceGetMigMode(self, handle: FakeHandle) -> list[int]:
+        """pynvml.py: ``[current, pending]`` (a list); nvml.h: NOT_SUPPORTED where the
+        device does not support MIG."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetMigMode", handle)
-            if gpu.mig_uuids:
-                return (1, 1)
-            if gpu.arch_code is not None and gpu.arch_code >= ARCH_CODES["ampere"]:
-                return (0, 0)
-            raise NVMLError_NotSupported()
+            assert gpu is not None
+            if not gpu.mig_capable:
+                raise NVMLError_NotSupported()
+            if gpu.mig_mode is not None:
+                return list(gpu.mig_mode)
+            mode = int(gpu.mig_enabled)
+            return [mode, mode]
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeHandle) -> int:
+        """nvml.h: "Returns zero if MIG is not supported or enabled"; else the most compute
+        instances the GPU can hold: one per slice (7 on A100/H100, 4 on A30)."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetMaxMigDeviceCount", handle)
-            return self.MAX_MIG_DEVICES if gpu.mig_uuids else 0
+            assert gpu is not None
+            return gpu.total_slices if gpu.mig_capable and gpu.mig_enabled else 0
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeHandle, index: int) -> FakeHandle:
+        """nvml.h: INVALID_ARGUMENT for an index out of range, NOT_FOUND "if no valid MIG
+        device was found at index"."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetMigDeviceHandleByIndex", handle)
-            if not 0 <= index < len(gpu.mig_uuids):
+            assert gpu is not None
+            if not gpu.mig_capable or not gpu.mig_enabled:
+                raise NVMLError_NotSupported()
+            if not 0 <= index < gpu.total_slices:
+                raise NVMLError_InvalidArgument()
+            if index >= len(gpu.mig_devices) or gpu.mig_devices[index] is None:
                 raise NVMLError_NotFound()
             return FakeHandle(handle.index, index)
 
-    def nvmlDeviceIsMigDeviceHandle(self, handle: FakeHandle) -> int:
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: FakeHandle, profile: int,
+                                            version: int = 2) -> Any:
+        """pynvml.py: version 2 (default) calls nvmlDeviceGetGpuInstanceProfileInfoV and
+        returns ``c_nvmlGpuInstanceProfileInfo_v2_t``, version 1 the older call and
+        ``c_nvmlGpuInstanceProfileInfo_t``. nvml.h: NOT_SUPPORTED if MIG is not enabled or
+        ``profile`` isn't supported, INVALID_ARGUMENT for a profile out of range."""
+        with self.lock:
+            gpu = self._enter("nvmlDeviceGetGpuInstanceProfileInfo", handle)
+            assert gpu is not None and gpu.mig_profiles is not None
+            if version not in (1, 2) or (version == 2 and not self.profile_info_v2):
+                raise NVMLError_FunctionNotFound()
+            if not 0 <= profile < NVML_GPU_INSTANCE_PROFILE_COUNT:
+                raise NVMLError_InvalidArgument()
+            if not gpu.mig_capable or not gpu.mig_enabled:
+                raise NVMLError_NotSupported()
+            prof = next((p for p in gpu.mig_profiles if p.profile == profile), None)
+            if prof is None:
+                raise NVMLError_NotSupported()
+            common = {"id": prof.id, "isP2pSupported": 0, "sliceCount": prof.slice_count,
+                      "instanceCount": prof.instance_count,
+                      "multiprocessorCount": prof.multiprocessor_count,
+                      "copyEngineCount": prof.copy_engine_count,
+                      "memorySizeMB": prof.memory_size_mb}
+            if version == 1:
+                return c_nvmlGpuInstanceProfileInfo_t(**common)
+            return c_nvmlGpuInstanceProfileInfo_v2_t(
+                version=nvmlGpuInstanceProfileInfo_v2, name=f"MIG {prof.name}".encode(),
+                **common)
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: FakeHandle) -> int:
+        with self.lock:
+            gpu = self._enter("nvmlDeviceGetGpuInstanceId", handle)
+            assert gpu is not None
+            return self._mig_device(gpu, handle).gi_id
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: FakeHandle) -> int:
+        with self.lock:
+            gpu = self._enter("nvmlDeviceGetComputeInstanceId", handle)
+            assert gpu is not None
+            return self._mig_device(gpu, handle).ci_id
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: FakeHandle) -> ctypes.c_uint:
+        """pynvml.py returns the ``c_uint`` itself here, not its ``.value``."""
         with self.lock:
             self._enter("nvmlDeviceIsMigDeviceHandle", handle)
-            return int(handle.mig is not None)
+            return ctypes.c_uint(int(handle.mig is not None))
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: FakeHandle) -> FakeHandle:
         with self.lock:
@@ -492,22 +888,28 @@ class FakeNVML:
 
     # -- energy and power -------------------------------------------------------------------
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeHandle) -> int:
+        """nvml.h: mJ since the driver was last reloaded, ``unsigned long long``; Volta and
+        newer."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetTotalEnergyConsumption", handle)
+            assert gpu is not None
             supported = gpu.energy_counter
             if supported is None:
                 supported = gpu.arch_code is not None and gpu.arch_code >= ARCH_CODES["volta"]
-            if not supported or handle.mig is not None:
+            if not supported:
                 raise NVMLError_NotSupported()
             return self.counter_mj(handle.index)
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeHandle) -> int:
+        """nvml.h: mW (``unsigned int``); a 1 s average on Ampere (except GA100) and newer,
+        instantaneous on GA100 and older."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetPowerUsage", handle)
+            assert gpu is not None
             window = gpu.power_usage_window_s
             if window is None:
                 ampere_plus = gpu.arch_code is not None and gpu.arch_code >= ARCH_CODES["ampere"]
-                window = 1.0 if ampere_plus else 0.0
+                window = 1.0 if ampere_plus and not _GA100.search(gpu.name) else 0.0
             t = self.elapsed_s()
             if window <= 0:
                 return round(gpu.power_at(t) * 1000)
@@ -516,40 +918,63 @@ class FakeNVML:
                 return round(gpu.power_at(t) * 1000)
             return round(_simpson(gpu.power_at, start, t, 64) / (t - start) * 1000)
 
-    def nvmlDeviceGetFieldValues(self, handle: FakeHandle, field_ids: list[Any]) -> list[Any]:
+    def nvmlDeviceGetFieldValues(self, handle: FakeHandle, field_ids: list[Any]) -> Any:
+        """pynvml.py: a ctypes array of ``c_nvmlFieldValue_t``; each entry carries its own
+        ``nvmlReturn`` (NOT_SUPPORTED for a field this GPU lacks) while the call succeeds.
+        POWER_INSTANT is an unsigned int in mW."""
         with self.lock:
             gpu = self._enter("nvmlDeviceGetFieldValues", handle)
+            assert gpu is not None
             instant = gpu.power_instant
             if instant is None:
                 instant = gpu.arch_code is not None and gpu.arch_code >= ARCH_CODES["volta"]
             t = self.elapsed_s()
-            out = []
-            for fid in field_ids:
-                fid = fid[0] if isinstance(fid, tuple) else fid
-                ok = fid == self.NVML_FI_DEV_POWER_INSTANT and instant
-                value = SimpleNamespace(uiVal=round(gpu.power_at(t) * 1000) if ok else 0,
-                                        dVal=0.0, ullVal=0)
-                out.append(SimpleNamespace(
-                    fieldId=fid, scopeId=0, timestamp=round(self.clock() * 1e6), latencyUsec=0,
-                    valueType=self.NVML_VALUE_TYPE_UNSIGNED_INT,
-                    nvmlReturn=NVML_SUCCESS if ok else NVML_ERROR_NOT_SUPPORTED, value=value))
+            out = (c_nvmlFieldValue_t * len(field_ids))()
+            for i, fid in enumerate(field_ids):
+                scope = 0
+                if isinstance(fid, tuple):
+                    fid, scope = fid
+                item = out[i]
+                item.fieldId, item.scopeId = fid, scope
+                item.timestamp = round(self.clock() * 1e6)
+                item.valueType = self.NVML_VALUE_TYPE_UNSIGNED_INT
+                if fid == self.NVML_FI_DEV_POWER_INSTANT and instant:
+                    item.nvmlReturn = NVML_SUCCESS
+                    item.value.uiVal = round(gpu.power_at(t) * 1000)
+                else:
+                    item.nvmlReturn = NVML_ERROR_NOT_SUPPORTED
             return out
 
     # -- gauges -------------------------------------------------------------------------------
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeHandle) -> SimpleNamespace:
+    def _privileged_in_mig(self, gpu: FakeGPU, handle: FakeHandle) -> None:
+        # nvml.h nvmlDeviceGetMemoryInfo / ...RunningProcesses: "In MIG mode, if device handle
+        # is provided, the API returns aggregate information, only if the caller has
+        # appropriate privileges."
+        if handle.mig is None and gpu.mig_enabled and not gpu.privileged:
+            raise NVMLError_NoPermission()
+
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeHandle) -> c_nvmlMemory_t:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetMemoryInfo", handle)
-            return SimpleNamespace(total=gpu.memory_total_bytes, used=gpu.memory_used_bytes,
-                                   free=gpu.memory_total_bytes - gpu.memory_used_bytes)
+            assert gpu is not None
+            self._privileged_in_mig(gpu, handle)
+            return c_nvmlMemory_t(total=gpu.memory_total_bytes, used=gpu.memory_used_bytes,
+                                  free=gpu.memory_total_bytes - gpu.memory_used_bytes)
 
-    def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> SimpleNamespace:
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> c_nvmlUtilization_t:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetUtilizationRates", handle)
-            return SimpleNamespace(gpu=gpu.utilization_pct, memory=gpu.utilization_pct // 2)
+            assert gpu is not None
+            # nvml.h: "On MIG-enabled GPUs, querying device utilization rates is not
+            # currently supported."
+            if gpu.mig_enabled:
+                raise NVMLError_NotSupported()
+            return c_nvmlUtilization_t(gpu=gpu.utilization_pct, memory=gpu.utilization_pct // 2)
 
     def nvmlDeviceGetTemperature(self, handle: FakeHandle, sensor: int) -> int:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetTemperature", handle)
+            assert gpu is not None
             if sensor != self.NVML_TEMPERATURE_GPU:
                 raise NVMLError_InvalidArgument()
             return gpu.temperature_c
@@ -557,13 +982,18 @@ class FakeNVML:
     def nvmlDeviceGetClockInfo(self, handle: FakeHandle, clock_type: int) -> int:
         with self.lock:
             gpu = self._enter("nvmlDeviceGetClockInfo", handle)
+            assert gpu is not None
             if clock_type != self.NVML_CLOCK_SM:
                 raise NVMLError_InvalidArgument()
             return gpu.sm_clock_mhz
 
     def _processes(self, function: str, handle: FakeHandle, kind: str) -> list[SimpleNamespace]:
+        # pynvml.py nvmlDeviceGetComputeRunningProcesses_v3: friendly objects; usedGpuMemory
+        # None where NVML gives NVML_VALUE_NOT_AVAILABLE; 0xFFFFFFFF instance ids outside MIG.
         with self.lock:
             gpu = self._enter(function, handle)
+            assert gpu is not None
+            self._privileged_in_mig(gpu, handle)
             return [SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_gpu_memory_bytes,
                                     gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
                     for p in gpu.processes if p.kind == kind]
