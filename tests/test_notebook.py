@@ -35,7 +35,7 @@ def test_magic_and_html_repr_in_a_real_kernel(tmp_path: Path) -> None:
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     shown = [o for o in nb.cells[1].outputs if o.output_type == "execute_result"]
-    assert len(shown) == 1
+    assert len(shown) == 1, nb.cells[1].outputs
     html = shown[0].data["text/html"]
     assert "energymeter run <code>train</code>" in html and "inner" in html
     assert "method=nb" in html and "(estimated)" in html  # no RAPL here: said so

@@ -59,10 +59,22 @@ def _count(stdout: bytes) -> int:
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="coreutils timeout not found")
 def test_timeout_sigterm_reaches_the_command_once(tmp_path: Path) -> None:
-    """GNU timeout signals its child (energymeter) and then its whole process group."""
-    proc = subprocess.run(["timeout", "-s", "TERM", "1.5", *_run_cmd(PY, "-c", COUNTER)],
-                          env=_env(tmp_path), capture_output=True, timeout=30)
-    assert _count(proc.stdout) == 1, proc.stderr.decode()
+    """GNU timeout signals its child (energymeter) and then its whole process group.
+
+    It does so when its time is up and, the same way, when it is itself sent the signal
+    (coreutils src/timeout.c, ``cleanup``): that is how the test fires it, once the command is
+    ready, so that a loaded machine's slow start cannot make it fire earlier."""
+    proc = subprocess.Popen(["timeout", "-s", "TERM", "600", *_run_cmd(PY, "-c", COUNTER)],
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert _count(out) == 1, err.decode()
     assert _report(tmp_path)["status"] == "interrupted"
 
 
