@@ -67,7 +67,7 @@ NVML_ERROR_UNKNOWN = 999
 # nvmlDeviceArchitecture_t (pynvml.py NVML_DEVICE_ARCH_*).
 ARCH_CODES = {
     "kepler": 2, "maxwell": 3, "pascal": 4, "volta": 5, "turing": 6, "ampere": 7,
-    "ada": 8, "hopper": 9, "blackwell": 10,
+    "ada": 8, "hopper": 9, "blackwell": 10, "rubin": 13,
 }
 NVML_DEVICE_ARCH_UNKNOWN = 0xFFFFFFFF
 
