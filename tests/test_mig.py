@@ -300,3 +300,14 @@ def test_report_gives_the_whole_gpu_and_the_attributed_share(tmp_path: Path) -> 
     assert [c.attributed_energy_j for c in again.channels if c.channel.kind == "gpu"] == \
         [pytest.approx(share * gpu.energy_j)]
     assert any("whole GPU" in w for w in m.report.warnings)
+
+
+def test_probes_text_shows_the_share_under_its_gpu(tmp_path: Path) -> None:
+    from energymeter.cli.probes import format_probes
+    from energymeter.probes.inspect import inspect_probes
+
+    info = inspect_probes(env={"CUDA_VISIBLE_DEVICES": MIG_B}, pynvml=_h100_with_two_slices(),
+                          powercap_root=str(tmp_path))
+    text = format_probes(info)
+    gpu_line = text.index("gpu0:")
+    assert "MIG: this run's share 0.121 of the GPU's energy (16 of 132 SMs" in text[gpu_line:]
