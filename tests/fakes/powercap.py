@@ -28,8 +28,23 @@ Which zones (``FakePowercap(root, ...)`` keyword arguments):
   desktop Intel part), each switched by its flag; ``psys`` is a top-level zone after the packages;
 - ``mmio_duplicate``: an ``intel-rapl-mmio:N`` zone named ``package-N`` counting the same energy
   as ``package-N`` (the probe must deduplicate it);
-- :meth:`FakePowercap.amd` builds the AMD Zen shape (``package-N`` with a ``core`` sub-zone, no
-  DRAM, a 15.26 uJ energy unit).
+- ``tpmi``: an ``intel-rapl-tpmi`` tree (linux drivers/powercap/intel_rapl_tpmi.c): per socket
+  ``package-N`` with a ``dram`` sub-zone (if ``dram``), and with ``psys`` a top-level ``psys``
+  after package 0 (``psys-N`` after every package N > 0 too with ``psys_per_package``; names from
+  intel_rapl_common.c rapl_init_domains). With ``msr=True`` (default) its zones are copies of
+  the MSR ones (keys ``tpmi:package-0``, ``tpmi:package-0/dram``, ``tpmi:psys``); ``msr=False``
+  is a TPMI-only machine (keys as for MSR). ``tpmi_control="intel-rapl"`` is Linux 6.5/6.6, whose
+  TPMI driver registered the ``intel-rapl`` name itself;
+- :meth:`FakePowercap.amd` builds the AMD Zen shape (intel_rapl_msr.c rapl_msr_priv_amd:
+  ``package-N`` with a ``core`` sub-zone, no DRAM, energy unit 15258 nJ, no constraint files,
+  ``enabled`` reading 0).
+
+Zone directories are named ``<parent>:<id>`` with the id in hexadecimal, as
+drivers/powercap/powercap_sys.c names them (``"%s:%x"``): the eleventh is ``intel-rapl:a``.
+Files and modes as powercap_sys.c creates them: ``energy_uj`` 0400 (root only since Linux 5.10),
+``name`` and ``max_energy_range_uj`` 0444, ``enabled`` 0644, and with ``max_power_w``
+``constraint_0_{name,max_power_uw}`` 0444 and ``constraint_0_{power_limit_uw,time_window_us}``
+0644.
 
 Power. ``power_w`` maps keys to a power source: a number (constant watts), a sequence of
 ``(duration_s, power_w)`` segments (piecewise constant from creation; the last power holds after
@@ -37,11 +52,20 @@ the end) or a callable ``t_s -> watts`` (integrated with the midpoint rule on st
 1 ms, so "truth" is that integral). Defaults: package 40 W, die 20 W, core 25 W, uncore 2 W,
 dram 5 W, psys 60 W. :meth:`FakePowercap.set_power` changes a source from the current time on.
 
-Counters. ``energy_uj = (initial_energy_uj + floor(energy since creation in uJ)) mod
-(max_energy_range_uj + 1)``: values run 0..max_energy_range_uj, the convention the RAPL probe
-unwraps with. ``max_energy_range_uj`` (int or per-key mapping) may be tiny so counters wrap every
-few seconds (120_000_000 uJ wraps every 3 s at 40 W). ``initial_energy_uj`` sets where counters
-start (e.g. just below the range, to wrap at once). Values are written as fixed-width zero-padded
+Counters, as linux drivers/powercap/intel_rapl_common.c makes them: the hardware counts whole
+energy units ``E`` (nJ, ``energy_unit_nj``: 61035 on Intel = ESU 14, 15258 on AMD; per-key
+mapping allowed; ``dram_energy_unit_nj=15300`` for a server's DRAM, ``psys_energy_unit_nj=10**9``
+for Sapphire Rapids' psys) in a 32-bit register, shown as ``energy_uj = raw * E // 1000``, with
+``max_energy_range_uj = 0xffffffff * E // 1000``; after the top count it steps to 0 over one
+more unit (period ``2**32 * E / 1000`` uJ). ``quantize=True`` gives exactly that; the default
+keeps a 1 uJ resolution (the value is ``floor(initial_energy_uj + energy) mod period``, shown as
+``max_energy_range_uj`` over the top unit) so that energies stay exact to the microjoule for the
+many tests that compare with ``pytest.approx``; range and wrap are the kernel's either way.
+``max_energy_range_uj=`` (int or per-key mapping) instead makes a synthetic range no kernel
+shows, only to make counters wrap every few seconds (120_000_000 uJ wraps every 3 s at 40 W):
+values run 0..max_energy_range_uj and wrap to 0 (period ``max + 1``, which the probe falls back
+to for ranges no energy unit gives). ``initial_energy_uj`` sets where counters start (e.g. just
+below the range, to wrap at once). Values are written as fixed-width zero-padded
 integers with a single ``os.pwrite`` on a descriptor kept open (never truncated), so a concurrent
 ``pread`` never sees a torn or shortened number.
 
