@@ -389,6 +389,33 @@ def test_counter_reset_counts_the_energy_after_it() -> None:
     probe.close()
 
 
+@pytest.mark.parametrize("glitch_mj", [-918_000, 10**10])
+def test_one_implausible_counter_reading_is_ignored(glitch_mj: int) -> None:
+    """A reading that steps back without restarting from 0, or jumps up by more than a GPU
+    can draw, would add the counter's whole since-boot value (or the jump) to the run: it
+    is ignored with a warning, and the next good reading catches up."""
+    clock = FakeClock()
+    # the counter holds the energy since the driver loaded: ~10 MJ after 8 h at 350 W
+    fake = FakeNVML([FakeGPU(arch="hopper", power_w=500.0, counter_offset_mj=10**10)],
+                    clock=clock)
+    probe, _ = open_probe(fake)
+    real = fake.nvmlDeviceGetTotalEnergyConsumption
+    glitches = [glitch_mj]
+
+    def reading(handle: object) -> int:
+        value = real(handle)
+        return value + glitches.pop() if glitches else value
+
+    fake.nvmlDeviceGetTotalEnergyConsumption = reading  # type: ignore[method-assign]
+    clock.advance(1.0)
+    assert probe.read()["gpu0"] == 0.0  # the glitch: nothing counted
+    [warning] = probe.drain_warnings()
+    assert "implausible reading" in warning and "ignored" in warning
+    clock.advance(1.0)
+    assert probe.read()["gpu0"] == pytest.approx(1000.0)  # 2 s at 500 W: nothing lost
+    probe.close()
+
+
 def test_lost_gpu_freezes_its_channel_and_others_continue() -> None:
     clock = FakeClock()
     gpus = [FakeGPU(arch="hopper", power_w=300.0),

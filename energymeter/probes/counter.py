@@ -5,38 +5,63 @@ A hardware counter either wraps (RAPL ``energy_uj`` restarts at 0 after
 (NVML's 64-bit millijoule counter after a driver reload: no ``modulus``). A drop that would be
 an implausibly large wrap (more energy than the device can draw in the time since the previous
 reading, ``max_increase``) is a reset too, never a wrap. After a reset, a counter that
-``restarts_from_zero`` (NVML: energy since the driver loaded) counts its new value as energy
-since the reset; one that may not (RAPL) counts nothing for that interval. Probes keep one
-:class:`CumulativeCounter` per channel and report ``total`` in their own unit.
+``restarts_from_zero`` (NVML, amdsmi: energy since the driver loaded) counts its new value as
+energy since the reset; one that may not (RAPL) counts nothing for that interval.
+
+Glitches. A counter that restarts from zero would add its whole value (energy since boot:
+kilojoules to megajoules) on a reading that only looks like a reset, and any counter would add
+a spurious jump up in full. Vendor libraries do give such readings (ROCm/amdsmi#115: the
+counter steps back without restarting from 0). So where ``max_increase`` is given and
+``glitch_reads`` is above 0 (by default for counters that restart from zero), a reading that
+is neither a plausible step, a plausible wrap nor a plausible restart (its value at most
+``max_increase``) is a glitch: ignored, nothing counted, the previous reading kept, so that
+the next good reading catches up. One that persists for ``glitch_reads`` readings in a row is
+the new baseline (counted as a reset: the energy since the last plausible reading is lost).
+Probes keep one :class:`CumulativeCounter` per channel and report ``total`` in their own unit.
 """
 
 from __future__ import annotations
+
+#: Implausible readings in a row after which a counter that restarts from zero takes the
+#: reading as its new baseline.
+GLITCH_READS = 3
 
 
 class CumulativeCounter:
     """Raw readings of one accumulator in, the increase since the first reading out.
 
     ``modulus``: the number of distinct raw values (the counter goes from ``modulus - 1`` back
-    to 0), or ``None`` for a counter that does not wrap. Not thread-safe: the probe that owns
-    it serialises its reads."""
+    to 0), or ``None`` for a counter that does not wrap. ``glitch_reads``: see the module
+    docstring (None: :data:`GLITCH_READS` for a counter that ``restarts_from_zero``, else 0,
+    no glitch handling). ``resets``, ``wraps``, ``glitches``: how many of each were seen. Not
+    thread-safe: the probe that owns it serialises its reads."""
 
-    __slots__ = ("last", "modulus", "resets", "restarts_from_zero", "total", "wraps")
+    __slots__ = ("_implausible", "glitch_reads", "glitches", "last", "modulus", "resets",
+                 "restarts_from_zero", "total", "wraps")
 
     def __init__(self, first: int, modulus: int | None = None, *,
-                 restarts_from_zero: bool = False) -> None:
+                 restarts_from_zero: bool = False, glitch_reads: int | None = None) -> None:
         self.last = first
         self.modulus = modulus
         self.restarts_from_zero = restarts_from_zero
+        self.glitch_reads = (GLITCH_READS if restarts_from_zero else 0) \
+            if glitch_reads is None else glitch_reads
         self.total = 0
         self.wraps = 0
         self.resets = 0
+        self.glitches = 0
+        self._implausible = 0  # glitches in a row
 
     def advance(self, raw: int, max_increase: float | None = None) -> int:
         """Take a reading; return the increase it shows (also added to ``total``).
 
         A reading below the previous one is a wrap when the counter has a ``modulus`` and the
         increase over the top is at most ``max_increase``; else a reset (counted in
-        ``resets``): the energy between the previous reading and the reset is unknown."""
+        ``resets``): the energy between the previous reading and the reset is unknown. With
+        glitch handling (see the module docstring), an implausible reading counts 0 and is
+        counted in ``glitches``."""
+        if self.glitch_reads > 0 and max_increase is not None:
+            return self._advance_checked(raw, max_increase)
         if raw >= self.last:
             delta = raw - self.last
         else:
@@ -47,6 +72,33 @@ class CumulativeCounter:
             else:
                 delta = raw if self.restarts_from_zero else 0
                 self.resets += 1
+        self.total += delta
+        self.last = raw
+        return delta
+
+    def _advance_checked(self, raw: int, max_increase: float) -> int:
+        if raw >= self.last:
+            delta = raw - self.last
+            plausible = delta <= max_increase
+        else:
+            wrapped = None if self.modulus is None else raw + self.modulus - self.last
+            if wrapped is not None and wrapped <= max_increase:
+                delta, plausible = wrapped, True
+                self.wraps += 1
+            elif raw <= max_increase:  # it counts again from (near) 0: a reset
+                delta = raw if self.restarts_from_zero else 0
+                plausible = True
+                self.resets += 1
+            else:
+                delta, plausible = 0, False
+        if not plausible:
+            self.glitches += 1
+            self._implausible += 1
+            if self._implausible < self.glitch_reads:
+                return 0  # ignored: the next good reading catches up
+            delta = 0  # it persisted: the new baseline, the energy since the last good one lost
+            self.resets += 1
+        self._implausible = 0
         self.total += delta
         self.last = raw
         return delta

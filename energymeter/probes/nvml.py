@@ -41,6 +41,12 @@ SOURCE = "nvml"
 COUNTER_UPDATE_PERIOD_S = 0.1
 # Power polling for the ``integrated`` method: default and lowest accepted rate.
 DEFAULT_POLL_HZ = 50.0
+#: More than any one NVIDIA GPU draws (a GB200 superchip module: ~2.7 kW): a counter reading
+#: implying more since the last good one is a glitch (energymeter/probes/counter.py).
+MAX_PLAUSIBLE_W = 5000.0
+#: Added to the time since the last good reading when bounding an increase (the counter is
+#: updated every ~0.1 s, not exactly when read).
+_PLAUSIBLE_SLACK_S = 1.0
 MIN_POLL_HZ = 20.0
 
 # nvmlDeviceArchitecture_t values (nvml.h); used when the module lacks the constants.
@@ -85,6 +91,7 @@ class _Gpu:
     integrator: TrapezoidIntegrator = field(default_factory=TrapezoidIntegrator)
     lost: bool = False
     failed_gauges: set[str] = field(default_factory=set)
+    counter_t: float | None = None  # the probe's clock at the counter's last good reading
 
     @property
     def value_j(self) -> float:
@@ -124,6 +131,8 @@ class NvmlProbe(Probe):
         self._include_root = include_root
         self._poll_hz = float(poll_hz)
         self._clock = clock
+        for g in self._gpus:
+            g.counter_t = clock()
         self._info = dict(info or {})
         self._closed = False
         self._lost_errors = _errors(nvml, "GpuIsLost", "Unknown")
@@ -219,9 +228,24 @@ class NvmlProbe(Probe):
         counter = g.counter
         assert counter is not None  # the counter method has one
         mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
-        previous, resets = counter.last, counter.resets
-        counter.advance(mj)
-        if counter.resets > resets:
+        now = self._clock()
+        elapsed_s = max(0.0, now - g.counter_t) if g.counter_t is not None else 0.0
+        previous, resets, glitches = counter.last, counter.resets, counter.glitches
+        counter.advance(mj, MAX_PLAUSIBLE_W * (elapsed_s + _PLAUSIBLE_SLACK_S) * 1000)
+        if counter.glitches > glitches and counter.last == previous:
+            self._warn_locked(
+                f"{g.channel.id}: the NVML energy counter gave an implausible reading "
+                f"({previous} -> {mj} mJ in {elapsed_s:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, "
+                "or backwards without counting from 0 again): ignored, the next good reading "
+                "catches up", ("nvml glitch", g.channel.id))
+            return
+        g.counter_t = now
+        if counter.glitches > glitches:  # implausible again and again: the new baseline
+            self._warn_locked(
+                f"{g.channel.id}: the NVML energy counter jumped ({previous} -> {mj} mJ) and "
+                "stayed there: taken as the new baseline; the energy since the last plausible "
+                "reading is lost", ("nvml glitch", g.channel.id))
+        elif counter.resets > resets:
             self._warn_locked(
                 f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
                 "driver reload or GPU reset?): it counts from 0 again, so its new value is "
