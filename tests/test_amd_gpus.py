@@ -111,7 +111,65 @@ def test_memory_and_utilisation_gauges_per_package() -> None:
     probe, _ = _open(fake)
     gauges = probe.gauges()
     assert gauges["rocm0_memory_used_bytes"] == (2048 + 4096) * 2**20  # both GCDs
-    assert gauges["rocm0_utilization_pct"] == 40  # the GCD giving "N/A" is left out
+    # aldebaran_get_gpu_metrics gives average_gfx_activity on both dies: their mean.
+    assert gauges["rocm0_utilization_pct"] == 40.5
     assert gauges["rocm1_utilization_pct"] == 42
     assert set(gauges) <= set(probe.gauge_names)
+    probe.close()
+
+
+def test_mi250_secondary_gcd_reports_zero_power_and_a_zero_counter() -> None:
+    """What the kernel gives for an MI250X secondary die (aldebaran_ppt.c
+    aldebaran_get_gpu_metrics: average_socket_power = 0, energy_accumulator = 0; gpu_metrics
+    v1_3 has no current_socket_power): the package is the primary's, counted once, by counter
+    or, where the counter is unsupported, by integrating the primary's power plus the 0 W."""
+    clock = FakeClock()
+    gcds = [FakeAmdGpu(power_w=500.0, serial="OAM0", current_power=False),
+            FakeAmdGpu(power_w=500.0, serial="OAM0", current_power=False,
+                       reports_energy=False)]
+    fake = FakeAmdSmi(gcds, clock=clock)
+    secondary = fake.handles[1]
+    assert fake.amdsmi_get_power_info(secondary)["average_socket_power"] == 0
+    assert fake.amdsmi_get_power_info(secondary)["current_socket_power"] == "N/A"
+    assert fake.amdsmi_get_energy_count(secondary)["energy_accumulator"] == 0
+    probe, _ = _open(fake)
+    [channel] = probe.channels
+    assert channel.method == "counter" and channel.meta["read_from"] == [0, 1]
+    assert any("reads 0" in w for w in probe.drain_warnings())
+    clock.advance(2.0)
+    assert probe.read()["rocm0"] == pytest.approx(1000.0, rel=1e-3)
+    assert not probe.drain_warnings()
+    probe.close()
+    for g in gcds:
+        g.energy = False
+    probe, _ = _open(fake)
+    [channel] = probe.channels
+    assert channel.method == "integrated" and channel.meta["read_from"] == [0, 1]
+    clock.advance(2.0)
+    assert probe.read()["rocm0"] == pytest.approx(1000.0)  # 500 W + the secondary's 0 W
+    probe.close()
+
+
+@pytest.mark.parametrize("secondary_first", [False, True])
+def test_two_gcds_carrying_the_package_counter_are_counted_once(secondary_first: bool) -> None:
+    """A kernel without aldebaran_ppt.c's primary-die-only rule would give the package's
+    counter on both GCDs: only the primary (lowest BDF) counts, with one warning."""
+    clock = FakeClock()
+    primary = FakeAmdGpu(power_w=400.0, serial="OAM0", bus=0x20)
+    mirror = FakeAmdGpu(power_w=400.0, serial="OAM0", bus=0x30, mirrors_package=True)
+    other = FakeAmdGpu(power_w=300.0, serial="OAM1", bus=0x40)
+    fake = FakeAmdSmi([mirror, primary, other] if secondary_first else [primary, mirror, other],
+                      clock=clock)
+    probe, _ = _open(fake)
+    primary_index = 1 if secondary_first else 0
+    assert probe.channels[0].meta["read_from"][0] == primary_index
+    warned = []
+    for second in range(1, 6):
+        clock.advance(1.0)
+        energy = probe.read()
+        assert energy["rocm0"] == pytest.approx(400.0 * second, rel=1e-3)  # not 800 W
+        assert energy["rocm1"] == pytest.approx(300.0 * second, rel=1e-3)
+        warned += [w for w in probe.drain_warnings() if "same rate" in w]
+    [warning] = warned
+    assert f"GPU {primary_index}, is counted" in warning
     probe.close()

@@ -170,7 +170,7 @@ def _mi250x_node(clock: FakeClock) -> FakeAmdSmi:
     """4 OAMs x 2 GCDs (LUMI-G, Frontier): GCDs of an OAM share the board serial, each its own
     PCI device and unique_id; the secondary GCD's counter stays 0."""
     gpus = [FakeAmdGpu(power_w=400.0 + 10 * (i // 2), serial=f"OAM{i // 2}",
-                       reports_energy=i % 2 == 0) for i in range(8)]
+                       current_power=False, reports_energy=i % 2 == 0) for i in range(8)]
     return FakeAmdSmi(gpus, clock=clock)
 
 
@@ -251,7 +251,7 @@ def test_counter_wraps_at_64_bits_and_old_key_and_raw_sentinels() -> None:
     probe.close()
     # Power fallback with 0xFFFF "not available" values from releases without the N/A mapping.
     fake = FakeAmdSmi([FakeAmdGpu(power_w=200.0, energy=False),
-                       FakeAmdGpu(energy=False, reports_energy=False)],
+                       FakeAmdGpu(energy=False, power=False)],
                       clock=clock, raw_sentinels=True)
     probe, missing = _open(fake)
     assert [c.method for c in probe.channels] == ["integrated"]

@@ -37,9 +37,14 @@ Packages, counted once. A physical package is one channel ``rocm<i>``:
 A package's energy is the sum over its PCI devices of one counter each: the SMU's metrics
 table, where the accumulator lives, belongs to the PCI device, so partitions of one device
 give the same socket counter (or only the first gives it), and it is read once, from the
-lowest partition that supports it. On MI250 the secondary GCD's counter stays 0 (its power
-"N/A"): the sum is the package's. When a process sees only some devices of a package, the
-channel is still the whole package (shared with what runs on the others) and a warning says so.
+lowest partition that supports it. On MI250 the secondary GCD's counter and average socket
+power stay 0 (linux aldebaran_ppt.c ``aldebaran_get_gpu_metrics``: "Valid power data is
+available only from primary die"): the sum is the package's. Should both PCI devices of one
+board report moving counters that advance by the same energy (within
+:data:`MIRROR_TOLERANCE` over a read), both carry the package's energy: from that read on only
+the primary (lowest BDF) is counted, and a warning says so once. When a process sees only
+some devices of a package, the channel is still the whole package (shared with what runs on
+the others) and a warning says so.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ MAX_PLAUSIBLE_W = 5000.0
 #: An OAM carries at most two PCI devices (MI250/MI250X: two GCDs); a board serial shared by
 #: more is a placeholder, not a package.
 MAX_PCI_DEVICES_PER_BOARD = 2
+#: Two counters of one board that advance by the same energy within this fraction over one
+#: read interval are one counter reported twice (see :func:`_same_package_counter`).
+MIRROR_TOLERANCE = 0.02
+#: Increments (J) below this are too small to compare (a few counts of 15.3 µJ, idle jitter).
+MIN_MIRROR_STEP_J = 0.01
 #: Socket power keys of amdsmi_get_power_info, best first (W).
 POWER_KEYS = ("current_socket_power", "average_socket_power")
 #: All-ones values amdsmi and its structs use for "not available".
@@ -122,6 +132,17 @@ def _unique_id(asic: Mapping[str, Any]) -> int:
         return int(text, 16) & (2**64 - 1) if text else 0
     except ValueError:
         return 0
+
+
+def _bdf_key(device: _Device) -> tuple[int, ...]:
+    """A device's PCI address as numbers (domain, bus, device, function), for ordering; devices
+    without one sort last, by amdsmi index."""
+    parts = device.bdf.replace(".", ":").split(":")
+    try:
+        return (0, *(int(x, 16) for x in parts), device.index) if len(parts) == 4 else \
+            (1, device.index)
+    except ValueError:
+        return (1, device.index)
 
 
 def _pci_device(bdf: str) -> str:
@@ -194,6 +215,14 @@ class _Source:
     counter: CumulativeCounter | None = None
     resolution_uj: float = 0.0
     last_t: float = 0.0
+    counted_j: float = 0.0  # the counter's total (J) at the previous read
+
+    def take_j(self) -> float:
+        """The joules this source counted since the previous call."""
+        assert self.counter is not None
+        now_j = self.counter.total * self.resolution_uj / 1e6
+        step, self.counted_j = now_j - self.counted_j, now_j
+        return step
 
 
 @dataclass
@@ -202,6 +231,9 @@ class _Package:
     devices: list[_Device]
     sources: list[_Source]
     integrator: TrapezoidIntegrator = field(default_factory=TrapezoidIntegrator)
+    energy_j: float = 0.0  # counted so far (counter method)
+    #: Two PCI devices of the board both carry the package's counter: only the primary counts.
+    primary_only: bool = False
 
     @property
     def visible(self) -> list[_Device]:
@@ -244,7 +276,7 @@ class AmdSmiProbe(Probe):
             try:
                 if p.channel.method == "counter":
                     readings = [_energy(self._amdsmi, s.device.handle) for s in p.sources]
-                    total = 0.0
+                    steps = []
                     for s, (raw, _) in zip(p.sources, readings, strict=True):
                         assert s.counter is not None
                         dt = max(now - s.last_t, 0.0) + 1.0
@@ -256,8 +288,12 @@ class AmdSmiProbe(Probe):
                                 "back (GPU reset or driver reload): the energy between the "
                                 "previous read and the reset is not counted", ("reset", cid))
                         s.last_t = now
-                        total += s.counter.total * s.resolution_uj / 1e6
-                    out[cid] = total
+                        steps.append(s.take_j())
+                    if not p.primary_only and _same_package_counter(steps):
+                        p.primary_only = True
+                        self._warn_locked(_mirrored_message(p, steps), ("mirrored", cid))
+                    p.energy_j += steps[0] if p.primary_only else sum(steps)
+                    out[cid] = p.energy_j
                 else:
                     p.integrator.add(now, self._package_power(p))
                     out[cid] = p.integrator.energy_j
@@ -308,6 +344,26 @@ class AmdSmiProbe(Probe):
         if self._packages:
             self._packages = []
             _shutdown(self._amdsmi)
+
+
+def _same_package_counter(steps: Sequence[float]) -> bool:
+    """Whether the first two PCI devices' counters advanced by (nearly) the same energy over
+    one read interval, both well above a count: both carry the package's counter."""
+    if len(steps) < 2:
+        return False
+    a, b = steps[0], steps[1]
+    return a > MIN_MIRROR_STEP_J and b > MIN_MIRROR_STEP_J \
+        and abs(a - b) <= MIRROR_TOLERANCE * max(a, b)
+
+
+def _mirrored_message(package: _Package, steps: Sequence[float]) -> str:
+    first, second = package.sources[0].device, package.sources[1].device
+    return (f"{package.channel.id}: AMD GPUs {first.index} ({first.bdf or '?'}) and "
+            f"{second.index} ({second.bdf or '?'}) of one {first.name} board both report a "
+            f"moving energy counter at the same rate ({steps[0]:.3f} J and {steps[1]:.3f} J "
+            "over the last read): both carry the package's energy (kernels without the "
+            "primary-die-only rule of aldebaran_ppt.c), so only the primary, GPU "
+            f"{first.index}, is counted from now on")
 
 
 def _step_dict(step: RocmStep) -> dict[str, Any]:
@@ -553,6 +609,8 @@ def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
         meta["gcds"] = len(members)
         meta["devices"] = [d.describe() for d in members]
     notes: list[str] = []
+    counters.sort(key=lambda s: _bdf_key(s.device))  # the primary die (lowest BDF) first
+    powered.sort(key=lambda s: _bdf_key(s.device))
     if counters:
         sources, method = counters, "counter"
         meta["counter_resolution_uj"] = counters[0].resolution_uj

@@ -102,9 +102,21 @@ class FakeAmdGpu:
     "N/A"); ``bus``/``function``: its PCI address (partitions of one device share the bus);
     ``partition``: current_partition_id (None: all-ones, "N/A"); ``kfd_node``: KFD node id
     (None: kfd_info unsupported); ``energy``: False -> the counter is NOT_SUPPORTED;
-    ``reports_energy`` False -> its counter stays 0 and power "N/A" (an MI250 secondary GCD);
-    ``owns_counter`` False: a partition whose counter is NOT_SUPPORTED (only the primary gives
-    the socket's)."""
+    ``reports_energy`` False -> an MI250/MI250X secondary GCD: linux
+    drivers/gpu/drm/amd/pm/swsmu/smu13/aldebaran_ppt.c ``aldebaran_get_gpu_metrics`` ("Valid
+    power data is available only from primary die") sets its ``energy_accumulator = 0`` and
+    ``average_socket_power = 0`` (a real 0, not a sentinel: ROCm/amdsmi src/amd_smi/amd_smi.cc
+    ``amdsmi_get_power_info`` copies ``metrics.average_socket_power`` as is; ml-energy/zeus#203
+    shows amdsmi's ``[89000, 0, 93000, 0, ...]`` mW on MI250X), while its
+    ``average_gfx_activity`` is real; ``current_power`` False -> the GPU's metrics table has no
+    ``current_socket_power`` (``gpu_metrics_v1_3``, MI200: include/kgd_pp_interface.h; ROCm/
+    rocm_smi_lib src/rocm_smi_gpu_metrics.cc leaves a field the table lacks all-ones,
+    ``init_max_uint_types``), so it is 0xFFFF / "N/A"; ``power`` False -> no socket power at all
+    (amd_smi.cc keeps its 0xFFFF defaults when ``amdsmi_get_gpu_metrics_info`` fails: a VM
+    guest); ``owns_counter`` False: a partition whose counter is NOT_SUPPORTED (only the
+    primary gives the socket's); ``mirrors_package`` True: a secondary GCD whose counter and
+    power copy the package's (the primary's), as a kernel without the primary-die guard would
+    give (what the probe must not count twice)."""
 
     power_w: float = 300.0
     serial: str = ""
@@ -120,7 +132,10 @@ class FakeAmdGpu:
     period_s: float = 0.001
     energy: bool = True
     reports_energy: bool = True
+    current_power: bool = True
+    power: bool = True
     owns_counter: bool = True
+    mirrors_package: bool = False
     offset: int = 123_456
 
 
@@ -155,6 +170,13 @@ class FakeAmdSmi:
         if not isinstance(h, amdsmi_processor_handle):
             raise AmdSmiParameterException(h, amdsmi_processor_handle)
         return self.gpus[h.index]
+
+    def _source(self, g: FakeAmdGpu) -> FakeAmdGpu:
+        """Whose SMU values ``g`` reports: its own, or (``mirrors_package``) those of the first
+        device with its board serial that does not mirror, the primary die."""
+        if not g.mirrors_package:
+            return g
+        return next(p for p in self.gpus if p.serial == g.serial and not p.mirrors_package)
 
     def energy_j(self, index: int, t0: float, t1: float) -> float:
         return self.gpus[index].power_w * (t1 - t0)
@@ -225,8 +247,10 @@ class FakeAmdSmi:
         if not g.energy or not g.owns_counter:
             raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
         t = self.clock() - self.t0
+        g = self._source(g)
         ticks = int(t / g.period_s)
-        joules = g.power_w * ticks * g.period_s if g.reports_energy else 0.0
+        joules = g.power_w * ticks * g.period_s
+        # aldebaran_get_gpu_metrics: energy_accumulator = 0 on the secondary die.
         count = (g.offset + int(joules * 1e6 / g.resolution_uj)) % 2**64 \
             if g.reports_energy else 0
         out = {"power": count, "energy_accumulator": count,
@@ -239,10 +263,15 @@ class FakeAmdSmi:
         return value if self.raw_sentinels or value != UINT16_MAX else "N/A"
 
     def amdsmi_get_power_info(self, h: object) -> dict:
-        g = self._gpu(h)
-        watts = int(g.power_w) if g.reports_energy and g.owns_counter else UINT16_MAX
-        return {"current_socket_power": self._na(watts),
-                "average_socket_power": self._na(watts),
+        # amd_smi.cc amdsmi_get_power_info: 0xFFFF defaults, then the metrics table's
+        # current_socket_power / average_socket_power as they are (W, uint).
+        g = self._source(self._gpu(h))
+        average = int(g.power_w) if g.power and g.owns_counter else UINT16_MAX
+        if g.power and not g.reports_energy:
+            average = 0  # aldebaran_get_gpu_metrics: average_socket_power = 0, secondary die
+        current = average if g.current_power and g.reports_energy else UINT16_MAX
+        return {"current_socket_power": self._na(current),
+                "average_socket_power": self._na(average),
                 "gfx_voltage": self._na(UINT16_MAX), "soc_voltage": self._na(UINT16_MAX),
                 "mem_voltage": self._na(UINT16_MAX), "power_limit": 560}
 
@@ -251,5 +280,6 @@ class FakeAmdSmi:
 
     def amdsmi_get_gpu_activity(self, h: object) -> dict:
         g = self._gpu(h)
-        busy = 40 + h.index if g.reports_energy else UINT16_MAX  # type: ignore[union-attr]
+        # aldebaran_get_gpu_metrics sets average_gfx_activity on both dies.
+        busy = 40 + h.index if g.power else UINT16_MAX  # type: ignore[union-attr]
         return {"gfx_activity": self._na(busy), "umc_activity": 10, "mm_activity": 0}
