@@ -205,6 +205,20 @@ def test_msr_and_tpmi_serve_each_package_once(make_fake):
     probe.close()
 
 
+def test_energymeter_probes_says_what_each_control_type_has_and_what_is_read(make_fake):
+    from energymeter.cli.probes import format_probes
+    from energymeter.probes.inspect import inspect_probes
+
+    fake = make_fake(tpmi=True, sockets=2, dram=True, psys=True)
+    text = format_probes(inspect_probes(env={}, powercap_root=str(fake.root)))
+    lines = text.splitlines()
+    [tpmi] = [ln.strip() for ln in lines if ln.strip().startswith("intel-rapl-tpmi:")]
+    assert "none read" in tpmi and "duplicate of" in tpmi
+    [msr] = [ln.strip() for ln in lines if ln.strip().startswith("intel-rapl:")]
+    assert "read:" in msr and "-> cpu0" in msr
+    assert any(ln.strip().startswith("intel-rapl-mmio: absent (driver") for ln in lines)
+
+
 def test_msr_dies_and_a_tpmi_package_are_not_both_counted(make_fake):
     # The MSR tree names dies (package-0-die-N, no plain package); TPMI names the package.
     fake = make_fake(tpmi=True, sockets=1, dies=2, dram=False)

@@ -65,6 +65,8 @@ def format_probes(info: Mapping[str, Any]) -> str:
         lines.append(f"RAPL:  {_plural(len(zones), 'zone')} under {root}: {shown}")
     else:
         lines.append(f"RAPL:  no readable zone under {root}")
+    for control, what in (info.get("rapl_control_types") or {}).items():
+        lines.append(f"       {control}: {what}")
     gpus = info["gpus"]
     if gpus:
         driver = info.get("gpu_driver", {}).get("driver_version")

@@ -49,7 +49,8 @@ def inspect_probes(
     ``env``: the environment (default ``os.environ``: ``ENERGYMETER_*``,
     ``CUDA_VISIBLE_DEVICES``); ``pynvml``: an NVML module to use instead of nvidia-ml-py (tests);
     other keyword arguments are :class:`~energymeter.settings.Settings` fields
-    (``powercap_root``...). Returns ``cpu``, ``powercap_root``, ``rapl_zones``, ``gpus``,
+    (``powercap_root``...). Returns ``cpu``, ``powercap_root``, ``rapl_zones``,
+    ``rapl_control_types`` (what each RAPL control type has, and what of it is read), ``gpus``,
     ``channels`` (each with ``measured``), ``measurable`` (method per kind), ``gauges``,
     ``unavailable`` (``source``, ``reason``, ``hint``), ``notes`` and ``probes`` (raw
     descriptions). Raises :class:`~energymeter.errors.ConfigError` for bad settings.
@@ -68,11 +69,13 @@ def inspect_probes(
             probe.close()
 
     rapl_zones: list[dict[str, Any]] = []
+    rapl_control_types: dict[str, str] = {}
     gpus: list[dict[str, Any]] = []
     gpu_driver: dict[str, Any] = {}
     for desc in described:
         if desc.get("source") == "rapl":
             rapl_zones += list(desc.get("zones", []))
+            rapl_control_types.update(desc.get("control_types") or {})
         if desc.get("source") == "nvml":
             gpu_driver.update({k: desc[k] for k in ("driver_version", "nvml_version")
                                if k in desc})
@@ -92,6 +95,7 @@ def inspect_probes(
         "powercap_root": str(s.powercap_root),
         "powercap_root_origin": s.origin("powercap_root"),
         "rapl_zones": rapl_zones,
+        "rapl_control_types": rapl_control_types,
         "gpus": gpus,
         "gpu_driver": gpu_driver,
         "channels": [{**c.to_dict(), "measured": c.method != "model"} for c in channels],
