@@ -258,22 +258,39 @@ def test_amd_energy_counts_every_joule_across_widths_and_wraps(
 
 
 # -- other drivers, counters and power in general ------------------------------------------------
-@settings(max_examples=40, deadline=None)
-@given(steps=st.lists(st.integers(0, 10**9), min_size=1, max_size=30))
-def test_energy_counters_are_exact(tmp_path_factory: pytest.TempPathFactory,
-                                   steps: list[int]) -> None:
-    fake, clock = FakeHwmon(tmp_path_factory.mktemp("hw")), SimClock(0.0)
-    hw = fake.device("i915", [("energy", 1, None)])  # a counter of another driver: psys
-    fake.set_energy_uj(hw, 1, 7_000_000)
+def test_other_drivers_sensors_are_listed_not_read(tmp_path: Path) -> None:
+    """Review finding 2: amdgpu's power (the amdsmi probe measures it; reading it can wake a
+    suspended GPU), i915's energy and a PSU's power are seen, not read; only the ACPI meter
+    is, on the sampler's helper thread (its read evaluates _PMM)."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.device("amdgpu", [("power", 1, "PPT")])
+    fake.device("i915", [("energy", 1, None)])
+    fake.device("psu", [("power", 1, "pin")])
+    fake.set_meter_power(fake.acpi_power_meter(layout="hwmon"), 50.0)
+    found = _found(fake, clock)
+    [probe] = [p for p in found if isinstance(p, HwmonProbe)]
+    assert [c.meta["device"] for c in probe.channels] == ["power_meter"]
+    assert probe.may_block
+    listed = [u.reason for u in found if isinstance(u, Unavailable)]
+    assert len(listed) == 3 and all("seen, not read" in r for r in listed)
+    assert any(r.startswith("amdgpu on hwmon0 has power1_input (PPT)") and "amdsmi" in r
+               for r in listed)
+    assert {n["device"] for n in probe.describe()["not_read"]} == {"amdgpu", "i915", "psu"}
+    probe.close()
+
+
+def test_only_foreign_sensors_say_why_none_is_read(tmp_path: Path) -> None:
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.device("amdgpu", [("power", 1, "PPT")])
+    [u] = _found(fake, clock)
+    assert isinstance(u, Unavailable) and "seen, not read" in u.reason
+
+
+def test_amd_energy_alone_is_read_inline(tmp_path: Path) -> None:
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.amd_energy(cores=1, sockets=1)
     probe = _probe(fake, clock)
-    assert probe.channels[0].kind == "psys"
-    value = 7_000_000
-    for step in steps:
-        value += step
-        fake.set_energy_uj(hw, 1, value)
-        clock.advance(1.0)
-        [got] = probe.read().values()
-        assert got == pytest.approx((value - 7_000_000) / 1e6, abs=1e-9)
+    assert probe.may_block is False  # MSR reads: short
     probe.close()
 
 
@@ -283,16 +300,16 @@ def test_energy_counters_are_exact(tmp_path_factory: pytest.TempPathFactory,
 def test_power_is_integrated_with_the_trapezoid_rule(tmp_path_factory: pytest.TempPathFactory,
                                                      powers: list[float], dt: float) -> None:
     fake, clock = FakeHwmon(tmp_path_factory.mktemp("hw")), SimClock(0.0)
-    hw = fake.device("somedriver", [("power", 1, "P")])
-    fake.set_power(hw, 1, powers[0])
+    meter = fake.acpi_power_meter(layout="hwmon")
+    uw = [fake.set_meter_power(meter, powers[0])]
     probe = _probe(fake, clock)
     truth = 0.0
-    for before, after in zip(powers, powers[1:], strict=False):
+    for after in powers[1:]:
         t0 = clock.s()
         clock.advance(dt)  # whole nanoseconds
-        fake.set_power(hw, 1, after)
+        uw.append(fake.set_meter_power(meter, after))
         [got] = probe.read().values()
-        truth += 0.5 * (round(before * 1e6) + round(after * 1e6)) / 1e6 * (clock.s() - t0)
+        truth += 0.5 * (uw[-2] + uw[-1]) / 1e6 * (clock.s() - t0)
         assert got == pytest.approx(truth, rel=1e-9, abs=1e-9)
     probe.close()
 

@@ -37,9 +37,23 @@ What sysfs shows, and what this builds (under ``<root>`` standing for ``/sys``):
   (``accumulate_delta``, with its ``UINT_MAX - prev + input`` wrap) or, on CPUs with 64-bit
   RAPL MSRs in the out-of-tree driver (``do_not_accum``), not accumulated at all.
 
-Values are written with one ``pwrite`` of a fixed-width field, so a concurrent read never sees
-a torn number. :class:`FakeIO` answers reads of chosen files with the errors the kernel gives
-(-EACCES for a root-only file read by a user, -ENODATA, -EIO), since tests run as root.
+Values are written as the kernel prints them: exactly ``"%llu\n"`` (acpi_power_meter.c
+``show_power``; drivers/hwmon/hwmon.c ``hwmon_attr_show`` prints ``"%lld\n"`` for
+``hwmon_device_register_with_info`` drivers), no padding. They are written *in place* (one
+``pwrite`` of the new text at offset 0, then ``ftruncate`` to its length), not by writing a
+temporary file and ``os.replace``: the probe keeps its fd open and preads it again, as a real
+sysfs attribute is read (kernfs runs ``show()`` again on each read at offset 0 of the same
+open file, fs/kernfs/file.c), and after a rename that fd would go on reading the old inode.
+The price is the window between ``pwrite`` and ``ftruncate``, in which a shorter new value is
+followed by the old tail ("100\n56\n"): a read that is not exactly one line, which the probe
+takes as torn and reads again (tests of that write the window on purpose:
+:func:`write_torn`).
+
+:class:`FakeIO` answers reads of chosen files with the errors the kernel gives (-EACCES for a
+root-only file read by a user, -ENODATA, -EIO), since tests run as root; and, as kernfs does
+for an open file whose attribute was removed (fs/kernfs/file.c: ``kernfs_get_active`` fails,
+the read returns -ENODEV), -ENODEV for an fd whose file was removed or re-created since it
+was opened.
 """
 
 from __future__ import annotations
@@ -51,21 +65,34 @@ from pathlib import Path
 
 from energymeter.probes.hwmon import SysfsIO
 
-WIDTH = 24
 U64 = (1 << 64) - 1
 UINT_MAX = (1 << 32) - 1
 ACPI_UNKNOWN = 0xFFFFFFFF
 
 
 def write_value(path: Path, value: float) -> None:
-    """Write the integer ``value`` as a sysfs attribute does: one ``pwrite`` of a fixed-width
-    field (a concurrent reader never sees a torn number)."""
+    """Write the integer ``value`` as a sysfs attribute prints it, ``"%llu\n"``, in place (see
+    the module docstring: an open fd of the probe sees the new value)."""
+    _write_in_place(path, f"{round(value)}\n".encode())
+
+
+def write_torn(path: Path, value: float) -> None:
+    """What a reader sees between the ``pwrite`` and the ``ftruncate`` of :func:`write_value`
+    when ``value`` prints shorter than what was there: the new line, then the old tail."""
+    old = Path(path).read_bytes()
+    new = f"{round(value)}\n".encode()
+    _write_in_place(path, new + old[len(new):], truncate=False)
+
+
+def _write_in_place(path: Path, data: bytes, truncate: bool = True) -> None:
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else None
     if mode is not None and not mode & 0o200:
         os.chmod(path, mode | 0o200)  # the kernel writes what it likes; so may a non-root test
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        os.pwrite(fd, f"{round(value):<{WIDTH - 1}d}\n".encode(), 0)
+        os.pwrite(fd, data, 0)
+        if truncate:
+            os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
         if mode is not None:
@@ -86,6 +113,7 @@ class FakeIO(SysfsIO):
         self.errors: dict[str, int] = {}
         self.as_user = False
         self._paths: dict[int, str] = {}
+        self._inodes: dict[int, int] = {}  # fd -> the inode it opened (removed: -ENODEV)
 
     def _key(self, path: str) -> str:
         return os.path.realpath(path)
@@ -99,16 +127,26 @@ class FakeIO(SysfsIO):
             raise OSError(code, os.strerror(code), path)
         fd = super().open(path)
         self._paths[fd] = key
+        self._inodes[fd] = os.fstat(fd).st_ino
         return fd
 
     def pread(self, fd: int) -> bytes:
-        code = self.errors.get(self._paths.get(fd, ""))
+        key = self._paths.get(fd, "")
+        code = self.errors.get(key)
         if code is not None and code not in (errno.EACCES, errno.EPERM):
             raise OSError(code, os.strerror(code))
+        if fd in self._inodes:
+            try:
+                now = os.stat(key).st_ino
+            except OSError:
+                now = None
+            if now != self._inodes[fd]:  # the attribute was removed: kernfs says -ENODEV
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         return super().pread(fd)
 
     def close(self, fd: int) -> None:
         self._paths.pop(fd, None)
+        self._inodes.pop(fd, None)
         super().close(fd)
 
     def text(self, path: Path) -> str:
@@ -246,6 +284,54 @@ class FakeHwmon:
         write_value(meter.attr_dir / "power1_average", uw)
         return uw
 
+    def reconfigure_meter(self, meter: AcpiMeter, *, gap: bool = False) -> AcpiMeter:
+        """``acpi_power_meter_notify(METER_NOTIFY_CONFIG)``: firmware changed the meter's
+        configuration and the driver re-creates it. Legacy layout (torvalds/linux
+        acpi_power_meter.c): ``remove_attrs`` + ``setup_attrs``, the same files re-created on
+        the ACPI device. with_info layouts (ColinIanKing/linux-next acpi_power_meter.c):
+        ``hwmon_device_unregister`` + ``hwmon_device_register_with_info``, a new ``hwmonN``
+        under the same parent. ``gap``: stop after the removal (the probe reads in between);
+        call again with the returned meter to finish. Returns the meter as it is now."""
+        power = (meter.attr_dir / "power1_average").read_text() \
+            if (meter.attr_dir / "power1_average").exists() else "0\n"
+        texts = {n: (meter.attr_dir / n).read_text() for n in (
+            "power1_accuracy", "power1_average_interval_min", "power1_average_interval_max",
+            "power1_average_interval", "power1_is_battery", "power1_model_number",
+            "power1_oem_info", "power1_serial_number")
+            if (meter.attr_dir / n).exists()} or getattr(meter, "_saved", {})
+        if meter.layout == "acpi":
+            for n in (*texts, "power1_average"):
+                (meter.attr_dir / n).unlink(missing_ok=True)
+            new = meter
+        else:
+            real = Path(os.path.realpath(self.base / meter.hw))
+            if real.exists():
+                for child in real.iterdir():
+                    child.unlink()
+                real.rmdir()
+                (self.base / meter.hw).unlink()
+            parent = meter.acpi_dir if meter.layout == "hwmon" else \
+                self.devices / "platform" / meter.acpi_dir.name
+            if gap:
+                new = AcpiMeter(meter.hw, meter.acpi_dir, meter.attr_dir, meter.layout,
+                                meter.fixed_unknown)
+                new._saved = {**texts, "power1_average": power}  # type: ignore[attr-defined]
+                return new
+            hw, attrs = self._register(parent, "power_meter")
+            new = AcpiMeter(hw, meter.acpi_dir, attrs, meter.layout, meter.fixed_unknown)
+        if gap and meter.layout == "acpi":
+            new._saved = {**texts, "power1_average": power}  # type: ignore[attr-defined]
+            return new
+        saved = getattr(meter, "_saved", {})
+        texts = {**texts, **{k: v for k, v in saved.items() if k != "power1_average"}}
+        power = saved.get("power1_average", power)
+        for n, text in texts.items():
+            write_text(new.attr_dir / n, text.rstrip("\n"),
+                       0o644 if n == "power1_average_interval" else 0o444)
+        _write_in_place(new.attr_dir / "power1_average", power.encode())
+        os.chmod(new.attr_dir / "power1_average", 0o444)
+        return new
+
     def set_meter_unknown(self, meter: AcpiMeter, unknown: bool = True) -> None:
         """_PMM returns 0xFFFFFFFF: -ENODATA on fixed kernels, 4294967295000 before."""
         path = os.path.realpath(meter.attr_dir / "power1_average")
@@ -268,6 +354,20 @@ class FakeHwmon:
         return out
 
     # -- amd_energy ----------------------------------------------------------------------
+    def cpu_topology(self, nodes: dict[int, list[int]], packages: dict[int, int]) -> None:
+        """NUMA nodes and packages as sysfs shows them: ``devices/system/node/nodeN/cpulist``
+        (drivers/base/node.c, a cpulist such as ``0-3,8``) and
+        ``devices/system/cpu/cpuC/topology/physical_package_id`` (drivers/base/topology.c);
+        ``nodes``: node -> its CPUs, ``packages``: CPU -> its package."""
+        for node, cpus in nodes.items():
+            d = self.devices / "system" / "node" / f"node{node}"
+            d.mkdir(parents=True, exist_ok=True)
+            write_text(d / "cpulist", ",".join(map(str, cpus)))
+        for cpu, pkg in packages.items():
+            d = self.devices / "system" / "cpu" / f"cpu{cpu}" / "topology"
+            d.mkdir(parents=True, exist_ok=True)
+            write_text(d / "physical_package_id", str(pkg))
+
     def amd_energy(self, *, cores: int = 2, sockets: int = 1, esu: int = 16,
                    accumulate: bool = True, msr_bits: int = 32,
                    msr: list[int] | None = None,
