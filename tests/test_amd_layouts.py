@@ -1,9 +1,13 @@
 """AMD GPU visibility and package layouts: ROCR_VISIBLE_DEVICES then HIP_VISIBLE_DEVICES /
-CUDA_VISIBLE_DEVICES against a reference model of the two runtimes written here from their
-sources, and the layouts of real nodes (MI250X under SLURM, MI300X in CPX, Radeon cards without
-serials) through the fake amdsmi."""
+CUDA_VISIBLE_DEVICES against cases whose results come from upstream (ROCm's hip-tests, ROCm's
+documentation, reports from real hardware), glibc's own strtol, and, as a consistency check
+only, a reference model of the two runtimes written here from their sources; and the layouts
+of real nodes (MI250X under SLURM, MI300X in CPX, Radeon cards without serials) through the
+fake amdsmi."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -11,11 +15,11 @@ from hypothesis import strategies as st
 
 from energymeter.probes.amdsmi import AmdSmiProbe, discover
 from energymeter.probes.base import DiscoveryContext, PartialRead
-from energymeter.probes.visible import rocm_visible
+from energymeter.probes.visible import _c_strtol, rocm_visible
 from tests.fakes.amd import FakeAmdGpu, FakeAmdSmi
 from tests.fakes.nvml import FakeClock
 
-# -- reference model ------------------------------------------------------------------------
+# -- reference model (a consistency check: written with the code, it shares its reading) -------
 # ROCR-Runtime src/core/runtime/amd_filter_device.cpp (RvdFilter::BuildRvdTokenList,
 # ProcessUuidToken, BuildUsrDeviceList) and flag.h (IsEnvVarSet), as prose:
 #   unset -> all GPUs; "" -> none; tokens = getline(',') (no token after a trailing ','),
@@ -156,6 +160,91 @@ def test_rocm_visibility_matches_the_runtimes(layout: tuple[list[int], dict[str,
 def test_documented_cases(env: dict[str, str], want: list[int]) -> None:
     ids = IDS[:4]
     assert list(rocm_visible(env, ids).gpus) == want == ref_visible(env, ids)
+
+
+# -- cases whose results come from upstream, not from the model above -------------------------
+# Each expected list is what ROCm's own tests, ROCm's documentation or an observation on real
+# hardware says the runtime shows, written as positions in KFD order. The ids are made up; the
+# forms (indices, UUIDs as rocminfo prints them) are the sources'.
+_UP = [0x1A2B3C4D5E6F7081, 0x00C0FFEE00C0FFEE, 0xDEADBEEFDEADBEEF, 0x0123456789ABCDEF]
+
+
+def _rocminfo_uuid(i: int) -> str:
+    """rocminfo's "Uuid:" of a GPU: HSA_AMD_AGENT_INFO_UUID, "GPU-" and the unique_id as
+    std::hex (lower case), ROCR-Runtime src/core/runtime/amd_gpu_agent.cpp GetInfo."""
+    return f"GPU-{_UP[i]:016x}"
+
+
+UPSTREAM_CASES = [
+    # ROCm/hip-tests catch/unit/device/hipGetDeviceCount.cc Unit_hipGetDeviceCount_HideDevices
+    # with getDeviceCount_exe.cc: ROCR_VISIBLE_DEVICES and HIP_VISIBLE_DEVICES both set to
+    # "0,...,i-1" -> hipGetDeviceCount == i, for every i from the GPU count down to 1.
+    *[pytest.param({"ROCR_VISIBLE_DEVICES": v, "HIP_VISIBLE_DEVICES": v}, list(range(i)),
+                   id=f"hip-tests-HideDevices-{i}")
+      for i in range(4, 0, -1) for v in [",".join(str(j) for j in range(i))]],
+    # ROCm/hip-tests catch/unit/device/hipDeviceGetUuid.cc
+    # Unit_Uuid_FntlTstsFor_SetEnv_HIP_VISIBLE_DEVICES (UUIDs: the first 20 characters of
+    # rocminfo's "Uuid:" lines). "Set Env in parent and verify UUID in child": one device,
+    # the first GPU (chkUUIDFrmChildProc_Exe compares its UUID).
+    pytest.param({"HIP_VISIBLE_DEVICES": _rocminfo_uuid(0)}, [0], id="hip-tests-uuid-child"),
+    # "Get Dev Count from Child": two UUIDs -> 2.
+    pytest.param({"HIP_VISIBLE_DEVICES": f"{_rocminfo_uuid(0)},{_rocminfo_uuid(1)}"}, [0, 1],
+                 id="hip-tests-two-uuids"),
+    # "Set mix Env variables": "0,<uuid of GPU 1>" -> 2.
+    pytest.param({"HIP_VISIBLE_DEVICES": f"0,{_rocminfo_uuid(1)}"}, [0, 1],
+                 id="hip-tests-mix"),
+    # "Set Same UUID/Device ordinal more than once": "0,<uuid1>,<uuid0>,0" -> 2.
+    pytest.param({"HIP_VISIBLE_DEVICES": f"0,{_rocminfo_uuid(1)},{_rocminfo_uuid(0)},0"},
+                 [0, 1], id="hip-tests-same-twice"),
+    # ROCm docs, "GPU isolation techniques" (rocm.docs.amd.com docs-5.4.3
+    # understand/gpu_isolation.html, docs-6.1.2 conceptual/gpu-isolation.html):
+    # ROCR_VISIBLE_DEVICES="0,GPU-DEADBEEFDEADBEEF" exposes "the 1. device and a device based
+    # on UUID".
+    pytest.param({"ROCR_VISIBLE_DEVICES": "0,GPU-DEADBEEFDEADBEEF"}, [0, 2],
+                 id="rocm-docs-rocr-index-and-uuid"),
+    # Same pages and HIP's env_variables.html: HIP_VISIBLE_DEVICES="0,2" exposes those two.
+    pytest.param({"HIP_VISIBLE_DEVICES": "0,2"}, [0, 2], id="rocm-docs-hip-0-2"),
+    # pytorch/pytorch#140398 (AMD, on hardware): ROCR_VISIBLE_DEVICES="0"
+    # HIP_VISIBLE_DEVICES="0,1" -> 1 device (hipGetDeviceCount, as PyTorch 2.0 reported it).
+    pytest.param({"ROCR_VISIBLE_DEVICES": "0", "HIP_VISIBLE_DEVICES": "0,1"}, [0],
+                 id="pytorch-140398"),
+    # mcmonkeyprojects/SwarmUI#565 (on hardware): ROCR_VISIBLE_DEVICES=1 HIP_VISIBLE_DEVICES=1
+    # "can end up with no device available" (HIP indexes what ROCr left: one GPU, index 0).
+    pytest.param({"ROCR_VISIBLE_DEVICES": "1", "HIP_VISIBLE_DEVICES": "1"}, [],
+                 id="swarmui-565-no-device"),
+]
+
+
+@pytest.mark.parametrize(("env", "want"), UPSTREAM_CASES)
+def test_upstream_visibility_cases(env: dict[str, str], want: list[int]) -> None:
+    assert list(rocm_visible(env, _UP).gpus) == want
+
+
+_LIBC_STRTOL_ALPHABET = " \t\n\v\f\r+-0123456789abcdefABCDEFxXgz"
+
+
+def _glibc_strtol_all(text: str) -> int | None:
+    """glibc's strtol(text, &end, 0) (ctypes.CDLL(None)), when it consumes all of text."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.strtol.restype = ctypes.c_long
+    libc.strtol.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
+    buf = ctypes.create_string_buffer(text.encode("ascii"))
+    end = ctypes.c_char_p()
+    value = libc.strtol(buf, ctypes.byref(end), 0)
+    used = ctypes.cast(end, ctypes.c_void_p).value - ctypes.addressof(buf)
+    return value if used == len(text) else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's strtol")
+@settings(max_examples=50, deadline=None)
+@given(st.one_of(st.text(_LIBC_STRTOL_ALPHABET, min_size=1, max_size=24),
+                 st.integers(-(2**70), 2**70).flatmap(lambda n: st.sampled_from(
+                     [str(n), hex(n), f"0{abs(n):o}", f" {n}", f"+{abs(n):#x}"]))))
+def test_c_strtol_is_glibcs(text: str) -> None:
+    """visible._c_strtol (ROCr parses an index with strtol(token, &end, 0)) against the C
+    library itself. Empty text is left out: ROCr never passes an empty token to strtol."""
+    assert _c_strtol(text) == _glibc_strtol_all(text)
 
 
 # -- node layouts ---------------------------------------------------------------------------
