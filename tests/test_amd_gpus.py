@@ -169,7 +169,32 @@ def test_two_gcds_carrying_the_package_counter_are_counted_once(secondary_first:
         energy = probe.read()
         assert energy["rocm0"] == pytest.approx(400.0 * second, rel=1e-3)  # not 800 W
         assert energy["rocm1"] == pytest.approx(300.0 * second, rel=1e-3)
-        warned += [w for w in probe.drain_warnings() if "same rate" in w]
+        warned += [w for w in probe.drain_warnings() if "same energy counter" in w]
     [warning] = warned
     assert f"GPU {primary_index}, is counted" in warning
+    probe.close()
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_first_aldebaran_kernels_integrate_power_and_count_a_mirrored_die_once(
+        mirrored: bool) -> None:
+    """aldebaran_ppt.c as first merged (gpu_metrics_v1_1): energy_accumulator = 0 on both dies
+    and average_socket_power from each die. A counter stuck at 0 is not used: power is
+    integrated; two dies giving the same power are the package's twice: the primary's only."""
+    clock = FakeClock()
+    gcds = [FakeAmdGpu(power_w=500.0, serial="OAM0", gpu_metrics_v1_1=True),
+            FakeAmdGpu(power_w=120.0, serial="OAM0", gpu_metrics_v1_1=True,
+                       mirrors_package=mirrored)]
+    fake = FakeAmdSmi(gcds, clock=clock)
+    assert fake.amdsmi_get_energy_count(fake.handles[0])["energy_accumulator"] == 0
+    probe, _ = _open(fake)
+    [channel] = probe.channels
+    assert channel.method == "integrated"
+    warnings = probe.drain_warnings()
+    assert any("not filled" in w for w in warnings)
+    clock.advance(2.0)
+    want = 1000.0 if mirrored else 1240.0
+    assert probe.read()["rocm0"] == pytest.approx(want)
+    warnings += probe.drain_warnings()
+    assert len([w for w in warnings if "same power" in w]) == (1 if mirrored else 0)
     probe.close()

@@ -75,10 +75,12 @@ MAX_PLAUSIBLE_W = 5000.0
 #: more is a placeholder, not a package.
 MAX_PCI_DEVICES_PER_BOARD = 2
 #: Two counters of one board that advance by the same energy within this fraction over one
-#: read interval are one counter reported twice (see :func:`_same_package_counter`).
+#: read interval are one counter reported twice (see :func:`_same_package_value`).
 MIRROR_TOLERANCE = 0.02
 #: Increments (J) below this are too small to compare (a few counts of 15.3 µJ, idle jitter).
 MIN_MIRROR_STEP_J = 0.01
+#: Powers (W) at or below this are not compared (an idle or secondary die's 0 W).
+MIN_MIRROR_POWER_W = 1.0
 #: Socket power keys of amdsmi_get_power_info, best first (W).
 POWER_KEYS = ("current_socket_power", "average_socket_power")
 #: All-ones values amdsmi and its structs use for "not available".
@@ -258,7 +260,14 @@ class AmdSmiProbe(Probe):
                 p.integrator.add(clock(), self._package_power(p))
 
     def _package_power(self, package: _Package) -> float:
-        return sum(_power_w(self._amdsmi, s.device.handle) or 0.0 for s in package.sources)
+        """The package's socket power (W): the sum over its PCI devices, or the primary's alone
+        once two of them have shown the same power (both report the package's)."""
+        powers = [_power_w(self._amdsmi, s.device.handle) or 0.0 for s in package.sources]
+        if not package.primary_only and _same_package_value(powers, MIN_MIRROR_POWER_W):
+            package.primary_only = True
+            self._warn_locked(_mirrored_message(package, powers, "power", "W"),
+                              ("mirrored", package.channel.id))
+        return powers[0] if package.primary_only else sum(powers)
 
     def _read(self) -> dict[str, float]:
         """Every package's joules. A package whose driver call fails fails alone
@@ -289,9 +298,10 @@ class AmdSmiProbe(Probe):
                                 "previous read and the reset is not counted", ("reset", cid))
                         s.last_t = now
                         steps.append(s.take_j())
-                    if not p.primary_only and _same_package_counter(steps):
+                    if not p.primary_only and _same_package_value(steps, MIN_MIRROR_STEP_J):
                         p.primary_only = True
-                        self._warn_locked(_mirrored_message(p, steps), ("mirrored", cid))
+                        self._warn_locked(_mirrored_message(p, steps, "energy counter", "J"),
+                                          ("mirrored", cid))
                     p.energy_j += steps[0] if p.primary_only else sum(steps)
                     out[cid] = p.energy_j
                 else:
@@ -346,24 +356,23 @@ class AmdSmiProbe(Probe):
             _shutdown(self._amdsmi)
 
 
-def _same_package_counter(steps: Sequence[float]) -> bool:
-    """Whether the first two PCI devices' counters advanced by (nearly) the same energy over
-    one read interval, both well above a count: both carry the package's counter."""
-    if len(steps) < 2:
+def _same_package_value(values: Sequence[float], floor: float) -> bool:
+    """Whether the first two PCI devices of a package gave (nearly) the same value (energy
+    over one read interval, or power), both above ``floor``: both report the package's."""
+    if len(values) < 2:
         return False
-    a, b = steps[0], steps[1]
-    return a > MIN_MIRROR_STEP_J and b > MIN_MIRROR_STEP_J \
-        and abs(a - b) <= MIRROR_TOLERANCE * max(a, b)
+    a, b = values[0], values[1]
+    return a > floor and b > floor and abs(a - b) <= MIRROR_TOLERANCE * max(a, b)
 
 
-def _mirrored_message(package: _Package, steps: Sequence[float]) -> str:
+def _mirrored_message(package: _Package, values: Sequence[float], what: str,
+                      unit: str) -> str:
     first, second = package.sources[0].device, package.sources[1].device
     return (f"{package.channel.id}: AMD GPUs {first.index} ({first.bdf or '?'}) and "
-            f"{second.index} ({second.bdf or '?'}) of one {first.name} board both report a "
-            f"moving energy counter at the same rate ({steps[0]:.3f} J and {steps[1]:.3f} J "
-            "over the last read): both carry the package's energy (kernels without the "
-            "primary-die-only rule of aldebaran_ppt.c), so only the primary, GPU "
-            f"{first.index}, is counted from now on")
+            f"{second.index} ({second.bdf or '?'}) of one {first.name} board both report the "
+            f"same {what} ({values[0]:.3f} {unit} and {values[1]:.3f} {unit}): both carry the "
+            "package's (a kernel without the primary-die-only rule of aldebaran_ppt.c), so "
+            f"only the primary, GPU {first.index}, is counted from now on")
 
 
 def _step_dict(step: RocmStep) -> dict[str, Any]:
@@ -611,6 +620,15 @@ def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
     notes: list[str] = []
     counters.sort(key=lambda s: _bdf_key(s.device))  # the primary die (lowest BDF) first
     powered.sort(key=lambda s: _bdf_key(s.device))
+    if counters and powered and all(s.counter is not None and s.counter.last == 0
+                                    for s in counters):
+        # Energy since the driver loaded is never 0: a counter the kernel does not fill
+        # (aldebaran_ppt.c before the primary-die rule set energy_accumulator = 0 on every
+        # die). Integrate socket power instead.
+        notes.append(f"{cid}: the energy counter of AMD GPU(s) "
+                     f"{', '.join(str(s.device.index) for s in counters)} reads 0 (not filled "
+                     "by this kernel): socket power is integrated instead")
+        counters = []
     if counters:
         sources, method = counters, "counter"
         meta["counter_resolution_uj"] = counters[0].resolution_uj

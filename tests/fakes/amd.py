@@ -116,7 +116,11 @@ class FakeAmdGpu:
     guest); ``owns_counter`` False: a partition whose counter is NOT_SUPPORTED (only the
     primary gives the socket's); ``mirrors_package`` True: a secondary GCD whose counter and
     power copy the package's (the primary's), as a kernel without the primary-die guard would
-    give (what the probe must not count twice)."""
+    give (what the probe must not count twice); ``gpu_metrics_v1_1`` True: aldebaran as first
+    merged (aldebaran_ppt.c with ``struct gpu_metrics_v1_1``, before the primary-die rule, e.g.
+    hindawiai/hinlin's copy of drivers/gpu/drm/amd/pm/swsmu/smu13/aldebaran_ppt.c):
+    ``energy_accumulator = 0`` on every die, ``average_socket_power`` the die's own
+    ``AverageSocketPower`` on both."""
 
     power_w: float = 300.0
     serial: str = ""
@@ -136,6 +140,7 @@ class FakeAmdGpu:
     power: bool = True
     owns_counter: bool = True
     mirrors_package: bool = False
+    gpu_metrics_v1_1: bool = False
     offset: int = 123_456
 
 
@@ -252,7 +257,7 @@ class FakeAmdSmi:
         joules = g.power_w * ticks * g.period_s
         # aldebaran_get_gpu_metrics: energy_accumulator = 0 on the secondary die.
         count = (g.offset + int(joules * 1e6 / g.resolution_uj)) % 2**64 \
-            if g.reports_energy else 0
+            if g.reports_energy and not g.gpu_metrics_v1_1 else 0
         out = {"power": count, "energy_accumulator": count,
                "counter_resolution": g.resolution_uj, "timestamp": int(t * 1e9)}
         if self.legacy_energy:
@@ -269,7 +274,8 @@ class FakeAmdSmi:
         average = int(g.power_w) if g.power and g.owns_counter else UINT16_MAX
         if g.power and not g.reports_energy:
             average = 0  # aldebaran_get_gpu_metrics: average_socket_power = 0, secondary die
-        current = average if g.current_power and g.reports_energy else UINT16_MAX
+        current = average if g.current_power and g.reports_energy \
+            and not g.gpu_metrics_v1_1 else UINT16_MAX
         return {"current_socket_power": self._na(current),
                 "average_socket_power": self._na(average),
                 "gfx_voltage": self._na(UINT16_MAX), "soc_voltage": self._na(UINT16_MAX),
