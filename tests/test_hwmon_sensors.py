@@ -237,14 +237,18 @@ def test_amd_energy_is_root_only(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 @given(esu=st.integers(14, 18), accumulate=st.booleans(),
        start=st.integers(0, (1 << 32) - 1),
+       below_overflow=st.one_of(st.integers(0, 1 << 32), st.just(None)),
        steps=st.lists(st.tuples(st.floats(0.05, 2.0), st.floats(0.0, 800.0)),
                       min_size=1, max_size=25))
 def test_amd_energy_counts_every_joule_across_widths_and_wraps(
         tmp_path_factory: pytest.TempPathFactory, esu: int, accumulate: bool, start: int,
-        steps: list[tuple[float, float]]) -> None:
+        below_overflow: int | None, steps: list[tuple[float, float]]) -> None:
+    """Both driver modes; the accumulating driver's counter drawn near (up to 2^32 units below)
+    the point where ``input * 1000000UL`` overflows 64 bits, or from 0."""
     fake, clock = FakeHwmon(tmp_path_factory.mktemp("hw")), SimClock(0.0)
+    ctr = 0 if below_overflow is None else (1 << 64) // 1_000_000 - below_overflow
     amd = fake.amd_energy(cores=0, sockets=1, esu=esu, accumulate=accumulate,
-                          msr_bits=32 if accumulate else 64, msr=[start])
+                          msr_bits=32 if accumulate else 64, msr=[start], energy_ctr=[ctr])
     probe = _probe(fake, clock)
     [cid] = [c.id for c in probe.channels]
     units = 0
@@ -381,3 +385,146 @@ def test_energymeter_probes_lists_why_a_meter_is_not_used(tmp_path: Path) -> Non
     assert "power1_average unreadable" in u.reason
     for p in found.probes:
         p.close()
+
+
+# -- review fixes (issue 24 review: findings 3, 6, 7, 8, 9) --------------------------------------
+def test_fake_writes_exactly_what_the_kernel_prints(tmp_path: Path) -> None:
+    """show_power prints "%llu\\n": no padding, and the probe's open fd sees each new value."""
+    fake = FakeHwmon(tmp_path)
+    meter = fake.acpi_power_meter(layout="acpi")
+    fake.set_meter_power(meter, 320.0)
+    assert (meter.attr_dir / "power1_average").read_bytes() == b"320000000\n"
+    fake.set_meter_power(meter, 5.0)
+    assert (meter.attr_dir / "power1_average").read_bytes() == b"5000000\n"
+
+
+def test_torn_read_is_read_again(tmp_path: Path) -> None:
+    """Between the fake writer's pwrite and ftruncate a reader sees "100000000\\n000\\n": not
+    one line, so the probe reads again (and gets the finished value), never 100000000000."""
+    from tests.fakes.hwmon import write_torn, write_value
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    meter = fake.acpi_power_meter(layout="hwmon")
+    path = meter.attr_dir / "power1_average"
+    fake.set_meter_power(meter, 1000.0)
+    probe = _probe(fake, clock)
+    write_torn(path, 100_000_000)
+    fake.io.after_read[str(path.resolve())] = lambda: write_value(path, 100_000_000)
+    clock.advance(1.0)
+    [got] = probe.read().values()
+    assert got == pytest.approx(0.5 * (1000.0 + 100.0))
+    probe.close()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("gap", [False, True])
+def test_meter_re_created_by_firmware_is_found_again(tmp_path: Path, layout: str,
+                                                    gap: bool) -> None:
+    """acpi_power_meter_notify(METER_NOTIFY_CONFIG): legacy kernels remove and re-create the
+    attributes (the open fd answers -ENODEV), with_info kernels register a new hwmonN. The
+    probe finds the meter again; a read while it is gone is a missing sample."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.set_meter_power(fake.acpi_power_meter(layout=layout, oem_info="Other"), 10.0)
+    meter = fake.acpi_power_meter(layout=layout, oem_info="Grace Power Socket 0")
+    fake.set_meter_power(meter, 100.0)
+    probe = _probe(fake, clock)
+    cid = _by_label(probe)["Grace Power Socket 0"].id
+    clock.advance(1.0)
+    assert probe.read()[cid] == pytest.approx(100.0)
+    meter = fake.reconfigure_meter(meter, gap=gap)
+    if gap:
+        clock.advance(1.0)
+        with pytest.raises(PartialRead) as caught:
+            probe.read()
+        assert set(caught.value.errors) == {cid}
+        meter = fake.reconfigure_meter(meter)
+    fake.set_meter_power(meter, 100.0)
+    clock.advance(1.0)
+    energy = probe.read()
+    assert energy[cid] == pytest.approx(300.0 if gap else 200.0)  # the gap bridged at 100 W
+    assert len(energy) == 2
+    assert any("came back" in w for w in probe.drain_warnings())
+    if layout != "acpi":
+        assert probe.describe()["sensors"][1]["hwmon"] == meter.hw != "hwmon1"
+    clock.advance(1.0)
+    assert probe.read()[cid] == pytest.approx(400.0 if gap else 300.0)
+    probe.close()
+
+
+def test_amd_energy_modulus_is_pinned_by_a_wrap(tmp_path: Path) -> None:
+    """The review's example: ESU 16, masked (65.536 kJ). Socket 0 wraps while read often, so
+    the device's modulus is known; socket 1, read at 30 kJ, then 20 s later past its wrap
+    at 1.825 kW, is carried at 65.536 kJ, not at ESU 17's 32.768 kJ."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    top = 1 << 32
+    amd = fake.amd_energy(cores=0, sockets=2, accumulate=False, msr_bits=64,
+                          msr=[top - (5 << 16), 30_000 << 16])
+    probe = _probe(fake, clock)
+    by = _by_label(probe)
+    fake.amd_add_energy(amd, "Esocket0", 10.0)
+    clock.advance(0.1)
+    probe.read()
+    assert probe._sensors[0].pin.value == top * 1_000_000 >> 16  # type: ignore[union-attr]
+    fake.amd_add_energy(amd, "Esocket1", 36_500.0)
+    fake.amd_add_energy(amd, "Esocket0", 1.0)
+    clock.advance(20.0)
+    energy = probe.read()
+    assert energy[by["Esocket1"].id] == pytest.approx(36_500.0, abs=1e-3)
+    probe.close()
+
+
+def test_amd_energy_max_interval_is_stated(tmp_path: Path) -> None:
+    from energymeter.probes.hwmon import AmdEnergyCounter, amd_energy_max_interval_s
+    assert min(AmdEnergyCounter.MODULI) == (1 << 32) * 1_000_000 >> 18  # ESU <= 18 only
+    assert max(AmdEnergyCounter.MODULI) == 1 << 50  # ESU >= 14 only
+    limit = amd_energy_max_interval_s()
+    assert 8.0 < limit < 8.3  # (32.768 - 16.384) kJ at 2 kW
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.amd_energy(cores=0, sockets=1)
+    probe = _probe(fake, clock)
+    assert probe.check_interval(1.0) == []
+    [warning] = probe.check_interval(20.0)
+    assert "interval_s <= 8.19" in warning
+    probe.close()
+
+
+def test_amd_energy_cores_of_two_sockets(tmp_path: Path) -> None:
+    """amd_energy_read: Ecore<i> is read on CPU i, Esocket<N> on node N's first CPU."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.cpu_topology({0: [0, 1, 4, 5], 1: [2, 3, 6, 7]},
+                      {c: (0 if c in (0, 1, 4, 5) else 1) for c in range(8)})
+    fake.amd_energy(cores=4, sockets=2)
+    by = _by_label(_probe(fake, clock))
+    s0, s1 = by["Esocket0"].id, by["Esocket1"].id
+    assert [by[f"Ecore00{i}"].part_of for i in range(4)] == [s0, s0, s1, s1]
+    assert by["Esocket1"].in_total and by["Esocket0"].in_total
+
+
+def test_amd_energy_nps2_sockets_of_one_package_are_summed_once(tmp_path: Path) -> None:
+    """NPS2: two NUMA nodes in one package; amd_energy makes an Esocket per node, both read
+    the package's MSR: the second is shown as part of the first."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    fake.cpu_topology({0: [0], 1: [1]}, {0: 0, 1: 0})
+    amd = fake.amd_energy(cores=2, sockets=2)
+    probe = _probe(fake, clock)
+    by = _by_label(probe)
+    assert by["Esocket1"].part_of == by["Esocket0"].id
+    for label in ("Esocket0", "Esocket1"):
+        fake.amd_add_energy(amd, label, 50.0)
+    clock.advance(1.0)
+    assert energy_summary(probe.channels, probe.read())["total"] == pytest.approx(50.0, abs=1e-4)
+    probe.close()
+
+
+def test_eperm_is_root_only_only_for_a_0440_file(tmp_path: Path) -> None:
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    meter = fake.acpi_power_meter(layout="hwmon", oem_info="Grace Power Socket 0")
+    fake.io.errors[str((meter.attr_dir / "power1_average").resolve())] = errno.EPERM
+    [u] = _found(fake, clock)
+    assert isinstance(u, Unavailable)
+    assert "not permitted now" in u.reason and "root-only" not in u.reason
+    assert "not a file permission" in u.hint
+    fake2 = FakeHwmon(tmp_path / "amd")
+    amd = fake2.amd_energy(cores=0, sockets=1)
+    fake2.io.errors[str((amd.attr_dir / "energy1_input").resolve())] = errno.EPERM
+    [u] = _found(fake2, clock)
+    assert isinstance(u, Unavailable) and "root-only" in u.reason

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,8 @@ class FakeIO(SysfsIO):
         self.as_user = False
         self._paths: dict[int, str] = {}
         self._inodes: dict[int, int] = {}  # fd -> the inode it opened (removed: -ENODEV)
+        #: path -> called once after the next read of it (a writer finishing its update)
+        self.after_read: dict[str, Callable[[], None]] = {}
 
     def _key(self, path: str) -> str:
         return os.path.realpath(path)
@@ -142,7 +145,11 @@ class FakeIO(SysfsIO):
                 now = None
             if now != self._inodes[fd]:  # the attribute was removed: kernfs says -ENODEV
                 raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-        return super().pread(fd)
+        data = super().pread(fd)
+        then = self.after_read.pop(key, None)
+        if then is not None:
+            then()
+        return data
 
     def close(self, fd: int) -> None:
         self._paths.pop(fd, None)
