@@ -106,11 +106,24 @@ class Channel:
 
 def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> dict[str, Any]:
     """``{"total": J, "by_kind": {kind: J}}`` of per-channel joules: sub-zones enter neither,
-    ``psys`` enters ``by_kind`` but not ``total`` (it already contains the others)."""
+    ``psys`` enters ``by_kind`` but not ``total`` (it already contains the others).
+
+    ``by_kind["psys"]``: the psys channels of one source are disjoint (one per socket or
+    module: RAPL ``psys``/``psys-N``, one Grace module meter per socket) and are summed; those
+    of different sources may nest (an ACPI meter of the whole platform contains RAPL's psys),
+    so the source with the most energy (the widest) gives the figure, never a sum across
+    sources. Each channel is still shown on its own."""
     by_kind: dict[str, float] = {}
+    psys: dict[str, float] = {}
     for ch in channels:
         if not ch.is_subzone and ch.id in energy_j:
-            by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
+            if ch.kind == "psys":
+                psys[ch.source] = psys.get(ch.source, 0.0) + energy_j[ch.id]
+                by_kind.setdefault("psys", 0.0)  # in the kinds' order of the channels
+            else:
+                by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
+    if psys:
+        by_kind["psys"] = max(psys.values())
     total = sum(v for k, v in by_kind.items() if k not in NOT_IN_TOTAL)
     return {"total": total, "by_kind": by_kind}
 
