@@ -218,19 +218,25 @@ def test_probes_command_shows_the_share_and_its_basis(tmp_path: Path) -> None:
 
 # -- every partition layout --------------------------------------------------------------------
 def _layouts(profiles: tuple, names: list[str]) -> st.SearchStrategy:
-    """GPU instances of the given profiles whose slices fit the GPU, some MIG indices empty,
-    and a non-empty subset of the devices made visible."""
+    """GPU instances of the given profiles that the GPU can hold together, some MIG indices
+    empty, and a non-empty subset of the devices made visible. A set of GPU instances fits
+    when their compute slices, their memory and each profile's instance count fit (a 3g
+    instance takes half the memory: 3g + 3g + 1g does not exist, though it is 7 slices)."""
     by_name = {p.name: p for p in profiles}
-    total = max(p.slice_count for p in profiles)
+    full = max(profiles, key=lambda p: p.slice_count)
+    total = full.slice_count
 
     @st.composite
     def layout(draw: st.DrawFn) -> tuple[list[FakeMigDevice | None], list[int]]:
         chosen: list[str] = []
-        free = total
+        free, memory_mb = total, full.memory_size_mb
         for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=total)):
-            if by_name[name].slice_count <= free:
+            p = by_name[name]
+            if (p.slice_count <= free and p.memory_size_mb <= memory_mb
+                    and chosen.count(name) < p.instance_count):
                 chosen.append(name)
-                free -= by_name[name].slice_count
+                free -= p.slice_count
+                memory_mb -= p.memory_size_mb
         slots: list[FakeMigDevice | None] = []
         for i, name in enumerate(chosen):
             if draw(st.booleans()) and len(slots) + 1 < total:
