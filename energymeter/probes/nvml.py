@@ -172,6 +172,7 @@ class NvmlProbe(Probe):
     def _resync_locked(self, g: _Gpu) -> None:
         if g.counter is not None:
             g.counter.last = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+            g.counter_t = self._clock()
         else:
             self._sample_locked(g)
 
