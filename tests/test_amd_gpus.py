@@ -198,3 +198,23 @@ def test_first_aldebaran_kernels_integrate_power_and_count_a_mirrored_die_once(
     warnings += probe.drain_warnings()
     assert len([w for w in warnings if "same power" in w]) == (1 if mirrored else 0)
     probe.close()
+
+
+@pytest.mark.parametrize("glitch", [-60_000_000, 10**10], ids=["back", "up"])
+def test_one_implausible_counter_reading_is_ignored(glitch: int) -> None:
+    """ROCm/amdsmi#115: the counter once stepped back without restarting from 0. Taken for a
+    reset, the counter's whole since-boot value (4 750 896 266 counts: 73 kJ) was added to a
+    2 s run; a jump up was added in full. Now it is ignored with a warning and the next good
+    reading catches up."""
+    clock = FakeClock()
+    gpu = FakeAmdGpu(power_w=500.0, offset=4_750_896_266)
+    probe, _ = _open(FakeAmdSmi([gpu], clock=clock))
+    clock.advance(1.0)
+    gpu.offset += glitch
+    first = probe.read()["rocm0"]
+    [warning] = probe.drain_warnings()
+    assert first == 0.0 and "implausible reading" in warning and "ignored" in warning
+    gpu.offset -= glitch
+    clock.advance(1.0)
+    assert probe.read()["rocm0"] == pytest.approx(1000.0, abs=0.01)  # 2 s at 500 W
+    assert probe.drain_warnings() == []

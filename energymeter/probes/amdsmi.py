@@ -289,13 +289,31 @@ class AmdSmiProbe(Probe):
                     for s, (raw, _) in zip(p.sources, readings, strict=True):
                         assert s.counter is not None
                         dt = max(now - s.last_t, 0.0) + 1.0
-                        before = s.counter.resets
+                        before, glitches, last = s.counter.resets, s.counter.glitches, \
+                            s.counter.last
                         s.counter.advance(raw, MAX_PLAUSIBLE_W * dt * 1e6 / s.resolution_uj)
-                        if s.counter.resets > before:
+                        where = f"{cid}: the energy counter of AMD GPU {s.device.index}"
+                        if s.counter.glitches > glitches and s.counter.last == last:
+                            # neither a step, a wrap nor a restart from 0 (ROCm/amdsmi#115):
+                            # ignored; the next good reading catches up (probes/counter.py)
                             self._warn_locked(
-                                f"{cid}: the energy counter of AMD GPU {s.device.index} went "
-                                "back (GPU reset or driver reload): the energy between the "
-                                "previous read and the reset is not counted", ("reset", cid))
+                                f"{where} gave an implausible reading ({last} -> {raw} counts "
+                                f"in {dt - 1.0:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, or "
+                                "backwards without counting from 0 again): ignored, the next "
+                                "good reading catches up", ("glitch", cid))
+                            steps.append(s.take_j())
+                            continue
+                        if s.counter.glitches > glitches:
+                            self._warn_locked(
+                                f"{where} jumped ({last} -> {raw} counts) and stayed there: "
+                                "taken as the new baseline; the energy since the last "
+                                "plausible reading is lost", ("glitch", cid))
+                        elif s.counter.resets > before:
+                            self._warn_locked(
+                                f"{where} went back to near 0 (GPU reset or driver reload): "
+                                "its new value is counted as energy since the reset; the "
+                                "energy between the previous read and the reset is lost",
+                                ("reset", cid))
                         s.last_t = now
                         steps.append(s.take_j())
                     if not p.primary_only and _same_package_value(steps, MIN_MIRROR_STEP_J):
