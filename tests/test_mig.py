@@ -316,4 +316,5 @@ def test_probes_text_shows_the_share_under_its_gpu(tmp_path: Path) -> None:
                           powercap_root=str(tmp_path))
     text = format_probes(info)
     gpu_line = text.index("gpu0:")
-    assert "MIG: this run's share 0.121 of the GPU's energy (16 of 132 SMs" in text[gpu_line:]
+    assert ("MIG: 12.1% of the GPU's energy attributed to the visible slices: 16 of 132 SMs"
+            in text[gpu_line:])

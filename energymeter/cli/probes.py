@@ -75,8 +75,9 @@ def format_probes(info: Mapping[str, Any]) -> str:
             extra = ", ".join(f"{k} {g[k]}" for k in ("uuid", "power_limit_w") if g.get(k))
             lines.append(f"       {g['channel']}: {g['name']}" + (f" ({extra})" if extra else ""))
             if g.get("mig_share") is not None:
-                lines.append(f"         MIG: this run's share {g['mig_share']:.3f} of the GPU's "
-                             f"energy ({g.get('mig_share_basis') or g.get('mig_share_method')})")
+                basis = g.get("mig_share_basis") or g.get("mig_share_method")
+                lines.append(f"         MIG: {g['mig_share']:.1%} of the GPU's energy attributed "
+                             f"to the visible slices: {basis}")
             elif g.get("mig_share_unavailable"):
                 lines.append(f"         MIG: no share ({g['mig_share_unavailable']})")
     else:

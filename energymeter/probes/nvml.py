@@ -494,7 +494,7 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-#: How a MIG slice's share of its GPU is computed (docs/hardware.md#nvidia-mig).
+#: How a MIG slice's share of its GPU is computed (docs/hardware.md#nvidia-gpus-and-mig).
 MIG_SHARE_SMS = ("SMs of the visible MIG devices / SMs of the GPU's largest GPU-instance "
                  "profile (static, by capacity)")
 MIG_SHARE_SLICES = ("compute slices of the visible MIG devices / GPU-instance slices of the GPU "
