@@ -218,3 +218,21 @@ def test_one_implausible_counter_reading_is_ignored(glitch: int) -> None:
     clock.advance(1.0)
     assert probe.read()["rocm0"] == pytest.approx(1000.0, abs=0.01)  # 2 s at 500 W
     assert probe.drain_warnings() == []
+
+
+def test_a_jump_after_an_hour_of_a_cached_probe_is_still_ignored() -> None:
+    """A probe cached between runs re-bases its counters when a run begins: the bound on the
+    next reading's increase runs from then, not from an hour earlier (a +1e10-count jump
+    would otherwise pass as 150 kJ of energy)."""
+    clock = FakeClock()
+    gpu = FakeAmdGpu(power_w=500.0, offset=4_750_896_266)
+    probe, _ = _open(FakeAmdSmi([gpu], clock=clock))
+    clock.advance(3600.0)  # no run meanwhile
+    probe.begin_run()  # re-based: the hour belongs to no run
+    gpu.offset += 10**10
+    clock.advance(1.0)
+    assert probe.read()["rocm0"] == 0.0  # the run's first read: the jump ignored
+    gpu.offset -= 10**10
+    clock.advance(1.0)
+    assert probe.read()["rocm0"] == pytest.approx(1000.0, abs=0.01)
+    probe.end_run()

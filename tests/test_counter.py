@@ -79,3 +79,32 @@ def test_no_bound_no_glitch_handling() -> None:
     counter = CumulativeCounter(1_000, restarts_from_zero=True)
     assert counter.advance(10**12) == 10**12 - 1_000
     assert counter.glitches == 0
+
+
+def test_a_small_step_back_stays_a_glitch_however_long_the_gap() -> None:
+    """After a long gap the bound is large; a counter that steps back by a few percent has
+    not restarted from 0 (ROCm/amdsmi#115), so its since-boot value is never counted."""
+    counter = CumulativeCounter(5_000_000, restarts_from_zero=True)
+    assert counter.advance(4_900_000, max_increase=10**9) == 0
+    assert (counter.outcome, counter.resets, counter.glitches) == ("glitch", 0, 1)
+
+
+def test_a_dip_to_near_zero_for_one_reading_is_taken_back() -> None:
+    """intel/compute-runtime#938: a counter read ~0 once, then its true value again. The dip
+    looks like a restart; the next reading goes on from before it, so the restart is taken
+    back and nothing is lost."""
+    counter = CumulativeCounter(22_000_000, restarts_from_zero=True)
+    counter.advance(22_000_070, BOUND)
+    counter.advance(30, BOUND)  # looks like a restart: 30 counted for now
+    assert (counter.outcome, counter.total) == ("reset", 100)
+    counter.advance(22_000_210, BOUND)
+    assert (counter.outcome, counter.resets, counter.glitches) == ("undone", 0, 1)
+    counter.advance(22_000_280, BOUND)
+    assert counter.total == 280  # every unit from the start, none of the dip's
+
+
+def test_a_real_restart_is_kept_when_the_counter_goes_on_from_it() -> None:
+    counter = CumulativeCounter(22_000_000, restarts_from_zero=True)
+    counter.advance(40, BOUND)
+    counter.advance(120, BOUND)
+    assert (counter.outcome, counter.resets, counter.total) == ("step", 1, 120)

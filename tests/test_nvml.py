@@ -424,6 +424,48 @@ def test_one_implausible_counter_reading_is_ignored(glitch_mj: int) -> None:
     probe.close()
 
 
+@pytest.mark.parametrize("glitch_mj", [-918_000, 10**9])
+def test_a_glitch_after_an_hour_of_a_cached_probe_is_still_ignored(glitch_mj: int) -> None:
+    """A probe cached between runs: its bound on the first read of a run starts at the run's
+    resync, not an hour earlier (11.8 MJ were once counted for a 1 s run)."""
+    clock = FakeClock()
+    fake = FakeNVML([FakeGPU(arch="hopper", power_w=500.0, counter_offset_mj=10**10)],
+                    clock=clock)
+    probe, _ = open_probe(fake)
+    clock.advance(3600.0)  # no run meanwhile
+    probe.begin_run()
+    base = probe.read()["gpu0"]
+    real = fake.nvmlDeviceGetTotalEnergyConsumption
+    glitches = [glitch_mj]
+    fake.nvmlDeviceGetTotalEnergyConsumption = (  # type: ignore[method-assign]
+        lambda handle: real(handle) + (glitches.pop() if glitches else 0))
+    clock.advance(1.0)
+    assert probe.read()["gpu0"] - base == 0.0
+    clock.advance(1.0)
+    assert probe.read()["gpu0"] - base == pytest.approx(1000.0)
+    probe.end_run()
+    probe.close()
+
+
+def test_a_jump_that_stays_is_the_new_baseline_and_says_energy_was_lost() -> None:
+    clock = FakeClock()
+    fake = FakeNVML([FakeGPU(arch="hopper", power_w=500.0, counter_offset_mj=10**10)],
+                    clock=clock)
+    probe, _ = open_probe(fake)
+    real = fake.nvmlDeviceGetTotalEnergyConsumption
+    fake.nvmlDeviceGetTotalEnergyConsumption = (  # type: ignore[method-assign]
+        lambda handle: real(handle) + 10**9)
+    for _ in range(3):
+        clock.advance(1.0)
+        probe.read()
+    warnings = probe.drain_warnings()
+    assert any("ignored" in w for w in warnings)
+    assert any("new baseline" in w and "lost" in w for w in warnings)  # not folded into "ignored"
+    clock.advance(1.0)
+    assert probe.read()["gpu0"] == pytest.approx(500.0)  # the second after the new baseline
+    probe.close()
+
+
 def test_lost_gpu_freezes_its_channel_and_others_continue() -> None:
     clock = FakeClock()
     gpus = [FakeGPU(arch="hopper", power_w=300.0),

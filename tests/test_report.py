@@ -49,17 +49,22 @@ def test_totals_exclude_psys_and_subzones() -> None:
     assert r.total_energy_j == 310.0 and r.mean_power_w == 31.0
 
 
-def test_psys_of_one_source_is_summed_and_nested_sources_are_not() -> None:
-    """RAPL's psys and psys-1 (one per package) are disjoint: summed. An ACPI meter of the
-    whole platform contains RAPL's psys: by_kind takes the widest source, not the sum."""
-    channels = (*CHANNELS, Channel("psys1", "psys", "platform", "rapl", "counter"),
-                Channel("hwmon-power-meter-power1", "psys", "ACPI", "hwmon", "integrated"))
+def test_psys_meters_are_never_summed_but_per_socket_ones_are() -> None:
+    """An ACPI meter of the whole platform contains RAPL's psys: by_kind takes the widest, not
+    the sum. Two RAPL psys zones are not known to be disjoint: not summed either. Grace Hopper
+    module meters (one per socket, marked so) are summed."""
+    acpi = Channel("hwmon-power-meter-power1", "psys", "ACPI", "hwmon", "integrated")
+    channels = (*CHANNELS, Channel("psys1", "psys", "platform", "rapl", "counter"), acpi)
     energy = {**ENERGY, "psys1": 300.0, "hwmon-power-meter-power1": 1000.0}
     summary = energy_summary(channels, energy)
     assert summary["by_kind"]["psys"] == 1000.0  # not 1800
     assert summary["total"] == 310.0
     del energy["hwmon-power-meter-power1"]
-    assert energy_summary(channels, energy)["by_kind"]["psys"] == 800.0
+    assert energy_summary(channels, energy)["by_kind"]["psys"] == 500.0  # not 800
+    modules = [Channel(f"hwmon-power-meter-module-power-socket-{i}", "psys", "GH200", "hwmon",
+                       "integrated", meta={"psys_scope": "socket"}) for i in (0, 1)]
+    energy = {**ENERGY, modules[0].id: 900.0, modules[1].id: 800.0}
+    assert energy_summary((*CHANNELS, *modules), energy)["by_kind"]["psys"] == 1700.0
 
 
 def test_json_round_trip(tmp_path: Path) -> None:

@@ -259,6 +259,28 @@ class AmdSmiProbe(Probe):
             if p.channel.method == "integrated":
                 p.integrator.add(clock(), self._package_power(p))
 
+    def _first_run_began(self) -> None:
+        """Re-base every counter on a fresh reading: what happened while no run used the probe
+        belongs to no run, and the bound on the next reading's increase (5 kW × the time
+        since the last reading) starts from now, not from before the pause. A counter that
+        does not answer now keeps its state (its next read fails or catches up)."""
+        failures = (AttributeError, ValueError, TypeError, *_errors(self._amdsmi))
+        with self._lock:
+            now = self._clock()
+            for p in self._packages:
+                if p.channel.method != "counter":
+                    continue
+                for s in p.sources:
+                    assert s.counter is not None
+                    try:
+                        raw, _ = _energy(self._amdsmi, s.device.handle)
+                    except failures as exc:
+                        log.debug("amdsmi: no fresh reading of %s at a run's start: %r",
+                                  p.channel.id, exc)
+                        continue
+                    s.counter.rebase(raw)
+                    s.last_t = now
+
     def _package_power(self, package: _Package) -> float:
         """The package's socket power (W): the sum over its PCI devices, or the primary's alone
         once two of them have shown the same power (both report the package's)."""
@@ -289,11 +311,11 @@ class AmdSmiProbe(Probe):
                     for s, (raw, _) in zip(p.sources, readings, strict=True):
                         assert s.counter is not None
                         dt = max(now - s.last_t, 0.0) + 1.0
-                        before, glitches, last = s.counter.resets, s.counter.glitches, \
-                            s.counter.last
+                        last = s.counter.last
                         s.counter.advance(raw, MAX_PLAUSIBLE_W * dt * 1e6 / s.resolution_uj)
                         where = f"{cid}: the energy counter of AMD GPU {s.device.index}"
-                        if s.counter.glitches > glitches and s.counter.last == last:
+                        outcome = s.counter.outcome
+                        if outcome == "glitch":
                             # neither a step, a wrap nor a restart from 0 (ROCm/amdsmi#115):
                             # ignored; the next good reading catches up (probes/counter.py)
                             self._warn_locked(
@@ -302,13 +324,18 @@ class AmdSmiProbe(Probe):
                                 "backwards without counting from 0 again): ignored, the next "
                                 "good reading catches up", ("glitch", cid))
                             steps.append(s.take_j())
-                            continue
-                        if s.counter.glitches > glitches:
+                            continue  # last_t stays: the next bound runs from the last good
+                        if outcome == "baseline":
                             self._warn_locked(
                                 f"{where} jumped ({last} -> {raw} counts) and stayed there: "
                                 "taken as the new baseline; the energy since the last "
-                                "plausible reading is lost", ("glitch", cid))
-                        elif s.counter.resets > before:
+                                "plausible reading is lost", ("baseline", cid))
+                        elif outcome == "undone":
+                            self._warn_locked(
+                                f"{where} read near 0 once and then went on from before (a "
+                                "glitch, not a reset): that reading was ignored, nothing lost",
+                                ("glitch", cid))
+                        elif outcome == "reset":
                             self._warn_locked(
                                 f"{where} went back to near 0 (GPU reset or driver reload): "
                                 "its new value is counted as energy since the reset; the "

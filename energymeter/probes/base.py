@@ -104,26 +104,35 @@ class Channel:
         )
 
 
+#: ``Channel.meta["psys_scope"]`` of psys channels that are disjoint, one per socket or module
+#: of their source (the Grace Hopper module meters), and so may be summed.
+PSYS_PER_SOCKET = "socket"
+
+
 def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> dict[str, Any]:
     """``{"total": J, "by_kind": {kind: J}}`` of per-channel joules: sub-zones enter neither,
     ``psys`` enters ``by_kind`` but not ``total`` (it already contains the others).
 
-    ``by_kind["psys"]``: the psys channels of one source are disjoint (one per socket or
-    module: RAPL ``psys``/``psys-N``, one Grace module meter per socket) and are summed; those
-    of different sources may nest (an ACPI meter of the whole platform contains RAPL's psys),
-    so the source with the most energy (the widest) gives the figure, never a sum across
-    sources. Each channel is still shown on its own."""
+    ``by_kind["psys"]``: psys meters may nest (an ACPI meter of the whole platform contains
+    RAPL's psys) and are never summed, except those a source marks as one per socket
+    (``meta["psys_scope"] == "socket"``: one Grace Hopper module meter per socket), which are
+    summed within their source; the widest figure (the most energy) is taken. Each channel
+    is still shown on its own."""
     by_kind: dict[str, float] = {}
-    psys: dict[str, float] = {}
+    per_socket: dict[str, float] = {}
+    candidates: list[float] = []
     for ch in channels:
         if not ch.is_subzone and ch.id in energy_j:
             if ch.kind == "psys":
-                psys[ch.source] = psys.get(ch.source, 0.0) + energy_j[ch.id]
                 by_kind.setdefault("psys", 0.0)  # in the kinds' order of the channels
+                if ch.meta.get("psys_scope") == PSYS_PER_SOCKET:
+                    per_socket[ch.source] = per_socket.get(ch.source, 0.0) + energy_j[ch.id]
+                else:
+                    candidates.append(energy_j[ch.id])
             else:
                 by_kind[ch.kind] = by_kind.get(ch.kind, 0.0) + energy_j[ch.id]
-    if psys:
-        by_kind["psys"] = max(psys.values())
+    if "psys" in by_kind:
+        by_kind["psys"] = max([*candidates, *per_socket.values()])
     total = sum(v for k, v in by_kind.items() if k not in NOT_IN_TOTAL)
     return {"total": total, "by_kind": by_kind}
 

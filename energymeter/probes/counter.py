@@ -14,9 +14,12 @@ a spurious jump up in full. Vendor libraries do give such readings (ROCm/amdsmi#
 counter steps back without restarting from 0). So where ``max_increase`` is given and
 ``glitch_reads`` is above 0 (by default for counters that restart from zero), a reading that
 is neither a plausible step, a plausible wrap nor a plausible restart (its value at most
-``max_increase``) is a glitch: ignored, nothing counted, the previous reading kept, so that
-the next good reading catches up. One that persists for ``glitch_reads`` readings in a row is
-the new baseline (counted as a reset: the energy since the last plausible reading is lost).
+``max_increase`` and below half the previous one) is a glitch: ignored, nothing counted, the
+previous reading kept, so that the next good reading catches up. One that persists for
+``glitch_reads`` readings in a row is the new baseline (counted as a reset: the energy since
+the last plausible reading is lost). A restart is taken back when the next reading goes on
+from before it (a counter that dipped to near 0 once, as Intel's Level Zero counter has:
+intel/compute-runtime#938).
 Probes keep one :class:`CumulativeCounter` per channel and report ``total`` in their own unit.
 """
 
@@ -25,6 +28,10 @@ from __future__ import annotations
 #: Implausible readings in a row after which a counter that restarts from zero takes the
 #: reading as its new baseline.
 GLITCH_READS = 3
+#: What a reading was (``CumulativeCounter.outcome``): an increase, a wrap, a restart from 0,
+#: an ignored glitch, a glitch that persisted (the new baseline), or the reading after a
+#: one-reading dip to near 0, which took that "restart" back.
+OUTCOMES = ("step", "wrap", "reset", "glitch", "baseline", "undone")
 
 
 class CumulativeCounter:
@@ -33,11 +40,12 @@ class CumulativeCounter:
     ``modulus``: the number of distinct raw values (the counter goes from ``modulus - 1`` back
     to 0), or ``None`` for a counter that does not wrap. ``glitch_reads``: see the module
     docstring (None: :data:`GLITCH_READS` for a counter that ``restarts_from_zero``, else 0,
-    no glitch handling). ``resets``, ``wraps``, ``glitches``: how many of each were seen. Not
+    no glitch handling). ``resets``, ``wraps``, ``glitches``: how many of each were seen;
+    ``outcome``: what the last reading was (:data:`OUTCOMES`), for the probe's warning. Not
     thread-safe: the probe that owns it serialises its reads."""
 
-    __slots__ = ("_implausible", "glitch_reads", "glitches", "last", "modulus", "resets",
-                 "restarts_from_zero", "total", "wraps")
+    __slots__ = ("_implausible", "_undo", "glitch_reads", "glitches", "last", "modulus",
+                 "outcome", "resets", "restarts_from_zero", "total", "wraps")
 
     def __init__(self, first: int, modulus: int | None = None, *,
                  restarts_from_zero: bool = False, glitch_reads: int | None = None) -> None:
@@ -50,7 +58,18 @@ class CumulativeCounter:
         self.wraps = 0
         self.resets = 0
         self.glitches = 0
+        self.outcome = "step"
         self._implausible = 0  # glitches in a row
+        # After a restart from 0 (with glitch handling): the reading before it and what the
+        # restart counted, to take it back if the next reading continues from before it.
+        self._undo: tuple[int, int] | None = None
+
+    def rebase(self, raw: int) -> None:
+        """Continue from ``raw`` without counting anything (what happened while no run read
+        the counter belongs to no run); a pending glitch or restart is forgotten."""
+        self.last = raw
+        self._implausible = 0
+        self._undo = None
 
     def advance(self, raw: int, max_increase: float | None = None) -> int:
         """Take a reading; return the increase it shows (also added to ``total``).
@@ -64,41 +83,63 @@ class CumulativeCounter:
             return self._advance_checked(raw, max_increase)
         if raw >= self.last:
             delta = raw - self.last
+            self.outcome = "step"
         else:
             wrapped = None if self.modulus is None else raw + self.modulus - self.last
             if wrapped is not None and (max_increase is None or wrapped <= max_increase):
                 delta = wrapped
                 self.wraps += 1
+                self.outcome = "wrap"
             else:
                 delta = raw if self.restarts_from_zero else 0
                 self.resets += 1
+                self.outcome = "reset"
         self.total += delta
         self.last = raw
         return delta
 
     def _advance_checked(self, raw: int, max_increase: float) -> int:
+        taken_back = 0
+        if self._undo is not None:
+            before, counted = self._undo
+            self._undo = None
+            if before <= raw <= before + max_increase:
+                # It goes on from before the "restart": that low reading was a glitch (a
+                # counter that dipped once). Take the restart back and count from before it.
+                self.total -= counted
+                self.resets -= 1
+                self.glitches += 1
+                self.last = before
+                taken_back = counted
         if raw >= self.last:
             delta = raw - self.last
             plausible = delta <= max_increase
+            outcome = "step"
         else:
             wrapped = None if self.modulus is None else raw + self.modulus - self.last
             if wrapped is not None and wrapped <= max_increase:
-                delta, plausible = wrapped, True
+                delta, plausible, outcome = wrapped, True, "wrap"
                 self.wraps += 1
-            elif raw <= max_increase:  # it counts again from (near) 0: a reset
+            elif raw <= max_increase and raw < self.last // 2:
+                # It counts again from (near) 0 and lost most of its value: a restart. A small
+                # step back is a glitch however long since the last reading.
                 delta = raw if self.restarts_from_zero else 0
-                plausible = True
+                plausible, outcome = True, "reset"
                 self.resets += 1
+                self._undo = (self.last, delta)
             else:
-                delta, plausible = 0, False
+                delta, plausible, outcome = 0, False, "glitch"
         if not plausible:
             self.glitches += 1
             self._implausible += 1
             if self._implausible < self.glitch_reads:
-                return 0  # ignored: the next good reading catches up
+                self.outcome = "glitch"
+                return -taken_back  # ignored: the next good reading catches up
             delta = 0  # it persisted: the new baseline, the energy since the last good one lost
             self.resets += 1
+            outcome = "baseline"
         self._implausible = 0
         self.total += delta
         self.last = raw
-        return delta
+        self.outcome = "undone" if taken_back and outcome == "step" else outcome
+        return delta - taken_back

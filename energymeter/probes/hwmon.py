@@ -699,6 +699,8 @@ def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
             meta["overlaps"] = "rapl"
         if f.role in ("module", "grace", "cpu", "sysio"):
             meta["grace_rail"] = f.role
+        if f.role == "module":  # one per socket, disjoint: summed in by_kind["psys"]
+            meta["psys_scope"] = "socket"
         channel = Channel(cid, f.kind, f"{f.device} {f.label}", SOURCE,
                           "counter" if f.what == "energy" else "integrated",
                           part_of=part_of, resolution_s=f.resolution_s, meta=meta)

@@ -171,7 +171,7 @@ class NvmlProbe(Probe):
 
     def _resync_locked(self, g: _Gpu) -> None:
         if g.counter is not None:
-            g.counter.last = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+            g.counter.rebase(int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle)))
             g.counter_t = self._clock()
         else:
             self._sample_locked(g)
@@ -231,27 +231,33 @@ class NvmlProbe(Probe):
         mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(g.handle))
         now = self._clock()
         elapsed_s = max(0.0, now - g.counter_t) if g.counter_t is not None else 0.0
-        previous, resets, glitches = counter.last, counter.resets, counter.glitches
+        previous = counter.last
         counter.advance(mj, MAX_PLAUSIBLE_W * (elapsed_s + _PLAUSIBLE_SLACK_S) * 1000)
-        if counter.glitches > glitches and counter.last == previous:
+        outcome, cid = counter.outcome, g.channel.id
+        if outcome == "glitch":
             self._warn_locked(
-                f"{g.channel.id}: the NVML energy counter gave an implausible reading "
-                f"({previous} -> {mj} mJ in {elapsed_s:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, "
-                "or backwards without counting from 0 again): ignored, the next good reading "
-                "catches up", ("nvml glitch", g.channel.id))
-            return
+                f"{cid}: the NVML energy counter gave an implausible reading ({previous} -> "
+                f"{mj} mJ in {elapsed_s:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, or backwards "
+                "without counting from 0 again): ignored, the next good reading catches up",
+                ("nvml glitch", cid))
+            return  # the bound of the next reading runs from the last good one
         g.counter_t = now
-        if counter.glitches > glitches:  # implausible again and again: the new baseline
+        if outcome == "baseline":
             self._warn_locked(
-                f"{g.channel.id}: the NVML energy counter jumped ({previous} -> {mj} mJ) and "
-                "stayed there: taken as the new baseline; the energy since the last plausible "
-                "reading is lost", ("nvml glitch", g.channel.id))
-        elif counter.resets > resets:
+                f"{cid}: the NVML energy counter jumped ({previous} -> {mj} mJ) and stayed "
+                "there: taken as the new baseline; the energy since the last plausible reading "
+                "is lost", ("nvml baseline", cid))
+        elif outcome == "undone":
             self._warn_locked(
-                f"{g.channel.id}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
+                f"{cid}: the NVML energy counter read near 0 once and then went on from before "
+                "(a glitch, not a reset): that reading was ignored, nothing lost",
+                ("nvml glitch", cid))
+        elif outcome == "reset":
+            self._warn_locked(
+                f"{cid}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
                 "driver reload or GPU reset?): it counts from 0 again, so its new value is "
                 "counted as energy since the reset; energy between the previous read and the "
-                "reset is lost", ("nvml reset", g.channel.id))
+                "reset is lost", ("nvml reset", cid))
 
     def _power_w(self, g: _Gpu) -> float:
         if g.power_source == "power_instant":
