@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energymeter.probes import rapl
-from energymeter.probes.base import Probe, Unavailable
+from energymeter.probes.base import Probe, Unavailable, energy_summary
 from tests.fakes.powercap import (
     AMD_ENERGY_UNIT_NJ,
     INTEL_ENERGY_UNIT_NJ,
@@ -170,6 +170,10 @@ def test_tpmi_only_tree(make_fake):
     assert sorted(chans) == ["cpu0", "cpu1", "dram0", "dram1", "psys", "psys1"]
     assert {c.meta["control"] for c in chans.values()} == {"intel-rapl-tpmi"}
     assert chans["psys1"].kind == "psys" and chans["psys1"].meta["zone"] == "psys-1"
+    # Several platform zones: each its own channel, none declared disjoint per socket.
+    assert [(chans[p].meta["package"], chans[p].meta["psys_zones"]) for p in ("psys", "psys1")] \
+        == [(0, 2), (1, 2)]
+    assert all("psys_scope" not in chans[p].meta for p in ("psys", "psys1"))
     fake.advance(1.0)
     energy = probe.read()
     assert energy["cpu1"] == pytest.approx(40.0) and energy["psys1"] == pytest.approx(60.0)
@@ -186,22 +190,36 @@ def test_tpmi_registered_as_intel_rapl_in_linux_6_5(make_fake):
     probe.close()
 
 
-def test_msr_and_tpmi_serve_each_package_once(make_fake):
-    fake = make_fake(tpmi=True, sockets=2, dram=True, psys=True)
+def test_fake_has_no_msr_tree_beside_tpmi(make_fake):
+    # intel_rapl_common.c rapl_ids[] lists no TPMI-era CPU, so intel_rapl_msr never runs there;
+    # the 6.5/6.6 intel_rapl_tpmi.c registered "intel-rapl" itself.
+    fake = make_fake(tpmi=True, sockets=2)
+    assert not (fake.root / "intel-rapl").exists()
+    assert (fake.root / "intel-rapl-tpmi:1").is_dir()
+    with pytest.raises(ValueError, match="synthetic=True"):
+        make_fake(tpmi=True, msr=True)
+    with pytest.raises(ValueError, match="MSR tree"):
+        make_fake(tpmi=True, mmio_duplicate=True)
+
+
+def test_synthetic_msr_and_tpmi_tree_is_deduplicated_defensively(make_fake):
+    """SYNTHETIC: no mainline kernel shows MSR and TPMI RAPL zones together (see
+    test_fake_has_no_msr_tree_beside_tpmi). Kept only to pin the defensive rule: MSR dies and a
+    TPMI package of the same socket are never both counted, nor their DRAM, nor psys."""
+    fake = make_fake(msr=True, tpmi=True, synthetic=True, sockets=1, dies=2, dram=True,
+                     psys=True)
     probe = open_probe(fake)
     chans = by_id(probe)
-    assert sorted(chans) == ["cpu0", "cpu1", "dram0", "dram1", "psys"]
+    assert sorted(chans) == ["cpu0-die0", "cpu0-die1", "dram0-die0", "dram0-die1", "psys"]
     assert {c.meta["control"] for c in chans.values()} == {"intel-rapl"}
-    dropped = probe.describe()["dropped"]
-    assert sorted(d["name"] for d in dropped) == ["dram", "dram", "package-0", "package-1",
-                                                   "psys"]
-    assert all(d["control"] == "intel-rapl-tpmi" and "duplicate" in d["reason"]
-               for d in dropped)
-    fake.advance(2.0)
-    energy = probe.read()
-    assert energy["cpu0"] + energy["cpu1"] == pytest.approx(160.0)
-    assert "not read: intel-rapl-tpmi:0 package-0: duplicate of" in \
-        probe.describe()["control_types"]["intel-rapl-tpmi"]
+    reasons = {d["name"]: d["reason"] for d in probe.describe()["dropped"]}
+    assert reasons == {
+        "package-0": "duplicate of intel-rapl:0 package-0-die-0 (intel-rapl, channel cpu0-die0)"
+                     " and intel-rapl:1 package-0-die-1 (intel-rapl, channel cpu0-die1)",
+        "dram": "duplicate of intel-rapl:0:0 dram (intel-rapl, channel dram0-die0) and "
+                "intel-rapl:1:0 dram (intel-rapl, channel dram0-die1)",
+        "psys": "duplicate of intel-rapl:2 psys (intel-rapl, channel psys)",
+    }
     probe.close()
 
 
@@ -209,49 +227,129 @@ def test_energymeter_probes_says_what_each_control_type_has_and_what_is_read(mak
     from energymeter.cli.probes import format_probes
     from energymeter.probes.inspect import inspect_probes
 
-    fake = make_fake(tpmi=True, sockets=2, dram=True, psys=True)
+    fake = make_fake(mmio_duplicate=True, dram=True, psys=True)
     text = format_probes(inspect_probes(env={}, powercap_root=str(fake.root)))
     lines = text.splitlines()
-    [tpmi] = [ln.strip() for ln in lines if ln.strip().startswith("intel-rapl-tpmi:")]
-    assert "none read" in tpmi and "duplicate of" in tpmi
+    [mmio] = [ln.strip() for ln in lines if ln.strip().startswith("intel-rapl-mmio:")]
+    assert "none read" in mmio and "duplicate of intel-rapl:0 package-0" in mmio
     [msr] = [ln.strip() for ln in lines if ln.strip().startswith("intel-rapl:")]
-    assert "read:" in msr and "-> cpu0" in msr
-    assert any(ln.strip().startswith("intel-rapl-mmio: absent (driver") for ln in lines)
+    assert "read:" in msr and "-> cpu0" in msr and "psys -> psys" in msr
+    assert any(ln.strip().startswith("intel-rapl-tpmi: absent (driver") for ln in lines)
 
 
-def test_msr_dies_and_a_tpmi_package_are_not_both_counted(make_fake):
-    # The MSR tree names dies (package-0-die-N, no plain package); TPMI names the package.
-    fake = make_fake(tpmi=True, sockets=1, dies=2, dram=False)
+def test_dram_only_the_mmio_door_has_is_read_through_it(make_fake):
+    """Review 24b finding 4: processor_thermal_rapl.c registers MMIO PACKAGE and DRAM, each only
+    if its counter reads non-zero (rapl_check_domain): a client whose MSR 0x619 reads 0 has
+    intel-rapl-mmio:0:0 dram and no MSR dram. It must be read, not dropped as a "duplicate"
+    of the MSR package."""
+    fake = make_fake(dram=False, core=True, uncore=True, mmio_duplicate=True, mmio_dram=True)
     probe = open_probe(fake)
-    assert sorted(by_id(probe)) == ["cpu0-die0", "cpu0-die1"]
-    assert [d["name"] for d in probe.describe()["dropped"]] == ["package-0"]
+    chans = by_id(probe)
+    assert sorted(chans) == ["cpu0", "cpu0-core", "cpu0-uncore", "dram0"]
+    assert chans["dram0"].meta["control"] == "intel-rapl-mmio"
+    assert chans["dram0"].kind == "dram" and chans["dram0"].part_of is None
+    assert chans["cpu0"].meta["control"] == "intel-rapl"
+    [dropped] = probe.describe()["dropped"]
+    assert dropped["path"].endswith("intel-rapl-mmio:0")
+    assert dropped["reason"] == "duplicate of intel-rapl:0 package-0 (intel-rapl, channel cpu0)"
+    fake.advance(2.0)
+    assert probe.read() == {"cpu0": pytest.approx(80.0), "cpu0-core": pytest.approx(50.0),
+                            "cpu0-uncore": pytest.approx(4.0), "dram0": pytest.approx(10.0)}
     probe.close()
 
 
-def test_denied_msr_package_is_read_through_tpmi(make_fake):
-    fake = make_fake(tpmi=True, sockets=2, dram=False)
-    fake.deny("package-0")
+def test_dram_both_doors_have_is_read_once(make_fake):
+    fake = make_fake(dram=True, mmio_duplicate=True, mmio_dram=True)
+    probe = open_probe(fake)
+    chans = by_id(probe)
+    assert sorted(chans) == ["cpu0", "dram0"]
+    assert {c.meta["control"] for c in chans.values()} == {"intel-rapl"}
+    reasons = {d["name"]: d["reason"] for d in probe.describe()["dropped"]}
+    assert reasons == {
+        "package-0": "duplicate of intel-rapl:0 package-0 (intel-rapl, channel cpu0)",
+        "dram": "duplicate of intel-rapl:0:0 dram (intel-rapl, channel dram0)",
+    }
+    probe.close()
+
+
+def test_denied_msr_dram_is_read_through_mmio(make_fake):
+    fake = make_fake(dram=True, mmio_duplicate=True, mmio_dram=True)
+    fake.deny("package-0/dram")
     probes, missing = split(rapl.discover(fake.context(), opener=fake.opener,
                                           clock_ns=fake.clock_ns))
     assert missing == []
     (probe,) = probes
     chans = by_id(probe)
-    assert chans["cpu0"].meta["control"] == "intel-rapl-tpmi"
-    assert chans["cpu1"].meta["control"] == "intel-rapl"
+    assert chans["dram0"].meta["control"] == "intel-rapl-mmio"
+    assert chans["cpu0"].meta["control"] == "intel-rapl"
     fake.advance(1.0)
-    assert probe.read() == {"cpu0": pytest.approx(40.0), "cpu1": pytest.approx(40.0)}
+    assert probe.read() == {"cpu0": pytest.approx(40.0), "dram0": pytest.approx(5.0)}
     probe.close()
 
 
-def test_msr_mmio_and_tpmi_together(make_fake):
-    fake = make_fake(tpmi=True, mmio_duplicate=True, sockets=1, dram=True)
+# -- psys (platform) ------------------------------------------------------------------------------
+
+
+def test_spr_psys_registered_with_master_package_1(make_fake):
+    """Review 24b findings 5 and 7. Since Linux 5.10 (f1e8d7560d30) the one platform zone is
+    registered with its master package, right after its sub-zones, at parent NULL, and named
+    psys-1 when package 1 is master (Sapphire Rapids; 1 J unit). It is the platform's energy:
+    channel "psys", whatever N; N in meta; never declared per socket."""
+    top_uj = max_range_uj(SPR_PSYS_ENERGY_UNIT_NJ)
+    fake = make_fake(sockets=2, dram=True, psys=True, psys_package=1,
+                     psys_energy_unit_nj=SPR_PSYS_ENERGY_UNIT_NJ,
+                     dram_energy_unit_nj=SERVER_DRAM_ENERGY_UNIT_NJ,
+                     initial_energy_uj={"psys-1": top_uj - 30_000_000})
+    names = {d: (fake.root / d / "name").read_text().strip()
+             for d in ("intel-rapl:0", "intel-rapl:0:0", "intel-rapl:1", "intel-rapl:1:0",
+                       "intel-rapl:2")}
+    assert names == {"intel-rapl:0": "package-0", "intel-rapl:0:0": "dram",
+                     "intel-rapl:1": "package-1", "intel-rapl:1:0": "dram",
+                     "intel-rapl:2": "psys-1"}
     probe = open_probe(fake)
-    assert sorted(by_id(probe)) == ["cpu0", "dram0"]
-    summary = probe.describe()["control_types"]
-    assert summary["intel-rapl"].startswith("2 zones; read:")
-    assert "none read" in summary["intel-rapl-mmio"]
-    assert "none read" in summary["intel-rapl-tpmi"]
+    chans = by_id(probe)
+    assert sorted(chans) == ["cpu0", "cpu1", "dram0", "dram1", "psys"]
+    psys = chans["psys"]
+    assert psys.kind == "psys" and psys.part_of is None and psys.device == "platform (psys)"
+    assert psys.meta["zone"] == "psys-1" and psys.meta["package"] == 1
+    assert "psys_scope" not in psys.meta and "psys_zones" not in psys.meta
+    fake.advance(1.0)  # 60 W: the 1 J-unit counter wraps 30 J into the second
+    energy = probe.read()
+    assert energy["psys"] == pytest.approx(60.0, abs=1e-6)
+    [zone] = [z for z in probe.describe()["zones"] if z["channel"] == "psys"]
+    assert zone["wraps"] == 1 and zone["energy_unit_nj"] == SPR_PSYS_ENERGY_UNIT_NJ
+    assert zone["wrap_modulus_uj"] == 2**32 * 10**6
+    summary = energy_summary(probe.channels, energy)
+    assert summary["by_kind"]["psys"] == pytest.approx(60.0, abs=1e-6)
+    assert summary["total"] == pytest.approx(2 * 40.0 + 2 * 5.0)
     probe.close()
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sockets=st.integers(1, 4), master=st.integers(0, 3), before_5_10=st.booleans(),
+       dram=st.booleans(), core=st.booleans())
+def test_the_one_msr_psys_zone_is_channel_psys(sockets, master, before_5_10, dram, core):
+    master %= sockets
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = FakePowercap(Path(tmp) / "pc", sockets=sockets, dram=dram, core=core, psys=True,
+                            psys_package=master, psys_before_5_10=before_5_10)
+        probe = open_probe(fake)
+        try:
+            chans = by_id(probe)
+            [psys] = [c for c in chans.values() if c.kind == "psys"]
+            n = 0 if before_5_10 else master
+            assert psys.id == "psys" and psys.meta["package"] == n
+            assert psys.meta["zone"] == ("psys" if n == 0 else f"psys-{n}")
+            assert {f"cpu{s}" for s in range(sockets)} <= set(chans)
+            fake.advance(0.5)
+            energy = probe.read()
+            assert energy["psys"] == pytest.approx(30.0)
+            assert energy_summary(probe.channels, energy)["by_kind"]["psys"] == \
+                pytest.approx(30.0)
+        finally:
+            probe.close()
+            fake.close()
 
 
 def test_fake_files_have_the_kernels_modes(make_fake):
@@ -301,4 +399,4 @@ def test_inspect_shows_the_control_types(make_fake, monkeypatch):
                                "ENERGYMETER_DAEMON": "off"}, cpuinfo_text="")
     [desc] = [d for d in info["probes"] if d.get("source") == "rapl"]
     assert set(desc["control_types"]) == {"intel-rapl", "intel-rapl-tpmi", "intel-rapl-mmio"}
-    assert {z["control"] for z in info["rapl_zones"]} == {"intel-rapl"}
+    assert {z["control"] for z in info["rapl_zones"]} == {"intel-rapl-tpmi"}

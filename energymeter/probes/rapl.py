@@ -27,14 +27,29 @@ Channels::
     package-N-die-M    -> cpu<N>-die<M>       kind cpu (part_of cpu<N> if a plain package-N exists)
     dram (under pkg)   -> dram<N>             kind dram
     core / uncore      -> cpu<N>-core / -uncore, kind cpu, part_of cpu<N> (never summed)
-    psys               -> psys                kind psys (reported beside, never summed)
-    psys-N (N > 0)     -> psys<N>             kind psys (newer kernels: one per package)
+    psys or psys-N     -> psys                kind psys (reported beside, never in the total)
 
-One package, one door. The same package can be served by two control types (MSR and MMIO on
-client CPUs, MSR and TPMI on Xeon 6). The first control type in :data:`CONTROL_TYPES` order whose
-package (or die) zone of a socket opens serves that socket: the other control types' zones of
-that socket (package, dies, sub-zones) are dropped as duplicates, and so are zones whose channel
-id is already served (``psys``). A denied MSR package is thus read through its MMIO or TPMI copy.
+Platform (psys). Since Linux 5.10 (commit f1e8d7560d30, "enumerate Psys RAPL domain together
+with package RAPL domain") the psys domain is registered with the package whose MSR reads it
+(the "master" package; the others read 0 and register none), as a top-level zone named
+``psys`` for package 0 and ``psys-N`` when the master is package N > 0 (``rapl_init_domains``;
+e.g. Sapphire Rapids boards whose master is socket 1). It is the whole platform's energy, not a
+socket's. So a lone platform zone is channel ``psys`` whatever its N (N is kept in
+``meta["package"]``). Should a control type ever show several (``intel-rapl-tpmi``: whether its
+SYSTEM domain is per socket is not documented), each keeps its own channel (``psys``,
+``psys1``, ...) and none is claimed to be disjoint from the others: RAPL psys channels never
+set ``meta["psys_scope"]``.
+
+One domain, one door. The same counter can be reached through two control types (MSR and MMIO
+on client CPUs: ``processor_thermal_rapl.c`` registers package 0's PACKAGE and DRAM domains,
+each only if its counter reads non-zero; MSR and TPMI never coexist in mainline, but the code
+does not rely on it). Control types are taken in :data:`CONTROL_TYPES` order, and a zone is
+dropped as a duplicate only if a zone of another control type already serves the same domain:
+a package or die zone of socket N against the package or die zones of socket N (so MSR dies
+and a package zone of the same socket are never both counted), a sub-zone against the
+sub-zone of that name under socket N, psys and anything else by channel id. A domain only one
+door has (an MMIO ``dram`` beside MSR ``package``/``core``/``uncore``) is read through it, and
+a denied zone is read through its copy. The reason names the zones really duplicated.
 
 Wrap-around. ``intel_rapl_common.c`` reads a 32-bit counter (``ENERGY_STATUS_MASK``
 ``GENMASK(31, 0)``) and scales it with the domain's energy unit ``E`` in nanojoules
@@ -292,6 +307,7 @@ class _Plan:
     kind: str
     part_of: str | None
     socket: int | None
+    meta: tuple[tuple[str, Any], ...] = ()  # extra channel meta (psys: its package N)
 
 
 def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str]]]:
@@ -307,6 +323,7 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
             int(m.group(1)) for z in group if len(z.address) == 1
             if (m := _PACKAGE_RE.match(z.name)) and m.group(2) is None
         }
+        n_psys = sum(1 for z in group if len(z.address) == 1 and _PSYS_RE.match(z.name))
         taken: set[str] = set()
 
         def unique(base: str, zone: Zone, taken: set[str] = taken) -> str:
@@ -333,10 +350,14 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
                         plan = _Plan(zone, unique(f"cpu{socket}-die{m.group(2)}", zone), "cpu",
                                      part_of, socket)
                 elif (m := _PSYS_RE.match(zone.name)) is not None:
-                    # "psys" (package 0), "psys-N" for package N > 0 (intel_rapl_common.c
-                    # rapl_init_domains): each is its own channel, never summed.
-                    ident = "psys" if m.group(1) is None else f"psys{int(m.group(1))}"
-                    plan = _Plan(zone, unique(ident, zone), "psys", None, None)
+                    # One platform-wide zone, named after its master package (module doc):
+                    # "psys" whatever N when alone; several keep "psys"/"psys<N>", none summed.
+                    n = int(m.group(1) or 0)
+                    ident = "psys" if n_psys == 1 or n == 0 else f"psys{n}"
+                    extra: tuple[tuple[str, Any], ...] = (("package", n),)
+                    if n_psys > 1:
+                        extra += (("psys_zones", n_psys),)
+                    plan = _Plan(zone, unique(ident, zone), "psys", None, None, extra)
                 elif zone.name == "dram":
                     plan = _Plan(zone, unique(f"dram{zone.address[0]}", zone), "dram", None,
                                  None)
@@ -359,6 +380,17 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
                 by_dirname[zone.dirname] = plan
                 plans.append(plan)
     return plans, ignored
+
+
+def _domain_key(plan: _Plan) -> tuple[Any, ...] | None:
+    """What a zone measures, the same whichever control type shows it: a socket's package
+    (its package or die zones), a named sub-zone of a socket (``dram``, ``core``...), or None
+    (psys, a top-level ``dram``: compared by channel id)."""
+    if plan.socket is None:
+        return None
+    if len(plan.zone.address) == 1:
+        return ("package", plan.socket)
+    return ("sub", plan.socket, plan.zone.name)
 
 
 def _device(plan: _Plan, models: dict[int, str]) -> str:
@@ -599,6 +631,7 @@ def _open_counter(plan: _Plan, opener: Opener, device: str, read_ns: int) -> _Co
             "path": str(plan.zone.path),
             "control": plan.zone.control,
             "max_energy_range_uj": plan.zone.max_energy_range_uj,
+            **dict(plan.meta),
         },
     )
     return _Counter(channel, plan.zone, fd, first_uj, read_ns)
@@ -644,22 +677,23 @@ def discover(
     ]
     models = cpu_models_by_socket(read_cpuinfo(cpuinfo_path or CPUINFO))
     counters: list[_Counter] = []
-    served: dict[str, _Counter] = {}
-    owner: dict[int, _Counter] = {}  # socket -> the package (or die) counter that serves it
+    served: dict[str, _Counter] = {}  # channel id -> its counter
+    by_domain: dict[tuple[Any, ...], list[_Counter]] = {}  # _domain_key -> counters serving it
     denied: dict[str, Path] = {}  # channel id -> energy_uj path
     failed: dict[str, Unavailable] = {}
     # Plans come per control type in CONTROL_TYPES order, top-level zones before sub-zones.
     for plan in plans:
-        dup = served.get(plan.id)
-        by = owner.get(plan.socket) if plan.socket is not None else None
-        if dup is None and by is not None and by.zone.control != plan.zone.control:
-            dup = by  # the socket is read through another door: none of its zones twice
-        if dup is not None:
+        key = _domain_key(plan)
+        dups = [c for c in by_domain.get(key, ()) if c.zone.control != plan.zone.control] \
+            if key is not None else []
+        if not dups and plan.id in served:
+            dups = [served[plan.id]]  # psys, or a channel id another door already has
+        if dups:
+            what = " and ".join(f"{c.zone.dirname} {c.zone.name} ({c.zone.control}, channel "
+                                f"{c.channel.id})" for c in dups)
             dropped.append({"path": str(plan.zone.path), "name": plan.zone.name,
-                            "control": plan.zone.control,
-                            "reason": f"duplicate of {dup.zone.path} ({dup.zone.control}, "
-                                      f"channel {dup.channel.id})"})
-            log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, dup.zone.path)
+                            "control": plan.zone.control, "reason": f"duplicate of {what}"})
+            log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, what)
             continue
         try:
             counter = _open_counter(plan, opener, _device(plan, models), clock_ns())
@@ -675,8 +709,8 @@ def discover(
             continue
         served[plan.id] = counter
         counters.append(counter)
-        if plan.socket is not None and len(plan.zone.address) == 1 and plan.kind == "cpu":
-            owner.setdefault(plan.socket, counter)
+        if key is not None:
+            by_domain.setdefault(key, []).append(counter)
 
     results: list[Probe | Unavailable] = []
     if counters:

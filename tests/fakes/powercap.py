@@ -25,16 +25,32 @@ Which zones (``FakePowercap(root, ...)`` keyword arguments):
 - ``sockets`` packages ``package-N`` at ``intel-rapl:N``; ``dies=M`` replaces each package with
   M top-level ``package-N-die-D`` zones (``dies_with_package=True`` keeps the plain package too);
 - per package (or per die): sub-zones ``core``, ``uncore``, ``dram`` (in that order, like a
-  desktop Intel part), each switched by its flag; ``psys`` is a top-level zone after the packages;
-- ``mmio_duplicate``: an ``intel-rapl-mmio:N`` zone named ``package-N`` counting the same energy
-  as ``package-N`` (the probe must deduplicate it);
+  desktop Intel part), each switched by its flag;
+- ``psys``: the platform zone as Linux >= 5.10 registers it (commit f1e8d7560d30; linux
+  drivers/powercap/intel_rapl_common.c rapl_package_register_powercap, rapl_init_domains): one
+  top-level zone registered right after its *master* package's sub-zones (``psys_package``,
+  default 0), named ``psys`` for package 0 and ``psys-N`` for package N > 0. E.g.
+  ``sockets=2, psys=True, psys_package=1`` gives ``intel-rapl:0`` package-0 (``:0:0`` dram),
+  ``intel-rapl:1`` package-1 (``:1:0`` dram), ``intel-rapl:2`` psys-1, as on a Sapphire Rapids
+  whose master is socket 1 (pass ``psys_energy_unit_nj=10**9`` for its 1 J unit).
+  ``psys_before_5_10=True`` is the older layout (rapl_add_platform_domain: one ``psys``, read on
+  CPU 0, after every package);
+- ``mmio_duplicate``: ``intel-rapl-mmio:0`` named ``package-0``, counting the same energy as the
+  MSR ``package-0`` (linux drivers/thermal/intel/int340x_thermal/processor_thermal_rapl.c
+  registers package 0 only, with PACKAGE and DRAM domains; the probe must deduplicate it);
+  ``mmio_dram=True`` adds ``intel-rapl-mmio:0:0`` ``dram`` (key ``mmio:package-0/dram``): a copy
+  of the MSR ``package-0/dram`` if there is one, else (``dram=False``) a counter only the MMIO
+  door shows, as when MSR 0x619 reads 0 (rapl_check_domain registers a domain only if its
+  counter reads non-zero). Needs the MSR tree (client CPUs);
 - ``tpmi``: an ``intel-rapl-tpmi`` tree (linux drivers/powercap/intel_rapl_tpmi.c): per socket
   ``package-N`` with a ``dram`` sub-zone (if ``dram``), and with ``psys`` a top-level ``psys``
-  after package 0 (``psys-N`` after every package N > 0 too with ``psys_per_package``; names from
-  intel_rapl_common.c rapl_init_domains). With ``msr=True`` (default) its zones are copies of
-  the MSR ones (keys ``tpmi:package-0``, ``tpmi:package-0/dram``, ``tpmi:psys``); ``msr=False``
-  is a TPMI-only machine (keys as for MSR). ``tpmi_control="intel-rapl"`` is Linux 6.5/6.6, whose
-  TPMI driver registered the ``intel-rapl`` name itself;
+  after package 0 (``psys-N`` after every package N > 0 too with ``psys_per_package``, a case
+  upstream neither documents nor rules out; names from intel_rapl_common.c rapl_init_domains).
+  ``tpmi=True`` means *no* MSR tree: intel_rapl_common.c ``rapl_ids[]`` lists no TPMI-era CPU
+  (Granite Rapids, Sierra Forest...), so ``intel_rapl_msr`` is not even instantiated there, and
+  the 6.5/6.6 intel_rapl_tpmi.c registered ``"intel-rapl"`` itself (``tpmi_control=
+  "intel-rapl"``). ``msr=True`` with ``tpmi=True`` raises unless ``synthetic=True``: a layout no
+  mainline kernel shows, kept only for a defensive test (keys ``tpmi:package-0``...);
 - :meth:`FakePowercap.amd` builds the AMD Zen shape (intel_rapl_msr.c rapl_msr_priv_amd:
   ``package-N`` with a ``core`` sub-zone, no DRAM, energy unit 15258 nJ, no constraint files,
   ``enabled`` reading 0).
@@ -228,10 +244,14 @@ class FakePowercap:
         uncore: bool = False,
         psys: bool = False,
         mmio_duplicate: bool = False,
-        msr: bool = True,
+        mmio_dram: bool = False,
+        msr: bool | None = None,
         tpmi: bool = False,
         tpmi_control: str = TPMI,
         psys_per_package: bool = False,
+        psys_package: int = 0,
+        psys_before_5_10: bool = False,
+        synthetic: bool = False,
         energy_unit_nj: int | Mapping[str, int] = INTEL_ENERGY_UNIT_NJ,
         dram_energy_unit_nj: int | None = None,
         psys_energy_unit_nj: int | None = None,
@@ -247,10 +267,21 @@ class FakePowercap:
             raise ValueError(f"layout {layout!r} not in {LAYOUTS}")
         if sockets < 1 or dies < 0:
             raise ValueError("sockets must be >= 1 and dies >= 0")
+        if msr is None:
+            msr = not tpmi  # a TPMI machine has no MSR RAPL (see the module docstring)
         if not (msr or tpmi):
             raise ValueError("a tree needs msr=True or tpmi=True")
         if tpmi and tpmi_control == MSR and msr:
             raise ValueError("Linux 6.5/6.6 TPMI registered 'intel-rapl' itself: use msr=False")
+        if tpmi and msr and not synthetic:
+            raise ValueError(
+                "no mainline kernel shows MSR and TPMI RAPL zones together (intel_rapl_common.c "
+                "rapl_ids[] has no TPMI-era CPU): drop msr=True, or pass synthetic=True for a "
+                "defensive test of a layout that does not exist")
+        if not 0 <= psys_package < sockets:
+            raise ValueError(f"psys_package {psys_package} is not one of the {sockets} packages")
+        if (mmio_dram or mmio_duplicate) and not msr:
+            raise ValueError("intel-rapl-mmio (client CPUs) comes with the MSR tree: msr=True")
         self.root = Path(root)
         self.layout = layout
         self.model_name = model_name
@@ -268,7 +299,8 @@ class FakePowercap:
 
         self._zones: dict[str, _FakeZone] = {}
         self._build_zones(sockets, dies, dies_with_package, dram, core, uncore, psys,
-                          mmio_duplicate, msr, tpmi, tpmi_control, psys_per_package)
+                          mmio_duplicate or mmio_dram, mmio_dram, msr, tpmi, tpmi_control,
+                          psys_per_package, psys_package, psys_before_5_10)
         for zone in self._zones.values():
             if max_energy_range_uj is None:  # what a kernel shows: a 32-bit count of units
                 unit = int(self._per_key(energy_unit_nj, zone, INTEL_ENERGY_UNIT_NJ))
@@ -316,11 +348,13 @@ class FakePowercap:
 
     # -- construction -----------------------------------------------------------------------
     def _build_zones(self, sockets: int, dies: int, dies_with_package: bool, dram: bool,
-                     core: bool, uncore: bool, psys: bool, mmio_duplicate: bool, msr: bool,
-                     tpmi: bool, tpmi_control: str, psys_per_package: bool) -> None:
+                     core: bool, uncore: bool, psys: bool, mmio: bool, mmio_dram: bool,
+                     msr: bool, tpmi: bool, tpmi_control: str, psys_per_package: bool,
+                     psys_package: int, psys_before_5_10: bool) -> None:
         """Zones in the order the kernel registers them, ids from each parent's idr
         (powercap_sys.c idr_alloc): a package, then its sub-zones (intel_rapl_common.c
-        rapl_package_register_powercap: core, uncore, dram in rapl_domain_names order)."""
+        rapl_package_register_powercap: core, uncore, dram in rapl_domain_names order), then
+        the package's platform domain, if it has it, at parent NULL (a top-level zone)."""
         index = 0
 
         def add(key: str, name: str, control: str, address: tuple[int, ...], kind: str,
@@ -335,6 +369,14 @@ class FakePowercap:
                     add(f"{parent}/{name}", name, MSR, (*address, sub), name)
                     sub += 1
 
+        # MSR psys (linux drivers/powercap/intel_rapl_common.c): since 5.10 (commit
+        # f1e8d7560d30, "enumerate Psys RAPL domain together with package RAPL domain") only
+        # the master package reads a non-zero MSR_PLATFORM_ENERGY_STATUS (rapl_check_domain),
+        # so one platform zone is registered with it, right after its sub-zones, named "psys"
+        # for package 0 and "psys-N" for package N > 0 (rapl_init_domains). Before 5.10,
+        # rapl_add_platform_domain read it on CPU 0 and registered one "psys" after every
+        # package (intel_rapl_msr.c rapl_msr_probe).
+        psys_name = "psys" if psys_package == 0 or psys_before_5_10 else f"psys-{psys_package}"
         if msr:
             for socket in range(sockets):
                 if dies == 0 or dies_with_package:
@@ -348,13 +390,17 @@ class FakePowercap:
                     if not dies_with_package:
                         add_subzones(name, (index,))
                     index += 1
-            if psys:  # rapl_add_platform_domain (before 6.x): one psys after the packages
+                if psys and not psys_before_5_10 and socket == psys_package:
+                    add(psys_name, psys_name, MSR, (index,), "psys")
+                    index += 1
+            if psys and psys_before_5_10:
                 add("psys", "psys", MSR, (index,), "psys")
         if tpmi:
             # intel_rapl_tpmi.c: per package, domains PACKAGE, MEMORY (dram) and SYSTEM (psys:
             # "psys" for package 0, "psys-N" for the others, rapl_init_domains); psys is a
-            # top-level zone registered after its package. No core/uncore domain. Zones are
-            # copies of the MSR ones when the MSR tree is there too.
+            # top-level zone registered after its package. No core/uncore domain. Whether more
+            # than one package has a SYSTEM domain is not documented: psys_per_package draws
+            # that case. Zones are copies of the MSR ones only in a synthetic tree.
             top = 0
             for socket in range(sockets):
                 name = f"package-{socket}"
@@ -372,11 +418,17 @@ class FakePowercap:
                     add(f"tpmi:{pname}" if msr else pname, pname, tpmi_control, (top,), "psys",
                         mirror_of=mirror)
                     top += 1
-        if mmio_duplicate:
-            for socket in range(sockets):
-                name = f"package-{socket}"
-                if name in self._zones and self._zones[name].control == MSR:
-                    add(f"mmio:{name}", name, MMIO, (socket,), "package", mirror_of=name)
+        if mmio:
+            # int340x_thermal/processor_thermal_rapl.c: rapl_add_package(0, ...) only, with
+            # the PACKAGE and DRAM domains (rapl_mmio_default.regs), each registered only if
+            # its counter reads non-zero (intel_rapl_common.c rapl_check_domain). The same
+            # hardware counters as MSR's package-0 (and its dram, if MSR shows one).
+            if "package-0" not in self._zones:
+                raise ValueError("intel-rapl-mmio is a client CPU's: it needs MSR package-0")
+            add("mmio:package-0", "package-0", MMIO, (0,), "package", mirror_of="package-0")
+            if mmio_dram:
+                add("mmio:package-0/dram", "dram", MMIO, (0, 0), "dram",
+                    mirror_of="package-0/dram" if "package-0/dram" in self._zones else None)
 
     def _per_key(self, value: Any, zone: _FakeZone, default: Any) -> Any:
         if not isinstance(value, Mapping):
