@@ -56,7 +56,7 @@ from typing import Any
 
 from .._lazy import LazyLogger
 from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
-from .counter import CumulativeCounter
+from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import AMD_DRIVER_PATHS, amdsmi_missing
 from .visible import RocmStep, hip_uuid, rocm_visible, rocr_uuid
@@ -313,34 +313,15 @@ class AmdSmiProbe(Probe):
                         dt = max(now - s.last_t, 0.0) + 1.0
                         last = s.counter.last
                         s.counter.advance(raw, MAX_PLAUSIBLE_W * dt * 1e6 / s.resolution_uj)
-                        where = f"{cid}: the energy counter of AMD GPU {s.device.index}"
-                        outcome = s.counter.outcome
-                        if outcome == "glitch":
-                            # neither a step, a wrap nor a restart from 0 (ROCm/amdsmi#115):
-                            # ignored; the next good reading catches up (probes/counter.py)
-                            self._warn_locked(
-                                f"{where} gave an implausible reading ({last} -> {raw} counts "
-                                f"in {dt - 1.0:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, or "
-                                "backwards without counting from 0 again): ignored, the next "
-                                "good reading catches up", ("glitch", cid))
+                        said = outcome_warning(
+                            s.counter.outcome,
+                            f"{cid}: the energy counter of AMD GPU {s.device.index}", last, raw,
+                            "counts", dt - 1.0, MAX_PLAUSIBLE_W)
+                        if said is not None:
+                            self._warn_locked(said[0], (said[1], cid))
+                        if s.counter.outcome == "glitch":  # ROCm/amdsmi#115: ignored
                             steps.append(s.take_j())
                             continue  # last_t stays: the next bound runs from the last good
-                        if outcome == "baseline":
-                            self._warn_locked(
-                                f"{where} jumped ({last} -> {raw} counts) and stayed there: "
-                                "taken as the new baseline; the energy since the last "
-                                "plausible reading is lost", ("baseline", cid))
-                        elif outcome == "undone":
-                            self._warn_locked(
-                                f"{where} read near 0 once and then went on from before (a "
-                                "glitch, not a reset): that reading was ignored, nothing lost",
-                                ("glitch", cid))
-                        elif outcome == "reset":
-                            self._warn_locked(
-                                f"{where} went back to near 0 (GPU reset or driver reload): "
-                                "its new value is counted as energy since the reset; the "
-                                "energy between the previous read and the reset is lost",
-                                ("reset", cid))
                         s.last_t = now
                         steps.append(s.take_j())
                     if not p.primary_only and _same_package_value(steps, MIN_MIRROR_STEP_J):

@@ -143,3 +143,25 @@ class CumulativeCounter:
         self.last = raw
         self.outcome = "undone" if taken_back and outcome == "step" else outcome
         return delta - taken_back
+
+
+def outcome_warning(outcome: str, where: str, previous: int, raw: int, unit: str,
+                    elapsed_s: float, max_w: float) -> tuple[str, str] | None:
+    """The run's warning for a reading of ``outcome`` (:data:`OUTCOMES`) and its key (one per
+    kind of event: a baseline's lost energy is never folded into "ignored" glitches); None
+    for a step or a wrap. ``where``: "<channel>: the ... energy counter"."""
+    if outcome == "glitch":
+        return (f"{where} gave an implausible reading ({previous} -> {raw} {unit} in "
+                f"{elapsed_s:.3g} s: more than {max_w:g} W, or backwards without counting from "
+                "0 again): ignored, the next good reading catches up", "glitch")
+    if outcome == "baseline":
+        return (f"{where} jumped ({previous} -> {raw} {unit}) and stayed there: taken as the "
+                "new baseline; the energy since the last plausible reading is lost", "baseline")
+    if outcome == "undone":
+        return (f"{where} read near 0 once and then went on from before (a glitch, not a "
+                "reset): that reading was ignored, nothing lost", "glitch")
+    if outcome == "reset":
+        return (f"{where} went back to near 0 ({previous} -> {raw} {unit}; GPU reset or driver "
+                "reload?): it counts from 0 again, so its new value is counted as energy since "
+                "the reset; the energy between the previous read and the reset is lost", "reset")
+    return None

@@ -28,7 +28,7 @@ from typing import Any
 from .._lazy import LazyLogger
 from ..errors import ConfigError, ProbeError
 from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
-from .counter import CumulativeCounter
+from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
 from .proc import process_tree_pids
@@ -233,31 +233,13 @@ class NvmlProbe(Probe):
         elapsed_s = max(0.0, now - g.counter_t) if g.counter_t is not None else 0.0
         previous = counter.last
         counter.advance(mj, MAX_PLAUSIBLE_W * (elapsed_s + _PLAUSIBLE_SLACK_S) * 1000)
-        outcome, cid = counter.outcome, g.channel.id
-        if outcome == "glitch":
-            self._warn_locked(
-                f"{cid}: the NVML energy counter gave an implausible reading ({previous} -> "
-                f"{mj} mJ in {elapsed_s:.3g} s: more than {MAX_PLAUSIBLE_W:g} W, or backwards "
-                "without counting from 0 again): ignored, the next good reading catches up",
-                ("nvml glitch", cid))
-            return  # the bound of the next reading runs from the last good one
-        g.counter_t = now
-        if outcome == "baseline":
-            self._warn_locked(
-                f"{cid}: the NVML energy counter jumped ({previous} -> {mj} mJ) and stayed "
-                "there: taken as the new baseline; the energy since the last plausible reading "
-                "is lost", ("nvml baseline", cid))
-        elif outcome == "undone":
-            self._warn_locked(
-                f"{cid}: the NVML energy counter read near 0 once and then went on from before "
-                "(a glitch, not a reset): that reading was ignored, nothing lost",
-                ("nvml glitch", cid))
-        elif outcome == "reset":
-            self._warn_locked(
-                f"{cid}: the NVML energy counter went backwards ({previous} -> {mj} mJ; "
-                "driver reload or GPU reset?): it counts from 0 again, so its new value is "
-                "counted as energy since the reset; energy between the previous read and the "
-                "reset is lost", ("nvml reset", cid))
+        cid = g.channel.id
+        said = outcome_warning(counter.outcome, f"{cid}: the NVML energy counter", previous, mj,
+                               "mJ", elapsed_s, MAX_PLAUSIBLE_W)
+        if said is not None:
+            self._warn_locked(said[0], (f"nvml {said[1]}", cid))
+        if counter.outcome != "glitch":  # the bound of the next reading runs from a good one
+            g.counter_t = now
 
     def _power_w(self, g: _Gpu) -> float:
         if g.power_source == "power_instant":
