@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._lazy import LazyLogger
-from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable, opened_or_shut
 from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import AMD_DRIVER_PATHS, amdsmi_missing
@@ -520,14 +520,8 @@ def discover(ctx: DiscoveryContext, *, clock: Callable[[], float] = time.monoton
         amdsmi.amdsmi_init(flags) if flags is not None else amdsmi.amdsmi_init()
     except errors as exc:
         return [_init_unavailable(exc)]
-    try:
-        found = _open(amdsmi, ctx, clock)
-    except BaseException:
-        _shutdown(amdsmi)
-        raise
-    if not any(isinstance(r, AmdSmiProbe) for r in found):
-        _shutdown(amdsmi)
-    return found
+    return opened_or_shut(lambda: _open(amdsmi, ctx, clock), lambda: _shutdown(amdsmi),
+                          AmdSmiProbe)
 
 
 def _init_unavailable(exc: BaseException) -> Unavailable:

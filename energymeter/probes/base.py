@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,21 @@ def energy_summary(channels: Iterable[Channel], energy_j: Mapping[str, float]) -
 def total_energy_j(channels: Iterable[Channel], energy_j: Mapping[str, float]) -> float:
     """The ``total`` of :func:`energy_summary`."""
     return float(energy_summary(channels, energy_j)["total"])
+
+
+def opened_or_shut(open_: Callable[[], list[Any]], shutdown: Callable[[], None],
+                   probe_type: type) -> list[Any]:
+    """What ``open_()`` found (probes and :class:`Unavailable`) after a vendor library was
+    initialised: the library is shut down again when opening fails (the error is raised) or
+    finds no ``probe_type`` to keep it."""
+    try:
+        found = open_()
+    except BaseException:
+        shutdown()
+        raise
+    if not any(isinstance(r, probe_type) for r in found):
+        shutdown()
+    return found
 
 
 class PartialRead(ProbeError):

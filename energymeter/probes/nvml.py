@@ -27,7 +27,7 @@ from typing import Any
 
 from .._lazy import LazyLogger
 from ..errors import ConfigError, ProbeError
-from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
+from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable, opened_or_shut
 from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
@@ -680,15 +680,10 @@ def discover(
         log.debug("NVML unavailable: %r", exc)
         return [Unavailable(SOURCE, reason, hint)]
 
-    try:
-        found = _open(nvml, ctx, poll_hz=poll_hz, clock=clock or time.monotonic,
-                      start_poller=start_poller)
-    except BaseException:
-        _shutdown(nvml)
-        raise
-    if not any(isinstance(r, NvmlProbe) for r in found):
-        _shutdown(nvml)
-    return found
+    return opened_or_shut(
+        lambda: _open(nvml, ctx, poll_hz=poll_hz, clock=clock or time.monotonic,
+                      start_poller=start_poller),
+        lambda: _shutdown(nvml), NvmlProbe)
 
 
 def _shutdown(nvml: Any) -> None:
