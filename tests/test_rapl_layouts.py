@@ -4,8 +4,12 @@ Upstream read for these (linux): drivers/powercap/powercap_sys.c (zone names "%s
 modes), drivers/powercap/intel_rapl_common.c (32-bit ENERGY_STATUS_MASK, energy units,
 max_energy_range_uj, psys/psys-N names, package-N[-die-M] names), intel_rapl_msr.c
 ("intel-rapl", AMD package + core only), intel_rapl_tpmi.c ("intel-rapl-tpmi", or "intel-rapl"
-in 6.5/6.6; package, dram and psys domains), int340x_thermal/processor_thermal_rapl.c
-("intel-rapl-mmio").
+in 6.5/6.6, trp_alloc; package, dram and psys domains), int340x_thermal/processor_thermal_rapl.c
+("intel-rapl-mmio": rapl_add_package(0, ...) with PACKAGE and DRAM registers only).
+Psys since 5.10: commit f1e8d7560d30 ("powercap/intel_rapl: enumerate Psys RAPL domain together
+with package RAPL domain"): registered with its master package at parent NULL
+(rapl_package_register_powercap), "psys-N" when that package is N > 0 (rapl_init_domains).
+MSR and TPMI never coexist: rapl_ids[] (intel_rapl_common.c, rapl_init) lists no TPMI-era CPU.
 """
 
 from __future__ import annotations
