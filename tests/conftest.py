@@ -43,3 +43,21 @@ def rapl40(tmp_path: Path) -> Iterator[FakePowercap]:
                         max_energy_range_uj=120_000_000)
     with fake.start():
         yield fake
+
+
+@pytest.fixture
+def make_fake(tmp_path: Path) -> Iterator[object]:
+    """A maker of fake powercap trees (:class:`FakePowercap`, ``amd=True`` for
+    :meth:`FakePowercap.amd`), each under its own folder of ``tmp_path``, closed after the
+    test."""
+    made: list[FakePowercap] = []
+
+    def make(*args: object, amd: bool = False, **kwargs: object) -> FakePowercap:
+        root = tmp_path / f"powercap{len(made)}"
+        fake = FakePowercap.amd(root, **kwargs) if amd else FakePowercap(root, *args, **kwargs)
+        made.append(fake)
+        return fake
+
+    yield make
+    for fake in made:
+        fake.close()

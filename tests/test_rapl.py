@@ -31,19 +31,6 @@ def open_probe(fake: FakePowercap, **kwargs) -> rapl.RaplProbe:
     return probes[0]
 
 
-@pytest.fixture
-def make_fake(tmp_path):
-    made: list[FakePowercap] = []
-
-    def make(*args, amd: bool = False, **kwargs) -> FakePowercap:
-        root = tmp_path / f"powercap{len(made)}"
-        fake = FakePowercap.amd(root, **kwargs) if amd else FakePowercap(root, *args, **kwargs)
-        made.append(fake)
-        return fake
-
-    yield make
-    for fake in made:
-        fake.close()
 
 
 def channels_by_id(probe: Probe) -> dict:

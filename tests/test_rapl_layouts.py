@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energymeter.probes import rapl
-from energymeter.probes.base import Probe, Unavailable, energy_summary
+from energymeter.probes.base import Unavailable, energy_summary
 from tests.fakes.powercap import (
     AMD_ENERGY_UNIT_NJ,
     INTEL_ENERGY_UNIT_NJ,
@@ -33,6 +33,7 @@ from tests.fakes.powercap import (
     FakePowercap,
     max_range_uj,
 )
+from tests.test_rapl import channels_by_id, open_probe, split
 
 # Units real CPUs have (nJ per count): ESU 13..16 (Intel client/server 14, AMD 16), Atom's
 # 2**ESU uJ style (32 uJ), server DRAM's fixed 15.3 uJ, Sapphire Rapids psys's 1 J.
@@ -40,37 +41,8 @@ REAL_UNITS_NJ = (10**9 >> 13, INTEL_ENERGY_UNIT_NJ, 10**9 >> 15, AMD_ENERGY_UNIT
                  32_000, SERVER_DRAM_ENERGY_UNIT_NJ, SPR_PSYS_ENERGY_UNIT_NJ)
 
 
-def split(results: list) -> tuple[list[Probe], list[Unavailable]]:
-    return ([r for r in results if isinstance(r, Probe)],
-            [r for r in results if isinstance(r, Unavailable)])
 
 
-def open_probe(fake: FakePowercap) -> rapl.RaplProbe:
-    probes, missing = split(rapl.discover(fake.context(), opener=fake.opener,
-                                          clock_ns=fake.clock_ns))
-    assert len(probes) == 1, missing
-    assert isinstance(probes[0], rapl.RaplProbe)
-    return probes[0]
-
-
-@pytest.fixture
-def make_fake(tmp_path):
-    made: list[FakePowercap] = []
-
-    def make(**kwargs) -> FakePowercap:
-        amd = kwargs.pop("amd", False)
-        root = tmp_path / f"powercap{len(made)}"
-        fake = FakePowercap.amd(root, **kwargs) if amd else FakePowercap(root, **kwargs)
-        made.append(fake)
-        return fake
-
-    yield make
-    for fake in made:
-        fake.close()
-
-
-def by_id(probe: Probe) -> dict:
-    return {c.id: c for c in probe.channels}
 
 
 # -- the wrap modulus ---------------------------------------------------------------------------
@@ -152,16 +124,16 @@ def test_zone_ids_are_hexadecimal(make_fake):
     fake = make_fake(sockets=6, dies=2, dram=False)
     assert (fake.root / "intel-rapl:a").is_dir() and (fake.root / "intel-rapl:b").is_dir()
     probe = open_probe(fake)
-    ids = set(by_id(probe))
+    ids = set(channels_by_id(probe))
     assert {f"cpu{s}-die{d}" for s in range(6) for d in range(2)} == ids
-    assert by_id(probe)["cpu5-die1"].meta["path"].endswith("intel-rapl:b")
+    assert channels_by_id(probe)["cpu5-die1"].meta["path"].endswith("intel-rapl:b")
     probe.close()
 
 
 def test_nested_hexadecimal_subzones(make_fake):
     fake = make_fake(sockets=11, dram=True, layout="nested")
     probe = open_probe(fake)
-    assert by_id(probe)["dram10"].meta["path"].endswith("intel-rapl:a/intel-rapl:a:0")
+    assert channels_by_id(probe)["dram10"].meta["path"].endswith("intel-rapl:a/intel-rapl:a:0")
     probe.close()
 
 
@@ -170,7 +142,7 @@ def test_tpmi_only_tree(make_fake):
                      psys_per_package=True)
     assert (fake.root / "intel-rapl-tpmi" / "intel-rapl-tpmi:0" / "intel-rapl-tpmi:0:0").is_dir()
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0", "cpu1", "dram0", "dram1", "psys", "psys1"]
     assert {c.meta["control"] for c in chans.values()} == {"intel-rapl-tpmi"}
     assert chans["psys1"].kind == "psys" and chans["psys1"].meta["zone"] == "psys-1"
@@ -190,7 +162,7 @@ def test_tpmi_only_tree(make_fake):
 def test_tpmi_registered_as_intel_rapl_in_linux_6_5(make_fake):
     fake = make_fake(msr=False, tpmi=True, tpmi_control="intel-rapl", sockets=2, psys=True)
     probe = open_probe(fake)
-    assert sorted(by_id(probe)) == ["cpu0", "cpu1", "dram0", "dram1", "psys"]
+    assert sorted(channels_by_id(probe)) == ["cpu0", "cpu1", "dram0", "dram1", "psys"]
     probe.close()
 
 
@@ -213,7 +185,7 @@ def test_synthetic_msr_and_tpmi_tree_is_deduplicated_defensively(make_fake):
     fake = make_fake(msr=True, tpmi=True, synthetic=True, sockets=1, dies=2, dram=True,
                      psys=True)
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0-die0", "cpu0-die1", "dram0-die0", "dram0-die1", "psys"]
     assert {c.meta["control"] for c in chans.values()} == {"intel-rapl"}
     reasons = {d["name"]: d["reason"] for d in probe.describe()["dropped"]}
@@ -248,7 +220,7 @@ def test_dram_only_the_mmio_door_has_is_read_through_it(make_fake):
     of the MSR package."""
     fake = make_fake(dram=False, core=True, uncore=True, mmio_duplicate=True, mmio_dram=True)
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0", "cpu0-core", "cpu0-uncore", "dram0"]
     assert chans["dram0"].meta["control"] == "intel-rapl-mmio"
     assert chans["dram0"].kind == "dram" and chans["dram0"].part_of is None
@@ -265,7 +237,7 @@ def test_dram_only_the_mmio_door_has_is_read_through_it(make_fake):
 def test_dram_both_doors_have_is_read_once(make_fake):
     fake = make_fake(dram=True, mmio_duplicate=True, mmio_dram=True)
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0", "dram0"]
     assert {c.meta["control"] for c in chans.values()} == {"intel-rapl"}
     reasons = {d["name"]: d["reason"] for d in probe.describe()["dropped"]}
@@ -283,7 +255,7 @@ def test_denied_msr_dram_is_read_through_mmio(make_fake):
                                           clock_ns=fake.clock_ns))
     assert missing == []
     (probe,) = probes
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert chans["dram0"].meta["control"] == "intel-rapl-mmio"
     assert chans["cpu0"].meta["control"] == "intel-rapl"
     fake.advance(1.0)
@@ -311,7 +283,7 @@ def test_spr_psys_registered_with_master_package_1(make_fake):
                      "intel-rapl:1": "package-1", "intel-rapl:1:0": "dram",
                      "intel-rapl:2": "psys-1"}
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0", "cpu1", "dram0", "dram1", "psys"]
     psys = chans["psys"]
     assert psys.kind == "psys" and psys.part_of is None and psys.device == "platform (psys)"
@@ -340,7 +312,7 @@ def test_the_one_msr_psys_zone_is_channel_psys(sockets, master, before_5_10, dra
                             psys_package=master, psys_before_5_10=before_5_10)
         probe = open_probe(fake)
         try:
-            chans = by_id(probe)
+            chans = channels_by_id(probe)
             [psys] = [c for c in chans.values() if c.kind == "psys"]
             n = 0 if before_5_10 else master
             assert psys.id == "psys" and psys.meta["package"] == n
@@ -373,7 +345,7 @@ def test_amd_zones_have_no_constraints_and_read_disabled(make_fake):
     assert not list(zone.glob("constraint_*"))
     assert (zone / "enabled").read_text() == "0\n"
     probe = open_probe(fake)
-    chans = by_id(probe)
+    chans = channels_by_id(probe)
     assert sorted(chans) == ["cpu0", "cpu0-core"] and chans["cpu0-core"].part_of == "cpu0"
     assert probe.describe()["zones"][0]["energy_unit_nj"] == AMD_ENERGY_UNIT_NJ
     probe.close()
