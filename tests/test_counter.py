@@ -59,11 +59,14 @@ def test_a_glitch_that_persists_becomes_the_new_baseline() -> None:
     assert counter.total == 500 + 101  # before the jump, and after the new baseline
 
 
-def test_a_restart_from_zero_counts_the_energy_since_it() -> None:
+def test_a_restart_from_zero_counts_the_energy_since_it_once_confirmed() -> None:
     counter = CumulativeCounter(7_654_321, restarts_from_zero=True)
     counter.advance(7_654_821, BOUND)
-    assert counter.advance(300, BOUND) == 300  # driver reload: 300 since the restart
-    assert (counter.resets, counter.glitches, counter.total) == (1, 0, 800)
+    assert counter.advance(300, BOUND) == 0  # driver reload? not counted until confirmed
+    assert counter.outcome == "pending"
+    assert counter.advance(450, BOUND) == 450  # it goes on from 300: 300 since the restart
+    assert (counter.outcome, counter.resets, counter.glitches, counter.total) == (
+        "reset", 1, 0, 950)
 
 
 def test_a_counter_that_does_not_restart_from_zero_keeps_its_rules() -> None:
@@ -89,22 +92,53 @@ def test_a_small_step_back_stays_a_glitch_however_long_the_gap() -> None:
     assert (counter.outcome, counter.resets, counter.glitches) == ("glitch", 0, 1)
 
 
-def test_a_dip_to_near_zero_for_one_reading_is_taken_back() -> None:
+def test_a_dip_to_near_zero_for_one_reading_loses_nothing() -> None:
     """intel/compute-runtime#938: a counter read ~0 once, then its true value again. The dip
-    looks like a restart; the next reading goes on from before it, so the restart is taken
-    back and nothing is lost."""
+    looks like a restart, so it is not counted until the next reading, which goes on from
+    before it: a glitch, nothing lost, and the total never went down."""
     counter = CumulativeCounter(22_000_000, restarts_from_zero=True)
     counter.advance(22_000_070, BOUND)
-    counter.advance(30, BOUND)  # looks like a restart: 30 counted for now
-    assert (counter.outcome, counter.total) == ("reset", 100)
+    assert counter.advance(3 * BOUND // 4, BOUND) == 0  # a large dip: still not counted
+    assert counter.total == 70
     counter.advance(22_000_210, BOUND)
     assert (counter.outcome, counter.resets, counter.glitches) == ("undone", 0, 1)
     counter.advance(22_000_280, BOUND)
     assert counter.total == 280  # every unit from the start, none of the dip's
 
 
+def test_the_reading_after_a_dip_may_come_after_a_long_gap_then_a_short_one() -> None:
+    """The bound after a dip spans both intervals: a long one (the dip's) and a short one."""
+    counter = CumulativeCounter(22_000_000, restarts_from_zero=True)
+    assert counter.advance(40, 60 * BOUND) == 0  # read after 60 "seconds"
+    counter.advance(22_000_000 + 42 * BOUND, BOUND // 2)  # 42 of them used, read 0.5 s later
+    assert (counter.outcome, counter.total) == ("undone", 42 * BOUND)
+
+
+@given(start=st.integers(10 * BOUND, 2**40), steps_before=steps, steps_after=steps,
+       dip=st.integers(0, BOUND), dip_at=st.integers(0, 40))
+def test_a_total_never_goes_down(start: int, steps_before: list[int], steps_after: list[int],
+                                 dip: int, dip_at: int) -> None:
+    counter = CumulativeCounter(start, restarts_from_zero=True)
+    raw, totals = start, [0]
+    for i, inc in enumerate(steps_before + steps_after):
+        if i == dip_at:
+            counter.advance(dip, BOUND)
+            totals.append(counter.total)
+        raw += inc
+        counter.advance(raw, 2 * BOUND)
+        totals.append(counter.total)
+    assert totals == sorted(totals)
+    assert counter.total == raw - start  # the dip lost nothing
+
+
 def test_a_real_restart_is_kept_when_the_counter_goes_on_from_it() -> None:
     counter = CumulativeCounter(22_000_000, restarts_from_zero=True)
     counter.advance(40, BOUND)
     counter.advance(120, BOUND)
-    assert (counter.outcome, counter.resets, counter.total) == ("step", 1, 120)
+    assert (counter.outcome, counter.resets, counter.total) == ("reset", 1, 120)
+
+
+def test_a_wrong_modulus_never_gives_a_negative_wrap() -> None:
+    counter = CumulativeCounter(900, modulus=500)  # a modulus that cannot hold 900
+    assert counter.advance(100, 10**6) == 0
+    assert (counter.wraps, counter.resets) == (0, 1)

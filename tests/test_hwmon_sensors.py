@@ -197,6 +197,32 @@ def test_amd_energy_masked_counter_wrap_is_carried(tmp_path: Path) -> None:
     probe.close()
 
 
+def test_a_cached_amd_energy_probe_rebases_when_a_run_begins(tmp_path: Path) -> None:
+    """Open between runs: an hour idle, in which the counter wrapped and ended below where
+    it was, is no run's. Judged as one interval it would pin the wrong wrap value (the 2 kW
+    bound of an hour allows any), and the run's real wrap would then be lost."""
+    fake, clock = FakeHwmon(tmp_path), SimClock(0.0)
+    amd = fake.amd_energy(cores=0, sockets=1, accumulate=False, msr_bits=64,
+                          msr=[9000 << 16])  # 9 kJ into the 65.536 kJ range (ESU 16)
+    probe = _probe(fake, clock)
+    [cid] = [c.id for c in probe.channels]
+    fake.amd_add_energy(amd, "Esocket0", 10.0)
+    clock.advance(0.1)
+    assert probe.read()[cid] == pytest.approx(10.0, abs=2e-6)
+    fake.amd_add_energy(amd, "Esocket0", 11 * 65536.0 - 4010.0)  # ~200 W for an hour: 5 kJ
+    clock.advance(3600.0)
+    probe.begin_run()
+    base = probe.read()[cid]
+    for _ in range(31):  # 61.4 kJ at 1.8 kW: across the real wrap
+        fake.amd_add_energy(amd, "Esocket0", 1980.0)
+        clock.advance(1.1)
+        probe.read()
+    assert probe.read()[cid] - base == pytest.approx(31 * 1980.0, abs=1e-4)
+    assert any("wrapped at 65536000000" in w for w in probe.drain_warnings())
+    probe.end_run()
+    probe.close()
+
+
 def test_amd_energy_accumulated_counter_overflow_is_carried(tmp_path: Path) -> None:
     """The accumulating driver's input * 1000000UL overflows 64 bits: the value drops by
     2^(64 - ESU) uJ (2^48 uJ, 281 MJ, at ESU 16)."""

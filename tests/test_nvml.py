@@ -388,12 +388,35 @@ def test_counter_reset_counts_the_energy_after_it() -> None:
     clock.advance(0.5)
     assert probe.read()["gpu0"] == 50.0
     clock.advance(1.0)  # reset at 1.0 s: the counter restarts from 0 and reads 50 J at 1.5 s
-    after_reset = probe.read()["gpu0"]
-    assert after_reset == 100.0  # 50 J before the last read + 50 J since the reset
+    # Counted once the next reading confirms it is a restart (not a one-reading dip).
+    assert probe.read()["gpu0"] == 50.0
+    assert probe.drain_warnings() == []
+    clock.advance(1.0)
+    # 50 J before the first read, 150 J since the reset: only 0.5..1.0 s is lost
+    assert probe.read()["gpu0"] == 200.0
     [warning] = probe.drain_warnings()
     assert "went back to near 0" in warning and "since the reset" in warning
-    clock.advance(1.0)
-    assert probe.read()["gpu0"] == 200.0  # only 0.5..1.0 s (between read and reset) is lost
+    probe.close()
+
+
+def test_a_dip_to_near_zero_for_one_reading_loses_nothing() -> None:
+    """intel/compute-runtime#938 saw an energy counter read ~0 once and then its true value;
+    through the probe, such a dip counts nothing while it lasts and nothing is lost after."""
+    clock = FakeClock()
+    fake = FakeNVML([FakeGPU(arch="hopper", power_w=500.0, counter_offset_mj=10**10)],
+                    clock=clock)
+    probe, _ = open_probe(fake)
+    real = fake.nvmlDeviceGetTotalEnergyConsumption
+    dips = [3_000_000]  # 3 kJ: under the 5 kW x (1 s + 1 s) bound, so it looks like a restart
+    fake.nvmlDeviceGetTotalEnergyConsumption = (  # type: ignore[method-assign]
+        lambda handle: dips.pop() if dips else real(handle))
+    values = []
+    for _ in range(3):
+        clock.advance(1.0)
+        values.append(probe.read()["gpu0"])
+    assert values == [0.0, pytest.approx(1000.0), pytest.approx(1500.0)]
+    [warning] = probe.drain_warnings()
+    assert "read near 0 once" in warning and "nothing lost" in warning
     probe.close()
 
 

@@ -17,9 +17,10 @@ is neither a plausible step, a plausible wrap nor a plausible restart (its value
 ``max_increase`` and below half the previous one) is a glitch: ignored, nothing counted, the
 previous reading kept, so that the next good reading catches up. One that persists for
 ``glitch_reads`` readings in a row is the new baseline (counted as a reset: the energy since
-the last plausible reading is lost). A restart is taken back when the next reading goes on
-from before it (a counter that dipped to near 0 once, as Intel's Level Zero counter has:
-intel/compute-runtime#938).
+the last plausible reading is lost). A restart is counted only once the next reading goes on
+from it: one that goes on from before it shows a dip (a counter read near 0 once, as Intel's
+Level Zero counter has: intel/compute-runtime#938), a glitch that loses nothing. A total
+never goes down.
 Probes keep one :class:`CumulativeCounter` per channel and report ``total`` in their own unit.
 """
 
@@ -28,10 +29,11 @@ from __future__ import annotations
 #: Implausible readings in a row after which a counter that restarts from zero takes the
 #: reading as its new baseline.
 GLITCH_READS = 3
-#: What a reading was (``CumulativeCounter.outcome``): an increase, a wrap, a restart from 0,
-#: an ignored glitch, a glitch that persisted (the new baseline), or the reading after a
-#: one-reading dip to near 0, which took that "restart" back.
-OUTCOMES = ("step", "wrap", "reset", "glitch", "baseline", "undone")
+#: What a reading was (``CumulativeCounter.outcome``): an increase, a wrap, a would-be restart
+#: from 0 not counted yet, a restart (confirmed by the reading after it), an ignored glitch,
+#: a glitch that persisted (the new baseline), or the reading after a one-reading dip to near
+#: 0, which it showed to be a glitch.
+OUTCOMES = ("step", "wrap", "pending", "reset", "glitch", "baseline", "undone")
 
 
 class CumulativeCounter:
@@ -44,7 +46,7 @@ class CumulativeCounter:
     ``outcome``: what the last reading was (:data:`OUTCOMES`), for the probe's warning. Not
     thread-safe: the probe that owns it serialises its reads."""
 
-    __slots__ = ("_implausible", "_undo", "glitch_reads", "glitches", "last", "modulus",
+    __slots__ = ("_implausible", "_pending", "glitch_reads", "glitches", "last", "modulus",
                  "outcome", "resets", "restarts_from_zero", "total", "wraps")
 
     def __init__(self, first: int, modulus: int | None = None, *,
@@ -60,16 +62,16 @@ class CumulativeCounter:
         self.glitches = 0
         self.outcome = "step"
         self._implausible = 0  # glitches in a row
-        # After a restart from 0 (with glitch handling): the reading before it and what the
-        # restart counted, to take it back if the next reading continues from before it.
-        self._undo: tuple[int, int] | None = None
+        # A reading that looks like a restart from 0 (with glitch handling), and the bound it
+        # was read under: counted once the next reading goes on from it.
+        self._pending: tuple[int, int | float] | None = None
 
     def rebase(self, raw: int) -> None:
         """Continue from ``raw`` without counting anything (what happened while no run read
         the counter belongs to no run); a pending glitch or restart is forgotten."""
         self.last = raw
         self._implausible = 0
-        self._undo = None
+        self._pending = None
 
     def advance(self, raw: int, max_increase: float | None = None) -> int:
         """Take a reading; return the increase it shows (also added to ``total``).
@@ -85,7 +87,7 @@ class CumulativeCounter:
             delta = raw - self.last
             self.outcome = "step"
         else:
-            wrapped = None if self.modulus is None else raw + self.modulus - self.last
+            wrapped = self._wrapped(raw)
             if wrapped is not None and (max_increase is None or wrapped <= max_increase):
                 delta = wrapped
                 self.wraps += 1
@@ -99,57 +101,77 @@ class CumulativeCounter:
         return delta
 
     def _advance_checked(self, raw: int, max_increase: float) -> int:
-        taken_back = 0
-        if self._undo is not None:
-            before, counted = self._undo
-            self._undo = None
-            if before <= raw <= before + max_increase:
-                # It goes on from before the "restart": that low reading was a glitch (a
-                # counter that dipped once). Take the restart back and count from before it.
-                self.total -= counted
-                self.resets -= 1
-                self.glitches += 1
-                self.last = before
-                taken_back = counted
+        if self._pending is not None:
+            return self._confirm(raw, max_increase)
         if raw >= self.last:
             delta = raw - self.last
             plausible = delta <= max_increase
             outcome = "step"
         else:
-            wrapped = None if self.modulus is None else raw + self.modulus - self.last
+            wrapped = self._wrapped(raw)
             if wrapped is not None and wrapped <= max_increase:
                 delta, plausible, outcome = wrapped, True, "wrap"
                 self.wraps += 1
             elif raw <= max_increase and raw < self.last // 2:
-                # It counts again from (near) 0 and lost most of its value: a restart. A small
-                # step back is a glitch however long since the last reading.
-                delta = raw if self.restarts_from_zero else 0
-                plausible, outcome = True, "reset"
-                self.resets += 1
-                self._undo = (self.last, delta)
+                # Counting again from (near) 0, most of its value lost: a restart, counted
+                # once the next reading confirms it (goes on from here, not from before).
+                self._pending = (raw, max_increase)
+                self._implausible = 0
+                self.outcome = "pending"
+                return 0
             else:
                 delta, plausible, outcome = 0, False, "glitch"
+        return self._take(raw, delta, plausible, outcome)
+
+    def _take(self, raw: int, delta: int, plausible: bool, outcome: str) -> int:
         if not plausible:
             self.glitches += 1
             self._implausible += 1
             if self._implausible < self.glitch_reads:
                 self.outcome = "glitch"
-                return -taken_back  # ignored: the next good reading catches up
+                return 0  # ignored: the next good reading catches up
             delta = 0  # it persisted: the new baseline, the energy since the last good one lost
             self.resets += 1
             outcome = "baseline"
         self._implausible = 0
         self.total += delta
         self.last = raw
-        self.outcome = "undone" if taken_back and outcome == "step" else outcome
-        return delta - taken_back
+        self.outcome = outcome
+        return delta
+
+    def _confirm(self, raw: int, max_increase: float) -> int:
+        """The reading after a would-be restart to ``low``: it goes on from ``low`` (a restart:
+        counted now), or from before it (``low`` was a dip: a glitch, nothing lost; the bound
+        spans both intervals), or neither (taken by the usual rules, from before)."""
+        assert self._pending is not None
+        low, low_bound = self._pending
+        self._pending = None
+        if low <= raw <= low + max_increase:
+            self.resets += 1
+            counted = (low if self.restarts_from_zero else 0) + raw - low
+            self.total += counted
+            self.last = raw
+            self.outcome = "reset"
+            return counted
+        if self.last <= raw <= self.last + low_bound + max_increase:
+            self.glitches += 1
+            return self._take(raw, raw - self.last, True, "undone")
+        return self._advance_checked(raw, low_bound + max_increase)
+
+    def _wrapped(self, raw: int) -> int | None:
+        """The increase if ``raw`` (below the last reading) followed a wrap: None without a
+        modulus, or one too small to have held the last reading."""
+        if self.modulus is None or self.modulus <= self.last:
+            return None
+        return raw + self.modulus - self.last
 
 
 def outcome_warning(outcome: str, where: str, previous: int, raw: int, unit: str,
                     elapsed_s: float, max_w: float) -> tuple[str, str] | None:
     """The run's warning for a reading of ``outcome`` (:data:`OUTCOMES`) and its key (one per
     kind of event: a baseline's lost energy is never folded into "ignored" glitches); None
-    for a step or a wrap. ``where``: "<channel>: the ... energy counter"."""
+    for a step, a wrap or a restart not confirmed yet. ``where``: "<channel>: the ... energy
+    counter"."""
     if outcome == "glitch":
         return (f"{where} gave an implausible reading ({previous} -> {raw} {unit} in "
                 f"{elapsed_s:.3g} s: more than {max_w:g} W, or backwards without counting from "
@@ -159,7 +181,7 @@ def outcome_warning(outcome: str, where: str, previous: int, raw: int, unit: str
                 "new baseline; the energy since the last plausible reading is lost", "baseline")
     if outcome == "undone":
         return (f"{where} read near 0 once and then went on from before (a glitch, not a "
-                "reset): that reading was ignored, nothing lost", "glitch")
+                "reset): that reading was ignored, nothing lost", "dip")
     if outcome == "reset":
         return (f"{where} went back to near 0 ({previous} -> {raw} {unit}; GPU reset or driver "
                 "reload?): it counts from 0 again, so its new value is counted as energy since "

@@ -80,10 +80,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._lazy import LazyPattern
+from .._lazy import LazyLogger, LazyPattern
 from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable
 from .counter import CumulativeCounter
 from .integrate import TrapezoidIntegrator
+
+log = LazyLogger("energymeter")
 
 SOURCE = "hwmon"
 #: hwmon devices read by another probe.
@@ -282,6 +284,29 @@ class HwmonProbe(Probe):
             except (OSError, ValueError, NoData):
                 raw = None  # no first value yet: the first good read starts the channel
             self._start(s, raw, now)
+
+    def _first_run_began(self) -> None:
+        """Re-base every energy counter on a fresh reading: what happened while no run used
+        the probe belongs to no run, and a wrap is judged on the run's own intervals (after
+        an idle gap the 2 kW bound would let amd_energy pin a wrong modulus). A counter that
+        does not answer now keeps its state."""
+        with self._lock:
+            now = self._clock()
+            for s in self._sensors:
+                if s.counter is None:
+                    continue
+                try:
+                    raw = self._raw(s)
+                except (OSError, ValueError, NoData) as exc:
+                    log.debug("hwmon: no fresh reading of %s at a run's start: %r",
+                              s.channel.id, exc)
+                    continue
+                if isinstance(s.counter, AmdEnergyCounter):
+                    s.counter.counter.rebase(raw)
+                    s.counter.pin.max_seen = max(s.counter.pin.max_seen, raw)
+                else:
+                    s.counter.rebase(raw)
+                s.last_t = now
 
     def _start(self, s: _Sensor, raw: int | None, now: float) -> None:
         if raw is None:
