@@ -626,6 +626,12 @@ def _not_read(found: list[_Found]) -> tuple[list[dict[str, Any]], list[Unavailab
     return rows, missing
 
 
+#: What ``energymeter probes`` says when hwmon has nothing to read here.
+_NO_SENSOR_HINT = ("machines with NVIDIA Grace, an ACPI power meter or AMD amd_energy show them "
+                   "there (load the driver: `modprobe acpi_power_meter`, or amd_energy from "
+                   "github.com/amd/amd_energy); others can ignore this")
+
+
 def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
              clock: Callable[[], float] = time.monotonic,
              io: SysfsIO | None = None) -> list[Probe | Unavailable]:
@@ -635,109 +641,213 @@ def discover(ctx: DiscoveryContext, *, skip_overlapping: bool = False,
     when RAPL measures the packages)."""
     io = io or SysfsIO()
     root = Path(ctx.sysfs_root) / "class" / "hwmon"
-    hint = ("machines with NVIDIA Grace, an ACPI power meter or AMD amd_energy show them "
-            "there (load the driver: `modprobe acpi_power_meter`, or amd_energy from "
-            "github.com/amd/amd_energy); others can ignore this")
     if not root.is_dir():
-        return [Unavailable(SOURCE, f"no hwmon class directory at {root} (no sysfs, or a "
-                                    "container without /sys/class/hwmon)", hint)]
-    found: list[_Found] = []
-    others: list[_Found] = []
-    seen: list[str] = []
+        return [_no_class_dir(root)]
+    scan = _scan(root, io)
+    not_read, listed = _not_read(scan.others)
+    if not scan.found:
+        return [*listed] if listed else [_no_sensor(root, scan.seen)]
+    opening = _Opening(_placed(scan.found), Path(ctx.sysfs_root), io)
+    opening.open_all(skip_overlapping)
+    return _results(opening, listed, not_read, root, clock)
+
+
+def _no_class_dir(root: Path) -> Unavailable:
+    """No ``class/hwmon`` at all: no sysfs, or a container that hides it."""
+    return Unavailable(SOURCE, f"no hwmon class directory at {root} (no sysfs, or a "
+                               "container without /sys/class/hwmon)", _NO_SENSOR_HINT)
+
+
+@dataclass
+class _Scan:
+    """What the hwmon class directory holds: the sensors of :data:`READ_DRIVERS` (``found``),
+    those of any other driver (``others``: listed, not read) and, for the message when there
+    is nothing, every ``hwmonN=name`` seen (``seen``)."""
+
+    found: list[_Found] = field(default_factory=list)
+    others: list[_Found] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+
+def _scan(root: Path, io: SysfsIO) -> _Scan:
+    """Every hwmon device under ``root`` in kernel order (hwmon2 before hwmon10), its energy
+    and power sensors sorted into read and not read; :data:`SKIPPED_NAMES` (read by another
+    probe) are seen but have no sensor here."""
+    scan = _Scan()
     for hwmon_dir in sorted(root.iterdir(), key=lambda p: (len(p.name), p.name)):
         device, dirs = _attr_dirs(hwmon_dir, io)
-        seen.append(f"{hwmon_dir.name}={device or '(no name)'}")
+        scan.seen.append(f"{hwmon_dir.name}={device or '(no name)'}")
         if device in SKIPPED_NAMES:
             continue
         sensors_here = _sensors_of(device or "unnamed", hwmon_dir.name, dirs, io)
-        (found if device in READ_DRIVERS else others).extend(sensors_here)
-    not_read, listed = _not_read(others)
-    if not found:
-        if listed:
-            return [*listed]
-        listing = ", ".join(seen) if seen else "no hwmon device at all"
-        return [Unavailable(SOURCE, f"no hwmon energy or power sensor (energyN_input, "
-                                    f"powerN_input, powerN_average) under {root}: {listing}",
-                            hint)]
+        (scan.found if device in READ_DRIVERS else scan.others).extend(sensors_here)
+    return scan
+
+
+def _no_sensor(root: Path, seen: list[str]) -> Unavailable:
+    """No energy or power sensor of any driver: the devices seen, so that the user can tell
+    a missing driver from a missing sensor."""
+    listing = ", ".join(seen) if seen else "no hwmon device at all"
+    return Unavailable(SOURCE, f"no hwmon energy or power sensor (energyN_input, "
+                               f"powerN_input, powerN_average) under {root}: {listing}",
+                       _NO_SENSOR_HINT)
+
+
+def _placed(found: list[_Found]) -> list[_Found]:
+    """``found`` classified (:func:`_classify`) and sorted sockets first, so that cores and
+    rails find their parent's channel id when they are opened."""
     for f in found:
         _classify(f)
-    grace_sockets = {f.socket for f in found if f.role == "grace"}
-    cpu_node, node_pkg = (_amd_topology(Path(ctx.sysfs_root), io)
-                          if any(f.device == AMD_ENERGY for f in found) else ({}, {}))
-    # Sockets first, so that cores and rails find their parent's channel id.
     found.sort(key=lambda f: (f.role in ("core", "cpu", "sysio"), f.hw, f.index))
-    sensors: list[_Sensor] = []
-    missing: list[Unavailable] = []
-    ids: dict[tuple[str, str | None], str] = {}  # (role, socket) -> channel id
-    package_ids: dict[tuple[str, str], str] = {}  # (hwmonN, package) -> Esocket channel id
-    pins: dict[str, AmdModulus] = {}  # one wrap modulus per amd_energy device
-    used: set[str] = set()
-    for f in found:
-        if f.device == AMD_ENERGY and skip_overlapping:
-            continue
+    return found
+
+
+class _Opening:
+    """Opens the sensors one by one (sockets first) and gives each its channel. The steps
+    share what has been opened so far: the channel ids taken, each socket's and package's
+    channel (the parent of the cores and rails opened after it) and each amd_energy device's
+    wrap modulus; and what they found: the sensors opened and an :class:`Unavailable` per
+    sensor that could not be."""
+
+    def __init__(self, found: list[_Found], sysfs: Path, io: SysfsIO) -> None:
+        self.found = found
+        self.io = io
+        self.grace_sockets = {f.socket for f in found if f.role == "grace"}
+        self.cpu_node, self.node_pkg = (_amd_topology(sysfs, io)
+                                        if any(f.device == AMD_ENERGY for f in found)
+                                        else ({}, {}))
+        self.sensors: list[_Sensor] = []
+        self.missing: list[Unavailable] = []
+        self.ids: dict[tuple[str, str | None], str] = {}  # (role, socket) -> channel id
+        self.package_ids: dict[tuple[str, str], str] = {}  # (hwmonN, package) -> Esocket id
+        self.pins: dict[str, AmdModulus] = {}  # one wrap modulus per amd_energy device
+        self.used: set[str] = set()
+
+    def open_all(self, skip_overlapping: bool) -> None:
+        """Open every sensor, but amd_energy's when ``skip_overlapping`` (RAPL has them)."""
+        for f in self.found:
+            if f.device == AMD_ENERGY and skip_overlapping:
+                continue
+            self._open(f)
+
+    def _open(self, f: _Found) -> None:
+        """Name and place ``f``, open it and, when it reads, add it as a sensor."""
+        cid = self._channel_id(f)
+        part_of, extra = self._placement(f)
+        fd = self._fd(f)
+        if fd is None:
+            return
+        self._remember(f, cid, part_of, extra)
+        channel = _channel(f, cid, part_of, extra)
+        pin = self.pins.setdefault(f.hw, AmdModulus()) if f.device == AMD_ENERGY else None
+        self.sensors.append(_Sensor(channel, fd, f, pin))
+
+    def _channel_id(self, f: _Found) -> str:
+        """``hwmon-<driver>-<label>``, with ``-hwmonN`` when another device of the driver has
+        it already (two ACPI power meters without oem_info)."""
         device_slug = _NAME_SLUG.sub("-", f.device.lower()).strip("-") or "unnamed"
         cid = f"hwmon-{device_slug}-{_SLUG.sub('-', f.label.lower()).strip('-')}"
-        if cid in used:  # two devices of one driver (two ACPI power meters without oem_info)
+        if cid in self.used:
             cid = f"{cid}-{f.hw}"
+        return cid
+
+    def _placement(self, f: _Found) -> tuple[str | None, dict[str, Any]]:
+        """The channel ``f`` is part of (None: summed itself) and the meta that says why:
+        a core under its node's socket, an Esocket under the first one of its package, a
+        Grace rail under its socket's Grace meter."""
+        if f.role == "core":
+            return self._core_placement(f)
+        if f.role == "socket" and f.socket in self.node_pkg:
+            return self._socket_placement(f)
+        if f.role in ("cpu", "sysio") and f.socket in self.grace_sockets:
+            return self.ids.get(("grace", f.socket)), {}
+        return None, {}
+
+    def _core_placement(self, f: _Found) -> tuple[str | None, dict[str, Any]]:
+        """An ``Ecore<i>``: part of the socket of CPU ``i``'s node; when the topology does not
+        say, of the device's first socket (a core is never summed: the socket counter holds
+        its energy)."""
         part_of = None
         extra: dict[str, Any] = {}
-        if f.role == "core":
-            digits = re.findall(r"\d+", f.label)
-            node = cpu_node.get(int(digits[0])) if digits else None
-            if node is not None:  # the core's CPU's node
-                part_of = ids.get(("socket", node))
-                extra["numa_node"] = int(node)
-            if part_of is None:  # topology unreadable: under the device's first socket
-                # (a core is never summed: the socket counter holds its energy)
-                part_of = next((v for (r, _), v in ids.items() if r == "socket"), None)
-                extra["socket_unknown"] = True
-        elif f.role == "socket" and f.socket in node_pkg:
-            pkg = node_pkg[f.socket]
-            extra["numa_node"], extra["package"] = int(f.socket), int(pkg) if pkg.isdigit() \
-                else pkg
-            first = package_ids.get((f.hw, pkg))
-            if first is not None:  # NPS2/NPS4: another node of a package already read
-                part_of = first
-                extra["same_package_as"] = first
-        elif f.role in ("cpu", "sysio") and f.socket in grace_sockets:
-            part_of = ids.get(("grace", f.socket))
+        digits = re.findall(r"\d+", f.label)
+        node = self.cpu_node.get(int(digits[0])) if digits else None
+        if node is not None:
+            part_of = self.ids.get(("socket", node))
+            extra["numa_node"] = int(node)
+        if part_of is None:
+            part_of = next((v for (r, _), v in self.ids.items() if r == "socket"), None)
+            extra["socket_unknown"] = True
+        return part_of, extra
+
+    def _socket_placement(self, f: _Found) -> tuple[str | None, dict[str, Any]]:
+        """An ``Esocket<N>`` whose node's package is known: its node and package, and part of
+        the package's first Esocket when another node of it was read already (NPS2/NPS4)."""
+        pkg = self.node_pkg[f.socket]
+        extra: dict[str, Any] = {"numa_node": int(f.socket),
+                                 "package": int(pkg) if pkg.isdigit() else pkg}
+        first = self.package_ids.get((f.hw, pkg))
+        if first is not None:
+            extra["same_package_as"] = first
+        return first, extra
+
+    def _fd(self, f: _Found) -> int | None:
+        """``f``'s file, open and read once; None (and an :class:`Unavailable`) when it does
+        not open or read. No data now (-ENODATA) is kept: read again later."""
         try:
-            fd = io.open(str(f.path))
+            fd = self.io.open(str(f.path))
         except OSError as exc:
-            missing.append(_unreadable(f, exc))
-            continue
+            self.missing.append(_unreadable(f, exc))
+            return None
         try:
-            io.pread(fd)
+            self.io.pread(fd)
         except OSError as exc:
-            if exc.errno != errno.ENODATA:  # no data now: kept, read again later
-                io.close(fd)
-                missing.append(_unreadable(f, exc))
-                continue
-        used.add(cid)
+            if exc.errno != errno.ENODATA:
+                self.io.close(fd)
+                self.missing.append(_unreadable(f, exc))
+                return None
+        return fd
+
+    def _remember(self, f: _Found, cid: str, part_of: str | None,
+                  extra: dict[str, Any]) -> None:
+        """Take ``cid``, and keep a socket's or Grace meter's id as the parent of what comes
+        after it (the first Esocket of a package too)."""
+        self.used.add(cid)
         if f.role in ("socket", "grace"):
-            ids.setdefault((f.role, f.socket), cid)
+            self.ids.setdefault((f.role, f.socket), cid)
         if f.role == "socket" and "package" in extra and part_of is None:
-            package_ids[(f.hw, node_pkg[f.socket])] = cid
-        meta: dict[str, Any] = {"path": str(f.path), "device": f.device, "hwmon": f.hw,
-                                "label": f.label, "layout": f.layout, **f.meta, **extra}
-        if f.role == "socket":
-            meta["overlaps"] = "rapl"
-        if f.role in ("module", "grace", "cpu", "sysio"):
-            meta["grace_rail"] = f.role
-        if f.role == "module":  # one per socket, disjoint: summed in by_kind["psys"]
-            meta["psys_scope"] = "socket"
-        channel = Channel(cid, f.kind, f"{f.device} {f.label}", SOURCE,
-                          "counter" if f.what == "energy" else "integrated",
-                          part_of=part_of, resolution_s=f.resolution_s, meta=meta)
-        pin = pins.setdefault(f.hw, AmdModulus()) if f.device == AMD_ENERGY else None
-        sensors.append(_Sensor(channel, fd, f, pin))
-    if not sensors:
-        if not missing:  # only amd_energy, left to RAPL
+            self.package_ids[(f.hw, self.node_pkg[f.socket])] = cid
+
+
+def _channel(f: _Found, cid: str, part_of: str | None, extra: dict[str, Any]) -> Channel:
+    """The channel of an opened sensor: a counter for ``energyN``, integrated for ``powerN``;
+    its meta says where it is read and what it overlaps (amd sockets: RAPL) or belongs to
+    (Grace rails)."""
+    meta: dict[str, Any] = {"path": str(f.path), "device": f.device, "hwmon": f.hw,
+                            "label": f.label, "layout": f.layout, **f.meta, **extra}
+    if f.role == "socket":
+        meta["overlaps"] = "rapl"
+    if f.role in ("module", "grace", "cpu", "sysio"):
+        meta["grace_rail"] = f.role
+    if f.role == "module":  # one per socket, disjoint: summed in by_kind["psys"]
+        meta["psys_scope"] = "socket"
+    return Channel(cid, f.kind, f"{f.device} {f.label}", SOURCE,
+                   "counter" if f.what == "energy" else "integrated",
+                   part_of=part_of, resolution_s=f.resolution_s, meta=meta)
+
+
+def _results(opening: _Opening, listed: list[Unavailable], not_read: list[dict[str, Any]],
+             root: Path, clock: Callable[[], float]) -> list[Probe | Unavailable]:
+    """The probe over the opened sensors (when any), then the sensors that could not be
+    opened, then the drivers not read; with nothing opened nor failed, only amd_energy was
+    here and RAPL reads it."""
+    if not opening.sensors:
+        if not opening.missing:
             return [Unavailable(SOURCE, "only amd_energy sensors here, and RAPL measures the "
                                         "same CPU packages: left to RAPL (not counted twice)",
                                 "nothing to do"), *listed]
-        return [*missing, *listed]
-    return [HwmonProbe(sensors, clock, io, root, not_read), *missing, *listed]
+        return [*opening.missing, *listed]
+    probe = HwmonProbe(opening.sensors, clock, opening.io, root, not_read)
+    return [probe, *opening.missing, *listed]
 
 
 def _unreadable(f: _Found, exc: OSError) -> Unavailable:
