@@ -316,70 +316,106 @@ def _plan_channels(zones: list[Zone]) -> tuple[list[_Plan], list[tuple[Zone, str
     plans: list[_Plan] = []
     ignored: list[tuple[Zone, str]] = []
     by_dirname: dict[str, _Plan] = {}
-
     for control in CONTROL_TYPES:
         group = [z for z in zones if z.control == control]
-        plain_packages = {
+        plans += _ControlPlanner(group, by_dirname, ignored).plan()
+    return plans, ignored
+
+
+class _ControlPlanner:
+    """Plans the zones of one control type, top-level zones before their sub-zones. The steps
+    share the ids this control type has taken (ids are unique within it), its plain
+    ``package-N`` sockets and psys count (which name its dies and psys), the plan of each zone
+    by directory name (a sub-zone's parent) and the list of ignored zones."""
+
+    def __init__(self, group: list[Zone], by_dirname: dict[str, _Plan],
+                 ignored: list[tuple[Zone, str]]) -> None:
+        self.group = group
+        self.by_dirname = by_dirname
+        self.ignored = ignored
+        self.plain_packages = {
             int(m.group(1)) for z in group if len(z.address) == 1
             if (m := _PACKAGE_RE.match(z.name)) and m.group(2) is None
         }
-        n_psys = sum(1 for z in group if len(z.address) == 1 and _PSYS_RE.match(z.name))
-        taken: set[str] = set()
+        self.n_psys = sum(1 for z in group if len(z.address) == 1 and _PSYS_RE.match(z.name))
+        self.taken: set[str] = set()
 
-        def unique(base: str, zone: Zone, taken: set[str] = taken) -> str:
-            ident, k = base, 1
-            while ident in taken:
-                ident, k = f"{base}-{k}", k + 1
-            if ident != base:
-                log.warning("rapl: zone %s maps to channel %s, already taken; using %s",
-                            zone.path, base, ident)
-            taken.add(ident)
-            return ident
-
-        for zone in sorted(group, key=lambda z: (len(z.address), z.address)):
-            plan: _Plan | None = None
-            parent = by_dirname.get(zone.parent_dirname or "")
-            if len(zone.address) == 1:
-                m = _PACKAGE_RE.match(zone.name)
-                if m is not None:
-                    socket = int(m.group(1))
-                    if m.group(2) is None:
-                        plan = _Plan(zone, unique(f"cpu{socket}", zone), "cpu", None, socket)
-                    else:
-                        part_of = f"cpu{socket}" if socket in plain_packages else None
-                        plan = _Plan(zone, unique(f"cpu{socket}-die{m.group(2)}", zone), "cpu",
-                                     part_of, socket)
-                elif (m := _PSYS_RE.match(zone.name)) is not None:
-                    # One platform-wide zone, named after its master package (module doc):
-                    # "psys" whatever N when alone; several keep "psys"/"psys<N>", none summed.
-                    n = int(m.group(1) or 0)
-                    ident = "psys" if n_psys == 1 or n == 0 else f"psys{n}"
-                    extra: tuple[tuple[str, Any], ...] = (("package", n),)
-                    if n_psys > 1:
-                        extra += (("psys_zones", n_psys),)
-                    plan = _Plan(zone, unique(ident, zone), "psys", None, None, extra)
-                elif zone.name == "dram":
-                    plan = _Plan(zone, unique(f"dram{zone.address[0]}", zone), "dram", None,
-                                 None)
-                else:
-                    ignored.append((zone, f"unknown top-level RAPL zone name {zone.name!r}"))
-            elif parent is None:
-                ignored.append((zone, "parent zone not measured"))
-            elif zone.name == "dram":
-                suffix = parent.id[3:] if parent.id.startswith("cpu") else f"-{parent.id}"
-                part_of = None
-                if parent.part_of is not None and f"dram{parent.socket}" in taken:
-                    part_of = f"dram{parent.socket}"
-                plan = _Plan(zone, unique(f"dram{suffix}", zone), "dram", part_of, parent.socket)
-            else:
-                # core, uncore and anything else inside a package: a part, never summed.
-                label = _SAFE_NAME_RE.sub("-", zone.name.lower()).strip("-") or "zone"
-                plan = _Plan(zone, unique(f"{parent.id}-{label}", zone), parent.kind, parent.id,
-                             parent.socket)
+    def plan(self) -> list[_Plan]:
+        """Every zone of the group that maps to a channel, parents first."""
+        plans: list[_Plan] = []
+        for zone in sorted(self.group, key=lambda z: (len(z.address), z.address)):
+            plan = self._top_level(zone) if len(zone.address) == 1 else self._sub_zone(zone)
             if plan is not None:
-                by_dirname[zone.dirname] = plan
+                self.by_dirname[zone.dirname] = plan
                 plans.append(plan)
-    return plans, ignored
+        return plans
+
+    def _unique(self, base: str, zone: Zone) -> str:
+        """``base``, or ``base-1``, ``base-2``... when taken (warned: a tree no kernel makes)."""
+        ident, k = base, 1
+        while ident in self.taken:
+            ident, k = f"{base}-{k}", k + 1
+        if ident != base:
+            log.warning("rapl: zone %s maps to channel %s, already taken; using %s",
+                        zone.path, base, ident)
+        self.taken.add(ident)
+        return ident
+
+    def _top_level(self, zone: Zone) -> _Plan | None:
+        """A package or die, psys or a top-level ``dram``; any other name is ignored."""
+        m = _PACKAGE_RE.match(zone.name)
+        if m is not None:
+            return self._package(zone, int(m.group(1)), m.group(2))
+        m = _PSYS_RE.match(zone.name)
+        if m is not None:
+            return self._psys(zone, int(m.group(1) or 0))
+        if zone.name == "dram":
+            return _Plan(zone, self._unique(f"dram{zone.address[0]}", zone), "dram", None, None)
+        self.ignored.append((zone, f"unknown top-level RAPL zone name {zone.name!r}"))
+        return None
+
+    def _package(self, zone: Zone, socket: int, die: str | None) -> _Plan:
+        """``package-N`` -> ``cpuN``; ``package-N-die-M`` -> ``cpuN-dieM``, part of ``cpuN``
+        when a plain ``package-N`` is there too."""
+        if die is None:
+            return _Plan(zone, self._unique(f"cpu{socket}", zone), "cpu", None, socket)
+        part_of = f"cpu{socket}" if socket in self.plain_packages else None
+        return _Plan(zone, self._unique(f"cpu{socket}-die{die}", zone), "cpu", part_of, socket)
+
+    def _psys(self, zone: Zone, n: int) -> _Plan:
+        """One platform-wide zone, named after its master package (module doc): "psys"
+        whatever N when alone; several keep "psys"/"psys<N>", none summed."""
+        ident = "psys" if self.n_psys == 1 or n == 0 else f"psys{n}"
+        extra: tuple[tuple[str, Any], ...] = (("package", n),)
+        if self.n_psys > 1:
+            extra += (("psys_zones", self.n_psys),)
+        return _Plan(zone, self._unique(ident, zone), "psys", None, None, extra)
+
+    def _sub_zone(self, zone: Zone) -> _Plan | None:
+        """A zone inside a planned one: its ``dram``, or a part (core, uncore...); ignored
+        when its parent is not measured."""
+        parent = self.by_dirname.get(zone.parent_dirname or "")
+        if parent is None:
+            self.ignored.append((zone, "parent zone not measured"))
+            return None
+        if zone.name == "dram":
+            return self._dram_of(zone, parent)
+        return self._part(zone, parent)
+
+    def _dram_of(self, zone: Zone, parent: _Plan) -> _Plan:
+        """A package's (or die's) ``dram`` -> ``dramN`` (``dramN-dieM``), part of the
+        socket's own ``dramN`` when its parent is a part and that one is taken."""
+        suffix = parent.id[3:] if parent.id.startswith("cpu") else f"-{parent.id}"
+        part_of = None
+        if parent.part_of is not None and f"dram{parent.socket}" in self.taken:
+            part_of = f"dram{parent.socket}"
+        return _Plan(zone, self._unique(f"dram{suffix}", zone), "dram", part_of, parent.socket)
+
+    def _part(self, zone: Zone, parent: _Plan) -> _Plan:
+        """Core, uncore and anything else inside a package: a part, never summed."""
+        label = _SAFE_NAME_RE.sub("-", zone.name.lower()).strip("-") or "zone"
+        return _Plan(zone, self._unique(f"{parent.id}-{label}", zone), parent.kind, parent.id,
+                     parent.socket)
 
 
 def _domain_key(plan: _Plan) -> tuple[Any, ...] | None:
@@ -637,6 +673,16 @@ def _open_counter(plan: _Plan, opener: Opener, device: str, read_ns: int) -> _Co
     return _Counter(channel, plan.zone, fd, first_uj, read_ns)
 
 
+#: What to do when no RAPL zone is there at all.
+_NO_ZONES_HINT = (
+    "load the RAPL driver (`sudo modprobe intel_rapl_msr`; intel_rapl_tpmi on Xeon 6; "
+    "processor_thermal_device_pci for the MMIO copy); virtual "
+    "machines and non-x86 CPUs usually expose no RAPL; container runtimes hide it by "
+    "default (bind-mount /sys/devices/virtual/powercap read-only and set "
+    "ENERGYMETER_POWERCAP_ROOT to it); see docs/permissions.md"
+)
+
+
 def discover(
     ctx: DiscoveryContext,
     *,
@@ -659,74 +705,117 @@ def discover(
         return [missing]
     zones, broken = scan_zones(root)
     if not zones:
-        found = control_types_found(root, zones)
-        return [*broken, Unavailable(
-            SOURCE,
-            f"no RAPL zones under {root} ({_found_text(found)})",
-            "load the RAPL driver (`sudo modprobe intel_rapl_msr`; intel_rapl_tpmi on Xeon 6; "
-            "processor_thermal_device_pci for the MMIO copy); virtual "
-            "machines and non-x86 CPUs usually expose no RAPL; container runtimes hide it by "
-            "default (bind-mount /sys/devices/virtual/powercap read-only and set "
-            "ENERGYMETER_POWERCAP_ROOT to it); see docs/permissions.md",
-        )]
-
+        return [*broken, _no_zones(root, zones)]
     plans, ignored = _plan_channels(zones)
-    dropped: list[dict[str, Any]] = [
-        {"path": str(z.path), "name": z.name, "control": z.control, "reason": why}
-        for z, why in ignored
-    ]
     models = cpu_models_by_socket(read_cpuinfo(cpuinfo_path or CPUINFO))
-    counters: list[_Counter] = []
-    served: dict[str, _Counter] = {}  # channel id -> its counter
-    by_domain: dict[tuple[Any, ...], list[_Counter]] = {}  # _domain_key -> counters serving it
-    denied: dict[str, Path] = {}  # channel id -> energy_uj path
-    failed: dict[str, Unavailable] = {}
-    # Plans come per control type in CONTROL_TYPES order, top-level zones before sub-zones.
-    for plan in plans:
-        key = _domain_key(plan)
-        dups = [c for c in by_domain.get(key, ()) if c.zone.control != plan.zone.control] \
+    doors = _Doors(_ignored_rows(ignored))
+    doors.open_all(plans, opener, models, clock_ns)
+    return [*_probe_of(root, zones, doors, clock_ns), *doors.unavailable(), *broken]
+
+
+def _no_zones(root: Path, zones: list[Zone]) -> Unavailable:
+    """No RAPL zone under ``root``: which control types are there and which drivers are not."""
+    found = control_types_found(root, zones)
+    return Unavailable(SOURCE, f"no RAPL zones under {root} ({_found_text(found)})",
+                       _NO_ZONES_HINT)
+
+
+def _ignored_rows(ignored: list[tuple[Zone, str]]) -> list[dict[str, Any]]:
+    """The zones :func:`_plan_channels` maps to no channel, as ``describe()["dropped"]`` rows."""
+    return [{"path": str(z.path), "name": z.name, "control": z.control, "reason": why}
+            for z, why in ignored]
+
+
+class _Doors:
+    """Opens the planned zones in order (per control type in :data:`CONTROL_TYPES` order,
+    top-level zones before sub-zones), one door per domain (module doc). The steps share the
+    counters opened so far, by channel id and by domain (a later door to either is a
+    duplicate), and what could not be read: denied zones and other failures, by channel id
+    (reported only if no other door serves that channel), and the dropped zones."""
+
+    def __init__(self, dropped: list[dict[str, Any]]) -> None:
+        self.dropped = dropped
+        self.counters: list[_Counter] = []
+        self.served: dict[str, _Counter] = {}  # channel id -> its counter
+        self.by_domain: dict[tuple[Any, ...], list[_Counter]] = {}  # _domain_key -> counters
+        self.denied: dict[str, Path] = {}  # channel id -> energy_uj path
+        self.failed: dict[str, Unavailable] = {}
+
+    def open_all(self, plans: list[_Plan], opener: Opener, models: dict[int, str],
+                 clock_ns: Callable[[], int]) -> None:
+        """Open each plan's zone unless another door already serves its domain."""
+        for plan in plans:
+            key = _domain_key(plan)
+            dups = self._duplicates(plan, key)
+            if dups:
+                self._drop(plan, dups)
+                continue
+            counter = self._open(plan, opener, models, clock_ns)
+            if counter is not None:
+                self._serve(counter, key)
+
+    def _duplicates(self, plan: _Plan, key: tuple[Any, ...] | None) -> list[_Counter]:
+        """The counters of other control types serving ``plan``'s domain; for a zone without
+        a domain (psys...), the counter that already has its channel id."""
+        dups = [c for c in self.by_domain.get(key, ()) if c.zone.control != plan.zone.control] \
             if key is not None else []
-        if not dups and plan.id in served:
-            dups = [served[plan.id]]  # psys, or a channel id another door already has
-        if dups:
-            what = " and ".join(f"{c.zone.dirname} {c.zone.name} ({c.zone.control}, channel "
-                                f"{c.channel.id})" for c in dups)
-            dropped.append({"path": str(plan.zone.path), "name": plan.zone.name,
-                            "control": plan.zone.control, "reason": f"duplicate of {what}"})
-            log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, what)
-            continue
+        if not dups and plan.id in self.served:
+            dups = [self.served[plan.id]]  # psys, or a channel id another door already has
+        return dups
+
+    def _drop(self, plan: _Plan, dups: list[_Counter]) -> None:
+        """Leave ``plan``'s zone unread, naming the zones it duplicates."""
+        what = " and ".join(f"{c.zone.dirname} {c.zone.name} ({c.zone.control}, channel "
+                            f"{c.channel.id})" for c in dups)
+        self.dropped.append({"path": str(plan.zone.path), "name": plan.zone.name,
+                             "control": plan.zone.control, "reason": f"duplicate of {what}"})
+        log.debug("rapl: dropping %s, duplicate of %s", plan.zone.path, what)
+
+    def _open(self, plan: _Plan, opener: Opener, models: dict[int, str],
+              clock_ns: Callable[[], int]) -> _Counter | None:
+        """``plan``'s counter, open and read once; None when denied or unreadable (kept per
+        channel id, the first reason each)."""
         try:
-            counter = _open_counter(plan, opener, _device(plan, models), clock_ns())
+            return _open_counter(plan, opener, _device(plan, models), clock_ns())
         except PermissionError:
-            denied.setdefault(plan.id, plan.zone.energy_path)
-            continue
+            self.denied.setdefault(plan.id, plan.zone.energy_path)
         except (OSError, ValueError) as exc:
-            failed.setdefault(plan.id, Unavailable(
+            self.failed.setdefault(plan.id, Unavailable(
                 SOURCE,
                 f"cannot read {plan.zone.energy_path}: {type(exc).__name__}: {exc}",
                 "the zone is listed but its counter cannot be read; see docs/permissions.md",
             ))
-            continue
-        served[plan.id] = counter
-        counters.append(counter)
-        if key is not None:
-            by_domain.setdefault(key, []).append(counter)
+        return None
 
-    results: list[Probe | Unavailable] = []
-    if counters:
-        probe = RaplProbe(root, counters, dropped, clock_ns)
-        probe.control_types = _control_summary(control_types_found(root, zones), counters,
-                                               dropped)
-        results.append(probe)
-    # A zone that failed but whose channel another zone serves (MSR denied, MMIO copy readable)
-    # is not worth reporting.
-    denied_paths = [str(p) for ident, p in denied.items() if ident not in served]
-    if denied_paths:
-        shown = ", ".join(denied_paths[:3])
-        if len(denied_paths) > 3:
-            shown += f" (and {len(denied_paths) - 3} more)"
-        results.append(Unavailable(SOURCE, f"PermissionError on {shown}: {PERMISSION_REASON}",
-                                   PERMISSION_HINT))
-    results.extend(u for ident, u in failed.items() if ident not in served)
-    results.extend(broken)
-    return results
+    def _serve(self, counter: _Counter, key: tuple[Any, ...] | None) -> None:
+        """Read ``counter``: its channel id and domain are served now."""
+        self.served[counter.channel.id] = counter
+        self.counters.append(counter)
+        if key is not None:
+            self.by_domain.setdefault(key, []).append(counter)
+
+    def unavailable(self) -> list[Unavailable]:
+        """What could not be read and no other door serves (MSR denied, MMIO copy readable
+        is not worth reporting): one entry for every denied zone (the first three named),
+        then each other failure."""
+        results: list[Unavailable] = []
+        denied_paths = [str(p) for ident, p in self.denied.items() if ident not in self.served]
+        if denied_paths:
+            shown = ", ".join(denied_paths[:3])
+            if len(denied_paths) > 3:
+                shown += f" (and {len(denied_paths) - 3} more)"
+            results.append(Unavailable(SOURCE, f"PermissionError on {shown}: "
+                                               f"{PERMISSION_REASON}", PERMISSION_HINT))
+        results.extend(u for ident, u in self.failed.items() if ident not in self.served)
+        return results
+
+
+def _probe_of(root: Path, zones: list[Zone], doors: _Doors,
+              clock_ns: Callable[[], int]) -> list[RaplProbe]:
+    """The probe over the opened counters, with its per-control-type summary; [] if none."""
+    if not doors.counters:
+        return []
+    probe = RaplProbe(root, doors.counters, doors.dropped, clock_ns)
+    probe.control_types = _control_summary(control_types_found(root, zones), doors.counters,
+                                           doors.dropped)
+    return [probe]
