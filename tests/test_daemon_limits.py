@@ -353,7 +353,10 @@ def test_metrics_is_bounded_and_times_out_idle_scrapers(core: Daemon) -> None:
     from energymeter.daemon.metrics import start_metrics_server
 
     threads0 = threading.active_count()
-    metrics = start_metrics_server(core, 0, max_connections=50, request_timeout_s=0.3)
+    # The request timeout must outlast opening the 50 idle connections, which took over 0.3 s
+    # on a loaded machine (the first were closed before the last was accepted): 5 s, and the
+    # test polls for the closing rather than sleeping.
+    metrics = start_metrics_server(core, 0, max_connections=50, request_timeout_s=5.0)
     url = f"http://127.0.0.1:{metrics.server_port}/metrics"
     idle = []
     try:
