@@ -392,6 +392,43 @@ def test_warnings_small_noisy_not_significant_and_mixed() -> None:
     assert "carbon basis" in row["mixed"]
 
 
+def _model(tdp_w: float, source: str = "table") -> Channel:
+    return Channel("cpu0", "cpu", "Xeon", "model", "model",
+                   meta={"tdp_w": tdp_w, "idle_w": 0.3 * tdp_w, "tdp_source": source})
+
+
+def test_a_group_mixing_hosts_models_or_baselines_says_so() -> None:
+    """Two machines of one name, estimates from different TDPs, and runs with and without an
+    idle baseline, averaged in one group: each is named, with the runs on each side."""
+    same = [fake_report("h", cpu_j=10.0, host={"hostname": "node1"}) for _ in range(3)]
+    other = fake_report("h", cpu_j=10.0, host={"hostname": "node2"}, run_id="0badc0de-1")
+    (row,) = compare([*same, other])
+    assert any(w.startswith("h: runs differ in host: node1 (3 runs); node2 (1 run: 0badc0de)")
+               for w in row["warnings"])
+    models = [fake_report("e", cpu_j=10.0, cpu=_model(125.0)) for _ in range(2)]
+    models.append(fake_report("e", cpu_j=10.0, cpu=_model(8.0, "default"), run_id="facade00-1"))
+    (row,) = compare(models)
+    assert "hardware" not in row["mixed"]
+    [warning] = [w for w in row["warnings"] if "runs differ in CPU energy model" in w]
+    assert "TDP 125 W" in warning and "TDP 8 W, idle 2.4 W (default) (1 run: facade00)" in warning
+    baseline = {"duration_s": 10.0, "power_w": {"cpu": 5.0}}
+    runs = [fake_report("b", cpu_j=10.0, baseline=baseline) for _ in range(2)]
+    (row,) = compare([*runs, fake_report("b", cpu_j=10.0, run_id="beefcafe-1")])
+    assert any("runs differ in idle baseline: measured (2 runs); none (1 run: beefcafe)" in w
+               for w in row["warnings"])
+
+
+def test_groups_estimated_with_different_cpu_models_are_flagged() -> None:
+    rows = compare([*[fake_report("a", cpu_j=10.0, cpu=_model(125.0)) for _ in range(3)],
+                    *[fake_report("b", cpu_j=20.0, cpu=_model(65.0)) for _ in range(3)]])
+    warnings = comparison_warnings(rows)
+    assert any(w.startswith("cpu energy is estimated with different models (a: Xeon: TDP 125 W")
+               and "b: Xeon: TDP 65 W" in w for w in warnings)
+    same = compare([*[fake_report("a", cpu_j=10.0, cpu=_model(125.0)) for _ in range(3)],
+                    *[fake_report("b", cpu_j=20.0, cpu=_model(125.0)) for _ in range(3)]])
+    assert not any("different models" in w for w in comparison_warnings(same))
+
+
 def test_groups_with_different_carbon_settings_are_flagged() -> None:
     carbon = {"region": "SE", "pue": 1.0, "emissions_g": 1.0}
     rows = compare(_series("a", DENSE, carbon=carbon)

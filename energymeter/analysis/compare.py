@@ -137,12 +137,39 @@ def _carbon(report: Report, key: str) -> str:
     return "(none)" if value is None else str(value)
 
 
-#: What runs of one group must share, and how each is read.
+def cpu_model(report: Report) -> str:
+    """How a run's CPU energy was estimated (its model's TDP, idle power and where the TDP
+    came from), or "measured" when no CPU channel is a model: runs estimated with different
+    models are different numbers."""
+    models = sorted({f"{c.channel.device or '?'}: TDP {c.channel.meta.get('tdp_w', '?'):g} W, "
+                     f"idle {c.channel.meta.get('idle_w', '?'):g} W "
+                     f"({c.channel.meta.get('tdp_source', '?')})"
+                     for c in report.channels
+                     if c.channel.kind == "cpu" and c.channel.method == "model"
+                     and isinstance(c.channel.meta.get("tdp_w"), (int, float))
+                     and isinstance(c.channel.meta.get("idle_w"), (int, float))})
+    return "; ".join(models) or "measured"
+
+
+def _host(report: Report) -> str:
+    return str(report.host.get("hostname") or "(unknown)")
+
+
+def _baseline(report: Report) -> str:
+    return "measured" if report.baseline else "none"
+
+
+#: What runs of one group must share, and how each is read. ``host`` only matters where the
+#: hardware looks the same (two machines of one name are still two machines); where it
+#: differs, the hardware warning says more.
 _MIX_FIELDS: tuple[tuple[str, Callable[[Report], str]], ...] = (
     ("region", lambda r: _carbon(r, "region")),
     ("PUE", lambda r: _carbon(r, "pue")),
     ("carbon basis", lambda r: _carbon(r, "basis")),
     ("hardware", _hardware),
+    ("host", _host),
+    ("CPU energy model", cpu_model),
+    ("idle baseline", _baseline),
 )
 
 
@@ -150,6 +177,8 @@ def _mixed(runs: Sequence[Report]) -> dict[str, dict[str, list[str]]]:
     """For each of :data:`_MIX_FIELDS` on which ``runs`` differ: value -> run ids."""
     out: dict[str, dict[str, list[str]]] = {}
     for name, read in _MIX_FIELDS:
+        if name == "host" and "hardware" in out:
+            continue
         values: dict[str, list[str]] = {}
         for r in runs:
             values.setdefault(read(r), []).append(r.run_id)
@@ -301,6 +330,12 @@ def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
             everywhere.append(f"{kind} energy was obtained by different methods "
                               f"({', '.join(sorted(seen))}): its differences compare unlike "
                               "numbers")
+    models = {row["label"]: sorted({cpu_model(r) for r in group} - {"measured"})
+              for row, group in zip(rows, runs, strict=True)}
+    if len({tuple(m) for m in models.values() if m}) > 1:
+        shown = "; ".join(f"{label}: {' / '.join(m)}" for label, m in models.items() if m)
+        everywhere.append(f"cpu energy is estimated with different models ({shown}): their "
+                          "difference reflects the models' TDPs, not the computation")
     settings = {row["label"]: sorted({f"{_carbon(r, 'region')}, PUE {_carbon(r, 'pue')}"
                                       for r in group}) for row, group in zip(rows, runs,
                                                                              strict=True)}
@@ -367,6 +402,8 @@ def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
 def comparison_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every warning of :func:`compare` rows once, in order: runs not completed, too few runs,
     noisy energy, differences that are not significant, groups mixing regions, PUE, carbon
-    bases or hardware, energy kinds measured by different methods, estimated energy,
+    bases, hardware, hosts, CPU energy models or runs with and without an idle baseline,
+    groups estimated with different CPU models, energy kinds measured by different methods,
+    estimated energy,
     duplicates dropped and nested runs left out."""
     return list(dict.fromkeys(w for row in rows for w in row.get("warnings", ())))
