@@ -20,6 +20,7 @@ from energymeter.errors import ConfigError
 from energymeter.session.command import repeat_command, run_command
 from energymeter.session.experiment import parse_tag
 from tests.fakes.powercap import FakePowercap
+from tests.timing import until
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
@@ -202,6 +203,51 @@ def test_idle_baseline_gross_idle_net_and_reuse(tmp_path: Path) -> None:
     fake.close()
     lines = (tmp_path / "runs" / "baselines.jsonl").read_text().splitlines()
     assert len(lines) == 1
+
+
+def test_a_baseline_measured_under_load_is_flagged(tmp_path: Path) -> None:
+    """Two busy loops on every CPU of the machine while the baseline is measured: its busy
+    CPU share is recorded, it is flagged, and the run says what to do. Reused, it still is."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+
+    def spinning(pid: int) -> bool:  # its user time (clock ticks) has started to grow
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11]) > 5
+
+    try:
+        assert until(lambda: all(spinning(h.pid) for h in hogs))
+        with measure("busy", region="SE", out=tmp_path / "runs", cpu_tdp_w=10.0,
+                     baseline_s=0.5) as m:
+            pass
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    b = m.report.baseline
+    assert b["busy_cpu_share"] > 0.5 and b["under_load"] is True
+    [warning] = [w for w in m.report.warnings if "idle baseline was measured while" in w]
+    assert "measure the baseline on an idle machine" in warning
+    with measure("again", region="SE", out=tmp_path / "runs", cpu_tdp_w=10.0,
+                 baseline_s=0.5) as m2:
+        pass
+    assert m2.report.baseline["source"] == "reused" and m2.report.baseline["under_load"]
+    assert any("idle baseline (reused) was measured while" in w for w in m2.report.warnings)
+
+
+def test_an_idle_baseline_is_not_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """The machine's CPU times as /proc/stat would give them: 2 % busy is idle enough."""
+    from energymeter.probes.proc import CpuSeconds
+    from energymeter.session import baseline
+
+    times = iter([CpuSeconds(100.0, 0.0, 1000.0), CpuSeconds(102.0, 0.0, 1100.0)])
+    monkeypatch.setattr(baseline, "cpu_seconds", lambda: next(times))
+    with measure("idle", region="SE", out=tmp_path / "runs", cpu_tdp_w=10.0,
+                 baseline_s=0.2) as m:
+        pass
+    b = m.report.baseline
+    assert b["busy_cpu_share"] == pytest.approx(0.02) and b["under_load"] is False
+    assert not any("idle baseline" in w for w in m.report.warnings)
 
 
 def test_estimate_total_projects_with_an_interval(rapl40: FakePowercap) -> None:

@@ -345,7 +345,8 @@ def baseline_block(baseline: Mapping[str, Any], channels: Sequence[Channel],
                    energy_j: Mapping[str, float], duration_s: float) -> dict[str, Any]:
     """The report's ``baseline``: per channel the gross energy, the idle energy over the same
     duration (baseline power × duration, with its spread) and the net energy (gross − idle);
-    totals over the channels in the total."""
+    totals over the channels in the total; the machine's busy CPU share during the baseline
+    and whether that flagged it (``under_load``), where known."""
     power, spread = baseline.get("power_w", {}), baseline.get("power_std_w", {})
     per_channel: dict[str, dict[str, float]] = {}
     totals = {"gross_j": 0.0, "idle_j": 0.0, "net_j": 0.0}
@@ -363,6 +364,7 @@ def baseline_block(baseline: Mapping[str, Any], channels: Sequence[Channel],
         "source": baseline.get("source"), "measured_at": baseline.get("measured_at"),
         "duration_s": baseline.get("duration_s"), "windows": baseline.get("windows"),
         "power_w": dict(power), "power_std_w": dict(spread),
+        **{k: baseline[k] for k in ("busy_cpu_share", "under_load") if k in baseline},
         "channels": per_channel,
         "gross_total_j": totals["gross_j"], "idle_total_j": totals["idle_j"],
         "net_total_j": totals["net_j"],
