@@ -154,7 +154,12 @@ def test_report_plot_on_given_axes_and_nested_run_phases(runs: Path,
     ax = fig.subplots()
     assert report.plot("timeline", ax=ax) is fig
     assert len(spans(ax)) == 4 and len(ax.lines) == 1
-    assert [t.get_text() for t in ax.texts][:1] in ([], ["epoch-1"])  # labelled where it fits
+    # Labelled where the name fits: which phases that is depends on how long each epoch took
+    # (on a loaded machine the first may be too short for "epoch-1" and the next fit "2").
+    # The first phase's label is its whole name; the others' drop the prefix they share.
+    labels = ["epoch-1", "2", "3", "4"]
+    drawn = [t.get_text() for t in ax.texts]
+    assert set(drawn) <= set(labels) and drawn == sorted(drawn, key=labels.index)
     fig = report.plot()  # the default kind is the timeline
     assert isinstance(fig, Figure) and fig._repr_png_()[:4] == b"\x89PNG"  # Jupyter shows it
 
