@@ -319,9 +319,17 @@ def p_text(p_value: float) -> str:
 
 def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
                   grouped: bool) -> None:
-    """Set each row's ``warnings``: what makes its figures or the comparison doubtful."""
+    """Set each row's ``warnings``: what makes its figures or the comparison doubtful (its
+    own, then those about the comparison as a whole)."""
+    everywhere = _comparison_wide(rows, runs)
     for row in rows:
-        row["warnings"] = []
+        row["warnings"] = [*_row_warnings(row, rows[0], grouped), *everywhere]
+
+
+def _comparison_wide(rows: Sequence[dict[str, Any]], runs: Sequence[Sequence[Report]]
+                     ) -> list[str]:
+    """Warnings about the groups together: a kind measured by different methods, CPU energy
+    estimated with different models, emissions under different carbon settings."""
     everywhere: list[str] = []
     kinds = {k for row in rows for k in row["methods"]}
     for kind in (k for k in KINDS if k in kinds):
@@ -343,60 +351,66 @@ def _add_warnings(rows: list[dict[str, Any]], runs: Sequence[Sequence[Report]],
         shown = "; ".join(f"{label}: {' / '.join(s)}" for label, s in settings.items() if s)
         everywhere.append(f"emissions compare different carbon settings ({shown}): their "
                           "difference reflects the grid and the facility, not the computation")
-    first = rows[0]
-    for row in rows:
-        label, n, w = row["label"], row["n"], row["warnings"]
-        bad = {s: k for s, k in row["statuses"].items() if s != "completed"}
-        if bad:
-            shown = ", ".join(f"{k} {s}" for s, k in bad.items())
-            w.append(f"{label}: {shown} of {_plural(n, 'run')}")
-        if grouped and n == 0:
-            w.append(f"{label}: no run to compare (its {_plural(row['warmup'], 'run')} "
-                     "are warm-up runs)")
-        elif grouped and n < MIN_RUNS:
-            w.append(f"{label}: n={n}: too few runs for a confidence interval to mean much "
-                     f"(repeat {MIN_RUNS} or more times; 5 or more is better)")
-        cv = row.get("energy_total_j_cv")
-        if cv is not None and cv > MAX_CV:
-            w.append(f"{label}: energy total varies by {100 * cv:.0f} % between runs (CV > "
-                     f"{100 * MAX_CV:.0f} %): noisy; look for other load on the machine, "
-                     "thermal or clock changes, or add warm-up runs")
-        p = row.get("energy_total_j_p_value")
-        if row is not first and p is not None and p >= ALPHA:
-            rel = row["energy_total_j_rel_diff"]
-            w.append(f"{label} vs {first['label']}: energy total differs by {percent(rel)}, not "
-                     f"significant ({p_text(p)}): these runs do not show a real difference")
-        for name, values in row["mixed"].items():
-            (common, ids), *others = values.items()
-            shown = "; ".join(f"{v} ({_plural(len(i), 'run')}: {_runs_text(i)})"
-                              for v, i in others)
-            w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
-                     f"{shown}; their figures are averaged together")
-        for kind, method in row["methods"].items():
-            if "model" in method:
-                w.append(f"{label}: {kind} energy is estimated by a model, not measured")
-        if row["duplicates_dropped"]:
-            w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
-                     "(a run reached twice counts once)")
-        if row["nested_excluded"]:
-            w.append(f"{label}: {_plural(row['nested_excluded'], 'nested run')} left out "
-                     "(measured inside a run compared here, they are part of it; --nested "
-                     "compares them instead)")
-        if row["parents_replaced"]:
-            w.append(f"{label}: {_plural(row['parents_replaced'], 'run')} compared through "
-                     "the runs nested in them (--nested)")
-        if "target" in row:
-            reached = row["target_reached"]
-            if reached < n:
-                w.append(f"{label}: {reached} of {_plural(n, 'run')} reached {row['target']}")
-            nested = [note for note in row["target_notes"] if note.startswith("from nested run")]
-            if nested:  # one line for them all (the JSON rows keep each note)
-                w.append(f"{label}: {row['target']}: for {_plural(len(nested), 'run')}, from the "
-                         "run nested in each (the script's own measure() logged the metric), "
-                         "plus what each spent before its nested run started")
-            w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]
-                  if note not in nested]
-        w += everywhere
+    return everywhere
+
+
+def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> list[str]:
+    """One group's warnings: runs not completed, too few, noisy, not significantly different
+    from the first, mixing what must not be mixed, estimated, dropped or nested runs, and
+    its target."""
+    label, n = row["label"], row["n"]
+    w: list[str] = []
+    bad = {s: k for s, k in row["statuses"].items() if s != "completed"}
+    if bad:
+        shown = ", ".join(f"{k} {s}" for s, k in bad.items())
+        w.append(f"{label}: {shown} of {_plural(n, 'run')}")
+    if grouped and n == 0:
+        w.append(f"{label}: no run to compare (its {_plural(row['warmup'], 'run')} "
+                 "are warm-up runs)")
+    elif grouped and n < MIN_RUNS:
+        w.append(f"{label}: n={n}: too few runs for a confidence interval to mean much "
+                 f"(repeat {MIN_RUNS} or more times; 5 or more is better)")
+    cv = row.get("energy_total_j_cv")
+    if cv is not None and cv > MAX_CV:
+        w.append(f"{label}: energy total varies by {100 * cv:.0f} % between runs (CV > "
+                 f"{100 * MAX_CV:.0f} %): noisy; look for other load on the machine, "
+                 "thermal or clock changes, or add warm-up runs")
+    p = row.get("energy_total_j_p_value")
+    if row is not first and p is not None and p >= ALPHA:
+        rel = row["energy_total_j_rel_diff"]
+        w.append(f"{label} vs {first['label']}: energy total differs by {percent(rel)}, not "
+                 f"significant ({p_text(p)}): these runs do not show a real difference")
+    for name, values in row["mixed"].items():
+        (common, ids), *others = values.items()
+        shown = "; ".join(f"{v} ({_plural(len(i), 'run')}: {_runs_text(i)})"
+                          for v, i in others)
+        w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
+                 f"{shown}; their figures are averaged together")
+    for kind, method in row["methods"].items():
+        if "model" in method:
+            w.append(f"{label}: {kind} energy is estimated by a model, not measured")
+    if row["duplicates_dropped"]:
+        w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
+                 "(a run reached twice counts once)")
+    if row["nested_excluded"]:
+        w.append(f"{label}: {_plural(row['nested_excluded'], 'nested run')} left out "
+                 "(measured inside a run compared here, they are part of it; --nested "
+                 "compares them instead)")
+    if row["parents_replaced"]:
+        w.append(f"{label}: {_plural(row['parents_replaced'], 'run')} compared through "
+                 "the runs nested in them (--nested)")
+    if "target" in row:
+        reached = row["target_reached"]
+        if reached < n:
+            w.append(f"{label}: {reached} of {_plural(n, 'run')} reached {row['target']}")
+        nested = [note for note in row["target_notes"] if note.startswith("from nested run")]
+        if nested:  # one line for them all (the JSON rows keep each note)
+            w.append(f"{label}: {row['target']}: for {_plural(len(nested), 'run')}, from the "
+                     "run nested in each (the script's own measure() logged the metric), "
+                     "plus what each spent before its nested run started")
+        w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]
+              if note not in nested]
+    return w
 
 
 def comparison_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
