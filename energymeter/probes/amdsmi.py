@@ -597,10 +597,10 @@ def _open(amdsmi: Any, ctx: DiscoveryContext, clock: Callable[[], float]
     return [probe, *unavailable]
 
 
-def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
-                  clock: Callable[[], float]) -> tuple[_Package | None, list[str]]:
-    """The channel of one package (one source per PCI device), or None if nothing in it can
-    be measured, and the warnings it needs."""
+def _package_sources(amdsmi: Any, members: list[_Device], clock: Callable[[], float]
+                     ) -> tuple[int, list[_Source], list[_Source]]:
+    """How many PCI devices the package has, and per PCI device the source of its energy
+    counter (the lowest partition whose counter answers) and of its socket power, if any."""
     failures = (AttributeError, ValueError, TypeError, *_errors(amdsmi))
     by_pci: dict[str, list[_Device]] = {}
     for d in members:
@@ -610,21 +610,25 @@ def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
     powered: list[_Source] = []
     for group in by_pci.values():
         group = sorted(group, key=lambda d: (d.partition is None, d.partition or 0, d.index))
-        reading = None
-        for d in group:  # the lowest partition whose counter answers
+        for d in group:
             try:
                 raw, resolution = _energy(amdsmi, d.handle)
             except failures:
                 continue
-            reading = _Source(d, CumulativeCounter(raw, COUNTER_MODULUS,
-                                                   restarts_from_zero=True), resolution, now)
+            counters.append(_Source(d, CumulativeCounter(raw, COUNTER_MODULUS,
+                                                         restarts_from_zero=True),
+                                    resolution, now))
             break
-        if reading is not None:
-            counters.append(reading)
         power = next((d for d in group if _optional(amdsmi, lambda d=d: _power_w(
             amdsmi, d.handle)) is not None), None)
         if power is not None:
             powered.append(_Source(power))
+    return len(by_pci), counters, powered
+
+
+def _package_meta(members: list[_Device], key: str) -> dict[str, Any]:
+    """The channel's meta: the visible devices, the package's identity and, for a package of
+    several devices, each device."""
     visible = [d for d in members if d.visible]
     first = visible[0]
     meta: dict[str, Any] = {
@@ -637,6 +641,16 @@ def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
     if len(members) > 1:
         meta["gcds"] = len(members)
         meta["devices"] = [d.describe() for d in members]
+    return meta
+
+
+def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
+                  clock: Callable[[], float]) -> tuple[_Package | None, list[str]]:
+    """The channel of one package (one source per PCI device), or None if nothing in it can
+    be measured, and the warnings it needs."""
+    n_pci, counters, powered = _package_sources(amdsmi, members, clock)
+    first = next(d for d in members if d.visible)
+    meta = _package_meta(members, key)
     notes: list[str] = []
     counters.sort(key=lambda s: _bdf_key(s.device))  # the primary die (lowest BDF) first
     powered.sort(key=lambda s: _bdf_key(s.device))
@@ -670,7 +684,7 @@ def _open_package(amdsmi: Any, cid: str, key: str, members: list[_Device],
     if hidden:
         notes.append(
             f"{cid}: AMD GPU(s) {', '.join(str(d.index) for d in hidden)} "
-            f"({'partitions' if len(by_pci) == 1 else 'GCDs'} of the same package, "
+            f"({'partitions' if n_pci == 1 else 'GCDs'} of the same package, "
             f"{first.name}) are not visible to this process, but energy is measured per package: "
             f"{cid} is the whole package's, shared with whatever runs on them")
     channel = Channel(cid, "gpu", first.name, SOURCE, method, meta=meta)
