@@ -47,6 +47,8 @@ from .proc import (
     RusagePeaks,
     descendant_stats,
     has_children_files,
+    ProcStatTimes,
+    cpu_seconds,
     peak_rss_bytes_from_rusage,
     read_pid_io,
     read_pid_stat,
@@ -60,6 +62,7 @@ GAUGE_NAMES: tuple[str, ...] = (
     "pss_bytes",
     "memory_bytes",
     "cpu_time_s",
+    "machine_busy_cpu_s",
     "read_bytes",
     "write_bytes",
     "system_memory_used_bytes",
@@ -137,6 +140,13 @@ class _ProcfsTree:
     def memory_used_bytes(self) -> int:
         return system_memory_used_bytes(self.proc)
 
+    def machine_busy_cpu_s(self) -> float:
+        stat = ProcStatTimes(f"{self.proc}/stat")
+        try:
+            return cpu_seconds(stat()).busy_s
+        finally:
+            stat.close()
+
 
 class _PsutilTree:
     """The tree read through psutil (where there is no ``/proc``)."""
@@ -191,13 +201,18 @@ class _PsutilTree:
     def memory_used_bytes(self) -> int:
         return int(self.ps.virtual_memory().used)
 
+    def machine_busy_cpu_s(self) -> float:
+        return cpu_seconds(self.ps.cpu_times()).busy_s
+
 
 class ProcessTreeProbe(Probe):
     """Gauges of the process tree rooted at ``pid`` (0: this process) and of the host.
 
     ``gauges()`` returns ``rss_bytes`` (live tree now), ``pss_bytes`` and ``memory_bytes`` (see
     the module docstring), ``cpu_time_s`` (user + system seconds of
-    the tree since open), ``read_bytes``/``write_bytes`` (storage I/O of the tree since open;
+    the tree since open), ``machine_busy_cpu_s`` (the whole machine's busy CPU seconds since
+    boot, ``/proc/stat`` as :func:`~energymeter.probes.proc.cpu_seconds` counts them: what the
+    attributed energy basis divides the tree's CPU time by, interval by interval), ``read_bytes``/``write_bytes`` (storage I/O of the tree since open;
     left out while no process's I/O counters could be read), ``system_memory_used_bytes``
     and ``children`` (live, non-zombie processes of the tree besides the root).
     Raises :class:`~energymeter.errors.ProbeError` when the root itself cannot be read.
@@ -295,6 +310,10 @@ class ProcessTreeProbe(Probe):
             "system_memory_used_bytes": self._tree.memory_used_bytes(),
             "children": live,
         }
+        try:  # what the attributed energy basis divides the tree's CPU time by
+            out["machine_busy_cpu_s"] = self._tree.machine_busy_cpu_s()
+        except (OSError, ValueError) as exc:
+            log.debug("machine busy CPU time unreadable: %r", exc)
         if self._io_seen:
             out["read_bytes"] = read_total
             out["write_bytes"] = write_total

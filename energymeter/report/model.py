@@ -64,6 +64,9 @@ class Report:
     # The measured process tree's share of the machine's CPU energy, beside (never instead of)
     # the machine-wide figure: see docs/methodology.md.
     cpu_attribution: Mapping[str, Any] | None = None
+    # This run's share of each channel, per interval (the ``attributed`` energy basis; see
+    # report/bases.py and sampling/attribute.py).
+    attribution: Mapping[str, Any] | None = None
     overhead: Mapping[str, Any] = field(default_factory=dict)
     host: Mapping[str, Any] = field(default_factory=dict)
     software: Mapping[str, Any] = field(default_factory=dict)
@@ -112,6 +115,21 @@ class Report:
     @property
     def emissions_g(self) -> float | None:
         return None if self.carbon is None else self.carbon.get("emissions_g")
+
+    def energy_on(self, basis: str = "machine") -> Any:
+        """This run's energy on ``basis`` (``machine``, ``attributed``, ``net``): a
+        :class:`~energymeter.report.bases.BasisEnergy` (``total_j``, ``by_kind``, per channel,
+        how), or None where the run did not measure what the basis needs."""
+        from .bases import energy_on
+
+        return energy_on(self, basis)
+
+    @property
+    def energy_bases(self) -> dict[str, Any]:
+        """Total and by kind on each basis this run has (``energy_bases`` of report.json)."""
+        from .bases import bases_block
+
+        return bases_block(self)
 
     @property
     def energy_per_item_j(self) -> float | None:
@@ -173,6 +191,9 @@ class Report:
             "resources": dict(self.resources),
             "cpu_attribution": (dict(self.cpu_attribution)
                                 if self.cpu_attribution is not None else None),
+            "attribution": (dict(self.attribution)
+                            if self.attribution is not None else None),
+            "energy_bases": self.energy_bases,
             "overhead": dict(self.overhead),
             "host": dict(self.host),
             "software": dict(self.software),
@@ -227,6 +248,7 @@ class Report:
             carbon=carbon.plain() if carbon is not None else None,
             resources=resources.plain(),
             cpu_attribution=attribution.plain() if attribution is not None else None,
+            attribution=_checked_attribution(f.optional_obj("attribution")),
             overhead=f.obj("overhead", {}).plain(),
             host=f.obj("host", {}).plain(),
             software=f.obj("software", {}).plain(),
@@ -468,3 +490,19 @@ def _rebuild_fields(run_dir: Path) -> dict[str, Any]:
     from .rebuild import rebuild_fields
 
     return rebuild_fields(run_dir)
+
+
+def _checked_attribution(block: Any) -> dict[str, Any] | None:
+    """The ``attribution`` block read: each channel's attributed joules (or null) and share
+    must be numbers in range."""
+    if block is None:
+        return None
+    block.numbers(("run_share", "cpu_time_scale", "sampled_tree_cpu_s", "sampled_busy_cpu_s",
+                   "cpu_intervals"))
+    channels = block.obj("channels", {})
+    for cid in list(channels.data):
+        entry = channels.obj(cid)
+        if entry.data.get("energy_j") is not None:
+            entry.joules("energy_j")
+        entry.number("share", None, optional=True, minimum=0.0, maximum=1.0)
+    return block.plain()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from .attribute import Attribution
+
 # Gauges that are cumulative since the probe opened: the run's value is last - first.
 CUMULATIVE_GAUGES = frozenset({"cpu_time_s", "read_bytes", "write_bytes"})
 
@@ -25,8 +27,14 @@ def peak_window_s(interval_s: float, resolutions_s: Sequence[float]) -> float:
 
 
 class Aggregator:
-    def __init__(self, channel_ids: Sequence[str], window_s: float) -> None:
+    """Peaks and gauges of a run; with ``attribution``, each gauge read also goes to it with
+    the energy of the same read (the run's own share, :mod:`.attribute`)."""
+
+    def __init__(self, channel_ids: Sequence[str], window_s: float,
+                 attribution: Attribution | None = None) -> None:
         self.channel_ids = tuple(channel_ids)
+        self.attribution = attribution
+        self._last_energy: Mapping[str, float] = {}
         self.window_s = window_s
         self._rows: deque[tuple[float, Mapping[str, float]]] = deque()
         self.peak_power_w: dict[str, float] = {}
@@ -48,8 +56,11 @@ class Aggregator:
                     if power_w > peaks.get(cid, float("-inf")):
                         peaks[cid] = power_w
         rows.append((t_s, energy_j))
+        self._last_energy = energy_j
 
     def add_gauges(self, gauges: Mapping[str, float]) -> None:
+        if self.attribution is not None:
+            self.attribution.add(self._last_energy, gauges)
         first, last, peak = self.gauge_first, self.gauge_last, self.gauge_peak
         for name, value in gauges.items():
             if value is None:

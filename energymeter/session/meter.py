@@ -34,6 +34,7 @@ from ..redact import redact_command
 from ..report import LEDGER_COLUMNS, STATUSES, Report, channel_energies
 from ..report.values import baseline_block
 from ..sampling import Aggregator, Sampler, peak_window_s
+from ..sampling.attribute import Attribution
 from ..settings import resolve_settings, settings_dict
 from ..store import (
     EVENTS_NAME,
@@ -212,7 +213,8 @@ class Meter:
         writer = self._open_files(gauge_names)
         self._aggregator = Aggregator(
             [c.id for c in self._channels],
-            peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]))
+            peak_window_s(s.interval_s, [c.resolution_s for c in self._channels]),
+            Attribution((c.id, c.kind, c.meta) for c in self._channels))
         self._sampler = Sampler(
             probes, interval_s=s.interval_s,
             gauge_interval_s=s.gauge_interval_s, aggregator=self._aggregator, writer=writer,
@@ -710,6 +712,7 @@ class Meter:
             phases=phases,
             logs=tuple(self._logs), carbon=carbon, resources=resources,
             cpu_attribution=attribution, overhead=overhead,
+            attribution=self._attribution(energy, attribution),
             tags=self.tags, values=dict(self._values), items=self._items,
             group_id=self.group_id, warmup=self.warmup,
             baseline=(baseline_block(self._baseline, self._channels, energy, duration_s)
@@ -720,6 +723,15 @@ class Meter:
             warnings=tuple(bounded(warnings)), command=self.command,
             exit_code=exit_code, parent_run_id=self.parent_run_id,
             job=_with_own_energy(self.job, channels, attribution), path=self.path)
+
+    def _attribution(self, energy: Mapping[str, float], cpu: Mapping[str, Any]
+                     ) -> dict[str, Any] | None:
+        """Each channel's attributed energy (the ``attributed`` basis), from the per-interval
+        shares the aggregator collected and the run-wide CPU time."""
+        collected = self._aggregator.attribution
+        if collected is None:
+            return None
+        return collected.result(energy, cpu["tree_cpu_s"], cpu["machine_busy_cpu_s"])
 
     def _cpu_attribution(self, tree_cpu_s: float, summary: Mapping[str, Any]
                          ) -> dict[str, Any]:
