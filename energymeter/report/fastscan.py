@@ -117,6 +117,8 @@ def _clear(aggregator: Any) -> None:
     aggregator.gauge_first.clear()
     aggregator.gauge_last.clear()
     aggregator.gauge_peak.clear()
+    if aggregator.attribution is not None:
+        aggregator.attribution.reset()
 
 
 def scan(path: Path, header: Sequence[str], energy_cols: Mapping[str, int],
@@ -280,6 +282,13 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
                     peaks[cid] = top
     keep = max(int(np.searchsorted(all_t, all_t[-1] - window, side="right")) - 1, 0)
     state.tail_t, state.tail_e = all_t[keep:], all_e[keep:]
+    # The run's own share, read by read where gauges were read (one in ten rows or fewer).
+    if aggregator.attribution is not None and len(gnames):
+        has = ~np.all(np.isnan(gv), axis=1)
+        for j in np.flatnonzero(has):
+            aggregator.attribution.add(
+                _row(ids, ev[j]),
+                {name: float(v) for name, v in zip(gnames, gv[j], strict=True) if v == v})
     # Gauges: first, last and peak present values.
     for c, name in enumerate(gnames):
         column = gv[:, c]

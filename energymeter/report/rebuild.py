@@ -29,6 +29,7 @@ from ..carbon import CarbonAccount
 from ..errors import ConfigError, ReportError
 from ..probes.base import Channel, total_energy_j
 from ..sampling.aggregate import Aggregator, peak_window_s
+from ..sampling.attribute import Attribution
 from ..sampling.sampler import FLUSH_EVERY_S
 from ..settings import FIELD_NAMES, Settings, default, resolve_settings
 from ..store import EVENTS_NAME, REPORT_NAME, SAMPLES_NAME, iter_samples
@@ -252,7 +253,8 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
     energy_cols = {c.id: index[f"{c.id}_j"] for c in channels if f"{c.id}_j" in index}
     gauge_cols = {g: index[g] for g in start.gauges if g in index}
     aggregator = Aggregator([c.id for c in channels],
-                            peak_window_s(interval_s, [c.resolution_s for c in channels]))
+                            peak_window_s(interval_s, [c.resolution_s for c in channels]),
+                            Attribution((c.id, c.kind, c.meta) for c in channels))
     open_phases = _open_phases(starts, ended)
     waiting = list(open_phases)  # those whose start energy is still to be found
     t_s, energy, samples, unreadable = 0.0, {}, 0, 0
@@ -357,6 +359,9 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         phases=tuple(sorted(phases, key=lambda p: p.start_s)),
         logs=tuple(logs),
         carbon=carbon, resources=resources,
+        attribution=aggregator.attribution.result(  # type: ignore[union-attr]
+            energy, resources.get("cpu_time_s"),  # type: ignore[arg-type]
+            aggregator.gauge_delta("machine_busy_cpu_s")),
         overhead={"rebuilt_from_samples": True, "samples": samples},
         settings=start.settings,
         unavailable=start.unavailable,

@@ -1,0 +1,196 @@
+"""Energy bases: the run's own share per interval (sampling/attribute.py), and each run's
+energy on the machine, attributed and net bases (report/bases.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energymeter import measure
+from energymeter.errors import ConfigError, ReportError
+from energymeter.report import Report
+from energymeter.report.bases import BASES, bases_of, check_basis, common_bases, energy_on
+from energymeter.sampling.attribute import MIN_CPU_INTERVALS, Attribution
+from tests.test_compare import CPU, GPU, fake_report
+
+NO_META: dict[str, object] = {}
+
+
+def _stream(attribution: Attribution, rows: list[tuple[float, float, float]],
+            cid: str = "cpu0") -> float:
+    """Feed reads of (energy added J, tree CPU s added, machine busy s added); returns the
+    cumulative energy."""
+    energy = tree = busy = 0.0
+    attribution.add({cid: energy}, {"cpu_time_s": tree, "machine_busy_cpu_s": busy})
+    for d_e, d_tree, d_busy in rows:
+        energy, tree, busy = energy + d_e, tree + d_tree, busy + d_busy
+        attribution.add({cid: energy}, {"cpu_time_s": tree, "machine_busy_cpu_s": busy})
+    return energy
+
+
+def test_share_is_taken_interval_by_interval_not_once_per_run() -> None:
+    # Five intervals alone at 10 J each, then five beside a neighbour as busy as the run, at
+    # 20 J each: the run's own energy is 5x10 + 5x10 = 100 J. One ratio for the whole run
+    # (tree 10 s of 15 s busy) would give 2/3 x 150 = 100 J only by luck of equal sizes, so
+    # the neighbour is made busier in the second half (3x the run): 5x10 + 5x20/4 = 75 J.
+    a = Attribution([("cpu0", "cpu", NO_META)])
+    rows = [(10.0, 1.0, 1.0)] * 5 + [(20.0, 1.0, 4.0)] * 5
+    total = _stream(a, rows)
+    out = a.result({"cpu0": total}, tree_cpu_s=10.0, machine_busy_cpu_s=25.0)
+    assert out["channels"]["cpu0"]["energy_j"] == pytest.approx(75.0)
+    assert out["channels"]["cpu0"]["share"] == pytest.approx(75.0 / 150.0)
+    assert out["run_share"] == pytest.approx(10 / 25)  # the run-wide ratio would say 60 J
+    assert out["channels"]["cpu0"]["intervals"] == 10
+
+
+def test_an_idle_machine_interval_goes_to_the_run_whole() -> None:
+    a = Attribution([("cpu0", "cpu", NO_META)])
+    total = _stream(a, [(3.0, 0.0, 0.0)] * 4)  # nobody busy: idle power, the run's
+    out = a.result({"cpu0": total}, tree_cpu_s=0.0, machine_busy_cpu_s=0.0)
+    assert out["channels"]["cpu0"]["energy_j"] == pytest.approx(12.0)
+
+
+def test_cpu_time_sampling_missed_is_spread_like_what_was_seen() -> None:
+    # Sampling saw half the tree's CPU time (short-lived children): the kernel's account
+    # (tree_cpu_s) doubles each interval's share, capped by the energy covered.
+    a = Attribution([("cpu0", "cpu", NO_META)])
+    total = _stream(a, [(10.0, 0.25, 2.0)] * 4)
+    out = a.result({"cpu0": total}, tree_cpu_s=2.0, machine_busy_cpu_s=8.0)
+    assert out["cpu_time_scale"] == pytest.approx(2.0)
+    assert out["channels"]["cpu0"]["energy_j"] == pytest.approx(40.0 * 0.25)
+
+
+def test_short_runs_take_the_run_wide_share() -> None:
+    a = Attribution([("cpu0", "cpu", NO_META)])
+    total = _stream(a, [(10.0, 0.0, 1.0)] * (MIN_CPU_INTERVALS - 1))
+    out = a.result({"cpu0": total}, tree_cpu_s=0.5, machine_busy_cpu_s=2.0)
+    assert out["channels"]["cpu0"]["energy_j"] == pytest.approx(total * 0.25)
+    assert "run-wide" in out["cpu_rule"]
+
+
+def test_energy_outside_the_intervals_takes_the_run_wide_share() -> None:
+    a = Attribution([("cpu0", "cpu", NO_META)])
+    energy = _stream(a, [(10.0, 1.0, 1.0)] * 4)  # 40 J all the run's
+    out = a.result({"cpu0": energy + 20.0}, tree_cpu_s=4.0, machine_busy_cpu_s=8.0)
+    assert out["channels"]["cpu0"]["energy_j"] == pytest.approx(40.0 + 20.0 * 0.5)
+
+
+def test_gpu_channels_take_the_probe_share_and_mig_its_instance() -> None:
+    a = Attribution([("gpu0", "gpu", NO_META), ("gpu1", "gpu", {"mig_share": 0.25})])
+    energy = {"gpu0": 0.0, "gpu1": 0.0}
+    a.add(dict(energy), {})
+    for share in (0.3, 0.7, 0.5):
+        energy = {k: v + 100.0 for k, v in energy.items()}
+        a.add(dict(energy), {"gpu0_own_share": share, "gpu1_own_share": 1.0})
+    out = a.result(energy, tree_cpu_s=None, machine_busy_cpu_s=None)
+    assert out["channels"]["gpu0"]["energy_j"] == pytest.approx(150.0)
+    assert out["channels"]["gpu1"]["energy_j"] == pytest.approx(300.0 * 0.25)
+
+
+def test_a_gpu_without_per_process_figures_is_not_attributed() -> None:
+    a = Attribution([("gpu0", "gpu", NO_META), ("gpu1", "gpu", {"mig_share": 0.5})])
+    a.add({"gpu0": 0.0, "gpu1": 0.0}, {})
+    a.add({"gpu0": 50.0, "gpu1": 50.0}, {})
+    out = a.result({"gpu0": 50.0, "gpu1": 50.0}, tree_cpu_s=1.0, machine_busy_cpu_s=1.0)
+    assert out["channels"]["gpu0"]["energy_j"] is None
+    assert "no per-process" in out["channels"]["gpu0"]["why"]
+    # A MIG instance without figures keeps its capacity share.
+    assert out["channels"]["gpu1"]["energy_j"] == pytest.approx(25.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 2), st.floats(0, 4)), min_size=1,
+                max_size=30),
+       st.floats(0, 100), st.floats(0.01, 200))
+def test_attributed_never_exceeds_the_machine(rows: list[tuple[float, float, float]],
+                                              tree_s: float, busy_s: float) -> None:
+    a = Attribution([("cpu0", "cpu", NO_META), ("dram0", "dram", NO_META)])
+    energy = tree = busy = 0.0
+    a.add({"cpu0": 0.0, "dram0": 0.0}, {"cpu_time_s": 0.0, "machine_busy_cpu_s": 0.0})
+    for d_e, d_tree, d_busy in rows:
+        energy, tree, busy = energy + d_e, tree + d_tree, busy + d_busy
+        a.add({"cpu0": energy, "dram0": energy / 2},
+              {"cpu_time_s": tree, "machine_busy_cpu_s": busy})
+    out = a.result({"cpu0": energy, "dram0": energy / 2}, tree_s, busy_s)
+    for cid, total in (("cpu0", energy), ("dram0", energy / 2)):
+        got = out["channels"][cid]["energy_j"]
+        assert 0.0 <= got <= total * (1 + 1e-12) + 1e-12
+
+
+# -- bases of a report -------------------------------------------------------------------------
+def _attribution(cpu_j: float, gpu_j: float | None = None) -> dict[str, object]:
+    channels: dict[str, object] = {"cpu0": {"energy_j": cpu_j, "share": 0.5, "intervals": 5,
+                                            "method": "m"}}
+    if gpu_j is not None:
+        channels["gpu0"] = {"energy_j": None, "share": None, "intervals": 0, "method": "g",
+                            "why": "no per-process figure for this device"}
+    return {"channels": channels, "run_share": 0.5, "cpu_time_scale": 1.0,
+            "cpu_rule": "per interval"}
+
+
+def _baseline(cpu_idle_j: float) -> dict[str, object]:
+    return {"source": "measured", "channels": {"cpu0": {"gross_j": 100.0, "idle_j": cpu_idle_j,
+                                                        "net_j": 100.0 - cpu_idle_j}}}
+
+
+def test_three_bases_of_one_run_and_their_round_trip(tmp_path: Path) -> None:
+    report = fake_report("r", cpu_j=100.0, gpu_j=40.0, attribution=_attribution(30.0, 40.0),
+                         baseline=_baseline(25.0))
+    assert bases_of(report) == list(BASES)
+    assert energy_on(report, "machine").total_j == pytest.approx(140.0)
+    attributed = energy_on(report, "attributed")
+    assert attributed.total_j == pytest.approx(70.0)  # the GPU whole: no per-process figure
+    assert attributed.whole == ("gpu0",)
+    net = energy_on(report, "net")
+    assert net.by_kind["cpu"] == pytest.approx(75.0) and net.whole == ("gpu0",)
+    data = json.loads(report.to_json())
+    assert data["energy_bases"]["attributed"]["total_j"] == pytest.approx(70.0)
+    assert data["energy_bases"]["attributed"]["whole_channels"] == ["gpu0"]
+    again = Report.from_dict(data)
+    assert again.energy_on("attributed") == attributed
+
+
+def test_runs_have_only_the_bases_they_measured() -> None:
+    plain = fake_report("r", cpu_j=10.0)
+    assert bases_of(plain) == ["machine"]
+    assert energy_on(plain, "net") is None and energy_on(plain, "attributed") is None
+    older = fake_report("r", cpu_j=10.0, cpu_attribution={"tree_share": 0.4})
+    assert energy_on(older, "attributed").total_j == pytest.approx(4.0)
+    assert energy_on(older, "attributed").how == "one run-wide CPU ratio"
+    assert common_bases([plain, older]) == ["machine"]
+
+
+def test_an_unknown_basis_says_which_are_accepted() -> None:
+    with pytest.raises(ConfigError, match="machine, attributed, net"):
+        check_basis("own")
+
+
+def test_a_damaged_attribution_block_is_refused_by_name() -> None:
+    data = json.loads(fake_report("r", cpu_j=10.0, attribution=_attribution(5.0)).to_json())
+    data["attribution"]["channels"]["cpu0"]["share"] = 1.5
+    with pytest.raises(ReportError, match="share"):
+        Report.from_dict(data)
+
+
+def test_a_measured_run_has_the_attributed_basis_and_a_rebuild_agrees(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    with measure("own", out=str(out), interval_s=0.05, gauge_interval_s=0.05) as meter:
+        end = os.times().elapsed + 0.6
+        while os.times().elapsed < end:  # busy: the run's own CPU time
+            sum(range(1000))
+    report = meter.report
+    attributed = report.energy_on("attributed")
+    assert attributed is not None
+    assert 0.0 < attributed.total_j <= report.total_energy_j * (1 + 1e-9)
+    assert report.attribution["cpu_intervals"] >= MIN_CPU_INTERVALS
+    # The same samples rebuilt (a killed run) give the per-interval figure from them alone.
+    run_dir = report.path
+    (run_dir / "report.json").rename(run_dir / "kept.json")
+    rebuilt = Report.load(run_dir)
+    assert rebuilt.attribution["cpu_intervals"] == report.attribution["cpu_intervals"]
+    assert rebuilt.energy_on("attributed").total_j <= rebuilt.total_energy_j * (1 + 1e-9)
