@@ -21,6 +21,12 @@ constants and ``NVMLError`` class hierarchy, and behaves like the hardware where
 * return types as nvidia-ml-py's: ints, ctypes structures with its field names and widths
   (``c_nvmlDeviceAttributes``, ``c_nvmlGpuInstanceProfileInfo_v2_t``, ``c_nvmlMemory_t``...),
   ``[current, pending]`` lists, ``bytes`` strings with ``bytes_strings=True`` (old versions);
+* per-process utilisation as ``nvmlDeviceGetProcessUtilization`` gives it (nvml.h; pynvml.py
+  ``c_nvmlProcessUtilizationSample_t``): the driver samples every process with a non-zero
+  ``sm_util`` every ``process_sample_period_s``, keeps only its recent samples, returns those
+  newer than the caller's ``lastSeenTimeStamp`` (CPU time in microseconds) and NOT_FOUND when
+  there are none; NOT_SUPPORTED on a MIG-enabled GPU; a MIG handle lists only the processes of
+  its own instance (``FakeProcess.mig_uuid``);
 * injectable failures: ``init_error`` (e.g. ``"LibraryNotFound"``), a GPU lost at a time
   (``lost_at_s``), unsupported calls (``unsupported``), errors raised on demand
   (:meth:`FakeNVML.fail`), a counter that resets (``counter_reset_at_s``), MIG devices.
@@ -207,6 +213,14 @@ class c_nvmlMemory_t(ctypes.Structure):  # pynvml.py c_nvmlMemory_t (bytes)
                 ("used", ctypes.c_ulonglong)]
 
 
+class c_nvmlProcessUtilizationSample_t(ctypes.Structure):
+    # pynvml.py c_nvmlProcessUtilizationSample_t; nvml.h nvmlProcessUtilizationSample_t:
+    # pid, timeStamp ("CPU Timestamp in microseconds"), smUtil, memUtil, encUtil, decUtil (%).
+    _fields_ = [("pid", ctypes.c_uint), ("timeStamp", ctypes.c_ulonglong),
+                ("smUtil", ctypes.c_uint), ("memUtil", ctypes.c_uint),
+                ("encUtil", ctypes.c_uint), ("decUtil", ctypes.c_uint)]
+
+
 class c_nvmlUtilization_t(ctypes.Structure):  # pynvml.py c_nvmlUtilization_t (percent)
     _fields_ = [("gpu", ctypes.c_uint), ("memory", ctypes.c_uint)]
 
@@ -318,11 +332,24 @@ class FakeClock:
 @dataclass
 class FakeProcess:
     """A process using a GPU, as in ``nvmlDeviceGet{Compute,Graphics}RunningProcesses``.
-    ``used_gpu_memory_bytes`` None mimics NVML's "not available"."""
+    ``used_gpu_memory_bytes`` None mimics NVML's "not available".
+
+    ``sm_util``: the percentage of SM time the process uses (0-100), or a callable
+    ``t_s -> percent`` of simulated time; what ``nvmlDeviceGetProcessUtilization`` samples.
+    ``mem_util``: its ``memUtil`` (frame-buffer %). ``mig_uuid``: the MIG device it runs on
+    (a :class:`FakeMigDevice`'s ``uuid``): listed on that MIG handle only."""
 
     pid: int
     used_gpu_memory_bytes: int | None
     kind: str = "compute"  # or "graphics"
+    sm_util: float | Callable[[float], float] = 0.0
+    mem_util: int = 0
+    mig_uuid: str | None = None
+
+    def sm_util_at(self, t_s: float) -> int:
+        """The ``smUtil`` of a sample over a period centred on ``t_s`` (0..100)."""
+        value = self.sm_util(max(t_s, 0.0)) if callable(self.sm_util) else self.sm_util
+        return max(0, min(100, round(float(value))))
 
 
 class StepTrace:
@@ -398,6 +425,12 @@ class FakeGPU:
     counter_reset_at_s: float | None = None
     lost_at_s: float | None = None
     unsupported: set[str] = field(default_factory=set)
+    # nvmlDeviceGetProcessUtilization: the driver's sampling period (nvml.h, nvmlUtilization_t:
+    # "Each sample period may be between 1 second and 1/6 second, depending on the product")
+    # and its finite buffer (nvml.h: "the driver's internal sample buffer"; its size is not
+    # documented: 100 entries here, at most one sampling period each).
+    process_sample_period_s: float = 1 / 6
+    process_sample_buffer: int = 100
 
     def __post_init__(self) -> None:
         self.sync_mig()
@@ -990,19 +1023,73 @@ class FakeNVML:
     def _processes(self, function: str, handle: FakeHandle, kind: str) -> list[SimpleNamespace]:
         # pynvml.py nvmlDeviceGetComputeRunningProcesses_v3: friendly objects; usedGpuMemory
         # None where NVML gives NVML_VALUE_NOT_AVAILABLE; 0xFFFFFFFF instance ids outside MIG.
+        # nvml.h: "Per-instance information can be queried by using specific MIG device
+        # handles": a MIG handle lists the processes of its own instance only.
         with self.lock:
             gpu = self._enter(function, handle)
             assert gpu is not None
             self._privileged_in_mig(gpu, handle)
-            return [SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_gpu_memory_bytes,
-                                    gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
-                    for p in gpu.processes if p.kind == kind]
+            mig = self._mig_device(gpu, handle) if handle.mig is not None else None
+            by_uuid = {d.uuid: d for d in gpu.mig_devices if d is not None}
+            out = []
+            for p in gpu.processes:
+                if p.kind != kind or (mig is not None and p.mig_uuid != mig.uuid):
+                    continue
+                where = by_uuid.get(p.mig_uuid or "")
+                out.append(SimpleNamespace(
+                    pid=p.pid, usedGpuMemory=p.used_gpu_memory_bytes,
+                    gpuInstanceId=where.gi_id if where else 0xFFFFFFFF,
+                    computeInstanceId=where.ci_id if where else 0xFFFFFFFF))
+            return out
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[SimpleNamespace]:
         return self._processes("nvmlDeviceGetComputeRunningProcesses", handle, "compute")
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeHandle) -> list[SimpleNamespace]:
         return self._processes("nvmlDeviceGetGraphicsRunningProcesses", handle, "graphics")
+
+    def nvmlDeviceGetProcessUtilization(
+            self, handle: FakeHandle, timeStamp: int) -> list[c_nvmlProcessUtilizationSample_t]:
+        """pynvml.py ``nvmlDeviceGetProcessUtilization(handle, timeStamp)``: a list of
+        ``c_nvmlProcessUtilizationSample_t``. nvml.h (nvmlDeviceGetProcessUtilization): one
+        sample per process "that had some non-zero utilization during the last sample period",
+        stamped with the CPU time in microseconds; only samples with a timestamp greater than
+        ``lastSeenTimeStamp`` (0: all the driver still holds); NOT_FOUND "if sample entries are
+        not found"; "On MIG-enabled GPUs, querying process utilization is not currently
+        supported" (NOT_SUPPORTED); Maxwell and newer.
+
+        Here the driver samples at every ``process_sample_period_s`` boundary of simulated
+        time, each process's ``sm_util`` at the middle of the period, and holds the newest
+        ``process_sample_buffer`` entries (from at most as many periods): a caller that waits
+        longer than that loses the older ones, as with the real buffer. Real drivers have been
+        seen to return fewer entries (one per process, its latest: NVIDIA/go-nvml#51) and
+        entries of exited processes; a ratio of sums reads both the same."""
+        with self.lock:
+            gpu = self._enter("nvmlDeviceGetProcessUtilization", handle)
+            assert gpu is not None
+            if gpu.mig_enabled or (gpu.arch_code is not None
+                                   and gpu.arch_code < ARCH_CODES["maxwell"]):
+                raise NVMLError_NotSupported()
+            period_s = gpu.process_sample_period_s
+            k_now = math.floor(self.elapsed_s() / period_s + 1e-9)  # periods ended so far
+            since = int(timeStamp)
+            newest_first: list[c_nvmlProcessUtilizationSample_t] = []
+            for k in range(k_now, max(0, k_now - gpu.process_sample_buffer), -1):
+                stamp_us = round((self.t0_s + k * period_s) * 1e6)
+                if stamp_us <= since or len(newest_first) >= gpu.process_sample_buffer:
+                    break
+                mid_s = (k - 0.5) * period_s
+                per_pid: dict[int, tuple[int, int]] = {}  # a process listed twice: one sample
+                for p in gpu.processes:
+                    sm, mem = per_pid.get(p.pid, (0, 0))
+                    per_pid[p.pid] = (max(sm, p.sm_util_at(mid_s)), max(mem, p.mem_util))
+                for pid, (sm, mem) in per_pid.items():
+                    if (sm or mem) and len(newest_first) < gpu.process_sample_buffer:
+                        newest_first.append(c_nvmlProcessUtilizationSample_t(
+                            pid=pid, timeStamp=stamp_us, smUtil=sm, memUtil=mem))
+            if not newest_first:
+                raise NVMLError_NotFound()
+            return newest_first[::-1]
 
 
 def sine_trace(mean_w: float, amplitude_w: float, freq_hz: float) -> Callable[[float], float]:
