@@ -599,11 +599,11 @@ def test_gauges_including_process_tree_memory() -> None:
         probe, _ = open_probe(FakeNVML(gpus, clock=FakeClock()))
         assert probe.gauge_names == (
             "gpu0_memory_used_bytes", "gpu0_process_memory_bytes", "gpu0_utilization_pct",
-            "gpu0_temperature_c", "gpu0_sm_clock_mhz", "gpu0_power_w",
+            "gpu0_temperature_c", "gpu0_sm_clock_mhz", "gpu0_power_w", "gpu0_own_share",
             "gpu1_memory_used_bytes", "gpu1_process_memory_bytes", "gpu1_utilization_pct",
-            "gpu1_temperature_c", "gpu1_sm_clock_mhz", "gpu1_power_w",
+            "gpu1_temperature_c", "gpu1_sm_clock_mhz", "gpu1_power_w", "gpu1_own_share",
             "gpu2_memory_used_bytes", "gpu2_process_memory_bytes", "gpu2_utilization_pct",
-            "gpu2_temperature_c", "gpu2_sm_clock_mhz", "gpu2_power_w",
+            "gpu2_temperature_c", "gpu2_sm_clock_mhz", "gpu2_power_w", "gpu2_own_share",
             "gpu_process_memory_bytes")
         gauges = probe.gauges()
         assert set(gauges) <= set(probe.gauge_names)

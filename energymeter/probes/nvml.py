@@ -14,6 +14,36 @@ in the process's own CUDA order. Energy comes from one of two methods:
 
 NVML is initialised in :func:`discover`, never at import, and shut down by ``close()``.
 Methodology and caveats (MIG, per-GPU not per-process energy): ``docs/methodology.md``.
+
+**The run's share of each GPU** (gauge ``<channel>_own_share``, 0..1; docs/hardware.md,
+"Per-process attribution"). The energy counter is the whole GPU's; at every gauge read the probe
+says which share of the device's use over the interval since its previous gauge read belonged
+to the run's process tree (the pids the gauges already compute, ``process_tree_pids``), by the
+first rule that applies:
+
+* ``sm``: ``nvmlDeviceGetProcessUtilization(handle, lastSeenTimeStamp)`` gives the per-process
+  samples newer than the newest timestamp seen on that GPU (CPU time in microseconds; NOT_FOUND
+  when there are none); the share is the sum of ``smUtil`` of the tree's samples over the sum of
+  every sample's ``smUtil``, when that sum is above 0. Entries above 100 % are ignored (stale
+  entries some drivers give).
+* ``memory``: no SM samples or only zero ones (or the call is unsupported): the tree's
+  ``usedGpuMemory`` over every running process's (``nvmlDeviceGetComputeRunningProcesses`` and
+  ``...GraphicsRunningProcesses``; a pid in both counted once). When every process is the
+  tree's the share is 1, when none is, 0; a memory NVML does not give (None) leaves it unknown.
+* ``idle``: no process on the device at all: the whole interval goes to the run (nobody else
+  uses the GPU; the run holds it, and pays its idle power). Two runs on an idle GPU therefore
+  both get 1: the shares of complementary trees sum to 1 only while some process is on it.
+* ``unknown``: nothing can be said (the calls are unsupported or fail, the first read before a
+  run began): the gauge is absent, never NaN.
+
+MIG: NVML gives no per-process utilisation on MIG-enabled GPUs (nvml.h: "querying process
+utilization is not currently supported"), so a MIG channel's share is the ``memory`` (else
+``idle``) rule over the processes on the visible MIG devices' own handles: the run's share
+*within* those instances. The channel's energy is the whole GPU's, ``meta.mig_share`` the
+instances' share of it; the attributed energy is energy x ``mig_share`` x ``own_share``.
+:meth:`NvmlProbe.attribution` says, per channel, how the share is obtained and how many reads
+each rule gave since the current run began. Cost: one NVML call per GPU per gauge read (the
+running-process lists are those the process-memory gauge reads anyway).
 """
 
 from __future__ import annotations
@@ -62,6 +92,24 @@ _TEMPERATURE_GPU = 0
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
                 6: "usVal"}
 
+#: The rules that give a GPU's ``<channel>_own_share`` (see the module docstring), in order.
+SHARE_RULES = ("sm", "memory", "idle", "unknown")
+#: How the share is obtained (``NvmlProbe.attribution()[cid]["method"]``).
+SHARE_METHOD_SM = ("per interval: the run's processes' SM utilisation over all processes' "
+                   "(nvmlDeviceGetProcessUtilization samples); without SM samples their GPU "
+                   "memory over all processes' (nvmlDeviceGet{Compute,Graphics}"
+                   "RunningProcesses); the whole GPU when no process uses it")
+SHARE_METHOD_MEMORY = ("per interval: the run's processes' GPU memory over all processes' "
+                       "(nvmlDeviceGet{Compute,Graphics}RunningProcesses; per-process SM "
+                       "utilisation is not available here); the whole GPU when no process "
+                       "uses it")
+SHARE_METHOD_MIG = ("per interval, within the visible MIG instance(s): the run's processes' GPU "
+                    "memory over all processes' on their MIG handles (NVML gives no per-process "
+                    "SM utilisation in MIG mode); the whole instance when no process uses it; "
+                    "times mig_share for the GPU")
+SHARE_METHOD_NONE = ("none: the visible MIG devices' handles were not found, so the processes "
+                     "on them cannot be listed")
+
 
 # -- NVML error helpers ------------------------------------------------------------------
 def _errors(nvml: Any, *names: str) -> tuple[type[BaseException], ...]:
@@ -81,6 +129,17 @@ def _text(value: Any) -> str:
 
 # -- the probe -------------------------------------------------------------------------------
 @dataclass(eq=False)
+class _ShareState:
+    """What the run's share of one GPU needs between gauge reads (under the probe's
+    ``_share_lock``)."""
+
+    sm: bool = True  # whether per-process SM utilisation is asked for (not in MIG mode)
+    last_seen_us: int | None = None  # the newest sample's timestamp; None: not primed yet
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SHARE_RULES, 0))
+    warned: bool = False  # one warning per run when the share is unknown
+
+
+@dataclass(eq=False)
 class _Gpu:
     """State of one measured GPU (mutated only under the probe's lock)."""
 
@@ -92,6 +151,18 @@ class _Gpu:
     lost: bool = False
     failed_gauges: set[str] = field(default_factory=set)
     counter_t: float | None = None  # the probe's clock at the counter's last good reading
+    mig_handles: tuple[Any, ...] = ()  # a MIG channel's visible MIG devices
+    share: _ShareState = field(default_factory=_ShareState)
+
+    @property
+    def is_mig(self) -> bool:
+        """A channel of visible MIG devices (its share is within them)."""
+        return "mig_uuids" in self.channel.meta
+
+    @property
+    def mig_mode(self) -> bool:
+        mode = self.channel.meta.get("mig_mode")
+        return self.is_mig or (isinstance(mode, dict) and mode.get("current") == "enabled")
 
     @property
     def value_j(self) -> float:
@@ -122,7 +193,7 @@ class NvmlProbe(Probe):
             cid = g.channel.id
             gauge_names += [f"{cid}_memory_used_bytes", f"{cid}_process_memory_bytes",
                             f"{cid}_utilization_pct", f"{cid}_temperature_c",
-                            f"{cid}_sm_clock_mhz", f"{cid}_power_w"]
+                            f"{cid}_sm_clock_mhz", f"{cid}_power_w", f"{cid}_own_share"]
         gauge_names.append("gpu_process_memory_bytes")
         super().__init__(tuple(g.channel for g in gpus), tuple(gauge_names))
         self._nvml = nvml
@@ -138,6 +209,12 @@ class NvmlProbe(Probe):
         self._lost_errors = _errors(nvml, "GpuIsLost", "Unknown")
         self._skip_errors = _errors(nvml, "NotSupported", "FunctionNotFound")
         self._nvml_error = _base_error(nvml)
+        self._not_found = _errors(nvml, "NotFound")
+        self._share_lock = threading.Lock()  # the share state: short, never around an NVML call
+        # NVML has no per-process utilisation in MIG mode; an old nvidia-ml-py lacks the call
+        sm_call = hasattr(nvml, "nvmlDeviceGetProcessUtilization")
+        for g in self._gpus:
+            g.share.sm = sm_call and not g.mig_mode
         self._poll_failures = 0
         # The power poller of the integrated method runs while some run uses the probe
         # (begin_run/end_run), not between runs of a process that keeps the probe cached.
@@ -154,6 +231,7 @@ class NvmlProbe(Probe):
     def _first_run_began(self) -> None:
         with self._lock:  # whatever happened while no run used the probe is not counted
             self._for_each_gpu_locked(self._resync_locked)
+        self._begin_shares()
         if self._start_poller:
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._poll_loop, args=(self._stop,),
@@ -308,12 +386,15 @@ class NvmlProbe(Probe):
         nvml = self._nvml
         for g in self._gpus:
             if g.lost:
+                self._count_share(g, "unknown")
                 continue
             cid = g.channel.id
+            listing = _Once(lambda g=g: self._running_processes(g))
             calls: list[tuple[str, Callable[[], float | None]]] = [
                 ("memory_used_bytes",
                  lambda g=g: float(nvml.nvmlDeviceGetMemoryInfo(g.handle).used)),
-                ("process_memory_bytes", lambda g=g: self._process_memory(g, pids)),
+                ("process_memory_bytes",
+                 lambda listing=listing: _tree_memory(listing(), pids)),
                 ("utilization_pct",
                  lambda g=g: float(nvml.nvmlDeviceGetUtilizationRates(g.handle).gpu)),
                 ("temperature_c", lambda g=g: float(nvml.nvmlDeviceGetTemperature(
@@ -341,30 +422,164 @@ class NvmlProbe(Probe):
                 out[f"{cid}_{name}"] = value
                 if name == "process_memory_bytes":
                     total_process_bytes = (total_process_bytes or 0) + int(value)
+            if g.lost:
+                self._count_share(g, "unknown")
+                continue
+            share = self._own_share(g, pids, listing)
+            if share is not None:
+                out[f"{cid}_own_share"] = share
         if total_process_bytes is not None:
             out["gpu_process_memory_bytes"] = float(total_process_bytes)
         return out
 
-    def _process_memory(self, g: _Gpu, pids: set[int]) -> float | None:
-        """GPU memory used by the measured process tree on this GPU (None: not reported)."""
-        per_pid: dict[int, int] = {}
+    def _running_processes(self, g: _Gpu) -> dict[int, int | None] | None:
+        """``{pid: usedGpuMemory in bytes, None where NVML gives none}`` of the processes on
+        this channel's device: the visible MIG devices' own handles for a MIG channel, else
+        the GPU. A process doing compute and graphics is listed twice with one footprint (the
+        larger counts); one on two MIG devices has a footprint on each (they add up). None
+        when neither list is supported."""
+        out: dict[int, int | None] = {}
         answered = False
-        for function in ("nvmlDeviceGetComputeRunningProcesses",
-                         "nvmlDeviceGetGraphicsRunningProcesses"):
-            call = getattr(self._nvml, function, None)
-            if call is None:
+        for handle in g.mig_handles or (g.handle,):
+            on_device: dict[int, int | None] = {}
+            for function in ("nvmlDeviceGetComputeRunningProcesses",
+                             "nvmlDeviceGetGraphicsRunningProcesses"):
+                call = getattr(self._nvml, function, None)
+                if call is None:
+                    continue
+                try:
+                    processes = call(handle)
+                except self._skip_errors:
+                    continue
+                answered = True
+                for p in processes:
+                    used = getattr(p, "usedGpuMemory", None)
+                    known = on_device.get(p.pid)
+                    on_device[p.pid] = (known if used is None else
+                                        int(used) if known is None else max(known, int(used)))
+            for pid, used in on_device.items():
+                known = out.get(pid)
+                out[pid] = used if known is None else known + (used or 0)
+        return out if answered else None
+
+    # -- the run's share -----------------------------------------------------------------------
+    def attribution(self) -> dict[str, dict[str, Any]]:
+        """Per channel: ``method``, one line on how ``<channel>_own_share`` is obtained, and
+        ``intervals``, the gauge reads since the current run began counted by the rule that
+        gave the share (``sm``, ``memory``, ``idle``; ``unknown``: gauge absent)."""
+        with self._share_lock:
+            return {g.channel.id: {"method": _share_method(g), "intervals": dict(g.share.counts)}
+                    for g in self._gpus}
+
+    def _begin_shares(self) -> None:
+        """A run begins: count its reads afresh and take the newest SM sample's timestamp, so
+        that the first read's share is over the run's time only."""
+        with self._share_lock:
+            for g in self._gpus:
+                g.share.counts = dict.fromkeys(SHARE_RULES, 0)
+                g.share.last_seen_us = None
+                g.share.warned = False
+        for g in self._gpus:
+            if g.lost or self._closed or not g.share.sm:
                 continue
             try:
-                processes = call(g.handle)
+                self._sm_sums(g, set())
             except self._skip_errors:
+                with self._share_lock:
+                    g.share.sm = False
+            except self._nvml_error as exc:  # the first read primes it, or says why not
+                log.debug("priming nvmlDeviceGetProcessUtilization of %s failed: %r",
+                          g.channel.id, exc)
+
+    def _own_share(self, g: _Gpu, pids: set[int], listing: _Once) -> float | None:
+        """The run's share of ``g`` over the interval since the previous gauge read (see the
+        module docstring), counted by its rule; None (counted ``unknown``) when unknown."""
+        try:
+            rule, share, why = self._share_rule(g, pids, listing)
+        except self._lost_errors as exc:
+            self._mark_lost_locked(g, exc)
+            rule, share, why = "unknown", None, None
+        except self._nvml_error as exc:
+            rule, share, why = "unknown", None, f"{type(exc).__name__}: {exc}"
+        self._count_share(g, rule)
+        if why is not None and not g.share.warned:
+            g.share.warned = True
+            self._warn_locked(f"{g.channel.id}: the run's share of this GPU could not be "
+                              f"determined for some intervals ({why}); attribution() counts "
+                              "them as 'unknown'", ("nvml share unknown", g.channel.id))
+        return share
+
+    def _count_share(self, g: _Gpu, rule: str) -> None:
+        with self._share_lock:
+            g.share.counts[rule] = g.share.counts.get(rule, 0) + 1
+
+    def _share_rule(self, g: _Gpu, pids: set[int],
+                    listing: _Once) -> tuple[str, float | None, str | None]:
+        """(rule, share, why it is unknown); the rules in the module docstring's order."""
+        if g.share.sm:
+            try:
+                sums = self._sm_sums(g, pids)
+            except self._skip_errors:
+                with self._share_lock:
+                    g.share.sm = False  # e.g. before Maxwell: the memory rule from now on
+            else:
+                if sums is None:  # this read only took the newest timestamp
+                    return "unknown", None, None
+                own, total = sums
+                if total > 0:
+                    return "sm", own / total, None
+        if g.is_mig and not g.mig_handles:
+            return "unknown", None, "the visible MIG devices' handles were not found"
+        try:
+            processes = listing()
+        except self._skip_errors:
+            processes = None
+        if processes is None:
+            return "unknown", None, ("NVML lists no running processes on this device "
+                                     "(nvmlDeviceGet{Compute,Graphics}RunningProcesses "
+                                     "unsupported)")
+        if not processes:
+            return "idle", 1.0, None
+        own = [pid for pid in processes if pid in pids]
+        if len(own) == len(processes):
+            return "memory", 1.0, None
+        if not own:
+            return "memory", 0.0, None
+        if any(used is None for used in processes.values()):
+            return "unknown", None, ("NVML gives no usedGpuMemory for some processes sharing "
+                                     "the device")
+        total = sum(used or 0 for used in processes.values())
+        if total <= 0:
+            return "unknown", None, "the processes sharing the device use no GPU memory"
+        return "memory", sum(processes[pid] or 0 for pid in own) / total, None
+
+    def _sm_sums(self, g: _Gpu, pids: set[int]) -> tuple[int, int] | None:
+        """(the tree's, everyone's) ``smUtil`` summed over the samples newer than the last
+        seen on ``g`` ((0, 0) when there are none: NOT_FOUND), which moves on to the newest;
+        None when no timestamp was seen yet (this call only takes it)."""
+        since = g.share.last_seen_us
+        try:
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(g.handle, since or 0)
+        except self._not_found:
+            samples = ()
+        except self._nvml_error as exc:
+            # pynvml.py raises NVMLError(NVML_SUCCESS) when the sizing call finds no sample
+            if getattr(exc, "value", None) != 0:
+                raise
+            samples = ()
+        own = total = 0
+        newest = since or 0
+        for sample in samples:
+            newest = max(newest, int(sample.timeStamp))
+            util = int(sample.smUtil)
+            if util > 100:
                 continue
-            answered = True
-            for p in processes:
-                used = getattr(p, "usedGpuMemory", None)
-                if p.pid in pids and used is not None:
-                    # A process doing compute and graphics is listed twice with one footprint.
-                    per_pid[p.pid] = max(per_pid.get(p.pid, 0), int(used))
-        return float(sum(per_pid.values())) if answered else None
+            total += util
+            if sample.pid in pids:
+                own += util
+        with self._share_lock:
+            g.share.last_seen_us = max(newest, g.share.last_seen_us or 0)
+        return None if since is None else (own, total)
 
     # -- lifecycle and facts -------------------------------------------------------------------
     def check_interval(self, interval_s: float) -> list[str]:
@@ -405,6 +620,42 @@ def _field_value(item: Any) -> float | None:
         return None
     attr = _VALUE_ATTRS.get(int(getattr(item, "valueType", 1)), "uiVal")
     return float(getattr(item.value, attr))
+
+
+class _Once:
+    """A call made at most once; its value (or its exception) served to every caller (one
+    listing of a GPU's processes per gauge read, for the process-memory gauge and the
+    share)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._call = call
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        if not self._done:
+            self._done = True
+            try:
+                self._value = self._call()
+            except Exception as exc:  # re-raised to every caller, as the call itself would
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _tree_memory(processes: Mapping[int, int | None] | None, pids: set[int]) -> float | None:
+    """GPU memory used by the measured process tree (None: the lists are not supported)."""
+    if processes is None:
+        return None
+    return float(sum(used for pid, used in processes.items() if pid in pids and used))
+
+
+def _share_method(g: _Gpu) -> str:
+    if g.is_mig:
+        return SHARE_METHOD_MIG if g.mig_handles else SHARE_METHOD_NONE
+    return SHARE_METHOD_SM if g.share.sm else SHARE_METHOD_MEMORY
 
 
 # -- discovery ---------------------------------------------------------------------------
@@ -499,6 +750,7 @@ class _MigShare:
     share: float | None
     method: str = ""
     detail: str = ""
+    handles: tuple[Any, ...] = ()  # the visible MIG devices' handles (their processes)
 
 
 def _mig_skip(nvml: Any) -> tuple[type[BaseException], ...]:
@@ -572,6 +824,7 @@ def _mig_share(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str]) -> 
     legacy = {ids for ids in map(_legacy_mig_ids, wanted)
               if ids is not None and ids[0] == gpu_uuid.lower()}
     sms = slices = found = 0
+    handles: list[Any] = []
     for i in range(count):
         try:
             mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
@@ -589,6 +842,7 @@ def _mig_share(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str]) -> 
         if not match:
             continue
         found += 1
+        handles.append(mig)
         try:
             attrs = nvml.nvmlDeviceGetAttributes(mig)
         except skip:
@@ -604,13 +858,14 @@ def _mig_share(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str]) -> 
                                       "for this GPU")
     if total_sms > 0 and sms > 0:
         return _MigShare(min(1.0, sms / total_sms), MIG_SHARE_SMS,
-                         f"{sms} of {total_sms} SMs ({slices_source})")
+                         f"{sms} of {total_sms} SMs ({slices_source})", tuple(handles))
     if total_slices > 0 and slices > 0:
         return _MigShare(min(1.0, slices / total_slices), MIG_SHARE_SLICES,
-                         f"{slices} of {total_slices} slices ({slices_source})")
+                         f"{slices} of {total_slices} slices ({slices_source})", tuple(handles))
     return _MigShare(None, detail="NVML gave neither SM nor slice counts for the GPU and its "
                                   "MIG devices (nvmlDeviceGetAttributes, "
-                                  "nvmlDeviceGetGpuInstanceProfileInfo)")
+                                  "nvmlDeviceGetGpuInstanceProfileInfo)",
+                     handles=tuple(handles))
 
 
 def _mig_mode(nvml: Any, handle: Any) -> tuple[int, int] | None:
@@ -808,9 +1063,11 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
         meta["mig_mode"] = {"current": "enabled" if mode[0] else "disabled",
                             "pending": "enabled" if mode[1] else "disabled"}
     where = f"{cid} (GPU {ident.nvml_index}, {ident.name})"
+    mig_handles: tuple[Any, ...] = ()
     if vis.mig_uuids:
         meta["mig_uuids"] = list(vis.mig_uuids)
         found = _mig_share(nvml, handle, ident.uuid, vis.mig_uuids)
+        mig_handles = found.handles
         if found.share is not None:
             meta["mig_share"], meta["mig_share_method"] = found.share, found.method
             meta["mig_share_basis"] = found.detail
@@ -836,4 +1093,5 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
     # NVML's counter is energy since the driver loaded: after a reset it counts from 0 again.
     counter = (CumulativeCounter(counter_mj, restarts_from_zero=True)
                if counter_mj is not None else None)
-    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter=counter)
+    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter=counter,
+                mig_handles=mig_handles)
