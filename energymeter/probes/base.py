@@ -29,12 +29,16 @@ _log = LazyLogger("energymeter")
 #: contains the others) is reported beside the rest and never summed into a total.
 KINDS = ("cpu", "dram", "gpu", "soc", "psys")
 NOT_IN_TOTAL = frozenset({"psys"})
-METHODS = ("counter", "integrated", "model")
+#: How a channel's energy is obtained. ``mixed`` is never a probe's own: a report gives it to
+#: a channel whose energy was partly measured and partly estimated within the run (see
+#: :meth:`Probe.estimated_parts`).
+METHODS = ("counter", "integrated", "model", "mixed")
 #: What each measurement method means, for people reading a listing or a report.
 METHOD_MEANING = {
     "counter": "hardware energy counter (measured)",
     "integrated": "power readings integrated over time (measured)",
     "model": "estimated by a model, not measured",
+    "mixed": "partly measured, partly estimated by a model",
 }
 
 
@@ -352,6 +356,15 @@ class Probe(ABC):
         with self._warn_lock:
             book, self._warnings = self._warnings, WarningBook()
         return book.messages()
+
+    def estimated_parts(self) -> dict[str, dict[str, float]]:
+        """The parts of this run's energy that were estimated rather than measured, per channel
+        id (only channels with some): ``estimated_j`` (joules estimated since the current run
+        began), ``from_t_ns`` (``time.monotonic_ns()`` when estimation began, or when the run
+        began if later) and, when estimation has ended (measurement resumed or stopped),
+        ``until_t_ns``. A channel whose method is ``model`` is estimated whole and is not
+        listed. Never waits for a call in progress. Default: nothing estimated."""
+        return {}
 
     def exclude_process(self, pid: int) -> None:  # noqa: B027 - optional hook
         """Leave process ``pid`` and its descendants out of what is measured per process (a

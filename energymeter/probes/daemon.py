@@ -22,7 +22,9 @@ saying what is accepted when false). Operations, all read-only:
 If the daemon stops answering mid-run the probe warns and falls back, for the rest of the
 run, to in-process RAPL (same channels, when readable) or else the estimated CPU model, whose
 energy is added to what the daemon had counted: nothing measured is lost, and the warning says
-which part was estimated.
+which part was estimated. :meth:`DaemonProbe.estimated_parts` tells the report how many joules
+of each channel were estimated since when (the gap at the last power, and everything the model
+counted; in-process RAPL counters are measured), so that the channel is reported ``mixed``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -204,14 +207,25 @@ class DaemonProbe(Probe):
         first = self._fetch()
         self._origin = {cid: first.get(cid, 0.0) for cid in self._ids}
         self._last = {cid: 0.0 for cid in self._ids}
-        # Client time of the last good read, and recent good reads (for the power at loss).
-        self._last_t = time.monotonic()
-        self._recent: deque[tuple[float, dict[str, float]]] = deque(maxlen=64)
+        # Client time (time.monotonic_ns) of the last good read, and recent good reads (for
+        # the power at loss).
+        self._last_ns = time.monotonic_ns()
+        self._recent: deque[tuple[int, dict[str, float]]] = deque(maxlen=64)
         self._fallback: Probe | None = None
         self._fallback_origin: dict[str, float] = {}
         self._fallback_ids: dict[str, str] = {}  # our channel -> the fallback's channel
         self._lost_at_s: float | None = None
-        self._opened_s = time.monotonic()
+        self._opened_ns = time.monotonic_ns()
+        # What was estimated, not measured (see estimated_parts): written by reads, read under
+        # its own lock so that asking never waits for a read in progress.
+        self._estimate_lock = threading.Lock()
+        self._gap_j: dict[str, float] = {}  # per channel, the gap at the last power
+        self._model_ids: frozenset[str] = frozenset()  # channels the CPU model goes on with
+        self._estimated_j: dict[str, float] = {}  # per channel, since this probe opened
+        self._estimated_from_ns: int | None = None  # the last good read before the loss
+        self._estimated_until_ns: dict[str, int] = {}  # channels measured again, or not at all
+        self._run_base_j: dict[str, float] = {}  # _estimated_j when the current run began
+        self._run_began_ns = self._opened_ns
 
     def _fetch(self) -> dict[str, float]:
         assert self._conn is not None
@@ -229,8 +243,8 @@ class DaemonProbe(Probe):
             except DaemonError as exc:
                 self._lose(exc)
             else:
-                self._recent.append((self._last_t, self._last))
-                self._last_t = time.monotonic()
+                self._recent.append((self._last_ns, self._last))
+                self._last_ns = time.monotonic_ns()
                 self._last = {cid: now.get(cid, self._origin[cid]) - self._origin[cid]
                               for cid in self._ids}
                 return dict(self._last)
@@ -240,6 +254,11 @@ class DaemonProbe(Probe):
             for cid, fid in self._fallback_ids.items():
                 out[cid] = self._last[cid] + values.get(fid, 0.0) \
                     - self._fallback_origin.get(fid, 0.0)
+            if self._model_ids:  # all the model counted is estimated, with the gap before it
+                with self._estimate_lock:
+                    for cid in self._model_ids:
+                        self._estimated_j[cid] = self._gap_j.get(cid, 0.0) \
+                            + out[cid] - self._last[cid]
         return out
 
     def _lose(self, exc: DaemonError) -> None:
@@ -247,7 +266,7 @@ class DaemonProbe(Probe):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-        self._lost_at_s = time.monotonic() - self._opened_s
+        self._lost_at_s = (time.monotonic_ns() - self._opened_ns) / 1e9
         fallback, mapping, how = self._open_fallback()
         self._fallback, self._fallback_ids = fallback, mapping
         if fallback is not None:
@@ -255,19 +274,34 @@ class DaemonProbe(Probe):
             self._fallback_origin = fallback.read()
         # The time between the last good read and the fallback's first: at the last power
         # the daemon gave (an estimate over at most a sampling interval or so).
-        gap_s = time.monotonic() - self._last_t
+        resumed_ns = time.monotonic_ns()
+        gap_s = (resumed_ns - self._last_ns) / 1e9
         gap_j = 0.0
+        gaps: dict[str, float] = {}
         # The power over at least POWER_WINDOW_S before the last read (two reads a moment
         # apart may straddle no counter update at all).
-        older = [r for r in self._recent if self._last_t - r[0] >= POWER_WINDOW_S]
+        older = [r for r in self._recent if (self._last_ns - r[0]) / 1e9 >= POWER_WINDOW_S]
         base = older[-1] if older else (self._recent[0] if self._recent else None)
-        if base is not None and self._last_t > base[0]:
-            t_prev, e_prev = base
+        if base is not None and self._last_ns > base[0]:
+            t_prev_ns, e_prev = base
             for channel in self.channels:
                 cid = channel.id
-                power_w = (self._last[cid] - e_prev.get(cid, 0.0)) / (self._last_t - t_prev)
-                self._last[cid] += power_w * gap_s
-                gap_j += power_w * gap_s if channel.in_total else 0.0
+                power_w = (self._last[cid] - e_prev.get(cid, 0.0)) \
+                    / ((self._last_ns - t_prev_ns) / 1e9)
+                gaps[cid] = power_w * gap_s
+                self._last[cid] += gaps[cid]
+                gap_j += gaps[cid] if channel.in_total else 0.0
+        # Estimated from the last good read on: the gap, then what a model counts (in-process
+        # RAPL counters are measured: their channels' estimate ends where they begin).
+        models = {c.id for c in fallback.channels if c.method == "model"} if fallback else set()
+        model_ids = frozenset(cid for cid, fid in mapping.items() if fid in models)
+        with self._estimate_lock:
+            self._gap_j = gaps
+            self._model_ids = model_ids
+            self._estimated_j = {cid: gaps.get(cid, 0.0) for cid in self._ids}
+            self._estimated_from_ns = self._last_ns
+            self._estimated_until_ns = {cid: resumed_ns for cid in self._ids
+                                        if cid not in model_ids}
         unmeasured = [cid for cid in self._ids if cid not in mapping]
         self._warn_locked(
             f"the energymeter daemon stopped answering ({exc}) {self._lost_at_s:.1f} s after "
@@ -299,6 +333,33 @@ class DaemonProbe(Probe):
                                                   "(utilisation x TDP), not measured")
                 probe.close()
         return None, {}, "no CPU energy is measured"
+
+    def _first_run_began(self) -> None:
+        """Estimates are per run: what was estimated before this run is not its own."""
+        with self._estimate_lock:
+            self._run_base_j = dict(self._estimated_j)
+            self._run_began_ns = time.monotonic_ns()
+
+    def estimated_parts(self) -> dict[str, dict[str, float]]:
+        """Per channel with some energy estimated in the current run (see
+        :meth:`Probe.estimated_parts`): the gap at the daemon's last power, and for the
+        channel the CPU model took over all it counted since (``until_t_ns`` absent: still
+        estimated); the other channels' estimate ends when the fallback began
+        (``until_t_ns``)."""
+        with self._estimate_lock:
+            if self._estimated_from_ns is None:
+                return {}
+            parts: dict[str, dict[str, float]] = {}
+            for cid, joules in self._estimated_j.items():
+                run_j = joules - self._run_base_j.get(cid, 0.0)
+                if run_j <= 0:
+                    continue
+                part = {"estimated_j": run_j,
+                        "from_t_ns": max(self._estimated_from_ns, self._run_began_ns)}
+                if cid in self._estimated_until_ns:
+                    part["until_t_ns"] = self._estimated_until_ns[cid]
+                parts[cid] = part
+            return parts
 
     def describe(self) -> dict[str, Any]:
         conn_path = str(self._conn.path) if self._conn is not None else None
