@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from .render import method_label
 from .tables import energy_unit, format_number
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def report_html(report: Report) -> str:
     rows = []
     for c in report.channels:
         ch = c.channel
-        method = ch.method + (" (estimated)" if ch.method == "model" else "")
+        method = method_label(c)
         label = ch.id + (f" (in {ch.part_of})" if ch.is_subzone else "")
         rows.append([label, ch.kind + (" (not in total)" if ch.kind == "psys" else ""),
                      ch.device or "-", method, format_number(c.energy_j),

@@ -31,6 +31,7 @@ from .values import LEDGER_COLUMNS, RUNNING
 
 if TYPE_CHECKING:
     from .model import Report
+    from .values import ChannelEnergy
 
 
 CHANNEL_HEADERS = ("channel", "kind", "device", "method", "energy (J)", "mean (W)", "peak (W)")
@@ -60,13 +61,57 @@ def _sig(value: float | None) -> str:
     return "?" if value is None else f"{value:.4g}"
 
 
+def _percent(share: float) -> str:
+    """A share as a percentage: ``27 %``, ``0.4 %`` (a small share is not rounded to 0)."""
+    pct = share * 100
+    return f"{pct:.0f} %" if pct >= 1 or pct == 0 else f"{pct:.1g} %"
+
+
+def _window(from_s: float, until_s: float | None) -> str:
+    """When a channel's energy was estimated: ``after 3.1 s``, ``from 3.1 to 3.4 s``."""
+    if until_s is None:
+        return f"after {from_s:.1f} s"
+    digits = 1  # enough to tell the two apart (a gap of a few ms)
+    while digits < 3 and round(from_s, digits) == round(until_s, digits):
+        digits += 1
+    return f"from {from_s:.{digits}f} to {until_s:.{digits}f} s"
+
+
+def method_label(c: ChannelEnergy) -> str:
+    """A channel's method for people: ``counter``, ``model (estimated)``, ``mixed (1.2 J
+    estimated after 3.1 s)``."""
+    ch, part = c.channel, c.estimated
+    if ch.method == "mixed" and part is not None:
+        return (f"mixed ({format_number(part.estimated_j, 2)} J estimated "
+                f"{_window(part.from_s, part.until_s)})")
+    return ch.method + (" (estimated)" if ch.method == "model" else "")
+
+
+def _kind_flag(report: Report, kind: str) -> str:
+    """What of ``kind``'s energy was estimated, for the summary's energy line: `` (estimated)``
+    when all of it, `` (mixed: 1.2 J, 27 %, estimated after 3.1 s)`` when part of it."""
+    channels = [c for c in report.channels
+                if c.channel.kind == kind and not c.channel.is_subzone]
+    parts = [c.estimated for c in channels if c.channel.method == "mixed" and c.estimated]
+    if not parts:
+        return " (estimated)" if "model" in report.methods(kind) else ""
+    estimated_j = sum(c.estimated_j for c in channels)
+    energy_j = sum(c.energy_j for c in channels)
+    from_s = min(p.from_s for p in parts)
+    untils = [p.until_s for p in parts]
+    until_s = None if any(u is None for u in untils) else max(u for u in untils if u is not None)
+    share = estimated_j / energy_j if energy_j > 0 else 1.0
+    return (f" (mixed: {estimated_j:.1f} J, {_percent(share)}, estimated "
+            f"{_window(from_s, until_s)})")
+
+
 def channel_rows(report: Report) -> list[list[str]]:
     """Per-channel rows: channel, kind, device, method, energy (J), mean and peak power (W)."""
     rows = []
     for c in report.channels:
         ch = c.channel
         label = ch.id + (f" (in {ch.part_of})" if ch.is_subzone else "")
-        method = ch.method + (" (estimated)" if ch.method == "model" else "")
+        method = method_label(c)
         rows.append([label, ch.kind + (" (not in total)" if ch.kind == "psys" else ""),
                      ch.device or "-", method, format_number(c.energy_j, 2),
                      format_number(c.mean_power_w, 1), format_number(c.peak_power_w, 1)])
@@ -87,14 +132,14 @@ def summary(report: Report) -> str:
     by_kind = report.energy_j["by_kind"]
     parts = []
     for kind, joules in by_kind.items():
-        method = report.methods(kind)
-        flag = " (estimated)" if "model" in method else ""
+        flag = _kind_flag(report, kind)
         parts.append(f"{kind} {joules:.1f} J{flag}" + (" [not in total]"
                                                        if kind == "psys" else ""))
     total = report.total_energy_j
     lines = [f"energymeter: {report.name} {report.status} in {report.duration_s:.2f} s, "
              f"{total:.1f} J ({total / 3600:.4f} Wh), mean {report.mean_power_w:.1f} W",
              "  energy: " + (", ".join(parts) if parts else "no energy channel")]
+    lines += bases_lines(report)
     if report.carbon:
         cb = report.carbon
         lines.append(f"  carbon: {_sig(cb.get('emissions_g', 0))} gCO2e at "
@@ -121,6 +166,33 @@ def summary(report: Report) -> str:
     if report.path:
         lines.append(_where(report, report.path))
     return "\n".join(lines)
+
+
+def bases_lines(report: Report) -> list[str]:
+    """``  bases: machine 43.0 J, attributed 21.1 J (49 %), net 12.2 J (idle 30.8 ± 0.4 J)``:
+    the run's total on every energy basis it has, where it has more than the machine's."""
+    shown = []
+    machine = report.total_energy_j
+    for basis in ("attributed", "net"):
+        energy = report.energy_on(basis)
+        if energy is None:
+            continue
+        text = f"{basis} {energy.total_j:.1f} J"
+        if basis == "attributed":
+            notes = [f"{100 * energy.total_j / machine:.0f} %"] if machine > 0 else []
+            notes += [f"{', '.join(energy.whole)} whole: no per-process figure"
+                      ] if energy.whole else []
+            text += f" ({'; '.join(notes)})" if notes else ""
+        else:
+            idle = (report.baseline or {}).get("idle_total_j")
+            spread = sum(float(c.get("idle_std_j") or 0.0) for c in
+                         ((report.baseline or {}).get("channels") or {}).values())
+            if isinstance(idle, (int, float)):
+                text += f" (idle {idle:.1f} ± {spread:.1f} J over {report.duration_s:.2f} s)"
+        shown.append(text)
+    if not shown:
+        return []
+    return [f"  bases: machine {machine:.1f} J, " + ", ".join(shown)]
 
 
 def job_lines(report: Report) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -49,12 +49,62 @@ LEDGER_COLUMNS = (
 )
 
 
+#: The methods by which a channel can be measured (what a ``mixed`` channel was, where it was).
+MEASURED_METHODS = ("counter", "integrated")
+
+
+@dataclass(frozen=True)
+class EstimatedPart:
+    """The part of a channel's energy in a run that a model estimated instead of measuring it
+    (the daemon stopped answering and the CPU model took over): ``estimated_j``, from
+    ``from_s`` (seconds since the run's t = 0) until ``until_s`` (``None``: to the end of the
+    run), and ``measured_method``, how the rest was measured."""
+
+    estimated_j: float
+    from_s: float
+    until_s: float | None = None
+    measured_method: str = "counter"
+
+
+def estimated_parts_s(parts: Mapping[str, Mapping[str, float]], t0_ns: int
+                      ) -> dict[str, tuple[float, float, float | None]]:
+    """Probes' :meth:`~energymeter.probes.base.Probe.estimated_parts` on the run's clock:
+    per channel ``(estimated_j, from_s, until_s or None)``, seconds since ``t0_ns`` (the
+    ``time.monotonic_ns()`` of the run's t = 0)."""
+    out: dict[str, tuple[float, float, float | None]] = {}
+    for cid, part in parts.items():
+        until = part.get("until_t_ns")
+        out[cid] = (float(part["estimated_j"]), (part["from_t_ns"] - t0_ns) / 1e9,
+                    None if until is None else (until - t0_ns) / 1e9)
+    return out
+
+
 @dataclass(frozen=True)
 class ChannelEnergy:
+    """A channel's energy in a run, mean and peak power, and the part of it estimated by a
+    model where the channel was measured only in part (``estimated``: its ``channel`` then
+    says ``method`` ``mixed``, or ``model`` when nothing of it was measured)."""
+
     channel: Channel
     energy_j: float
     mean_power_w: float
     peak_power_w: float | None = None
+    estimated: EstimatedPart | None = None
+
+    @property
+    def estimated_j(self) -> float:
+        """Joules estimated by a model: all of a ``model`` channel's, part of a ``mixed``
+        one's, none of a measured one's."""
+        if self.estimated is not None:
+            return self.estimated.estimated_j
+        return self.energy_j if self.channel.method == "model" else 0.0
+
+    @property
+    def estimated_share(self) -> float | None:
+        """``estimated_j / energy_j`` of a channel estimated in part (None otherwise)."""
+        if self.estimated is None:
+            return None
+        return self.estimated.estimated_j / self.energy_j if self.energy_j > 0 else 1.0
 
     @property
     def attributed_energy_j(self) -> float | None:
@@ -71,6 +121,12 @@ class ChannelEnergy:
         attributed = self.attributed_energy_j
         if attributed is not None:
             out["attributed_energy_j"] = attributed
+        part = self.estimated
+        if part is not None:
+            out.update(measured_method=part.measured_method, estimated_j=part.estimated_j,
+                       estimated_share=self.estimated_share, estimated_from_s=part.from_s)
+            if part.until_s is not None:
+                out["estimated_until_s"] = part.until_s
         return out
 
     @classmethod
@@ -79,20 +135,62 @@ class ChannelEnergy:
         """Read one entry of a report's ``channels``; :class:`ReportError` naming ``where``
         and ``key`` when it is not one."""
         f = Fields(data, where, key)
-        return cls(channel_from_fields(f), f.joules("energy_j"),
-                   f.number("mean_power_w", 0.0, optional=True) or 0.0,
-                   f.number("peak_power_w", None, optional=True))
+        channel = channel_from_fields(f)
+        energy_j = f.joules("energy_j")
+        part = None
+        if "estimated_j" in f.data:
+            if channel.method not in ("mixed", "model"):
+                f.fail("method", "mixed or model (the channel has estimated_j)", channel.method)
+            estimated_j = f.joules("estimated_j")
+            if estimated_j > energy_j:
+                f.fail("estimated_j", f"at most energy_j ({energy_j!r})", estimated_j)
+            f.number("estimated_share", None, optional=True, minimum=0.0, maximum=1.0)
+            part = EstimatedPart(estimated_j, f.seconds("estimated_from_s"),
+                                 f.number("estimated_until_s", None, optional=True,
+                                          minimum=0.0, maximum=MAX_DURATION_S),
+                                 f.choice("measured_method", MEASURED_METHODS))
+        elif channel.method == "mixed":
+            f.fail("estimated_j", "the joules estimated of a mixed channel", None)
+        return cls(channel, energy_j, f.number("mean_power_w", 0.0, optional=True) or 0.0,
+                   f.number("peak_power_w", None, optional=True), part)
 
 
 def channel_energies(channels: Iterable[Channel], energy_j: Mapping[str, float],
-                     duration_s: float, peak_power_w: Mapping[str, float]
+                     duration_s: float, peak_power_w: Mapping[str, float],
+                     estimated: Mapping[str, tuple[float, float, float | None]] | None = None
                      ) -> tuple[ChannelEnergy, ...]:
-    """Per-channel energy, mean power over the run and peak power."""
-    return tuple(
-        ChannelEnergy(c, energy_j.get(c.id, 0.0),
-                      mean_power_w(energy_j.get(c.id, 0.0), duration_s),
-                      peak_power_w.get(c.id))
-        for c in channels)
+    """Per-channel energy, mean power over the run and peak power; ``estimated``: per channel
+    the joules a model estimated, from and until when (run seconds; see
+    :func:`estimated_parts_s`), which make a measured channel ``mixed`` (see
+    :func:`estimated_channel`)."""
+    out = []
+    for c in channels:
+        joules = energy_j.get(c.id, 0.0)
+        entry = ChannelEnergy(c, joules, mean_power_w(joules, duration_s),
+                              peak_power_w.get(c.id))
+        if estimated and c.id in estimated:
+            entry = estimated_channel(entry, *estimated[c.id], duration_s=duration_s)
+        out.append(entry)
+    return tuple(out)
+
+
+def estimated_channel(entry: ChannelEnergy, estimated_j: float, from_s: float,
+                      until_s: float | None = None, *, duration_s: float) -> ChannelEnergy:
+    """``entry`` with ``estimated_j`` of its energy estimated from ``from_s`` (until
+    ``until_s``, run seconds): method ``mixed`` when 0 < estimated_j < its energy, ``model``
+    when it is all of it (the part's times kept), unchanged when none of it is or the channel
+    was not measured to begin with (``model`` already)."""
+    channel = entry.channel
+    if not estimated_j > 0 or not entry.energy_j > 0 or channel.method not in MEASURED_METHODS:
+        return entry
+    whole = estimated_j >= entry.energy_j
+    end_s = max(duration_s, 0.0)
+    from_s = min(max(from_s, 0.0), end_s)
+    part = EstimatedPart(min(estimated_j, entry.energy_j), from_s,
+                         None if until_s is None else min(max(until_s, from_s), end_s),
+                         channel.method)
+    return replace(entry, channel=replace(channel, method="model" if whole else "mixed"),
+                   estimated=part)
 
 
 @dataclass(frozen=True)

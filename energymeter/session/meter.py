@@ -32,7 +32,7 @@ from ..probes.base import energy_summary, total_energy_j
 from ..probes.proc import CpuSeconds, cpu_seconds, peak_rss_bytes_from_rusage, rusage_cpu_s
 from ..redact import redact_command
 from ..report import LEDGER_COLUMNS, STATUSES, Report, channel_energies
-from ..report.values import baseline_block
+from ..report.values import baseline_block, estimated_parts_s
 from ..sampling import Aggregator, Sampler, peak_window_s
 from ..sampling.attribute import Attribution
 from ..settings import resolve_settings, settings_dict
@@ -230,6 +230,9 @@ class Meter:
         self._run_sync()
         self._rusage_cpu_s = rusage_cpu_s(include_self=not self._children_only)
         self._last_snapshot = self._sampler.begin()
+        # t = 0 on time.monotonic_ns() (probes stamp estimates with it): the sampler stamped
+        # it, and its wall-clock time, microseconds ago.
+        self._t0_ns = time.monotonic_ns() - (time.time_ns() - self._sampler.started_wall_ns)
         self._machine_cpu = _machine_cpu_seconds()
         # Duration and energy come from the same boundary reads, and so does the start time.
         self.started_at = datetime.fromtimestamp(self._sampler.started_wall_ns / 1e9,
@@ -636,7 +639,10 @@ class Meter:
     def _build_report(self, status: str, exit_code: int | None, duration_s: float,
                       energy: Mapping[str, float], ended_at: datetime) -> Report:
         agg = self._aggregator
-        channels = channel_energies(self._channels, energy, duration_s, agg.peak_power_w)
+        estimated = {cid: part for p in self._discovery.probes
+                     for cid, part in p.estimated_parts().items()}  # never waits on a read
+        channels = channel_energies(self._channels, energy, duration_s, agg.peak_power_w,
+                                    estimated_parts_s(estimated, self._t0_ns))
 
         carbon = self._carbon.finish(total_energy_j(self._channels, energy))
         from ..notes import bounded  # each source's warnings are bounded; so is their sum
