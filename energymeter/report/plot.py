@@ -2,9 +2,10 @@
 
 * :func:`draw_timeline`: the run's power over time per channel (W against s, from
   ``samples.csv``), its phases shaded and labelled; estimated channels dashed and marked
-  ``(estimated)``, sub-zones and ``psys`` dotted and marked as not in the total.
+  ``(estimated)`` (a ``mixed`` channel only where it was estimated: solid before, dashed after),
+  sub-zones and ``psys`` dotted and marked as not in the total.
 * :func:`draw_breakdown`: energy by kind as stacked bars (J, Wh or kWh by magnitude); energy a
-  model estimated is hatched.
+  model estimated is hatched (of a ``mixed`` channel, the part estimated).
 * :func:`draw_energy_curves`: a logged metric against cumulative energy.
 * :func:`plot_report` (what :meth:`Report.plot` calls) puts one of them on a figure;
   :func:`save_figure` writes PNG, PDF or SVG by the file's extension.
@@ -293,6 +294,30 @@ def _channel_label(report: Report, cid: str) -> tuple[str, str]:
     return (f"{label} ({'; '.join(notes)})" if notes else label), style_
 
 
+def _plot_mixed(ax: Any, x: Sequence[float], power: Sequence[float], from_x: float,
+                until_x: float | None, label: str, *, unit: str, colour: str,
+                linestyle: str, width: float) -> None:
+    """A ``mixed`` channel's power: solid where measured, dashed and marked ``(estimated)``
+    from ``from_x`` (until ``until_x``, else to the end; in the axis' ``unit``), a thin mark
+    where estimation began. The dashed part joins the measured points either side of it, so
+    the line is unbroken."""
+    nan = float("nan")
+    estimated = [from_x <= t and (until_x is None or t <= until_x) for t in x]
+    last = len(x) - 1
+    dashed = [e or (i < last and estimated[i + 1]) or (i > 0 and estimated[i - 1])
+              for i, e in enumerate(estimated)]
+    ax.plot(x, [nan if e else p for p, e in zip(power, estimated, strict=True)],
+            color=colour, ls=linestyle, label=label, zorder=2, lw=width)
+    window = (f"after {from_x:.3g} {unit}" if until_x is None
+              else f"{from_x:.3g}–{until_x:.3g} {unit}")
+    note = f"estimated {window}"
+    # Above the total (which it may equal once the other channels stop): the part to notice.
+    ax.plot(x, [p if keep else nan for p, keep in zip(power, dashed, strict=True)],
+            color=colour, ls="--", zorder=4, lw=width,
+            label=f"{label[:-1]}; {note})" if label.endswith(")") else f"{label} ({note})")
+    ax.axvline(from_x, color=colour, ls=":", lw=0.6, zorder=1)
+
+
 def _phase_labels(phases: Sequence[Phase]) -> list[str]:
     """Phase names, a prefix all share (``epoch-``) kept on the first only: ``epoch-1``,
     ``2``, ``3``."""
@@ -382,15 +407,26 @@ def draw_timeline(ax: Any, report: Report, *, nested: Sequence[Report] = (),
         w = max(w for w, ids in windows.items() if set(ids) & set(in_total))
         tl = timeline(report, in_total, min_interval_s=w)
         total = [sum(vals) for vals in zip(*(tl.power_w[c] for c in in_total), strict=True)]
-        estimated = any(c.method == "model" for c in channels if c.in_total)
+        estimated = any(c.method in ("model", "mixed") for c in channels if c.in_total)
         ax.plot([t / time_divisor for t in tl.t_s], total, color=OKABE_ITO["black"], lw=1.3,
                 label="total" + (" (partly estimated)" if estimated else ""), zorder=3)
         peak = max((p for p in total if math.isfinite(p)), default=0.0)
+    parts = {c.channel.id: c.estimated for c in report.channels
+             if c.channel.method == "mixed" and c.estimated is not None}
     for ch in channels:
         t_s, power = series[ch.id]
         label, linestyle = _channel_label(report, ch.id)
-        ax.plot([t / time_divisor for t in t_s], power, color=colours[ch.id], ls=linestyle,
-                label=label, zorder=2, lw=1.1 if ch.in_total else 0.9)
+        x = [t / time_divisor for t in t_s]
+        width = 1.1 if ch.in_total else 0.9
+        part = parts.get(ch.id)
+        if part is None:
+            ax.plot(x, power, color=colours[ch.id], ls=linestyle, label=label, zorder=2,
+                    lw=width)
+        else:
+            _plot_mixed(ax, x, power, part.from_s / time_divisor,
+                        None if part.until_s is None else part.until_s / time_divisor,
+                        label, unit={1.0: "s", 60.0: "min", 3600.0: "h"}.get(time_divisor, "s"),
+                        colour=colours[ch.id], linestyle=linestyle, width=width)
         peak = max(peak, max((p for p in power if math.isfinite(p)), default=0.0))
     ax.set_xlim(0, (x_max_s or report.duration_s) / time_divisor or 1.0)
     unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(time_divisor, "s")
@@ -424,11 +460,19 @@ class Bar:
     energy_j: Mapping[str, float]
     methods: Mapping[str, str] = field(default_factory=dict)
     ci: tuple[float, float] | None = None
+    #: Joules of a kind a model estimated where it was measured in part only (``mixed``):
+    #: that part of its bar is hatched. A kind absent here is hatched whole when its methods
+    #: say ``model``.
+    estimated_j: Mapping[str, float] = field(default_factory=dict)
 
 
 def report_bar(report: Report, label: str | None = None) -> Bar:
     by_kind = report.energy_j["by_kind"]
-    return Bar(label or report.name, dict(by_kind), {k: report.methods(k) for k in by_kind})
+    methods = {k: report.methods(k) for k in by_kind}
+    estimated = {k: sum(c.estimated_j for c in report.channels
+                        if c.channel.kind == k and not c.channel.is_subzone)
+                 for k, m in methods.items() if "mixed" in m}
+    return Bar(label or report.name, dict(by_kind), methods, estimated_j=estimated)
 
 
 def draw_breakdown(ax: Any, bars: Sequence[Bar]) -> int:
@@ -457,11 +501,19 @@ def draw_breakdown(ax: Any, bars: Sequence[Bar]) -> int:
         for xi, h, bottom, b in zip(x, heights, bottoms, bars, strict=True):
             if h <= 0:
                 continue
-            estimated = "model" in b.methods.get(kind, "")
-            estimated_any |= estimated
-            ax.bar(xi, h, width, bottom=bottom, color=colours[kind],
-                   edgecolor="white" if estimated else colours[kind], lw=0.4,
-                   hatch=ESTIMATED_HATCH if estimated else None, zorder=2)
+            # The estimated part on top of the measured one (all of it for a model).
+            if kind in b.estimated_j:
+                estimated_h = min(max((b.estimated_j[kind] or 0.0) / div, 0.0), h)
+            else:
+                estimated_h = h if "model" in b.methods.get(kind, "") else 0.0
+            estimated_any |= estimated_h > 0
+            if h - estimated_h > 0:
+                ax.bar(xi, h - estimated_h, width, bottom=bottom, color=colours[kind],
+                       edgecolor=colours[kind], lw=0.4, zorder=2)
+            if estimated_h > 0:
+                ax.bar(xi, estimated_h, width, bottom=bottom + h - estimated_h,
+                       color=colours[kind], edgecolor="white", lw=0.4, hatch=ESTIMATED_HATCH,
+                       zorder=2)
     totals = [sum((b.energy_j.get(k) or 0.0) for k in stacked) / div for b in bars]
     for xi, total, b in zip(x, totals, bars, strict=True):
         top = total
