@@ -65,6 +65,9 @@ CARBON_PROVIDERS = ("none", "electricitymaps", "gb")
 #: measures the node, the others record phases and logs; ``own``: each rank its own GPU(s);
 #: ``all``: each rank everything it sees.
 RANK_MODES = ("node", "own", "all")
+#: The energy bases a figure can be on (energymeter.report.bases): the whole machine's, the
+#: run's own share, or net of the idle baseline.
+ENERGY_BASES = ("machine", "attributed", "net")
 
 Parser = Callable[[str, Any, str], Any]
 """``parse(name, value, where)``: the value converted to the field's type, or ConfigError."""

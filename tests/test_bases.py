@@ -194,3 +194,71 @@ def test_a_measured_run_has_the_attributed_basis_and_a_rebuild_agrees(tmp_path: 
     rebuilt = Report.load(run_dir)
     assert rebuilt.attribution["cpu_intervals"] == report.attribution["cpu_intervals"]
     assert rebuilt.energy_on("attributed").total_j <= rebuilt.total_energy_j * (1 + 1e-9)
+
+
+# -- compare on a basis ------------------------------------------------------------------------
+def _study(own_j: list[float], machine_j: list[float], name: str) -> list[Report]:
+    return [fake_report(name, cpu_j=m, minute=i, attribution={
+        "channels": {"cpu0": {"energy_j": o, "share": o / m, "intervals": 9, "method": "m"}},
+        "run_share": o / m, "cpu_time_scale": 1.0, "cpu_rule": "per interval"})
+        for i, (o, m) in enumerate(zip(own_j, machine_j, strict=True))]
+
+
+def test_compare_on_the_attributed_basis_uses_each_runs_own_share() -> None:
+    from energymeter.analysis import compare, format_comparison
+
+    # A neighbour's load comes and goes: the machine's energy varies, the runs' own does not.
+    dense = _study([100, 101, 99, 100, 100], [150, 210, 120, 260, 100], "dense")
+    sparse = _study([60, 61, 59, 60, 60], [200, 90, 140, 75, 160], "sparse")
+    machine = compare(dense + sparse)
+    own = compare(dense + sparse, basis="attributed")
+    assert machine[0]["energy_total_j_cv"] > 0.3
+    assert own[0]["energy_total_j_cv"] < 0.01
+    assert own[1]["energy_total_j"] == pytest.approx(60.0)
+    assert own[1]["energy_total_j_p_value"] < 1e-6 < machine[1]["energy_total_j_p_value"]
+    assert own[0]["basis"] == "attributed" and own[0]["mixed"] == {}
+    assert own[1]["mean_power_w"] == pytest.approx(6.0)  # 60 J over 10 s
+    text = format_comparison(own)
+    assert "energy total, attributed (J)" in text
+    assert "energy basis: attributed" in text
+
+
+def test_a_mean_that_mixes_bases_says_so() -> None:
+    from energymeter.analysis import compare, comparison_warnings
+
+    runs = _study([50, 50], [100, 100], "a") + [fake_report("a", cpu_j=100.0, minute=5)]
+    rows = compare(runs, basis="attributed")
+    assert rows[0]["energy_total_j"] == pytest.approx(200 / 3)
+    assert "energy basis" in rows[0]["mixed"]
+    text = " ".join(comparison_warnings(rows))
+    assert "runs differ in energy basis" in text and "no attributed figure" in text
+    # Across groups: one on its own share, one on the machine's.
+    rows = compare(_study([50, 50], [100, 100], "a") + [fake_report("b", cpu_j=9.0)],
+                   basis="attributed")
+    assert any("different bases" in w for w in comparison_warnings(rows))
+
+
+def test_compare_net_basis_subtracts_the_idle_baseline() -> None:
+    from energymeter.analysis import compare
+
+    runs = [fake_report("n", cpu_j=100.0, minute=i, baseline=_baseline(30.0 + i))
+            for i in range(3)]
+    rows = compare(runs, basis="net")
+    assert rows[0]["energy_total_j"] == pytest.approx(69.0)
+    with pytest.raises(ConfigError, match="accepted|machine, attributed, net"):
+        compare(runs, basis="gross")
+
+
+def test_cli_compare_basis(tmp_path: Path) -> None:
+    from energymeter.store import write_json_atomic
+    from tests.test_cli import invoke
+
+    for r in _study([50, 51, 49], [100, 160, 90], "dense"):
+        (tmp_path / r.run_id).mkdir()
+        write_json_atomic(tmp_path / r.run_id / "report.json", r.to_dict())
+    code, out, err = invoke("compare", "--basis", "attributed", "--format", "json",
+                            str(tmp_path))
+    assert code == 0, err
+    assert json.loads(out)[0]["energy_total_j"] == pytest.approx(50.0)
+    code, out, err = invoke("compare", "--basis", "own", str(tmp_path))
+    assert code == 2 and "machine" in err and "attributed" in err

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..probes.base import KINDS
+from ..report.bases import BASIS_LABEL, check_basis, energy_on
 from ..stats import ALPHA, CONFIDENCE, relative_difference, summarize
 from .groups import Group, group_runs
 from .target import TARGET_FIGURES, Target, as_target, run_energy_to, target_text
@@ -48,13 +49,25 @@ _MEMORY_LABELS = {"rss": "peak RSS", "pss": "peak PSS"}
 
 
 # -- figures -----------------------------------------------------------------------------------
+def on_basis(key: str) -> bool:
+    """Whether figure ``key`` of a comparison is on its energy basis (energy, mean power,
+    emissions; not the figures to a target, which are the machine's)."""
+    return (key.startswith("energy_") and "to_target" not in key) or key in (
+        "mean_power_w", "emissions_g")
+
+
 def metric_list(kinds: Iterable[str], *, per_item: bool = False,
-                target: Target | str | None = None, memory_basis: str | None = None
-                ) -> list[tuple[str, str, str, float]]:
+                target: Target | str | None = None, memory_basis: str | None = None,
+                basis: str | None = None) -> list[tuple[str, str, str, float]]:
     """(key, label, unit, divisor from SI) of every figure compared, with the energy ``kinds``
     given, energy per item when ``per_item``, energy, time and emissions to ``target`` when
     given (a tuple, or its text ``val_acc ≥ 0.9``); the memory row is labelled by its
-    ``memory_basis`` (``rss``/``pss``)."""
+    ``memory_basis`` (``rss``/``pss``); with ``basis``, the figures on it say which
+    (``energy total, attributed``)."""
+    if basis is not None:
+        return [(key, f"{label}, {BASIS_LABEL[basis]}" if on_basis(key) else label, unit, div)
+                for key, label, unit, div in metric_list(
+                    kinds, per_item=per_item, target=target, memory_basis=memory_basis)]
     kinds = set(kinds)
     ordered = [k for k in KINDS if k in kinds] + sorted(kinds - set(KINDS))
     metrics = [("energy_total_j", "energy total", "J", 1.0)]
@@ -87,23 +100,57 @@ def memory_basis(report: Report) -> str:
     return str(report.resources.get("memory_basis", "rss")).lower()
 
 
-def _getters(kinds: Iterable[str]) -> dict[str, Callable[[Report], float | None]]:
+class _OnBasis:
+    """Each run's energy on one basis, read once per run; a run without that basis gives its
+    machine energy, and :meth:`used` says so (the comparison warns that it mixes bases)."""
+
+    def __init__(self, basis: str) -> None:
+        self.basis = basis
+        self._seen: dict[int, Any] = {}
+
+    def __call__(self, r: Report) -> Any:
+        key = id(r)
+        if key not in self._seen:
+            self._seen[key] = energy_on(r, self.basis) or energy_on(r, "machine")
+        return self._seen[key]
+
+    def used(self, r: Report) -> str:
+        """The basis ``r``'s figures are on, as a comparison shows it."""
+        energy = self(r)
+        if energy.basis != self.basis:
+            return f"{energy.basis} (no {self.basis} figure)"
+        if energy.whole:
+            return f"{energy.basis} ({', '.join(energy.whole)} whole)"
+        return energy.basis
+
+
+def _getters(kinds: Iterable[str], on: _OnBasis | None = None
+             ) -> dict[str, Callable[[Report], float | None]]:
+    on = on or _OnBasis("machine")
+
     def energy(kind: str) -> Callable[[Report], float | None]:
         def get(r: Report) -> float | None:
-            value = r.energy_j["by_kind"].get(kind)
+            value = on(r).by_kind.get(kind)
             return None if value is None else float(value)
         return get
 
     def emissions(r: Report) -> float | None:
-        value = r.emissions_g
-        return None if value is None else float(value)
+        """Emissions in proportion to the basis' share of the run's machine energy."""
+        value, machine = r.emissions_g, r.total_energy_j
+        if value is None:
+            return None
+        return float(value) * (on(r).total_j / machine if machine > 0 else 1.0)
+
+    def per_item(r: Report) -> float | None:
+        return on(r).total_j / r.items if r.items else None
 
     return {
-        "energy_total_j": lambda r: r.total_energy_j,
+        "energy_total_j": lambda r: on(r).total_j,
         **{f"energy_{k}_j": energy(k) for k in kinds},
-        "energy_per_item_j": lambda r: r.energy_per_item_j,
+        "energy_per_item_j": per_item,
         "duration_s": lambda r: r.duration_s,
-        "mean_power_w": lambda r: r.mean_power_w,
+        "mean_power_w": lambda r: (on(r).total_j / r.duration_s if r.duration_s > 0
+                                   else 0.0),
         "emissions_g": emissions,
         "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes"),
         "peak_gpu_memory_bytes": lambda r: _resource(r, "peak_gpu_memory_bytes"),
@@ -173,10 +220,13 @@ _MIX_FIELDS: tuple[tuple[str, Callable[[Report], str]], ...] = (
 )
 
 
-def _mixed(runs: Sequence[Report]) -> dict[str, dict[str, list[str]]]:
-    """For each of :data:`_MIX_FIELDS` on which ``runs`` differ: value -> run ids."""
+def _mixed(runs: Sequence[Report], on: _OnBasis | None = None
+           ) -> dict[str, dict[str, list[str]]]:
+    """For each of :data:`_MIX_FIELDS` (and the energy basis each run's figures are on) on
+    which ``runs`` differ: value -> run ids."""
     out: dict[str, dict[str, list[str]]] = {}
-    for name, read in _MIX_FIELDS:
+    fields = _MIX_FIELDS if on is None else (*_MIX_FIELDS, ("energy basis", on.used))
+    for name, read in fields:
         if name == "host" and "hardware" in out:
             continue
         values: dict[str, list[str]] = {}
@@ -227,7 +277,7 @@ def _group_row(g: Group, by: str, metrics: Sequence[str],
 
 def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "auto",
             group: bool = True, nested: bool = False, target: str | Target | None = None,
-            confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+            confidence: float = CONFIDENCE, basis: str = "machine") -> list[dict[str, Any]]:
     """One dict per group of ``runs`` (reports, or ``(source, report)`` pairs from
     :func:`~energymeter.analysis.find_runs`), grouped as :func:`~energymeter.analysis.groups.
     group_runs` does (``by`` auto|name|dir|command|group|tag:KEY; ``group=False``: one per run;
@@ -250,7 +300,14 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     ``_rel_diff_ci_high`` (delta method on the log ratio), ``_p_value`` (Welch's t-test,
     two-sided) and ``_ratio`` (``mean / first mean``). A figure that cannot be computed is None.
     With ``target`` (``"val_acc=0.9"``, see :func:`~energymeter.report.target.parse_target`)
-    also ``target``, ``target_reached`` (runs that reached it) and ``target_notes``."""
+    also ``target``, ``target_reached`` (runs that reached it) and ``target_notes``.
+
+    ``basis`` (``machine``, ``attributed``, ``net``; :mod:`energymeter.report.bases`) is the
+    energy the energy, mean power, per-item and emissions figures are of; each row has
+    ``basis``, and ``mixed["energy basis"]`` where some of its runs lack it (they give their
+    machine energy, and the row warns) or count a channel whole. Targets stay on the machine
+    basis (the energy at a logged metric is the machine's)."""
+    on = _OnBasis(check_basis(basis))
     grouping = group_runs(runs, by=by, group=group, nested=nested)
     parsed = as_target(target) if target is not None else None
     compared = [r for g in grouping.groups for r in g.runs]
@@ -261,7 +318,7 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
                    for r in compared}
     per_item = any(r.energy_per_item_j is not None for r in compared)
     metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed)]
-    getters = _getters(kinds)
+    getters = _getters(kinds, on)
     rows: list[dict[str, Any]] = []
     samples: list[dict[str, list[float]]] = []
     for g in grouping.groups:
@@ -281,7 +338,9 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
             row[f"{key}_rel_diff_ci_high"] = diff.ci_high
             row[f"{key}_p_value"] = diff.p_value
     for row, g in zip(rows, grouping.groups, strict=True):
-        row["mixed"] = _mixed(g.runs)
+        row["basis"] = on.basis
+        row["bases_used"] = sorted({on.used(r) for r in g.runs})
+        row["mixed"] = _mixed(g.runs, on)
     _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
     return rows
 
@@ -331,6 +390,16 @@ def _comparison_wide(rows: Sequence[dict[str, Any]], runs: Sequence[Sequence[Rep
     """Warnings about the groups together: a kind measured by different methods, CPU energy
     estimated with different models, emissions under different carbon settings."""
     everywhere: list[str] = []
+    used = {row["label"]: row.get("bases_used") or [] for row in rows}
+    if len({tuple(b) for b in used.values() if b}) > 1:
+        shown = "; ".join(f"{label}: {' / '.join(b)}" for label, b in used.items() if b)
+        everywhere.append(f"the groups' energy is on different bases ({shown}): their "
+                          "difference mixes the whole machine's energy with a run's own share "
+                          "or net energy")
+    if rows and rows[0].get("basis", "machine") != "machine" and "target" in rows[0]:
+        everywhere.append(f"energy to {rows[0]['target']} is the machine's: the energy at a "
+                          f"logged metric is not split by basis ({rows[0]['basis']} applies "
+                          "to the other energy figures)")
     kinds = {k for row in rows for k in row["methods"]}
     for kind in (k for k in KINDS if k in kinds):
         seen = {row["methods"][kind] for row in rows if kind in row["methods"]}

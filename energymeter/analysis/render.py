@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..report.bases import BASIS_MEANING
 from ..report.render import check_caption_options, check_format
 from ..report.tables import (
     LATEX_NOTE,
@@ -93,8 +94,10 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
     kinds = [k for r in rows for k in r.get("methods", {})]
     target = next((r["target"] for r in rows if r.get("target")), None)
     bases = {r.get("memory_basis") for r in rows if r.get("memory_basis")}
+    basis = rows[0].get("basis", "machine") if rows else "machine"
     metrics = metric_list(kinds, per_item="energy_per_item_j" in keys, target=target,
-                          memory_basis=bases.pop() if len(bases) == 1 else None)
+                          memory_basis=bases.pop() if len(bases) == 1 else None,
+                          basis=None if basis == "machine" else basis)
     return [m for m in metrics if m[0] in keys and any(r.get(m[0]) is not None for r in rows)
             and not (m[0] == "peak_gpu_memory_bytes" and not any(r.get(m[0]) for r in rows))]
 
@@ -145,10 +148,16 @@ def _methods_cell(methods: Mapping[str, str]) -> str:
     return "; ".join(f"{m}: {', '.join(k)}" for m, k in kinds.items()) or "-"
 
 
+def basis_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``energy basis: attributed (this run's own share …)``: what the energy figures are."""
+    basis = rows[0].get("basis", "machine") if rows else "machine"
+    return f"energy basis: {basis}, {BASIS_MEANING[basis]}"
+
+
 def comparison_footer(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What the table's ± and brackets mean."""
+    """What the table's energy basis, ± and brackets mean."""
     level = f"{CONFIDENCE:.0%}".replace("%", " %")
-    lines = [f"± : half-width of the {level} confidence interval of the mean (Student's t, "
+    lines = [basis_line(rows), f"± : half-width of the {level} confidence interval of the mean (Student's t, "
              "n − 1 df)"]
     if len(rows) > 1:
         first = rows[0]["label"]
@@ -189,6 +198,9 @@ def comparison_caption(rows: Sequence[Mapping[str, Any]]) -> str:
         text += (f" Difference: from {first} (mean / mean of {first} − 1), with its {level} "
                  "confidence interval (delta method on the log ratio) and the p-value of "
                  f"Welch's two-sided t-test (not significant: p ≥ {ALPHA:.2g}).")
+    basis = rows[0].get("basis", "machine") if rows else "machine"
+    if basis != "machine":
+        text += f" Energy basis: {basis}, {BASIS_MEANING[basis]}."
     if any("model" in m for r in rows for m in r.get("methods", {}).values()):
         text += (" Method model: energy estimated from CPU utilisation × TDP, not "
                  "measured.")

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from ..report.tables import FORMATS
-from ..settings import ENV_PREFIX, setting_field
+from ..settings import ENERGY_BASES, ENV_PREFIX, setting_field
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,11 @@ CARBON_OPTIONS = tuple(setting_option(n) for n in
 JSON_OUT = click.option("--json", "json_path", type=click.Path(), default=None,
                         metavar="PATH", help="Also write the report's JSON to PATH (checked "
                                              "before anything runs).")
+BASIS = click.option(
+    "--basis", type=click.Choice(ENERGY_BASES), default="machine", show_default=True,
+    help="Energy basis: machine (the whole machine's, every process on it), attributed (the "
+         "run's own share: its processes' CPU time and GPU use, per interval) or net (minus "
+         "the idle baseline, for runs measured with --baseline).")
 FORMAT = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
                       show_default=True, help="Output format.")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, FORMAT, echo, fail, options
+from .common import BASIS, CONTEXT, FORMAT, echo, fail, options
 
 BY = click.option(
     "--by", default="auto", show_default=True, metavar="auto|name|dir|command|group|job|tag:KEY",
@@ -71,9 +71,9 @@ def check_options(by: str | None, target: str | None, fmt: str | None = None,
 @options(FORMAT, BY, TARGET, NESTED)
 @click.option("--group/--no-group", default=True, show_default=True,
               help="Group runs (see --by); --no-group: one column per run.")
-@options(CAPTION, LABEL)
+@options(CAPTION, LABEL, BASIS)
 def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested: bool,
-            group: bool, caption: str | None, label: str | None) -> None:
+            group: bool, caption: str | None, label: str | None, basis: str) -> None:
     """Compare groups of runs side by side, each against the first.
 
     Shows energy (total, per kind, per item where counted), duration, mean power, emissions,
@@ -89,6 +89,11 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     (CV > 10 %), runs of a group that differ in region, PUE, carbon basis or hardware,
     unlike measurement methods, unfinished runs.
 
+    --basis chooses the energy the energy, power and emissions figures are of: the whole
+    machine's (default), the runs' own share (attributed: on a shared machine, steadier),
+    or net of the idle baseline (runs measured with --baseline). A run without the basis
+    asked gives its machine energy, and the comparison warns that it mixes bases.
+
     For papers: --format latex gives a booktabs table (needs \\usepackage{booktabs}) in a
     table float, each difference on a line under its figure, with --caption and --label
     (the warnings as % comments); --format markdown the same table.
@@ -99,6 +104,7 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
       energymeter compare --by tag:method --format markdown energymeter-runs/
       energymeter compare --target val_acc=0.9 runs/dense/ runs/sparse/
       energymeter compare --no-group --format csv run1 run2 run3
+      energymeter compare --basis attributed --by tag:method energymeter-runs/
       energymeter compare --format latex --label tab:prune runs/dense/ runs/sparse/ > t.tex
     """
     from ..analysis import compare as compare_runs
@@ -108,7 +114,8 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     check_options(by, target, fmt, caption, label)
     found = find_runs(runs)
     try:
-        rows = compare_runs(found, by=by, group=group, nested=nested, target=target)
+        rows = compare_runs(found, by=by, group=group, nested=nested, target=target,
+                            basis=basis)
     except ReportError as exc:
         fail(str(exc))
     echo(format_comparison(rows, fmt, caption=caption, label=label), nl=False,

@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..probes.base import energy_summary
+from ..settings import ENERGY_BASES
 
 if TYPE_CHECKING:
     from .model import Report
 
-BASES = ("machine", "attributed", "net")
+BASES = ENERGY_BASES
 #: What each basis is, in a few words (figure labels, tables, `cite`).
 BASIS_MEANING = {
     "machine": "the whole machine's energy, every process on it",
-    "attributed": "this run's own share (its processes' CPU time and GPU use, per interval)",
+    "attributed": "this run's own share: its processes' CPU time and GPU use, per interval",
     "net": "the machine's energy minus its idle baseline over the same time",
 }
 #: The short label figures and tables add to "energy".
