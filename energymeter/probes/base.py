@@ -366,6 +366,13 @@ class Probe(ABC):
         listed. Never waits for a call in progress. Default: nothing estimated."""
         return {}
 
+    def attribution(self) -> dict[str, dict[str, Any]]:
+        """How this probe took the run's share of each of its channels (those it reports a
+        ``<channel>_own_share`` gauge for), per channel id: ``method`` (one line) and
+        ``intervals`` (gauge reads counted by the rule that gave the share). Default: none
+        (the CPU-side channels' shares come from the process probe's CPU time)."""
+        return {}
+
     def exclude_process(self, pid: int) -> None:  # noqa: B027 - optional hook
         """Leave process ``pid`` and its descendants out of what is measured per process (a
         helper of energymeter's own, such as the watchdog of ``energymeter run``)."""

@@ -737,7 +737,14 @@ class Meter:
         collected = self._aggregator.attribution
         if collected is None:
             return None
-        return collected.result(energy, cpu["tree_cpu_s"], cpu["machine_busy_cpu_s"])
+        out = collected.result(energy, cpu["tree_cpu_s"], cpu["machine_busy_cpu_s"])
+        for probe in self._discovery.probes:  # how a device probe took its shares (GPUs)
+            for cid, info in probe.attribution().items():
+                entry = out["channels"].get(cid)
+                if entry is not None:
+                    entry["method"] = info.get("method", entry["method"])
+                    entry["rules"] = info.get("intervals", {})
+        return out
 
     def _cpu_attribution(self, tree_cpu_s: float, summary: Mapping[str, Any]
                          ) -> dict[str, Any]:
