@@ -262,3 +262,21 @@ def test_cli_compare_basis(tmp_path: Path) -> None:
     assert json.loads(out)[0]["energy_total_j"] == pytest.approx(50.0)
     code, out, err = invoke("compare", "--basis", "own", str(tmp_path))
     assert code == 2 and "machine" in err and "attributed" in err
+
+
+def test_compare_shows_the_baseline_and_flags_one_taken_under_load() -> None:
+    from energymeter.analysis import compare, comparison_warnings, format_comparison
+
+    runs = [fake_report("n", cpu_j=100.0, minute=i, baseline={
+        **_baseline(30.0), "power_w": {"cpu0": 3.0}, "idle_total_j": 30.0,
+        "net_total_j": 70.0, "under_load": i == 2, "busy_cpu_share": 0.5 if i == 2 else 0.01})
+        for i in range(3)]
+    [row] = compare(runs)
+    assert row["baseline_power_w"] == pytest.approx(3.0)
+    assert row["baseline_idle_j"] == pytest.approx(30.0)
+    assert row["baseline_net_j"] == pytest.approx(70.0)
+    assert row["baselines_under_load"] == [runs[2].run_id]
+    assert any("measured while other processes" in w for w in comparison_warnings([row]))
+    text = format_comparison([row])
+    assert "idle baseline power (W)" in text and "energy net of idle (J)" in text
+    assert "energy net of idle (J)" not in format_comparison(compare(runs, basis="net"))

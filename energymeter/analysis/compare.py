@@ -46,6 +46,13 @@ _FIXED_METRICS: tuple[tuple[str, str, str, float], ...] = (
     ("peak_gpu_memory_bytes", "peak GPU memory", "MiB", _MIB),
 )
 _MEMORY_LABELS = {"rss": "peak RSS", "pss": "peak PSS"}
+#: The idle baseline's figures, where runs measured one (--baseline): its power, the idle
+#: energy over each run's duration, and the machine's energy net of it. On every basis.
+_BASELINE_METRICS: tuple[tuple[str, str, str, float], ...] = (
+    ("baseline_power_w", "idle baseline power", "W", 1.0),
+    ("baseline_idle_j", "idle energy over the run", "J", 1.0),
+    ("baseline_net_j", "energy net of idle", "J", 1.0),
+)
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -56,18 +63,39 @@ def on_basis(key: str) -> bool:
         "mean_power_w", "emissions_g")
 
 
+def _baseline_figure(key: str) -> Callable[[Report], float | None]:
+    def get(r: Report) -> float | None:
+        b = r.baseline
+        if not b:
+            return None
+        if key == "power_w":
+            power = [float(v) for cid, v in (b.get("power_w") or {}).items()
+                     if cid in b.get("channels", {}) and _in_total(r, cid)]
+            return sum(power) if power else None
+        value = b.get({"idle_j": "idle_total_j", "net_j": "net_total_j"}[key])
+        return None if value is None else float(value)
+    return get
+
+
+def _in_total(report: Report, cid: str) -> bool:
+    return any(c.channel.id == cid and c.channel.in_total for c in report.channels)
+
+
 def metric_list(kinds: Iterable[str], *, per_item: bool = False,
                 target: Target | str | None = None, memory_basis: str | None = None,
-                basis: str | None = None) -> list[tuple[str, str, str, float]]:
+                basis: str | None = None, baseline: bool = False
+                ) -> list[tuple[str, str, str, float]]:
     """(key, label, unit, divisor from SI) of every figure compared, with the energy ``kinds``
     given, energy per item when ``per_item``, energy, time and emissions to ``target`` when
     given (a tuple, or its text ``val_acc ≥ 0.9``); the memory row is labelled by its
     ``memory_basis`` (``rss``/``pss``); with ``basis``, the figures on it say which
-    (``energy total, attributed``)."""
+    (``energy total, attributed``); with ``baseline``, the idle baseline's power, the idle
+    energy over each run and the energy net of it."""
     if basis is not None:
         return [(key, f"{label}, {BASIS_LABEL[basis]}" if on_basis(key) else label, unit, div)
                 for key, label, unit, div in metric_list(
-                    kinds, per_item=per_item, target=target, memory_basis=memory_basis)]
+                    kinds, per_item=per_item, target=target, memory_basis=memory_basis,
+                    baseline=baseline)]
     kinds = set(kinds)
     ordered = [k for k in KINDS if k in kinds] + sorted(kinds - set(KINDS))
     metrics = [("energy_total_j", "energy total", "J", 1.0)]
@@ -75,6 +103,8 @@ def metric_list(kinds: Iterable[str], *, per_item: bool = False,
                  "J", 1.0) for k in ordered]
     if per_item:
         metrics.append(("energy_per_item_j", "energy per item", "J", 1.0))
+    if baseline:
+        metrics += list(_BASELINE_METRICS)
     if target is not None:
         text = target if isinstance(target, str) else target_text(target)
         metrics += [("energy_to_target_j", f"energy to {text}", "J", 1.0),
@@ -154,6 +184,9 @@ def _getters(kinds: Iterable[str], on: _OnBasis | None = None
         "emissions_g": emissions,
         "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes"),
         "peak_gpu_memory_bytes": lambda r: _resource(r, "peak_gpu_memory_bytes"),
+        "baseline_power_w": _baseline_figure("power_w"),
+        "baseline_idle_j": _baseline_figure("idle_j"),
+        "baseline_net_j": _baseline_figure("net_j"),
     }
 
 
@@ -317,7 +350,9 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
         targets = {r.run_id: run_energy_to(r, parsed, grouping.nested.get(r.run_id, ()))
                    for r in compared}
     per_item = any(r.energy_per_item_j is not None for r in compared)
-    metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed)]
+    baseline = any(r.baseline for r in compared)
+    metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed,
+                                              baseline=baseline)]
     getters = _getters(kinds, on)
     rows: list[dict[str, Any]] = []
     samples: list[dict[str, list[float]]] = []
@@ -340,6 +375,8 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     for row, g in zip(rows, grouping.groups, strict=True):
         row["basis"] = on.basis
         row["bases_used"] = sorted({on.used(r) for r in g.runs})
+        row["baselines_under_load"] = [r.run_id for r in g.runs
+                                       if (r.baseline or {}).get("under_load")]
         row["mixed"] = _mixed(g.runs, on)
     _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
     return rows
@@ -455,6 +492,11 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
                           for v, i in others)
         w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
                  f"{shown}; their figures are averaged together")
+    loaded = row.get("baselines_under_load") or []
+    if loaded:
+        w.append(f"{label}: the idle baseline of {_plural(len(loaded), 'run')} "
+                 f"({_runs_text(loaded)}) was measured while other processes kept the machine "
+                 "busy: its idle power is overstated and net energy understated")
     for kind, method in row["methods"].items():
         if "model" in method:
             w.append(f"{label}: {kind} energy is estimated by a model, not measured")

@@ -97,7 +97,10 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
     basis = rows[0].get("basis", "machine") if rows else "machine"
     metrics = metric_list(kinds, per_item="energy_per_item_j" in keys, target=target,
                           memory_basis=bases.pop() if len(bases) == 1 else None,
-                          basis=None if basis == "machine" else basis)
+                          basis=None if basis == "machine" else basis,
+                          baseline="baseline_idle_j" in keys)
+    if basis == "net":  # the energy rows already are net of idle
+        metrics = [m for m in metrics if m[0] != "baseline_net_j"]
     return [m for m in metrics if m[0] in keys and any(r.get(m[0]) is not None for r in rows)
             and not (m[0] == "peak_gpu_memory_bytes" and not any(r.get(m[0]) for r in rows))]
 
