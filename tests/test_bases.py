@@ -280,3 +280,20 @@ def test_compare_shows_the_baseline_and_flags_one_taken_under_load() -> None:
     text = format_comparison([row])
     assert "idle baseline power (W)" in text and "energy net of idle (J)" in text
     assert "energy net of idle (J)" not in format_comparison(compare(runs, basis="net"))
+
+
+def test_dataframes_on_a_basis() -> None:
+    pytest.importorskip("pandas")
+    report = fake_report("r", cpu_j=100.0, items=10, attribution=_attribution(40.0),
+                         baseline=_baseline(25.0))
+    frame = report.to_dataframe("summary", basis="attributed")
+    assert frame.loc[0, "energy_total_j"] == pytest.approx(40.0)
+    assert frame.loc[0, "energy_per_item_j"] == pytest.approx(4.0)
+    assert frame.loc[0, "mean_power_w"] == pytest.approx(4.0)
+    assert frame.loc[0, "energy_basis"] == "attributed"
+    assert report.to_dataframe().loc[0, "energy_total_j"] == pytest.approx(100.0)
+    bases = report.to_dataframe("bases").set_index("basis")
+    assert list(bases.index) == ["machine", "attributed", "net"]
+    assert bases.loc["net", "total_j"] == pytest.approx(75.0)
+    with pytest.raises(ReportError, match="no net energy.*--baseline"):
+        fake_report("r", cpu_j=1.0).to_dataframe("summary", basis="net")

@@ -340,23 +340,39 @@ class Report:
             "rank": _job_text(self.job, "rank"),
         }
 
-    def to_dataframe(self, table: str = "summary", *, resample: str | float | None = None
-                     ) -> Any:
-        """A pandas DataFrame: ``summary`` (one row, the ledger columns), ``channels``,
-        ``phases``, ``logs`` or ``samples`` (the timeline from ``samples.csv``: ``t_s``, the
-        power of each channel ``<id>_w`` over the interval ending there, derived from the
-        counters, ``total_w`` over the channels in the total, and the cumulative ``<id>_j``).
-        ``resample`` (``samples`` only): seconds, or a pandas offset such as ``"1s"``: one
-        row per bin, the power being the energy between bins over the time between them."""
+    def to_dataframe(self, table: str = "summary", *, resample: str | float | None = None,
+                     basis: str = "machine") -> Any:
+        """A pandas DataFrame: ``summary`` (one row, the ledger columns and ``energy_basis``),
+        ``bases`` (one row per energy basis the run has: ``basis``, ``total_j``,
+        ``<kind>_j``, ``how``), ``channels``, ``phases``, ``logs`` or ``samples`` (the
+        timeline from ``samples.csv``: ``t_s``, the power of each channel ``<id>_w`` over the
+        interval ending there, derived from the counters, ``total_w`` over the channels in
+        the total, and the cumulative ``<id>_j``). ``resample`` (``samples`` only): seconds,
+        or a pandas offset such as ``"1s"``: one row per bin, the power being the energy
+        between bins over the time between them. ``basis`` (``summary`` only): the energy
+        basis of its energy, power, per-item and emissions columns (machine, attributed,
+        net: :mod:`~energymeter.report.bases`); a run without it raises
+        :class:`ReportError` saying which it has."""
         import pandas as pd
+
+        from .bases import check_basis
+
+        check_basis(basis)
+        if basis != "machine" and table != "summary":
+            raise ReportError(f"basis applies to table 'summary' only (table {table!r})")
+        if table == "bases":
+            return pd.DataFrame([{"basis": name, "total_j": b["total_j"],
+                                  **{f"{k}_j": v for k, v in b["by_kind"].items()},
+                                  "how": b["how"]} for name, b in self.energy_bases.items()])
+        if table == "summary":
+            return pd.DataFrame([self._row_on(basis)],
+                                columns=[*LEDGER_COLUMNS, "energy_basis"])
 
         if table == "samples":
             return self._samples_frame(pd, resample)
         if resample is not None:
             raise ReportError("resample applies to table 'samples' only")
 
-        if table == "summary":
-            return pd.DataFrame([self.to_row()], columns=list(LEDGER_COLUMNS))
         if table == "channels":
             return pd.DataFrame([c.to_dict() for c in self.channels])
         if table == "phases":
@@ -372,8 +388,30 @@ class Report:
         if table == "logs":
             return pd.DataFrame([{"t_s": e["t_s"], "energy_j": e["energy_j"], **e["metrics"]}
                                  for e in self.logs])
-        raise ReportError(f"table {table!r} unknown; accepted: summary, channels, phases, "
-                          "logs, samples")
+        raise ReportError(f"table {table!r} unknown; accepted: summary, bases, channels, "
+                          "phases, logs, samples")
+
+    def _row_on(self, basis: str) -> dict[str, Any]:
+        """:meth:`to_row` with its energy figures on ``basis`` (and ``energy_basis``)."""
+        row = {**self.to_row(), "energy_basis": basis}
+        if basis == "machine":
+            return row
+        energy = self.energy_on(basis)
+        if energy is None:
+            from .bases import bases_of
+
+            raise ReportError(f"run {self.run_id} has no {basis} energy (it has: "
+                              f"{', '.join(bases_of(self))}); "
+                              + ("measure with --baseline / baseline_s= for net" if
+                                 basis == "net" else "its CPU time was not read"))
+        machine = self.total_energy_j
+        row.update({"energy_total_j": energy.total_j,
+                    **{f"energy_{k}_j": energy.by_kind.get(k) for k in KINDS},
+                    "mean_power_w": mean_power_w(energy.total_j, self.duration_s),
+                    "energy_per_item_j": energy.total_j / self.items if self.items else None})
+        if row.get("emissions_g") is not None and machine > 0:
+            row["emissions_g"] = float(row["emissions_g"]) * energy.total_j / machine
+        return row
 
     def _samples_frame(self, pd: Any, resample: str | float | None) -> Any:
         from .samples import iter_energy
