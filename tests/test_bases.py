@@ -297,3 +297,19 @@ def test_dataframes_on_a_basis() -> None:
     assert bases.loc["net", "total_j"] == pytest.approx(75.0)
     with pytest.raises(ReportError, match="no net energy.*--baseline"):
         fake_report("r", cpu_j=1.0).to_dataframe("summary", basis="net")
+
+
+def test_integration_metrics_on_a_basis() -> None:
+    from energymeter.integrations.common import report_metrics, report_tags
+
+    report = fake_report("r", cpu_j=100.0, attribution=_attribution(40.0),
+                         baseline=_baseline(25.0))
+    own = report_metrics(report, basis="attributed")
+    assert own["energy/total_j"] == pytest.approx(40.0)
+    assert own["energy/cpu_j"] == pytest.approx(40.0)
+    assert own["energy/net/total_j"] == pytest.approx(75.0)
+    assert own["energy/machine/total_j"] == pytest.approx(100.0)
+    assert report_tags(report, basis="attributed")["energymeter.basis"] == "attributed"
+    plain = fake_report("r", cpu_j=100.0)
+    assert report_metrics(plain, basis="net")["energy/total_j"] == pytest.approx(100.0)
+    assert report_tags(plain, basis="net")["energymeter.basis"] == "machine"

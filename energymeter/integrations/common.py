@@ -16,20 +16,32 @@ if TYPE_CHECKING:
 PREFIX = "energy/"
 
 
-def report_metrics(report: Report, prefix: str = PREFIX) -> dict[str, float]:
+def report_metrics(report: Report, prefix: str = PREFIX, *, basis: str = "machine"
+                   ) -> dict[str, float]:
     """The figures of ``report`` as flat metrics in base units (J, W, s, g):
     ``energy/total_j``, ``energy/<kind>_j``, ``energy/duration_s``, ``energy/mean_power_w``,
-    ``energy/emissions_g``, ``energy/per_item_j`` and each phase's ``energy/phase/<name>_j``
-    (the first occurrence of each name)."""
-    out: dict[str, float] = {f"{prefix}total_j": report.total_energy_j,
+    ``energy/emissions_g``, ``energy/per_item_j`` on the energy ``basis`` (machine,
+    attributed, net: :mod:`energymeter.report.bases`; machine where the run lacks it, and
+    :func:`report_tags` says which), every basis the run has as ``energy/<basis>/total_j``,
+    and each phase's ``energy/phase/<name>_j`` (the first occurrence of each name; the
+    machine's)."""
+    from ..report.bases import energy_on
+
+    energy = energy_on(report, basis) or energy_on(report, "machine")
+    machine = report.total_energy_j
+    out: dict[str, float] = {f"{prefix}total_j": energy.total_j,
                              f"{prefix}duration_s": report.duration_s,
-                             f"{prefix}mean_power_w": report.mean_power_w}
-    for kind, joules in report.energy_j["by_kind"].items():
+                             f"{prefix}mean_power_w": (energy.total_j / report.duration_s
+                                                       if report.duration_s > 0 else 0.0)}
+    for kind, joules in energy.by_kind.items():
         out[f"{prefix}{kind}_j"] = float(joules)
     if report.emissions_g is not None:
-        out[f"{prefix}emissions_g"] = float(report.emissions_g)
-    if report.energy_per_item_j is not None:
-        out[f"{prefix}per_item_j"] = report.energy_per_item_j
+        out[f"{prefix}emissions_g"] = float(report.emissions_g) * (
+            energy.total_j / machine if machine > 0 else 1.0)
+    if report.items:
+        out[f"{prefix}per_item_j"] = energy.total_j / report.items
+    for name, block in report.energy_bases.items():
+        out[f"{prefix}{name}/total_j"] = float(block["total_j"])
     channels = [c.channel for c in report.channels]
     for phase in report.phases:
         key = f"{prefix}phase/{phase.name}_j"
@@ -38,9 +50,14 @@ def report_metrics(report: Report, prefix: str = PREFIX) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def report_tags(report: Report) -> dict[str, str]:
-    """How the numbers were obtained, as text tags: run id, methods per kind, region, path."""
-    tags = {"energymeter.run_id": report.run_id, "energymeter.status": report.status}
+def report_tags(report: Report, *, basis: str = "machine") -> dict[str, str]:
+    """How the numbers were obtained, as text tags: run id, energy basis of the headline
+    metrics, methods per kind, region, path."""
+    from ..report.bases import energy_on
+
+    used = (energy_on(report, basis) or energy_on(report, "machine")).basis
+    tags = {"energymeter.run_id": report.run_id, "energymeter.status": report.status,
+            "energymeter.basis": used}
     for kind in report.energy_j["by_kind"]:
         tags[f"energymeter.method.{kind}"] = report.methods(kind)
     if report.carbon:

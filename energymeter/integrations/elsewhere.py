@@ -16,15 +16,16 @@ if TYPE_CHECKING:
 log = LazyLogger("energymeter")
 
 
-def log_elsewhere(report: Report) -> list[str]:
+def log_elsewhere(report: Report, *, basis: str = "machine") -> list[str]:
     """``report`` to MLflow and W&B when the program uses them (already imported) and has a
-    run active there. A failure is logged and returned, never raised: the training goes on."""
+    run active there, its headline energy on ``basis``. A failure is logged and returned,
+    never raised: the training goes on."""
     failures = []
     for module, target in (("mlflow", "mlflow"), ("wandb", "wandb")):
         if module not in sys.modules:
             continue
         try:
-            (to_mlflow if target == "mlflow" else to_wandb).log_report(report)
+            (to_mlflow if target == "mlflow" else to_wandb).log_report(report, basis=basis)
         except Exception as exc:  # another tool's failure must not end the training
             log.warning("logging the report to %s failed: %r", target, exc)
             failures.append(f"{target}: {type(exc).__name__}: {exc}")

@@ -35,12 +35,17 @@ class EnergyCallback(RunOwner, Callback):
     """Measure Lightning's ``fit`` and ``test`` with energymeter (see the module's text).
     ``name``: the run's name (default: the LightningModule's class name); ``per_step``: also
     log energy every ``log_every_n_steps`` steps; ``log_to_loggers``: send energy to the
-    trainer's loggers; other keyword arguments are :class:`energymeter.Settings` fields
+    trainer's loggers; ``basis``: the energy basis of the final figures (machine, attributed,
+    net; the per-step figures are the machine's); other keyword arguments are :class:`energymeter.Settings` fields
     (``out``, ``region``, ``interval_s``...) and ``tags``."""
 
     def __init__(self, name: str | None = None, *, per_step: bool = False,
                  log_to_loggers: bool = True, log_reports: bool = True,
-                 tags: dict[str, Any] | None = None, **settings: Any) -> None:
+                 tags: dict[str, Any] | None = None, basis: str = "machine",
+                 **settings: Any) -> None:
+        from ..report.bases import check_basis
+
+        self.basis = check_basis(basis)
         self.name = name
         self.per_step = per_step
         self.log_to_loggers = log_to_loggers
@@ -61,10 +66,10 @@ class EnergyCallback(RunOwner, Callback):
             return
         if trainer.is_global_zero:
             if self.log_to_loggers:
-                self._to_loggers(trainer, {k: v for k, v in report_metrics(report).items()
-                                           if "/phase/" not in k})
+                self._to_loggers(trainer, {k: v for k, v in report_metrics(
+                    report, basis=self.basis).items() if "/phase/" not in k})
             if self.log_reports:
-                log_elsewhere(report)
+                log_elsewhere(report, basis=self.basis)
 
     def _log_metrics(self, trainer: Any, **extra: Any) -> None:
         if self.meter is None:

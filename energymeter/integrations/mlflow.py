@@ -33,9 +33,10 @@ def _mlflow() -> Any:
     return mlflow
 
 
-def log_report(report: Report, run_id: str | None = None, *, step: int | None = None) -> bool:
-    """Log ``report`` to MLflow run ``run_id`` (default: the active run). Returns False when
-    there is no run to log to."""
+def log_report(report: Report, run_id: str | None = None, *, step: int | None = None,
+               basis: str = "machine") -> bool:
+    """Log ``report`` to MLflow run ``run_id`` (default: the active run), its headline energy
+    on ``basis`` (machine, attributed, net). Returns False when there is no run to log to."""
     mlflow = _mlflow()
     if run_id is None:
         active = mlflow.active_run()
@@ -43,9 +44,9 @@ def log_report(report: Report, run_id: str | None = None, *, step: int | None = 
             return False
         run_id = active.info.run_id
     client = mlflow.MlflowClient()
-    for key, value in report_metrics(report).items():
+    for key, value in report_metrics(report, basis=basis).items():
         client.log_metric(run_id, key.replace("/", "."), value, step=step or 0)
-    for key, value in report_tags(report).items():
+    for key, value in report_tags(report, basis=basis).items():
         client.set_tag(run_id, key, value)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"report-{report.name}-{report.run_id[:8]}.json"

@@ -34,11 +34,17 @@ from .elsewhere import log_elsewhere
 
 class EnergyCallback(RunOwner, TrainerCallback):
     """Measure ``Trainer.train()`` with energymeter (see the module's text). ``name``: the
-    run's name (default: the model's class name); other keyword arguments are
+    run's name (default: the model's class name); ``basis``: the energy basis of the final
+    report's figures sent to MLflow/W&B (machine, attributed, net; the figures added to the
+    logs during training are the machine's); other keyword arguments are
     :class:`energymeter.Settings` fields (``out``, ``region``...) and ``tags``."""
 
     def __init__(self, name: str | None = None, *, log_reports: bool = True,
-                 tags: dict[str, Any] | None = None, **settings: Any) -> None:
+                 tags: dict[str, Any] | None = None, basis: str = "machine",
+                 **settings: Any) -> None:
+        from ..report.bases import check_basis
+
+        self.basis = check_basis(basis)
         self.name = name
         self.log_reports = log_reports
         self.run = CallbackRun(tags, settings)
@@ -108,4 +114,4 @@ class EnergyCallback(RunOwner, TrainerCallback):
         if report is None:
             return
         if state.is_world_process_zero and self.log_reports:
-            log_elsewhere(report)
+            log_elsewhere(report, basis=self.basis)

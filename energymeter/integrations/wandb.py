@@ -32,17 +32,19 @@ def _wandb() -> Any:
     return wandb
 
 
-def log_report(report: Report, run: Any = None) -> bool:
-    """Log ``report`` to W&B ``run`` (default: ``wandb.run``). Returns False without a run."""
+def log_report(report: Report, run: Any = None, *, basis: str = "machine") -> bool:
+    """Log ``report`` to W&B ``run`` (default: ``wandb.run``), its headline energy on
+    ``basis`` (machine, attributed, net). Returns False without a run."""
     wandb = _wandb()
     run = run if run is not None else wandb.run
     if run is None:
         return False
-    metrics = report_metrics(report)
+    metrics = report_metrics(report, basis=basis)
     run.log(metrics)
     for key, value in metrics.items():
         run.summary[key] = value
-    run.config.update({k: v for k, v in report_tags(report).items()}, allow_val_change=True)
+    run.config.update({k: v for k, v in report_tags(report, basis=basis).items()},
+                      allow_val_change=True)
     artifact = wandb.Artifact(f"energymeter-{report.run_id[:8]}", type="energymeter-report")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "report.json"
