@@ -18,7 +18,7 @@ import pytest
 
 from energymeter import Report, measure
 from energymeter.analysis import compare, find_runs, target_results
-from energymeter.errors import ReportError
+from energymeter.errors import ConfigError, ReportError
 from energymeter.report.samples import timeline
 from tests.fakes.powercap import FakePowercap
 from tests.test_cli import invoke
@@ -128,7 +128,7 @@ def test_timeline_of_a_run_under_energymeter_run(runs: Path, tmp_path: Path) -> 
     assert list(t) == pytest.approx(expected.t_s)
     assert list(w) == pytest.approx(expected.power_w["cpu0"])
     assert ax.get_xlim() == pytest.approx((0, report.duration_s))
-    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "power (W)"
+    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "power, machine (W)"
     # The phases of the run nested in it (the script's measure()), on the parent's clock.
     (child,) = [Report.load(p) for p in nested(runs) if Report.load(p).parent_run_id
                 == report.run_id]
@@ -238,7 +238,7 @@ def test_breakdown_per_group_hatches_estimated_energy(runs: Path, tmp_path: Path
     assert [b.get_height() for b in bars] == pytest.approx([r["energy_cpu_j"] for r in rows])
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["method=dense\nn=3", "method=pruned\nn=3"]
-    assert ax.get_ylabel() == "energy (J)"
+    assert ax.get_ylabel() == "energy, machine (J)"
     assert "estimated (model)" in legend_texts(fig, ax)
     assert len(ax.collections) == 2  # an error bar (95 % CI of the total) per group
 
@@ -264,7 +264,7 @@ def test_compare_draws_what_compare_computed(runs: Path, tmp_path: Path) -> None
     rel = rows[1]["energy_total_j_rel_diff"]
     assert notes[1].startswith(f"{100 * rel:+.1f} %".replace("-", "−"))
     assert "p " in notes[1]
-    assert ax.get_ylabel() == "energy total (J)"
+    assert ax.get_ylabel() == "energy total, machine (J)"
     fig = plot(runs, "compare", by="tag:method", metric="duration_s")
     assert fig.axes[0].get_ylabel() == "duration (s)"
     assert not any(p.get_hatch() for p in fig.axes[0].patches)  # durations are not estimated
@@ -292,7 +292,7 @@ def test_energy_to_target_curves_band_and_marks(runs: Path, tmp_path: Path) -> N
     assert len([c for c in ax.collections if type(c).__name__ in ("PolyCollection",
                                                                  "FillBetweenPolyCollection")
                 ]) == 2
-    assert ax.get_ylabel() == "val_acc" and ax.get_xlabel() == "cumulative energy (J)"
+    assert ax.get_ylabel() == "val_acc" and ax.get_xlabel() == "cumulative energy, machine (J)"
     # Each group's mark is its mean energy to the target, as `report --target` computes it.
     results = target_results(find_runs([runs]), "val_acc=0.45", by="tag:method")
     marks = [line for line in ax.lines if line.get_marker() == "D"]
@@ -406,3 +406,21 @@ def test_reports_can_be_given_instead_of_paths(runs: Path) -> None:
     fig = plot(reports, "compare", by="tag:method")
     assert len([t for t in fig.axes[0].get_xticklabels()]) == 2
     assert json.loads(Report.load(parents(runs)[0]).to_json())["tags"]["method"] == "dense"
+
+
+def test_breakdown_and_compare_figures_on_a_basis(tmp_path: Path) -> None:
+    from energymeter.analysis.plots import plot
+    from tests.test_bases import _study
+
+    runs = _study([50, 51, 49], [100, 160, 90], "dense") + _study([30, 31, 29], [80, 60, 120],
+                                                                  "sparse")
+    fig = plot(runs, "compare", basis="attributed")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "energy total, attributed (J)"
+    assert max(bar.get_height() for bar in ax.patches) == pytest.approx(50.0)
+    fig = plot(runs, "breakdown", basis="attributed")
+    assert fig.axes[0].get_ylabel() == "energy, attributed (J)"
+    with pytest.raises(ReportError, match="breakdown and compare"):
+        plot(runs, "timeline", basis="attributed")
+    with pytest.raises(ConfigError, match="machine, attributed, net"):
+        plot(runs, "compare", basis="own")

@@ -53,6 +53,7 @@ from ..report.plot import (
     style,
     time_unit,
 )
+from ..report.bases import check_basis
 from ..report.tables import energy_unit
 from ..stats import summarize
 from ..store import run_dir_started_at
@@ -170,7 +171,7 @@ def _timeline(grouping: Grouping, width: float | None, height: float | None,
         top = max(ax.get_ylim()[1] for ax in axes)
         for ax in axes:
             ax.set_ylim(0, top)
-        fig.supylabel("power (W)", fontsize=8)
+        fig.supylabel("power, machine (W)", fontsize=8)
     rows = legend_above(axes[0], list(labels.values()), figure=n > 1)
     grow_for_legend(fig, rows, height is not None)
     return fig
@@ -182,8 +183,10 @@ def _kinds_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _breakdown(pairs: list[tuple[str | None, Report]], by: str, group: bool, nested: bool,
-               width: float | None, height: float | None) -> Any:
-    rows = compare(pairs, by=by, group=group, nested=nested)
+               width: float | None, height: float | None, basis: str = "machine") -> Any:
+    rows = compare(pairs, by=by, group=group, nested=nested, basis=basis)
+    _warn([{**row, "warnings": [w for w in row["warnings"] if "energy basis" in w
+                                or "different bases" in w]} for row in rows])
     kinds = _kinds_of(rows)
     bars = []
     for row in rows:
@@ -198,7 +201,7 @@ def _breakdown(pairs: list[tuple[str | None, Report]], by: str, group: bool, nes
                                 if row.get(f"energy_{k}_j") is not None},
                         row["methods"], ci))
     fig, (ax,) = new_figure(width, height)
-    grow_for_legend(fig, draw_breakdown(ax, bars), height is not None)
+    grow_for_legend(fig, draw_breakdown(ax, bars, basis=basis), height is not None)
     return fig
 
 
@@ -222,18 +225,18 @@ def check_compare_metric(metric: str, target: Target | None) -> str:
 
 def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, nested: bool,
              metric: str | None, target: Target | None, width: float | None,
-             height: float | None) -> Any:
+             height: float | None, basis: str = "machine") -> Any:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     metric = metric or DEFAULT_COMPARE_METRIC
     check_compare_metric(metric, target)
-    rows = compare(pairs, by=by, group=group, nested=nested, target=target)
+    rows = compare(pairs, by=by, group=group, nested=nested, target=target, basis=basis)
     _warn(rows)
     kinds = _kinds_of(rows)
     info = {key: (label, unit, div) for key, label, unit, div in
             metric_list(kinds, per_item=True, target=target,
-                        memory_basis=rows[0].get("memory_basis"))}
+                        memory_basis=rows[0].get("memory_basis"), basis=basis)}
     present = [k for k in info if f"{k}_ci_low" in rows[0]]
     if metric not in present or all(row[metric] is None for row in rows):
         have = [k for k in present if any(row[k] is not None for row in rows)]
@@ -241,7 +244,7 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
                           f"{', '.join(have)}")
     label, unit, div = info[metric]
     # Each run's own value, as compare computes it (one group per run).
-    singles = compare(pairs, by=by, group=False, nested=nested, target=target)
+    singles = compare(pairs, by=by, group=False, nested=nested, target=target, basis=basis)
     per_run = {row["run_ids"][0]: row[metric] for row in singles if row["run_ids"]}
     shown = [row for row in rows if row[metric] is not None]
     highs = [row[f"{metric}_ci_high"] or row[metric] for row in shown]
@@ -429,7 +432,7 @@ def plot(runs_or_reports: Any, kind: str = "timeline", output: str | Path | None
          by: str | None = None, group: bool = True, nested: bool = False,
          metric: str | None = None, target: str | Target | None = None,
          width: float | None = None, height: float | None = None, dpi: int = DEFAULT_DPI,
-         window_s: float | None = None) -> Any:
+         window_s: float | None = None, basis: str = "machine") -> Any:
     """A matplotlib Figure of runs (extra ``plot``), saved to ``output`` when given (PNG at
     ``dpi``, PDF or SVG, by its extension).
 
@@ -442,7 +445,9 @@ def plot(runs_or_reports: Any, kind: str = "timeline", output: str | Path | None
     ``by`` ``auto`` (default), ``name``, ``dir``, ``command``, ``group``, ``tag:KEY``;
     ``group=False``: each run apart; runs nested in another are left out (``nested=True``
     draws them instead). ``width``/``height``: inches (default 3.4 wide); ``window_s``: the
-    timeline's shortest averaging interval.
+    timeline's shortest averaging interval. ``basis`` (breakdown and compare): the energy
+    basis, ``machine`` (default), ``attributed`` or ``net`` (:mod:`energymeter.report.bases`),
+    named on the axis; timelines and energy-to-target curves are the machine's, and say so.
 
     Raises :class:`~energymeter.errors.ReportError` (bad arguments, unreadable runs, a
     timeline of a run without ``samples.csv``) or
@@ -458,13 +463,19 @@ def plot(runs_or_reports: Any, kind: str = "timeline", output: str | Path | None
         raise ReportError("window_s applies to the timeline only")
     if kind == "compare":
         check_compare_metric(metric or DEFAULT_COMPARE_METRIC, parsed)
+    check_basis(basis)
+    if basis != "machine" and kind in ("timeline", "energy-to-target"):
+        raise ReportError(f"basis {basis!r} applies to the breakdown and compare figures; a "
+                          f"{kind} is drawn from the machine's counters over time (basis "
+                          "machine)")
     by = by or "auto"
     pairs = _pairs(runs_or_reports)
     draw: dict[str, Callable[[], Any]] = {
         "timeline": lambda: _timeline(group_runs(pairs, by=by, group=group, nested=nested),
                                       width, height, window_s),
-        "breakdown": lambda: _breakdown(pairs, by, group, nested, width, height),
-        "compare": lambda: _compare(pairs, by, group, nested, metric, parsed, width, height),
+        "breakdown": lambda: _breakdown(pairs, by, group, nested, width, height, basis),
+        "compare": lambda: _compare(pairs, by, group, nested, metric, parsed, width, height,
+                                    basis),
         "energy-to-target": lambda: _energy_to_target(pairs, by, group, nested, metric, parsed,
                                                       width, height),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, err, fail, options, setup_logging
+from .common import BASIS, CONTEXT, err, fail, options, setup_logging
 from .compare import BY
 
 #: The figures, as ``energymeter.analysis.plots.KINDS_OF_FIGURE`` (not imported here: the
@@ -74,10 +74,10 @@ def check_output(output: str) -> None:
 
 @click.command(context_settings=CONTEXT, short_help="Draw a figure of runs (PNG, PDF, SVG).")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(OUTPUT, KIND, BY, GROUP, NESTED, METRIC, TARGET, *SIZE, WINDOW)
+@options(OUTPUT, KIND, BY, GROUP, NESTED, METRIC, TARGET, *SIZE, WINDOW, BASIS)
 def plot(runs: tuple[str, ...], output: str, kind: str, by: str, group: bool, nested: bool,
          metric: str | None, target: str | None, width: float | None, height: float | None,
-         dpi: int, window_s: float | None) -> None:
+         dpi: int, window_s: float | None, basis: str) -> None:
     """Draw a figure of runs, sized for a paper's column, in colour-blind-safe colours.
 
     RUN is as for `energymeter report`: run directories, report.json files or folders of runs.
@@ -85,13 +85,16 @@ def plot(runs: tuple[str, ...], output: str, kind: str, by: str, group: bool, ne
     runs nested in another (measure() under energymeter run) are part of it: their phases and
     logs are drawn with it (--nested draws them instead). Needs matplotlib:
     pip install 'energymeter-ml[plot]'. Estimated energy (a model, not a counter) is dashed
-    in timelines and hatched in bars. See docs/plots.md.
+    in timelines and hatched in bars. --basis (breakdown, compare) draws the runs' own
+    share (attributed) or net energy instead of the machine's, named on the axis. See
+    docs/plots.md.
 
     \b
     Examples:
       energymeter plot RUN_DIR -o timeline.pdf
       energymeter plot runs/ --kind breakdown --by tag:method -o breakdown.png
       energymeter plot runs/dense runs/pruned --kind compare --metric energy_total_j -o cmp.pdf
+      energymeter plot runs/ --kind compare --by tag:method --basis attributed -o own.pdf
       energymeter plot runs/ --kind energy-to-target --by tag:method --target val_acc=0.9 \\
           -o energy-to-target.svg
     """
@@ -119,7 +122,8 @@ def plot(runs: tuple[str, ...], output: str, kind: str, by: str, group: bool, ne
 
     try:
         draw(list(runs), kind, output, by=by, group=group, nested=nested, metric=metric,
-             target=parsed, width=width, height=height, dpi=dpi, window_s=window_s)
+             target=parsed, width=width, height=height, dpi=dpi, window_s=window_s,
+             basis=basis)
     except ReportError as exc:
         fail(str(exc))
     except OSError as exc:

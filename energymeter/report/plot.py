@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EnergyMeterError, ReportError
 from ..probes.base import KINDS
 from ..store import SAMPLES_NAME
+from .bases import BASIS_LABEL
 from .samples import timeline
 from .tables import energy_unit
 from .target import parse_target
@@ -431,7 +432,7 @@ def draw_timeline(ax: Any, report: Report, *, nested: Sequence[Report] = (),
     ax.set_xlim(0, (x_max_s or report.duration_s) / time_divisor or 1.0)
     unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(time_divisor, "s")
     ax.set_xlabel(f"time ({unit})")
-    ax.set_ylabel("power (W)")
+    ax.set_ylabel("power, machine (W)")
     width_in = ax.get_position().width * ax.figure.get_figwidth()
     labelled = draw_phases(ax, top_phases(report, nested), time_divisor, width_in)
     ax.set_ylim(0, (peak or 1.0) * (1.22 if labelled else 1.05))
@@ -475,11 +476,11 @@ def report_bar(report: Report, label: str | None = None) -> Bar:
     return Bar(label or report.name, dict(by_kind), methods, estimated_j=estimated)
 
 
-def draw_breakdown(ax: Any, bars: Sequence[Bar]) -> int:
+def draw_breakdown(ax: Any, bars: Sequence[Bar], *, basis: str = "machine") -> int:
     """Stacked bars of energy by kind (in the order of ``probes.base.KINDS``), the total over
     each (with its CI as an error bar where given); kinds a model estimated are hatched,
-    ``psys`` (which already contains the others) is an outline beside the stack. Returns the
-    rows of its legend."""
+    ``psys`` (which already contains the others) is an outline beside the stack; the axis
+    names the energy ``basis`` the bars are on. Returns the rows of its legend."""
     from matplotlib.patches import Patch
 
     if not bars:
@@ -529,7 +530,7 @@ def draw_breakdown(ax: Any, bars: Sequence[Bar]) -> int:
                edgecolor=KIND_COLOURS["psys"], lw=0.8, ls="--", zorder=2)
     set_bar_labels(ax, [b.label for b in bars])
     ax.set_xlim(-0.7, len(bars) - 0.3)
-    ax.set_ylabel(f"energy ({unit})")
+    ax.set_ylabel(f"energy, {BASIS_LABEL[basis]} ({unit})")
     ax.set_ylim(0, max(max(tops, default=0.0) / div, 1e-12) * 1.15)
     handles = [Patch(facecolor=colours[k], edgecolor=colours[k], label=k) for k in stacked]
     if "psys" in present:
@@ -649,7 +650,7 @@ def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
                               marker="D" if marked else None, ms=4, mfc="white", mec="black",
                               label=text + (": mean energy, 95 % CI" if marked else "")))
     ax.set_xlim(left=0)
-    ax.set_xlabel(f"cumulative energy ({unit})")
+    ax.set_xlabel(f"cumulative energy, machine ({unit})")
     ax.set_ylabel(metric)
     return legend_above(ax, handles, most=2)
 
