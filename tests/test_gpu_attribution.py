@@ -414,9 +414,11 @@ def test_an_nvidia_ml_py_without_the_call_uses_the_memory_share() -> None:
     probe.close()
 
 
-def test_pynvml_error_code_zero_reads_as_no_samples() -> None:
+@pytest.mark.parametrize("code", [0, 6])
+def test_pynvml_error_codes_of_no_samples(code: int) -> None:
     # pynvml.py nvmlDeviceGetProcessUtilization raises NVMLError(ret) when its sizing call
-    # does not answer INSUFFICIENT_SIZE, NVML_SUCCESS included
+    # does not answer INSUFFICIENT_SIZE, NVML_SUCCESS included; an old pynvml may raise the
+    # base NVMLError for NOT_FOUND (6), without the subclass
     clock = FakeClock()
     fake = FakeNVML([FakeGPU(processes=[FakeProcess(MINE, GiB), FakeProcess(THEIRS, GiB)])],
                     clock=clock)
@@ -424,7 +426,9 @@ def test_pynvml_error_code_zero_reads_as_no_samples() -> None:
     probe.begin_run()
 
     def success_as_error(handle: object, stamp: int) -> list:
-        raise NVMLError(0)
+        error = Exception.__new__(NVMLError)
+        error.value = code
+        raise error
 
     fake.nvmlDeviceGetProcessUtilization = success_as_error  # type: ignore[method-assign]
     clock.advance(1.0)

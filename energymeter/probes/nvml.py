@@ -87,6 +87,7 @@ _ARCH_NAMES = {
 _ARCH_VOLTA = 5
 _ARCH_AMPERE = 7  # MIG: Ampere and newer (nvml.h nvmlDeviceGetMigMode)
 _FI_DEV_POWER_INSTANT = 186
+_NVML_ERROR_NOT_FOUND = 6  # nvml.h nvmlReturn_t
 _CLOCK_SM = 1
 _TEMPERATURE_GPU = 0
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
@@ -563,8 +564,9 @@ class NvmlProbe(Probe):
         except self._not_found:
             samples = ()
         except self._nvml_error as exc:
-            # pynvml.py raises NVMLError(NVML_SUCCESS) when the sizing call finds no sample
-            if getattr(exc, "value", None) != 0:
+            # pynvml.py raises NVMLError(NVML_SUCCESS) when the sizing call finds no sample;
+            # an old one may lack the NotFound class (the code is still NVML_ERROR_NOT_FOUND)
+            if getattr(exc, "value", None) not in (0, _NVML_ERROR_NOT_FOUND):
                 raise
             samples = ()
         own = total = 0
