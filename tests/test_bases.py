@@ -313,3 +313,23 @@ def test_integration_metrics_on_a_basis() -> None:
     plain = fake_report("r", cpu_j=100.0)
     assert report_metrics(plain, basis="net")["energy/total_j"] == pytest.approx(100.0)
     assert report_tags(plain, basis="net")["energymeter.basis"] == "machine"
+
+
+def test_report_formats_show_the_bases_and_the_baseline() -> None:
+    from energymeter.report.render import format_reports
+
+    report = fake_report("r", cpu_j=100.0, attribution=_attribution(40.0), baseline={
+        **_baseline(25.0), "idle_total_j": 25.0, "net_total_j": 75.0, "under_load": True})
+    other = fake_report("s", cpu_j=50.0, minute=3)
+    text = format_reports([report], "table")
+    assert "bases: machine 100.0 J, attributed 40.0 J (40 %), net 75.0 J (idle 25.0" in text
+    md = format_reports([report, other], "markdown", basis="attributed")
+    assert "| energy, attributed (J) |" in md.replace(" | mean power", " |")
+    assert "| attributed | 40.00 | 40 % |" in md
+    assert "taken under load" in md
+    assert "50.00 (machine)" in md or "50 (machine)" in md  # no attributed figure: said so
+    tex = format_reports([report], "latex", basis="net")
+    assert "-bases}" in tex and "Energy basis: net" in tex
+    rows = format_reports([report, other], "csv", basis="attributed").splitlines()
+    assert rows[0].endswith(",energy_basis") and rows[1].endswith(",attributed")
+    assert rows[2].endswith(",machine")

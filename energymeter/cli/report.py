@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, FORMAT, echo, err, fail, options
+from .common import BASIS, CONTEXT, FORMAT, echo, err, fail, options
 from .compare import CAPTION, LABEL, NESTED, TARGET, check_options, find_runs
 
 SAVE = click.option(
@@ -69,9 +69,10 @@ def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[An
 
 @click.command(context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=False, metavar="RUN...")
-@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL, JOB)
+@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL, JOB, BASIS)
 def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: str | None,
-           nested: bool, caption: str | None, label: str | None, job: str | None) -> None:
+           nested: bool, caption: str | None, label: str | None, job: str | None,
+           basis: str) -> None:
     """Show the report of one or more runs.
 
     RUN is a run directory, its report.json, or a folder of runs (every run in it). A run
@@ -82,6 +83,10 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
     table with a total row and, where it has them, its phases and logged metrics; latex is
     booktabs tables in table floats, needing \\usepackage{booktabs}, with --caption and
     --label).
+
+    Each run's summary shows its energy on every basis it has: the machine's, its own share
+    (attributed) and, with an idle baseline, net of idle; markdown and latex add a table of
+    them. --basis puts the runs table (markdown, latex) and the csv rows on one basis.
 
     With --save, each rebuilt run that has no report.json gets one (written atomically) and
     its row in the runs.csv of the folder holding it; an existing report.json is never
@@ -107,6 +112,7 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
       energymeter report --format csv energymeter-runs/ > runs.csv
       energymeter report --format markdown run1 run2 >> RESULTS.md
       energymeter report --format latex --caption "Training cost" run1 > table.tex
+      energymeter report --format csv --basis attributed energymeter-runs/ > own.csv
       energymeter report --save energymeter-runs/    # keep the rebuilt reports of killed runs
       energymeter report --target val_acc=0.9 --by dir runs/dense/ runs/sparse/
       energymeter report --job 123456 /scratch/$USER/energymeter-runs/
@@ -144,13 +150,14 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
                              for heading, group in _grouped(found, by, nested))
         elif by is not None and fmt == "markdown":
             text = "\n".join(f"## {markdown_escape(heading)}\n\n"
-                              f"{format_reports(group, fmt, caption=caption)}"
+                              f"{format_reports(group, fmt, caption=caption, basis=basis)}"
                               for heading, group in _grouped(found, by, nested))
         elif by is not None:
             text = format_reports([r for _, group in _grouped(found, by, nested)
-                                   for r in group], fmt, caption=caption, label=label)
+                                   for r in group], fmt, caption=caption, label=label,
+                                  basis=basis)
         else:
-            text = format_reports(reports, fmt, caption=caption, label=label)
+            text = format_reports(reports, fmt, caption=caption, label=label, basis=basis)
     except ReportError as exc:
         fail(str(exc))
     echo(text, nl=False, json=fmt == "json")

@@ -365,7 +365,7 @@ class Report:
                                   **{f"{k}_j": v for k, v in b["by_kind"].items()},
                                   "how": b["how"]} for name, b in self.energy_bases.items()])
         if table == "summary":
-            return pd.DataFrame([self._row_on(basis)],
+            return pd.DataFrame([self.row_on(basis)],
                                 columns=[*LEDGER_COLUMNS, "energy_basis"])
 
         if table == "samples":
@@ -391,12 +391,16 @@ class Report:
         raise ReportError(f"table {table!r} unknown; accepted: summary, bases, channels, "
                           "phases, logs, samples")
 
-    def _row_on(self, basis: str) -> dict[str, Any]:
-        """:meth:`to_row` with its energy figures on ``basis`` (and ``energy_basis``)."""
+    def row_on(self, basis: str, *, fallback: bool = False) -> dict[str, Any]:
+        """:meth:`to_row` with its energy figures on ``basis`` (and ``energy_basis``); a run
+        without that basis raises :class:`ReportError`, or with ``fallback`` gives its
+        machine figures (``energy_basis`` says so)."""
         row = {**self.to_row(), "energy_basis": basis}
         if basis == "machine":
             return row
         energy = self.energy_on(basis)
+        if energy is None and fallback:
+            return {**row, "energy_basis": "machine"}
         if energy is None:
             from .bases import bases_of
 

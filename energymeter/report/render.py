@@ -27,6 +27,7 @@ from .tables import (
     render_markdown,
     render_table,
 )
+from .bases import BASIS_LABEL, BASIS_MEANING, check_basis
 from .values import LEDGER_COLUMNS, RUNNING
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 CHANNEL_HEADERS = ("channel", "kind", "device", "method", "energy (J)", "mean (W)", "peak (W)")
 PHASE_HEADERS = ("phase", "parent", "start (s)", "duration (s)", "energy (J)")
+BASES_HEADERS = ("basis", "energy (J)", "of machine", "how")
 
 
 def check_format(fmt: str) -> str:
@@ -269,29 +271,68 @@ def _run_labels(reports: Sequence[Report]) -> list[str]:
     return labels
 
 
-def runs_table(reports: Sequence[Report]) -> tuple[list[str], list[list[str]], list[str]]:
+def runs_table(reports: Sequence[Report], basis: str = "machine"
+               ) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows and alignment of the runs table: one row per run with its duration,
     energy (``est.`` where a model estimated part of it), mean power, and where any run has
-    them its status (when not all completed), emissions, items and energy per item."""
+    them its status (when not all completed), emissions, items and energy per item, and the
+    idle energy over the run and the energy net of it (runs with an idle baseline). The
+    energy, power, emissions and per-item figures are on ``basis`` (the header says which
+    where it is not the machine's; a run without it shows its machine figures marked
+    ``(machine)``)."""
     status = any(r.status != "completed" for r in reports)
     carbon = any(r.emissions_g is not None for r in reports)
     items = any(r.items is not None for r in reports)
-    headers = ["run", *(["status"] if status else []), "duration (s)", "energy (J)",
-               "mean power (W)", *(["emissions (gCO2e)"] if carbon else []),
-               *(["items", "energy per item (J)"] if items else [])]
+    idle = any(r.baseline for r in reports)
+    on = "" if basis == "machine" else f", {BASIS_LABEL[basis]}"
+    headers = ["run", *(["status"] if status else []), "duration (s)", f"energy{on} (J)",
+               f"mean power{on} (W)", *([f"emissions{on} (gCO2e)"] if carbon else []),
+               *(["items", f"energy per item{on} (J)"] if items else []),
+               *(["idle (J)", "net of idle (J)"] if idle and basis != "net" else [])]
     rows = []
     for r, label in zip(reports, _run_labels(reports), strict=True):
-        energy = format_number(r.total_energy_j) + (" (est.)" if _estimated(r) else "")
-        row = [label, *([r.status] if status else []), format_number(r.duration_s), energy,
-               format_number(r.mean_power_w)]
+        energy = r.energy_on(basis) or r.energy_on("machine")
+        marks = [m for m in ("est." if _estimated(r) else "",
+                             "machine" if energy.basis != basis else "") if m]
+        total = energy.total_j
+        row = [label, *([r.status] if status else []), format_number(r.duration_s),
+               format_number(total) + (f" ({', '.join(marks)})" if marks else ""),
+               format_number(total / r.duration_s if r.duration_s > 0 else 0.0)]
         if carbon:
-            row.append("-" if r.emissions_g is None else _sig(r.emissions_g))
+            machine = r.total_energy_j
+            row.append("-" if r.emissions_g is None else _sig(
+                r.emissions_g * (total / machine if machine > 0 else 1.0)))
         if items:
             row += ["-" if r.items is None else f"{r.items:.6g}",
-                    "-" if r.energy_per_item_j is None else _sig(r.energy_per_item_j)]
+                    "-" if not r.items else _sig(total / r.items)]
+        if idle and basis != "net":
+            b = r.baseline or {}
+            row += ["-" if b.get("idle_total_j") is None else format_number(b["idle_total_j"]),
+                    "-" if b.get("net_total_j") is None else format_number(b["net_total_j"])]
         rows.append(row)
     return headers, rows, ["l", *(["l"] if status else []), *["r"] * (len(headers) - 1
                                                                       - status)]
+
+
+def bases_rows(report: Report) -> list[list[str]]:
+    """One row per energy basis ``report`` has: basis, energy (J), share of the machine's,
+    how it was obtained (and the idle energy subtracted, for net)."""
+    machine = report.total_energy_j
+    rows = []
+    for basis in report.energy_bases:
+        energy = report.energy_on(basis)
+        how = energy.how
+        if energy.whole:
+            how += f"; {', '.join(energy.whole)} whole" + (
+                ": no per-process figure" if basis == "attributed" else ": no baseline")
+        if basis == "net" and report.baseline:
+            b = report.baseline
+            how = (f"idle {format_number(b.get('idle_total_j'), 2)} J subtracted "
+                   f"({b.get('source') or 'measured'} baseline"
+                   + (", taken under load" if b.get("under_load") else "") + ")")
+        rows.append([basis, format_number(energy.total_j, 2),
+                     f"{100 * energy.total_j / machine:.0f} %" if machine > 0 else "-", how])
+    return rows
 
 
 def _total_row(report: Report) -> list[str]:
@@ -388,6 +429,9 @@ def markdown(report: Report, *, caption: str | None = None, heading: bool = True
               f"({total / 3600:.4f} Wh), mean power {report.mean_power_w:.1f} W." + per_item,
               "", render_markdown(CHANNEL_HEADERS, [*channel_rows(report), _total_row(report)],
                                   _CHANNEL_ALIGN)]
+    if len(report.energy_bases) > 1:
+        lines += ["", "Energy bases:", "", render_markdown(BASES_HEADERS, bases_rows(report),
+                                                          ("l", "r", "r", "l"))]
     if _estimated(report):
         lines += ["", "Channels with method `model (estimated)`: energy estimated from CPU "
                       "utilisation × TDP, not measured."]
@@ -458,11 +502,14 @@ def _tex(text: str) -> str:
     return latex_escape(text).replace("CO2e", r"CO\textsubscript{2}e")
 
 
-def _latex_runs(reports: Sequence[Report], caption: str | None, label: str) -> str:
-    headers, rows, align = runs_table(reports)
+def _latex_runs(reports: Sequence[Report], caption: str | None, label: str,
+                basis: str = "machine") -> str:
+    headers, rows, align = runs_table(reports, basis)
     what = (f"run {_tex_name(reports[0])}" if len(reports) == 1
             else f"{len(reports)} runs")
     default = f"Energy, duration and emissions of {what}, measured with energymeter."
+    if basis != "machine":
+        default += _tex(f" Energy basis: {basis}, {BASIS_MEANING[basis]}.")
     default += _tex(_carbon_caption(reports))
     if any(_estimated(r) for r in reports):
         default += " " + _tex(ESTIMATED_NOTE[0].upper() + ESTIMATED_NOTE[1:] + ".")
@@ -485,6 +532,13 @@ def _latex_details(report: Report, caption: str | None, stem: str) -> list[str]:
         label=f"{stem}-channels",
         caption=_caption(f"Energy and power per channel of run {name}.{estimated}", caption,
                          f"energy per channel of run {name}"))]
+    if len(report.energy_bases) > 1:
+        parts.append(render_booktabs(
+            _capitalised(BASES_HEADERS), bases_rows(report), ("l", "r", "r", "l"),
+            raw_caption=True, label=f"{stem}-bases",
+            caption=_caption(f"Energy of run {name} on each basis: the whole machine's, the "
+                             "run's own share (attributed) and net of the idle baseline, "
+                             "where measured.", caption, f"energy bases of run {name}")))
     if report.phases:
         rows, note = _phases(report)
         extra = f"; {_tex(note)}" if note else ""
@@ -529,23 +583,25 @@ def _unique(reports: Sequence[Report]) -> list[Report]:
 
 
 def latex_reports(reports: Sequence[Report], *, caption: str | None = None,
-                  label: str | None = None) -> str:
-    """The LaTeX of :func:`latex` for several runs: one runs table (a row per run), then each
-    run's tables (labels ``<label>-<run id>-channels`` ...); a run given twice shows once."""
+                  label: str | None = None, basis: str = "machine") -> str:
+    """The LaTeX of :func:`latex` for several runs: one runs table (a row per run, on
+    ``basis``), then each run's tables (labels ``<label>-<run id>-channels`` ...); a run
+    given twice shows once."""
     reports = _unique(reports)
     base, stems = _labels(reports, label)
-    parts = [LATEX_NOTE, _latex_runs(reports, caption, base)]
+    parts = [LATEX_NOTE, _latex_runs(reports, caption, base, basis)]
     for report, stem in zip(reports, stems, strict=True):
         parts += _latex_details(report, caption, stem)
     return "\n\n".join(parts) + "\n"
 
 
-def markdown_reports(reports: Sequence[Report], *, caption: str | None = None) -> str:
-    """:func:`markdown` of each report; several are preceded by a runs table (a row per run)
-    under ``caption`` (or ``energymeter runs``)."""
+def markdown_reports(reports: Sequence[Report], *, caption: str | None = None,
+                     basis: str = "machine") -> str:
+    """:func:`markdown` of each report; several are preceded by a runs table (a row per run,
+    on ``basis``) under ``caption`` (or ``energymeter runs``)."""
     if len(reports) == 1:
         return markdown(reports[0], caption=caption)
-    headers, rows, align = runs_table(reports)
+    headers, rows, align = runs_table(reports, basis)
     head = [f"## {markdown_escape(caption) if caption else 'energymeter runs'}", "",
             render_markdown(headers, rows, align)]
     if any(_estimated(r) for r in reports):
@@ -565,14 +621,21 @@ def table(report: Report) -> str:
 
 
 def format_reports(reports: Sequence[Report], fmt: str = "table", *,
-                   caption: str | None = None, label: str | None = None) -> str:
+                   caption: str | None = None, label: str | None = None,
+                   basis: str = "machine") -> str:
     """``reports`` as text: ``table`` (summary and channel table of each), ``json`` (one report,
     or a list for several), ``csv`` (the ledger columns, one row per run), ``markdown``
     (:func:`markdown_reports`) or ``latex`` (:func:`latex_reports`: booktabs tables for a
     paper). ``caption`` and ``label`` are for ``markdown`` (caption only) and ``latex``;
-    other formats refuse them (:class:`ReportError`)."""
+    other formats refuse them (:class:`ReportError`). ``basis``: the energy basis of the runs
+    table (markdown, latex) and of the csv rows' energy figures (with an ``energy_basis``
+    column; a run without it gives its machine figures)."""
     check_format(fmt)
     check_caption_options(fmt, caption, label)
+    check_basis(basis)
+    if fmt == "csv" and basis != "machine":
+        return render_csv([*LEDGER_COLUMNS, "energy_basis"],
+                          (r.row_on(basis, fallback=True) for r in reports))
     if fmt == "json":
         if len(reports) == 1:
             return reports[0].to_json() + "\n"
@@ -580,7 +643,7 @@ def format_reports(reports: Sequence[Report], fmt: str = "table", *,
     if fmt == "csv":
         return render_csv(LEDGER_COLUMNS, (r.to_row() for r in reports))
     if fmt == "markdown":
-        return markdown_reports(reports, caption=caption)
+        return markdown_reports(reports, caption=caption, basis=basis)
     if fmt == "latex":
-        return latex_reports(reports, caption=caption, label=label)
+        return latex_reports(reports, caption=caption, label=label, basis=basis)
     return "\n".join(table(r) for r in reports)

@@ -692,12 +692,16 @@ class Meter:
         resources["cpu_time_s"] = max(resources["cpu_time_s"] or 0.0, cpu_s)
         attribution = self._cpu_attribution(resources["cpu_time_s"],
                                             energy_summary(self._channels, energy))
+        shares = self._attribution(energy, attribution)
         if (attribution["other_share"] or 0) > OTHER_CPU_WARN_SHARE \
                 and attribution["machine_busy_cpu_s"] >= ATTRIBUTION_MIN_BUSY_S:
+            own = [c["energy_j"] for cid, c in (shares or {}).get("channels", {}).items()
+                   if any(ch.id == cid and ch.kind == "cpu" and ch.in_total
+                          for ch in self._channels) and c.get("energy_j") is not None]
             cpu_j = attribution["cpu_energy_j"]
-            shown = "" if cpu_j is None else (
-                f" ({cpu_j:.1f} J; this run's share {attribution['attributed_cpu_energy_j']:.1f}"
-                " J is cpu_attribution.attributed_cpu_energy_j)")
+            shown = "" if cpu_j is None or not own else (
+                f" ({cpu_j:.1f} J; this run's own share, per interval, is {sum(own):.1f} J: "
+                "the attributed energy basis, e.g. compare --basis attributed)")
             warnings.append(
                 f"other processes used {attribution['other_share']:.0%} of this machine's busy "
                 f"CPU time during the run: its CPU energy is the whole machine's{shown}")
@@ -718,7 +722,7 @@ class Meter:
             phases=phases,
             logs=tuple(self._logs), carbon=carbon, resources=resources,
             cpu_attribution=attribution, overhead=overhead,
-            attribution=self._attribution(energy, attribution),
+            attribution=shares,
             tags=self.tags, values=dict(self._values), items=self._items,
             group_id=self.group_id, warmup=self.warmup,
             baseline=(baseline_block(self._baseline, self._channels, energy, duration_s)
