@@ -333,3 +333,41 @@ def test_report_formats_show_the_bases_and_the_baseline() -> None:
     rows = format_reports([report, other], "csv", basis="attributed").splitlines()
     assert rows[0].endswith(",energy_basis") and rows[1].endswith(",attributed")
     assert rows[2].endswith(",machine")
+
+
+def test_cite_describes_the_basis_of_the_figures() -> None:
+    from energymeter.analysis.cite import methods_paragraph
+
+    runs = _study([50, 51, 49], [100, 160, 90], "dense")
+    own = methods_paragraph(runs, basis="attributed")
+    assert "each run's own share of the energy measured (attributed)" in own
+    machine = methods_paragraph(runs)
+    assert "those of the whole machine" in machine and "not used here" in machine
+    runs = [fake_report("n", cpu_j=100.0, minute=i, baseline={
+        **_baseline(30.0), "duration_s": 10.0, "under_load": i == 0}) for i in range(2)]
+    net = methods_paragraph(runs, basis="net")
+    assert "net of idle" in net and "over 10 s" in net and "for 1 run the baseline" in net
+    mixed = methods_paragraph(runs + [fake_report("n", cpu_j=1.0, minute=9)], basis="net")
+    assert "1 run had no such figure" in mixed
+    with pytest.raises(ConfigError):
+        methods_paragraph(runs, basis="gross")
+
+
+def test_mixed_channels_in_comparisons_and_the_methods_paragraph() -> None:
+    from energymeter.analysis import compare, comparison_warnings
+    from energymeter.analysis.cite import methods_paragraph
+    from energymeter.probes.base import Channel
+    from energymeter.report import ChannelEnergy
+    from energymeter.report.values import EstimatedPart
+
+    mixed = Channel("cpu0", "cpu", "Xeon", "rapl via daemon", "mixed")
+    runs = [fake_report("m", cpu_j=100.0, minute=i, cpu=mixed) for i in range(2)]
+    runs = [Report(**{**r.__dict__, "channels": (ChannelEnergy(
+        mixed, 100.0, 10.0, estimated=EstimatedPart(25.0 + i, 3.0)),)})
+        for i, r in enumerate(runs)]
+    rows = compare(runs)
+    assert rows[0]["methods"]["cpu"] == "mixed"
+    assert any("partly estimated" in w for w in comparison_warnings(rows))
+    text = methods_paragraph(runs)
+    assert "measured (counter) for part of the run and estimated for the rest (25 % to 26 %" \
+        in text

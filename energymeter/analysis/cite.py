@@ -176,15 +176,33 @@ def _method_text(kinds: Sequence[str], method: str, source: str,
         via = "NVIDIA's NVML" if source == "nvml" else source or "the driver"
         return (f"{names} energy {verb} obtained by polling power through {via}{every} "
                 "and integrating it over time (trapezoid rule)")
+    if method == "mixed":
+        return _mixed_text(kinds, runs)
     if kinds == ["cpu"]:
         return _model_text(runs)
     return f"{names} energy {verb} estimated by a model ({source}), not measured"
 
 
+def _mixed_text(kinds: Sequence[str], runs: Sequence[Report]) -> str:
+    """How much of the energy of channels measured only in part was estimated."""
+    parts = [(r, c) for r in runs for c in r.channels
+             if c.channel.kind in kinds and c.channel.method == "mixed"]
+    shares = [s for _, c in parts if (s := c.estimated_share) is not None]
+    with_part = len({r.run_id for r, _ in parts})
+    names = _and([_KIND_NAMES.get(k, k) for k in kinds])
+    spread = (f"{_pct(min(shares))} to {_pct(max(shares))}" if len(set(shares)) > 1
+              else _pct(shares[0]) if shares else "part")
+    measured = sorted({str(c.to_dict().get("measured_method") or "counter") for _, c in parts})
+    return (f"in {_plural(with_part, 'run')}, {names} energy was measured "
+            f"({_and(measured)}) for part of the run and estimated for the rest "
+            f"({spread} of it), after its energy source stopped answering (the reports mark "
+            "such channels 'mixed' and give the estimated joules)")
+
+
 def _method_label(methods: str) -> str:
     """``counter:rapl+model:model`` as ``hardware counter (rapl) and estimated (model)``."""
     words = {"counter": "hardware counter", "integrated": "integrated power",
-             "model": "estimated"}
+             "model": "estimated", "mixed": "partly measured, partly estimated"}
     return _and([f"{words.get(m, m)} ({s})" if s and s != m else words.get(m, m)
                  for m, _, s in (p.partition(":") for p in methods.split("+"))])
 
@@ -221,14 +239,53 @@ def _methods(runs: Sequence[Report]) -> list[str]:
     sentences.append("the figures include no energy of "
                      + (" or ".join(missing) + ", nor of " if missing else "")
                      + "storage, networking, fans or power-supply losses")
-    if "cpu" in kinds:
-        share = any(r.cpu_attribution for r in runs)
-        sentences.append("CPU figures are those of the whole processor, including any other "
-                         "load on the machine" + ("; energymeter also records the measured "
-                                                  "processes' share of the CPU time, which "
-                                                  "is not applied to the figures" if share
-                                                  else ""))
     return sentences
+
+
+def _basis(runs: Sequence[Report], basis: str) -> str:
+    """What the figures are of: the whole machine's energy, the runs' own share, or net of
+    the idle baseline; and, for the machine's, how busy other processes kept it."""
+    from ..report.bases import energy_on
+
+    lacking = [r for r in runs if energy_on(r, basis) is None]
+    others = [v for r in runs if (v := _float((r.cpu_attribution or {}).get("other_share")))
+              is not None]
+    busy = (f"; other processes used {_pct(sum(others) / len(others))} of the machine's busy "
+            f"CPU time on average (at most {_pct(max(others))})" if others else "")
+    if basis == "machine":
+        own = any(r.energy_on("attributed") is not None for r in runs)
+        return ("the energy figures are those of the whole machine, including any other load "
+                "on it" + busy + ("; the reports also give each run's own share "
+                                  "(attributed energy), not used here" if own else ""))
+    if basis == "attributed":
+        gpus = any(c.channel.kind == "gpu" for r in runs for c in r.channels)
+        gauges = _counted(_num(v) + " s" for r in runs
+                          if isinstance(v := r.settings.get("gauge_interval_s"), (int, float)))
+        every = f" (every {_one_or_many(gauges, len(runs))})" if gauges else ""
+        text = ("the energy figures are each run's own share of the energy measured "
+                f"(attributed): per interval between two reads of the process gauges{every}, "
+                "the CPU, DRAM and platform energy "
+                "times the share of the machine's busy CPU time used by the run's processes "
+                "(/proc), and intervals in which the machine was otherwise idle counted whole"
+                + ("; each GPU's energy times the run's share of its SM utilisation (NVML "
+                   "per-process samples), else of its memory, a GPU with no other process "
+                   "counted whole" if gpus else "") + busy)
+    else:
+        durations = _counted(_num(r.baseline.get("duration_s")) + " s" for r in runs
+                             if r.baseline and _float(r.baseline.get("duration_s")) is not None)
+        loaded = sum(1 for r in runs if (r.baseline or {}).get("under_load"))
+        text = ("the energy figures are net of idle: each run's energy minus the idle power "
+                "of the machine, measured before it"
+                + (f" over {_one_or_many(durations, len(runs))}" if durations else "")
+                + ", times the run's duration"
+                + (f"; for {_plural(loaded, 'run')} the baseline was measured while other "
+                   "processes kept the machine busy, so its idle power is overstated and the "
+                   "net energy understated" if loaded else ""))
+    if lacking:
+        text += (f"; {_plural(len(lacking), 'run')} had no such figure and "
+                 f"{'is' if len(lacking) == 1 else 'are'} counted with the whole machine's "
+                 "energy")
+    return text
 
 
 def _interval(runs: Sequence[Report]) -> str | None:
@@ -314,16 +371,17 @@ def _overhead(runs: Sequence[Report]) -> str | None:
             "within the energy measured")
 
 
-def _baseline(runs: Sequence[Report]) -> str | None:
+def _baseline(runs: Sequence[Report], basis: str = "machine") -> str | None:
     with_baseline = [r for r in runs if r.baseline]
-    if not with_baseline:
+    if not with_baseline or basis == "net":
         return None
     durations = _counted(_num(r.baseline.get("duration_s")) + " s" for r in with_baseline
                          if r.baseline and _float(r.baseline.get("duration_s")) is not None)
     measured = f", measured over {_one_or_many(durations, len(runs))}," if durations else ""
     return (f"an idle baseline of the machine{measured} was recorded with "
             f"{'the run' if len(runs) == 1 else _plural(len(with_baseline), 'run')}: the "
-            "figures are gross energy; the reports also give idle and net energy")
+            f"figures are {'gross energy' if basis == 'machine' else 'not net of it'}; the "
+            "reports also give idle and net energy")
 
 
 def _versions(runs: Sequence[Report]) -> dict[str, int]:
@@ -436,7 +494,7 @@ def _groups(runs: Sequence[Report | tuple[str | None, Report]], by: str, nested:
 
 
 def _sentences(runs: Sequence[Report | tuple[str | None, Report]], by: str,
-               nested: bool) -> list[str]:
+               nested: bool, basis: str = "machine") -> list[str]:
     groups = _groups(runs, by, nested)
     compared = [r for g in groups for r in g.runs]
     versions = _versions(compared)
@@ -458,9 +516,9 @@ def _sentences(runs: Sequence[Report | tuple[str | None, Report]], by: str,
     sentences = [f"We measured the energy of {what} with {tool}{_CITE}, which reads hardware "
                  "energy counters where the machine exposes them and otherwise estimates "
                  "energy from a model, recording for each figure how it was obtained",
-                 *notes, where, *_methods(compared)]
+                 *notes, where, *_methods(compared), _basis(compared, basis)]
     sentences += [s for s in (_interval(compared), *_carbon(compared), _overhead(compared),
-                              _baseline(compared), _statistics(groups)) if s]
+                              _baseline(compared, basis), _statistics(groups)) if s]
     return [s[:1].upper() + s[1:] + "." for s in sentences]
 
 
@@ -484,15 +542,22 @@ def bibtex(version: str | None = None) -> str:
 
 
 def methods_paragraph(runs: Sequence[Report | tuple[str | None, Report]], fmt: str = "text",
-                      *, by: str = "auto", nested: bool = False) -> str:
+                      *, by: str = "auto", nested: bool = False, basis: str = "machine"
+                      ) -> str:
     """A methods paragraph describing how ``runs`` (reports, or ``(source, report)`` pairs
     from :func:`~energymeter.analysis.find_runs`) were measured, with a citation of
     energymeter, as ``text`` (``[1]`` and the reference under it), ``markdown`` (a footnote),
     ``latex`` (``\\cite{energymeter}``, special characters escaped, and the BibTeX entry as
     comment lines) or ``bibtex`` (the entry alone). Runs are grouped as
-    :func:`~energymeter.analysis.compare` groups them (``by``, ``nested``).
+    :func:`~energymeter.analysis.compare` groups them (``by``, ``nested``). ``basis``: the
+    energy basis of the figures the paragraph accompanies (machine, attributed, net), which
+    it describes.
 
-    Raises :class:`ReportError` for an unknown ``fmt`` or when no measured run is given."""
+    Raises :class:`ReportError` for an unknown ``fmt`` or when no measured run is given, and
+    :class:`~energymeter.errors.ConfigError` for an unknown ``basis``."""
+    from ..report.bases import check_basis
+
+    check_basis(basis)
     if fmt not in CITE_FORMATS:
         raise ReportError(f"format {fmt!r} unknown; accepted: {', '.join(CITE_FORMATS)}")
     groups = _groups(runs, by, nested)
@@ -500,7 +565,7 @@ def methods_paragraph(runs: Sequence[Report | tuple[str | None, Report]], fmt: s
     version = versions[0] if len(versions) == 1 else None
     if fmt == "bibtex":
         return bibtex(version)
-    text = " ".join(_sentences(runs, by, nested))
+    text = " ".join(_sentences(runs, by, nested, basis))
     render: dict[str, Callable[[], str]] = {
         "text": lambda: text.replace(_CITE, " [1]") + "\n\n[1] " + reference(version) + "\n",
         "markdown": lambda: (markdown_escape(text).replace(_CITE, "[^energymeter]")

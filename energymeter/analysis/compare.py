@@ -500,6 +500,9 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
     for kind, method in row["methods"].items():
         if "model" in method:
             w.append(f"{label}: {kind} energy is estimated by a model, not measured")
+        elif "mixed" in method:
+            w.append(f"{label}: {kind} energy is partly estimated by a model (a channel's "
+                     "source stopped answering; see each report's estimated_j)")
     if row["duplicates_dropped"]:
         w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
                  "(a run reached twice counts once)")

@@ -185,6 +185,7 @@ def _kinds_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _breakdown(pairs: list[tuple[str | None, Report]], by: str, group: bool, nested: bool,
                width: float | None, height: float | None, basis: str = "machine") -> Any:
     rows = compare(pairs, by=by, group=group, nested=nested, basis=basis)
+    by_id = {r.run_id: r for _, r in pairs}
     _warn([{**row, "warnings": [w for w in row["warnings"] if "energy basis" in w
                                 or "different bases" in w]} for row in rows])
     kinds = _kinds_of(rows)
@@ -199,10 +200,34 @@ def _breakdown(pairs: list[tuple[str | None, Report]], by: str, group: bool, nes
         label = row["label"] if row["by"] == "run" else f"{row['label']}\nn={row['n']}"
         bars.append(Bar(label, {k: row[f"energy_{k}_j"] for k in kinds
                                 if row.get(f"energy_{k}_j") is not None},
-                        row["methods"], ci))
+                        row["methods"], ci,
+                        _estimated_in_part([by_id[i] for i in row["run_ids"]], kinds,
+                                           basis)))
     fig, (ax,) = new_figure(width, height)
     grow_for_legend(fig, draw_breakdown(ax, bars, basis=basis), height is not None)
     return fig
+
+
+def _estimated_in_part(runs: Sequence[Report], kinds: Sequence[str], basis: str
+                       ) -> dict[str, float]:
+    """The mean joules per kind a model estimated in channels measured in part (``mixed``),
+    on ``basis`` (each run's estimate scaled by its basis' share of the kind's energy)."""
+    out: dict[str, float] = {}
+    for kind in kinds:
+        total = 0.0
+        seen = False
+        for r in runs:
+            part = sum(c.estimated_j for c in r.channels if c.channel.kind == kind
+                       and c.channel.method == "mixed" and not c.channel.is_subzone)
+            if not part:
+                continue
+            seen = True
+            machine = r.energy_j["by_kind"].get(kind) or 0.0
+            on = (r.energy_on(basis) or r.energy_on("machine")).by_kind.get(kind) or 0.0
+            total += part * (on / machine if machine > 0 else 1.0)
+        if seen and runs:
+            out[kind] = total / len(runs)
+    return out
 
 
 # -- compare -----------------------------------------------------------------------------------
@@ -258,7 +283,8 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
     for i, row in enumerate(shown):
         colour = series_colour(i)
         mean = row[metric] / div
-        model = estimated and any("model" in m for k, m in row["methods"].items()
+        model = estimated and any(("model" in m or "mixed" in m)
+                                  for k, m in row["methods"].items()
                                   if metric in ("energy_total_j", "energy_per_item_j")
                                   or metric == f"energy_{k}_j")
         hatched |= model

@@ -207,6 +207,9 @@ def comparison_caption(rows: Sequence[Mapping[str, Any]]) -> str:
     if any("model" in m for r in rows for m in r.get("methods", {}).values()):
         text += (" Method model: energy estimated from CPU utilisation × TDP, not "
                  "measured.")
+    if any("mixed" in m for r in rows for m in r.get("methods", {}).values()):
+        text += (" Method mixed: measured for part of a run, estimated by the model for "
+                 "the rest.")
     return text
 
 

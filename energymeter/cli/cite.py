@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, echo, fail, options
+from .common import BASIS, CONTEXT, echo, fail, options
 from .compare import NESTED, check_options, find_runs
 
 CITE_FORMAT = click.option(
@@ -22,8 +22,8 @@ BY = click.option(
 @click.command(context_settings=CONTEXT,
                short_help="A methods paragraph for a paper: how the runs were measured.")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(CITE_FORMAT, BY, NESTED)
-def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool) -> None:
+@options(CITE_FORMAT, BY, NESTED, BASIS)
+def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool, basis: str) -> None:
     """Write a methods paragraph describing how RUN... were measured, to paste into a paper.
 
     It says, from the runs' reports alone (never from this machine): the hardware (CPU and
@@ -33,7 +33,9 @@ def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool) -> None:
     basis, source and year, the PUE, the measurement's own CPU overhead, the number of runs
     per group (warm-up runs excluded), the statistics used when several groups are compared
     (mean ± 95 % CI, Welch's t-test), and the energymeter version, with a citation of
-    energymeter. Where runs differ (methods, hardware, carbon settings) it says so.
+    energymeter. Where runs differ (methods, hardware, carbon settings) it says so. --basis
+    says which energy the figures are (the whole machine's, the runs' own share, or net of
+    the idle baseline) and how it was obtained: give the one your tables use.
 
     RUN is as for `energymeter report`: a run directory, its report.json or a folder of runs.
 
@@ -42,6 +44,7 @@ def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool) -> None:
       energymeter cite energymeter-runs/
       energymeter cite --format latex runs/dense/ runs/sparse/ > methods.tex
       energymeter cite --format bibtex runs/dense/ >> references.bib
+      energymeter cite --basis attributed --by tag:method energymeter-runs/
     """
     from ..analysis.cite import methods_paragraph
     from ..errors import ReportError
@@ -49,7 +52,7 @@ def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool) -> None:
     check_options(by, None)
     found = find_runs(runs)
     try:
-        text = methods_paragraph(found, fmt, by=by, nested=nested)
+        text = methods_paragraph(found, fmt, by=by, nested=nested, basis=basis)
     except ReportError as exc:
         fail(str(exc))
     echo(text, nl=False)

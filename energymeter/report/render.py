@@ -257,7 +257,8 @@ ESTIMATED_NOTE = ("est.: includes energy estimated by a model (CPU utilisation Ã
 
 def _estimated(report: Report) -> bool:
     """Whether the total of ``report`` includes a channel estimated by a model."""
-    return any(c.channel.method == "model" and c.channel.in_total for c in report.channels)
+    return any(c.channel.method in ("model", "mixed") and c.channel.in_total
+               for c in report.channels)
 
 
 def _run_labels(reports: Sequence[Report]) -> list[str]:
