@@ -16,7 +16,7 @@ from energymeter.errors import ConfigError, ReportError
 from energymeter.report import Report
 from energymeter.report.bases import BASES, bases_of, check_basis, common_bases, energy_on
 from energymeter.sampling.attribute import MIN_CPU_INTERVALS, Attribution
-from tests.test_compare import CPU, GPU, fake_report
+from tests.test_compare import fake_report
 
 NO_META: dict[str, object] = {}
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._lazy import LazyLogger
 from ..errors import ReportError
 from ..probes.base import KINDS
+from ..report.bases import check_basis
 from ..report.plot import (
     DEFAULT_DPI,
     HEIGHT_IN,
@@ -53,7 +54,6 @@ from ..report.plot import (
     style,
     time_unit,
 )
-from ..report.bases import check_basis
 from ..report.tables import energy_unit
 from ..stats import summarize
 from ..store import run_dir_started_at

@@ -160,7 +160,8 @@ def basis_line(rows: Sequence[Mapping[str, Any]]) -> str:
 def comparison_footer(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """What the table's energy basis, ± and brackets mean."""
     level = f"{CONFIDENCE:.0%}".replace("%", " %")
-    lines = [basis_line(rows), f"± : half-width of the {level} confidence interval of the mean (Student's t, "
+    lines = [basis_line(rows),
+             f"± : half-width of the {level} confidence interval of the mean (Student's t, "
              "n − 1 df)"]
     if len(rows) > 1:
         first = rows[0]["label"]

@@ -36,8 +36,9 @@ class EnergyCallback(RunOwner, Callback):
     ``name``: the run's name (default: the LightningModule's class name); ``per_step``: also
     log energy every ``log_every_n_steps`` steps; ``log_to_loggers``: send energy to the
     trainer's loggers; ``basis``: the energy basis of the final figures (machine, attributed,
-    net; the per-step figures are the machine's); other keyword arguments are :class:`energymeter.Settings` fields
-    (``out``, ``region``, ``interval_s``...) and ``tags``."""
+    net; the per-step figures are the machine's); other keyword arguments are
+    :class:`energymeter.Settings` fields (``out``, ``region``, ``interval_s``...) and
+    ``tags``."""
 
     def __init__(self, name: str | None = None, *, per_step: bool = False,
                  log_to_loggers: bool = True, log_reports: bool = True,

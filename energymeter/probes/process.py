@@ -44,11 +44,11 @@ from .._lazy import LazyLogger
 from ..errors import ProbeError
 from .base import DiscoveryContext, Probe, Unavailable
 from .proc import (
+    ProcStatTimes,
     RusagePeaks,
+    cpu_seconds,
     descendant_stats,
     has_children_files,
-    ProcStatTimes,
-    cpu_seconds,
     peak_rss_bytes_from_rusage,
     read_pid_io,
     read_pid_stat,
@@ -212,8 +212,8 @@ class ProcessTreeProbe(Probe):
     the module docstring), ``cpu_time_s`` (user + system seconds of
     the tree since open), ``machine_busy_cpu_s`` (the whole machine's busy CPU seconds since
     boot, ``/proc/stat`` as :func:`~energymeter.probes.proc.cpu_seconds` counts them: what the
-    attributed energy basis divides the tree's CPU time by, interval by interval), ``read_bytes``/``write_bytes`` (storage I/O of the tree since open;
-    left out while no process's I/O counters could be read), ``system_memory_used_bytes``
+    attributed energy basis divides the tree's CPU time by, interval by interval),
+    ``read_bytes``/``write_bytes`` (storage I/O of the tree since open; left out while no process's I/O counters could be read), ``system_memory_used_bytes``
     and ``children`` (live, non-zombie processes of the tree besides the root).
     Raises :class:`~energymeter.errors.ProbeError` when the root itself cannot be read.
     """

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
 from ..store.rundir import REPORT_NAME
+from .bases import BASIS_LABEL, BASIS_MEANING, check_basis
 from .tables import (
     FORMATS,
     LATEX_NOTE,
@@ -27,7 +28,6 @@ from .tables import (
     render_markdown,
     render_table,
 )
-from .bases import BASIS_LABEL, BASIS_MEANING, check_basis
 from .values import LEDGER_COLUMNS, RUNNING
 
 if TYPE_CHECKING:
