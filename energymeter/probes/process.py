@@ -213,7 +213,8 @@ class ProcessTreeProbe(Probe):
     the tree since open), ``machine_busy_cpu_s`` (the whole machine's busy CPU seconds since
     boot, ``/proc/stat`` as :func:`~energymeter.probes.proc.cpu_seconds` counts them: what the
     attributed energy basis divides the tree's CPU time by, interval by interval),
-    ``read_bytes``/``write_bytes`` (storage I/O of the tree since open; left out while no process's I/O counters could be read), ``system_memory_used_bytes``
+    ``read_bytes``/``write_bytes`` (storage I/O of the tree since open; left out while no
+    process's I/O counters could be read), ``system_memory_used_bytes``
     and ``children`` (live, non-zombie processes of the tree besides the root).
     Raises :class:`~energymeter.errors.ProbeError` when the root itself cannot be read.
     """
