@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +44,7 @@ from tests.fakes.nvml import (
     c_nvmlProcessUtilizationSample_t,
     sine_trace,
 )
+from tests.timing import until
 
 MINE = 4_194_400  # the measured tree's root (no such live process: see the module docstring)
 THEIRS = 4_194_500  # a neighbour's
@@ -524,3 +527,64 @@ def test_ctypes_structure_matches_nvml_h_layout() -> None:
     # four unsigned ints
     s = c_nvmlProcessUtilizationSample_t
     assert ctypes.sizeof(s) == 32 and s.timeStamp.offset == 8 and s.smUtil.offset == 16
+
+
+# -- end to end: measure() on a shared GPU -------------------------------------------------------
+class _RecordingNVML(FakeNVML):
+    """The fake, recording whether each ``nvmlDeviceGetProcessUtilization`` call found
+    samples (True) or raised NOT_FOUND (False), in order."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.found: list[bool] = []
+
+    def nvmlDeviceGetProcessUtilization(self, handle, timeStamp):  # type: ignore[no-untyped-def]
+        try:
+            samples = super().nvmlDeviceGetProcessUtilization(handle, timeStamp)
+        except NVMLError_NotFound:
+            self.found.append(False)
+            raise
+        self.found.append(True)
+        return samples
+
+
+def test_measure_gives_a_shared_gpus_share_to_the_run_end_to_end(tmp_path: Path) -> None:
+    """Two processes on one GPU at 30 % and 70 % of its SM time: this process (the measured
+    tree's root) and a neighbour outside the tree. Their memory is in the same proportion, so
+    the share is 0.3 exactly whichever rule an interval takes (SM samples, or memory when a
+    gauge read comes before the driver's next sample); the rules' counts must match what NVML
+    answered. Real time: gauges every 0.2 s, the driver's period 1/6 s (nvml.h)."""
+    from energymeter import Report, measure
+
+    fake = _RecordingNVML([FakeGPU(name=H100, power_w=250.0,
+                                   processes=[FakeProcess(os.getpid(), 3 * GiB, sm_util=30),
+                                              FakeProcess(THEIRS, 7 * GiB, sm_util=70)])])
+    period_s = fake.gpus[0].process_sample_period_s
+    gauge_interval_s = 0.2
+    assert gauge_interval_s >= period_s
+    with measure("shared-gpu", pynvml=fake, env={}, out=tmp_path,
+                 powercap_root=tmp_path / "absent", cpu_tdp_w=10.0, region="SE",
+                 interval_s=0.05, gauge_interval_s=gauge_interval_s) as m:
+        # a few gauge intervals with SM samples (the first call primes the timestamp)
+        assert until(lambda: sum(fake.found[1:]) >= 4)
+    report = m.report
+    gpu_j = report.energy_j["by_kind"]["gpu"]
+    attributed = report.energy_on("attributed")
+    assert gpu_j > 0 and "gpu0" not in attributed.whole
+    assert attributed.by_kind["gpu"] / gpu_j == pytest.approx(0.30, abs=0.02)
+    assert attributed.by_kind["gpu"] == pytest.approx(0.30 * gpu_j, rel=1e-9)  # exact shares
+    entry = report.attribution["channels"]["gpu0"]
+    assert entry["method"] == SHARE_METHOD_SM
+    rules = entry["rules"]
+    answered = fake.found[1:]  # every gauge read of the run, after begin_run's priming call
+    assert rules["sm"] == sum(answered) >= 4
+    assert rules["memory"] == len(answered) - sum(answered)
+    assert rules["idle"] == 0 and rules["unknown"] == 0
+    # report.json round trip
+    on_disk = json.loads((report.path / "report.json").read_text())
+    assert on_disk["attribution"]["channels"]["gpu0"]["rules"] == rules
+    loaded = Report.load(report.path)
+    assert loaded.energy_on("attributed").by_kind["gpu"] == pytest.approx(
+        attributed.by_kind["gpu"], rel=1e-12)
+    assert loaded.energy_j["by_kind"]["gpu"] == pytest.approx(gpu_j, rel=1e-12)
+    assert loaded.attribution["channels"]["gpu0"]["rules"] == rules
