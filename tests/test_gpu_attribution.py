@@ -8,7 +8,8 @@ a finite buffer, NOT_SUPPORTED on MIG-enabled GPUs; and pynvml.py's return type 
 
 The measured trees are pids above Linux's largest (``/proc/sys/kernel/pid_max`` is at most
 2**22): no live process, so ``process_tree_pids`` gives just the root and nothing on this machine
-can join a tree.
+can join a tree. The end-to-end test through ``measure()`` measures this process's own tree
+instead (its root is ``os.getpid()``), beside a neighbour's pid that is in no tree.
 """
 
 from __future__ import annotations
