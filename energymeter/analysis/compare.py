@@ -379,7 +379,25 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
                                        if (r.baseline or {}).get("under_load")]
         row["mixed"] = _mixed(g.runs, on)
     _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
+    missing = missing_tag(grouping.by, [r for g in grouping.groups
+                                        for r in (*g.runs, *g.warmup_runs)])
+    if missing:
+        for row in rows:
+            row["warnings"].insert(0, missing)
     return rows
+
+
+def missing_tag(by: str, runs: Sequence[Report]) -> str | None:
+    """A warning when ``by`` is ``tag:KEY`` and no run of ``runs`` has tag KEY (a typo puts
+    every run in one ``KEY=(none)`` group), naming the tags the runs do have."""
+    if not by.startswith("tag:"):
+        return None
+    key = by[len("tag:"):]
+    if any(key in r.tags for r in runs):
+        return None
+    have = sorted({k for r in runs for k in r.tags})
+    return (f"no run has tag {key!r} (--by tag:{key}): every run is in one group; the runs' "
+            f"tags are: {', '.join(have) if have else '(none)'}")
 
 
 # -- warnings ----------------------------------------------------------------------------------

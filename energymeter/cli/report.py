@@ -60,8 +60,12 @@ BY = click.option(
 def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[Any]]]:
     """The runs of ``found`` group by group (as compare groups them), warm-up runs last."""
     from ..analysis import group_runs
+    from ..analysis.compare import missing_tag
 
     grouping = group_runs(found, by=by, nested=nested)
+    warning = missing_tag(grouping.by, [r for _, r in found])
+    if warning:
+        err(f"warning: {warning}")
     return [(f"{g.label} ({len(g.runs)} run{'' if len(g.runs) == 1 else 's'}"
              + (f", +{len(g.warmup_runs)} warm-up" if g.warmup_runs else "") + ")",
              [*g.runs, *g.warmup_runs]) for g in grouping.groups]

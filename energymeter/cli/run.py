@@ -80,8 +80,7 @@ class LiveLine:
             self.shown = False
 
 
-@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
+@click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
 @click.option("--name", default=None, help="Run name [default: the program's name].")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
               help="Tag the run (repeatable), e.g. --tag method=sparse --tag lr=3e-4; "

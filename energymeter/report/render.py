@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,10 +151,8 @@ def summary(report: Report) -> str:
     res = report.resources
     if res:
         # The best memory figure (PSS where forked workers share pages), else summed RSS.
-        memory = res.get("peak_memory_bytes", res.get("peak_rss_bytes"))
-        basis = str(res.get("memory_basis", "rss")).upper()
-        lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, peak memory "
-                     f"{(memory or 0) / 2**20:.0f} MiB ({basis})"
+        lines.append(f"  resources: cpu {res.get('cpu_time_s') or 0:.2f} s, "
+                     + memory_text(res, command=report.command is not None)
                      + (f", peak gpu mem {res['peak_gpu_memory_bytes'] / 2**20:.0f} MiB"
                         if res.get("peak_gpu_memory_bytes") else ""))
     lines += job_lines(report)
@@ -168,6 +166,23 @@ def summary(report: Report) -> str:
     if report.path:
         lines.append(_where(report, report.path))
     return "\n".join(lines)
+
+
+def memory_text(resources: Mapping[str, Any], *, command: bool = False) -> str:
+    """``peak memory 38 MiB (RSS)``; ``not sampled`` when the processes ended before the first
+    gauge read (not 0 MiB); for a command (``energymeter run``), the kernel's high-water mark
+    of its largest process beside it where that is higher (a spike between samples). The
+    mark of a ``measure()`` block covers the whole process's life, so it is not shown."""
+    memory = resources.get("peak_memory_bytes", resources.get("peak_rss_bytes")) or 0
+    basis = str(resources.get("memory_basis", "rss")).upper()
+    kernel = resources.get("max_rss_bytes_rusage") or 0
+    if not memory:
+        return "peak memory not sampled (the processes ended before the first sample)"
+    text = f"peak memory {memory / 2**20:.0f} MiB ({basis})"
+    if command and kernel > memory * 1.05:
+        text += (f", kernel high-water mark {kernel / 2**20:.0f} MiB (RSS of the largest "
+                 "process, catching spikes between samples)")
+    return text
 
 
 def bases_lines(report: Report) -> list[str]:
