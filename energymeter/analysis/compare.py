@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..probes.base import KINDS
+from ..errors import ReportError
+from ..probes.base import KINDS, energy_summary
 from ..report.bases import BASIS_LABEL, check_basis, energy_on
 from ..stats import ALPHA, CONFIDENCE, relative_difference, summarize
 from .groups import Group, group_runs
@@ -308,9 +309,66 @@ def _group_row(g: Group, by: str, metrics: Sequence[str],
     return row, values
 
 
+class _PhaseOf:
+    """Each run's phase ``name`` (every occurrence summed: a phase run once per epoch counts
+    all its epochs), from the run or, where it has none of that name, the runs nested in it
+    (a script's own ``measure()`` under ``energymeter run``): ``(energy summary, seconds,
+    occurrences)`` or None."""
+
+    def __init__(self, name: str, nested: Mapping[str, Sequence[Report]]) -> None:
+        self.name, self._nested = name, nested
+        self._seen: dict[int, Any] = {}
+
+    def __call__(self, r: Report) -> tuple[dict[str, Any], float, int] | None:
+        if id(r) not in self._seen:
+            self._seen[id(r)] = self._find(r)
+        return self._seen[id(r)]
+
+    def _find(self, r: Report) -> tuple[dict[str, Any], float, int] | None:
+        for source in (r, *self._nested.get(r.run_id, ())):
+            found = [p for p in source.phases if p.name == self.name]
+            if not found:
+                continue
+            per_channel: dict[str, float] = {}
+            for p in found:
+                for cid, joules in p.energy_by_channel.items():
+                    per_channel[cid] = per_channel.get(cid, 0.0) + joules
+            summary = energy_summary([c.channel for c in source.channels], per_channel)
+            return summary, sum(p.duration_s for p in found), len(found)
+        return None
+
+
+def _phase_getters(kinds: Iterable[str], of: _PhaseOf
+                   ) -> dict[str, Callable[[Report], float | None]]:
+    def energy(kind: str | None) -> Callable[[Report], float | None]:
+        def get(r: Report) -> float | None:
+            found = of(r)
+            if found is None:
+                return None
+            value = found[0]["total"] if kind is None else found[0]["by_kind"].get(kind)
+            return None if value is None else float(value)
+        return get
+
+    def seconds(r: Report) -> float | None:
+        found = of(r)
+        return None if found is None else found[1]
+
+    def power(r: Report) -> float | None:
+        found = of(r)
+        return None if found is None or found[1] <= 0 else found[0]["total"] / found[1]
+
+    return {"energy_total_j": energy(None), **{f"energy_{k}_j": energy(k) for k in kinds},
+            "duration_s": seconds, "mean_power_w": power}
+
+
+#: The figures a per-phase comparison has: a phase's energy, duration and mean power.
+PHASE_METRICS = ("energy_total_j", "duration_s", "mean_power_w")
+
+
 def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "auto",
             group: bool = True, nested: bool = False, target: str | Target | None = None,
-            confidence: float = CONFIDENCE, basis: str = "machine") -> list[dict[str, Any]]:
+            confidence: float = CONFIDENCE, basis: str = "machine",
+            phase: str | None = None) -> list[dict[str, Any]]:
     """One dict per group of ``runs`` (reports, or ``(source, report)`` pairs from
     :func:`~energymeter.analysis.find_runs`), grouped as :func:`~energymeter.analysis.groups.
     group_runs` does (``by`` auto|name|dir|command|group|tag:KEY; ``group=False``: one per run;
@@ -339,8 +397,19 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     energy the energy, mean power, per-item and emissions figures are of; each row has
     ``basis``, and ``mixed["energy basis"]`` where some of its runs lack it (they give their
     machine energy, and the row warns) or count a channel whole. Targets stay on the machine
-    basis (the energy at a logged metric is the machine's)."""
+    basis (the energy at a logged metric is the machine's).
+
+    ``phase``: compare that phase of each run instead of the whole run (its energy, total and
+    per kind, duration and mean power; every occurrence of the name summed, found in the run
+    or the runs nested in it); each row has ``phase`` and ``phase_missing`` (runs without it,
+    left out of its figures, and warned). Phases are on the machine basis."""
     on = _OnBasis(check_basis(basis))
+    if phase is not None and basis != "machine":
+        raise ReportError(f"phase {phase!r}: a phase's energy is the machine's (phases are "
+                          "not attributed); compare phases on basis machine")
+    if phase is not None and target is not None:
+        raise ReportError("phase and target cannot be combined: a target is reached over a "
+                          "whole run")
     grouping = group_runs(runs, by=by, group=group, nested=nested)
     parsed = as_target(target) if target is not None else None
     compared = [r for g in grouping.groups for r in g.runs]
@@ -354,6 +423,17 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed,
                                               baseline=baseline)]
     getters = _getters(kinds, on)
+    of = None
+    if phase is not None:
+        of = _PhaseOf(phase, grouping.nested)
+        getters = _phase_getters(kinds, of)
+        metrics = [m for m in metrics if m in getters]
+        if not any(of(r) for r in compared):
+            have = sorted({p.name for r in compared for p in r.phases}
+                          | {p.name for r in compared for n in grouping.nested.get(r.run_id, ())
+                             for p in n.phases})
+            raise ReportError(f"no run has a phase named {phase!r}; the runs' phases are: "
+                              f"{', '.join(have) if have else '(none)'}")
     rows: list[dict[str, Any]] = []
     samples: list[dict[str, list[float]]] = []
     for g in grouping.groups:
@@ -374,6 +454,9 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
             row[f"{key}_p_value"] = diff.p_value
     for row, g in zip(rows, grouping.groups, strict=True):
         row["basis"] = on.basis
+        if of is not None:
+            row["phase"] = phase
+            row["phase_missing"] = [r.run_id for r in g.runs if of(r) is None]
         row["bases_used"] = sorted({on.used(r) for r in g.runs})
         row["baselines_under_load"] = [r.run_id for r in g.runs
                                        if (r.baseline or {}).get("under_load")]
@@ -510,6 +593,10 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
                           for v, i in others)
         w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
                  f"{shown}; their figures are averaged together")
+    if row.get("phase_missing"):
+        gone = row["phase_missing"]
+        w.append(f"{label}: {_plural(len(gone), 'run')} ({_runs_text(gone)}) had no phase "
+                 f"{row['phase']!r}: left out of its figures")
     loaded = row.get("baselines_under_load") or []
     if loaded:
         w.append(f"{label}: the idle baseline of {_plural(len(loaded), 'run')} "

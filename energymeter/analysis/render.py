@@ -101,6 +101,9 @@ def _metrics(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, flo
                           baseline="baseline_idle_j" in keys)
     if basis == "net":  # the energy rows already are net of idle
         metrics = [m for m in metrics if m[0] != "baseline_net_j"]
+    phase = rows[0].get("phase") if rows else None
+    if phase is not None:
+        metrics = [(k, f"{phase}: {label}", unit, div) for k, label, unit, div in metrics]
     return [m for m in metrics if m[0] in keys and any(r.get(m[0]) is not None for r in rows)
             and not (m[0] == "peak_gpu_memory_bytes" and not any(r.get(m[0]) for r in rows))]
 
@@ -152,9 +155,15 @@ def _methods_cell(methods: Mapping[str, str]) -> str:
 
 
 def basis_line(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``energy basis: attributed (this run's own share …)``: what the energy figures are."""
+    """``energy basis: attributed (this run's own share …)``: what the energy figures are
+    (and of which phase, for a per-phase comparison)."""
     basis = rows[0].get("basis", "machine") if rows else "machine"
-    return f"energy basis: {basis}, {BASIS_MEANING[basis]}"
+    phase = rows[0].get("phase") if rows else None
+    line = f"energy basis: {basis}, {BASIS_MEANING[basis]}"
+    if phase is not None:
+        line = (f"phase {phase}: its energy, duration and mean power in each run (every "
+                f"occurrence summed); {line}")
+    return line
 
 
 def comparison_footer(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -72,8 +72,12 @@ def check_options(by: str | None, target: str | None, fmt: str | None = None,
 @click.option("--group/--no-group", default=True, show_default=True,
               help="Group runs (see --by); --no-group: one column per run.")
 @options(CAPTION, LABEL, BASIS)
+@click.option("--phase", default=None, metavar="NAME",
+              help="Compare phase NAME of each run (its energy, duration and mean power; every "
+                   "occurrence summed) instead of whole runs.")
 def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested: bool,
-            group: bool, caption: str | None, label: str | None, basis: str) -> None:
+            group: bool, caption: str | None, label: str | None, basis: str,
+            phase: str | None) -> None:
     """Compare groups of runs side by side, each against the first.
 
     Shows energy (total, per kind, per item where counted), duration, mean power, emissions,
@@ -94,6 +98,10 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     or net of the idle baseline (runs measured with --baseline). A run without the basis
     asked gives its machine energy, and the comparison warns that it mixes bases.
 
+    --phase NAME compares one phase of each run (m.phase("NAME") in the script, or a phase
+    of the measure() nested in the run) with the same statistics; runs without it are left
+    out and named.
+
     For papers: --format latex gives a booktabs table (needs \\usepackage{booktabs}) in a
     table float, each difference on a line under its figure, with --caption and --label
     (the warnings as % comments); --format markdown the same table.
@@ -105,6 +113,7 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
       energymeter compare --target val_acc=0.9 runs/dense/ runs/sparse/
       energymeter compare --no-group --format csv run1 run2 run3
       energymeter compare --basis attributed --by tag:method energymeter-runs/
+      energymeter compare --phase selection --by tag:method energymeter-runs/
       energymeter compare --format latex --label tab:prune runs/dense/ runs/sparse/ > t.tex
     """
     from ..analysis import compare as compare_runs
@@ -115,7 +124,7 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     found = find_runs(runs)
     try:
         rows = compare_runs(found, by=by, group=group, nested=nested, target=target,
-                            basis=basis)
+                            basis=basis, phase=phase)
     except ReportError as exc:
         fail(str(exc))
     echo(format_comparison(rows, fmt, caption=caption, label=label), nl=False,

@@ -142,6 +142,11 @@ def summary(report: Report) -> str:
              f"{total:.1f} J ({total / 3600:.4f} Wh), mean {report.mean_power_w:.1f} W",
              "  energy: " + (", ".join(parts) if parts else "no energy channel")]
     lines += bases_lines(report)
+    if report.energy_per_item_j is not None:
+        own = report.energy_on("attributed")
+        lines.append(f"  per item: {_sig(report.energy_per_item_j)} J over {report.items:.6g} "
+                     "items" + (f" (attributed {_sig(own.total_j / report.items)} J)"
+                                if own is not None and report.items else ""))
     if report.carbon:
         cb = report.carbon
         lines.append(f"  carbon: {_sig(cb.get('emissions_g', 0))} gCO2e at "
