@@ -424,3 +424,40 @@ def test_breakdown_and_compare_figures_on_a_basis(tmp_path: Path) -> None:
         plot(runs, "timeline", basis="attributed")
     with pytest.raises(ConfigError, match="machine, attributed, net"):
         plot(runs, "compare", basis="own")
+
+
+def test_runs_are_labelled_by_the_tags_that_tell_them_apart() -> None:
+    from energymeter.report.render import run_labels
+    from tests.test_compare import fake_report
+
+    runs = [fake_report("t1", cpu_j=1.0, minute=i, tags={"method": m, "study": "s1"})
+            for i, m in enumerate(["dense", "dense", "sparse"])]
+    labels = run_labels(runs)
+    assert labels[2] == "t1 method=sparse"  # unique: no id needed; study is the same
+    assert labels[0].startswith("t1 method=dense (") and labels[0] != labels[1]
+    assert run_labels(runs[:1]) == ["t1"]
+    untagged = fake_report("t1", cpu_j=1.0, minute=9)
+    assert run_labels([runs[2], untagged])[1] == "t1 method=-"
+
+
+def test_energy_to_target_marks_each_groups_ci_in_its_colour_and_estimated_energy(
+        tmp_path: Path) -> None:
+    from matplotlib.colors import to_hex
+
+    from energymeter.report.plot import CurveSeries, draw_energy_curves, new_figure
+
+    series = [CurveSeries("a", "#0072b2", (((1.0, 2.0, 3.0), (0.5, 0.7, 0.9)),),
+                          at_target=(2.5, 2.0, 3.0), estimated=True),
+              CurveSeries("b", "#e69f00", (((1.0, 2.0, 3.0), (0.5, 0.7, 0.9)),),
+                          at_target=(2.5, 2.0, 3.0))]
+    fig, (ax,) = new_figure(None, None)
+    draw_energy_curves(ax, series, "val_acc", ("val_acc", 0.8, ">="))
+    assert "incl. estimated" in ax.get_xlabel()
+    bars = [c for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    colours = {to_hex(c.lines[2][0].get_color()) for c in bars}
+    assert colours == {"#0072b2", "#e69f00"}  # not both black
+    # The same energy for both: drawn apart (offset), not on top of one another.
+    ys = [c.lines[0].get_transform().transform((2.5, 0.8))[1] for c in bars]
+    assert abs(ys[0] - ys[1]) > 1.0
+    markers = {c.lines[0].get_marker() for c in bars}
+    assert len(markers) == 2  # told apart in greyscale too

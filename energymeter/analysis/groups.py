@@ -14,6 +14,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
+from ..report.render import run_labels
 from ..store import REPORT_NAME
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 #: The accepted values of ``by`` (``tag:KEY`` with a tag name for KEY).
 BY_CHOICES = ("auto", "name", "dir", "command", "group", "job", "tag:KEY")
-BY_HELP = ("auto (by argument when several RUN arguments are given, else by name), name, dir "
+BY_HELP = ("auto (by the sweep's axes when every run is of one `energymeter sweep` study, "
+           "else by argument when several RUN arguments are given, else by name), name, dir "
            "(the RUN argument each run came from), command, group (the repeat group), job "
            "(each distributed job's runs merged into one: energymeter.merge), "
            "tag:KEY (the value of tag KEY)")
@@ -139,7 +141,23 @@ def _key(by: str, source: str | None, report: Report) -> str:
         tag = by[len("tag:"):]
         value = report.tags.get(tag)
         return f"{tag}=(none)" if value is None else f"{tag}={_tag_text(value)}"
+    if by.startswith("tags:"):  # a sweep's axes (auto)
+        return " ".join(f"{t}={_tag_text(report.tags.get(t))}" for t in by[5:].split(","))
     return report.run_id  # "run": one group per run
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sweep_axes(reports: Sequence[Report]) -> str | None:
+    """``a,b`` when every run is of one study of ``energymeter sweep`` (the same ``study``
+    and ``sweep_axes`` tags), whose axes are ``a`` and ``b``; else None."""
+    marks = {(r.tags.get("study"), r.tags.get("sweep_axes")) for r in reports}
+    if len(marks) != 1:
+        return None
+    study, axes = marks.pop()
+    return axes if isinstance(study, str) and isinstance(axes, str) and axes else None
 
 
 def _merged_jobs(pairs: list[tuple[str | None, Report]]) -> list[tuple[str | None, Report]]:
@@ -179,8 +197,11 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
       and their parents left out instead.
     * ``by``: ``name``; ``dir`` (the source each run came from; a folder stands for its runs,
       labelled by :func:`short_sources`); ``command``; ``group`` (``group_id``); ``tag:KEY``
-      (``KEY=value``, ``KEY=(none)`` without the tag); ``auto``: ``dir`` when the runs come
-      from several sources, else ``name``. ``group=False``: one group per run.
+      (``KEY=value``, ``KEY=(none)`` without the tag); ``auto``: the axes of the sweep when
+      every run has the same ``study`` and ``sweep_axes`` tags (``energymeter sweep``; ``by``
+      is then ``tags:AXIS,AXIS`` and the groups come in the order of the sweep's ``variant``
+      tags), else ``dir`` when the runs come from several sources, else ``name``.
+      ``group=False``: one group per run.
     * Warm-up runs (``warmup``) go to :attr:`Group.warmup_runs`.
 
     Raises :class:`ReportError` for no run or an unknown ``by``."""
@@ -227,17 +248,24 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
     if not group:
         by = "run"
     elif by == "auto":
-        by = "dir" if len({_normal_source(s) for s in sources}) > 1 else "name"
+        axes = _sweep_axes([r for _, r in chosen])
+        by = (f"tags:{axes}" if axes else
+              "dir" if len({_normal_source(s) for s in sources}) > 1 else "name")
     short = short_sources(sources) if by == "dir" else {}
     members: dict[str, list[tuple[str | None, Report]]] = {}
     for source, report in chosen:
         members.setdefault(_key(by, source, report), []).append((source, report))
+    if by.startswith("tags:"):  # a sweep's variants in grid order (its runs' is random)
+        members = dict(sorted(members.items(), key=lambda kv: min(
+            r.tags["variant"] if _is_int(r.tags.get("variant")) else 1 << 62 for _, r in kv[1])))
     groups: list[Group] = []
     labels: set[str] = set()
+    per_run = (dict(zip([r.run_id for _, r in chosen], run_labels([r for _, r in chosen]),
+                        strict=True)) if by == "run" else {})
     for key, items in members.items():
         first_source, first = items[0]
         if by == "run":
-            label = f"{first.name} ({first.run_id[:8]})"
+            label = per_run[first.run_id]
         elif by == "dir" and first_source is not None:
             label = short[first_source]
         else:

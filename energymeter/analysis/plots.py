@@ -54,6 +54,7 @@ from ..report.plot import (
     style,
     time_unit,
 )
+from ..report.render import estimated_in_total, run_labels
 from ..report.tables import energy_unit
 from ..stats import summarize
 from ..store import run_dir_started_at
@@ -152,13 +153,13 @@ def _timeline(grouping: Grouping, width: float | None, height: float | None,
     longest = max(r.duration_s for _, r in runs)
     divisor = time_unit(longest)[1]
     labels: dict[str, Any] = {}
-    for ax, (g, report) in zip(axes, runs, strict=True):
+    titles = run_labels([r for _, r in runs], warmup=False)
+    for ax, (g, report), title in zip(axes, runs, titles, strict=True):
         draw_timeline(ax, report, nested=nested_runs(report, grouping),
                       window_s=window_s, time_divisor=divisor, x_max_s=longest)
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             labels.setdefault(label, handle)
         if n > 1:
-            title = run_label(report)
             if grouping.by not in ("name", "run") and (grouping.by != "dir"
                                                        or len(g.runs) > 1):
                 title += f" · {g.label}"
@@ -438,13 +439,17 @@ def _energy_to_target(pairs: list[tuple[str | None, Report]], by: str, group: bo
                 label, series_colour(index), tuple((tuple(c.xs), tuple(c.ys)) for c in curves),
                 mean=(band[1], band[0]) if band else None,
                 band=(band[0], band[2], band[3]) if band else None,
-                at_target=at_target.get(g.label)))
+                at_target=at_target.get(g.label),
+                estimated=any(estimated_in_total(c.report) for c in curves)))
             index += 1
         else:
+            names = dict(zip([c.report.run_id for c in curves],
+                             run_labels([c.report for c in curves]), strict=True))
             for c in curves:
-                series.append(CurveSeries(run_label(c.report), series_colour(index),
+                series.append(CurveSeries(names[c.report.run_id], series_colour(index),
                                           ((tuple(c.xs), tuple(c.ys)),),
-                                          at_target=at_target.get(c.report.run_id)))
+                                          at_target=at_target.get(c.report.run_id),
+                                          estimated=estimated_in_total(c.report)))
                 index += 1
     fig, (ax,) = new_figure(width, height)
     rows = draw_energy_curves(ax, series, metric, target,

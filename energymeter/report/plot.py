@@ -36,6 +36,7 @@ from ..errors import EnergyMeterError, ReportError
 from ..probes.base import KINDS
 from ..store import SAMPLES_NAME
 from .bases import BASIS_LABEL
+from .render import estimated_in_total
 from .samples import timeline
 from .tables import energy_unit
 from .target import parse_target
@@ -597,6 +598,13 @@ class CurveSeries:
     mean: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     band: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
     at_target: tuple[float, float | None, float | None] | None = None
+    #: Whether a model estimated part of the energy (the x axis says so).
+    estimated: bool = False
+
+
+#: Markers and line styles by series, so that series are told apart in greyscale too.
+SERIES_MARKERS = ("D", "o", "s", "^", "v", "P", "X", "<", ">")
+SERIES_LINESTYLES = ("-", "--", "-.", ":")
 
 
 def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
@@ -604,30 +612,35 @@ def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
                        band_label: str | None = None) -> int:
     """A metric (y) against cumulative energy (x): each run a thin line with its log points
     (a single run: a full line), each group's mean a thick line in a band, the target a dashed
-    line with each series' mean energy to it marked (with its 95 % CI). Returns the rows of
-    its legend."""
+    line with each series' mean energy to it marked (with its 95 % CI, in the series' colour
+    and marker, offset vertically so that they never hide one another). Series differ in
+    line style and marker as well as colour (greyscale). The x axis says when part of the
+    energy was estimated by a model. Returns the rows of its legend."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    from matplotlib.transforms import offset_copy
 
     xmax = max((x for s in series for xs, _ in s.runs for x in xs), default=0.0)
     xmax = max([xmax, *(max(s.band[2]) for s in series if s.band is not None and s.band[2])])
     unit, div = energy_unit(xmax)
     handles: list[Any] = []
-    for s in series:
+    for i, s in enumerate(series):
         alone = len(s.runs) == 1 and s.mean is None
+        style = SERIES_LINESTYLES[i % len(SERIES_LINESTYLES)]
+        marker = SERIES_MARKERS[i % len(SERIES_MARKERS)]
         for xs, ys in s.runs:
             ax.plot([x / div for x in xs], ys, color=s.colour, lw=1.1 if alone else 0.6,
-                    alpha=1.0 if alone else 0.45, marker="o", ms=2.5 if alone else 1.6,
-                    zorder=2)
+                    alpha=1.0 if alone else 0.45, marker=marker, ms=2.5 if alone else 1.6,
+                    ls=style, zorder=2)
         if s.band is not None:
             ys, low, high = s.band
             ax.fill_betweenx(ys, [v / div for v in low], [v / div for v in high],
                              color=s.colour, alpha=0.2, lw=0, zorder=1)
         if s.mean is not None:
             xs, ys = s.mean
-            ax.plot([x / div for x in xs], ys, color=s.colour, lw=1.7, zorder=3)
-        handles.append(Line2D([], [], color=s.colour, lw=1.7 if s.mean else 1.1,
-                              marker=None if s.mean else "o", ms=2.5, label=s.label))
+            ax.plot([x / div for x in xs], ys, color=s.colour, lw=1.7, ls=style, zorder=3)
+        handles.append(Line2D([], [], color=s.colour, lw=1.7 if s.mean else 1.1, ls=style,
+                              marker=marker, ms=3 if s.mean else 2.5, label=s.label))
     if any(s.band is not None for s in series):
         handles.append(Patch(facecolor=GREY, alpha=0.35, lw=0,
                              label=band_label or "95 % CI"))
@@ -635,22 +648,25 @@ def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
         name, value, direction = target
         ax.axhline(value, color=GREY, ls="--", lw=0.8, zorder=1)
         marked = False
-        for s in series:
-            if s.at_target is None:
-                continue
-            mean, low, high = s.at_target
+        shown = [(i, s) for i, s in enumerate(series) if s.at_target is not None]
+        for k, (i, s) in enumerate(shown):
+            mean, low, high = s.at_target  # type: ignore[misc]
             xerr = None
             if low is not None and high is not None:
                 xerr = [[(mean - low) / div], [(high - mean) / div]]
-            ax.errorbar(mean / div, value, xerr=xerr, fmt="D", ms=4, color=s.colour,
-                        mec="black", mew=0.6, ecolor="black", elinewidth=0.8, zorder=5)
+            lift = offset_copy(ax.transData, fig=ax.figure, units="points",
+                               y=(k - (len(shown) - 1) / 2) * 4.5)
+            ax.errorbar(mean / div, value, xerr=xerr, fmt=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+                        ms=4, color=s.colour, mec="black", mew=0.6, ecolor=s.colour,
+                        elinewidth=1.1, capsize=2, zorder=5, transform=lift)
             marked = True
         text = f"{name} {'≥' if direction == '>=' else '≤'} {value:g}"
         handles.append(Line2D([], [], color=GREY, ls="--", lw=0.8,
                               marker="D" if marked else None, ms=4, mfc="white", mec="black",
                               label=text + (": mean energy, 95 % CI" if marked else "")))
     ax.set_xlim(left=0)
-    ax.set_xlabel(f"cumulative energy, machine ({unit})")
+    estimated = ", incl. estimated" if any(s.estimated for s in series) else ""
+    ax.set_xlabel(f"cumulative energy, machine{estimated} ({unit})")
     ax.set_ylabel(metric)
     return legend_above(ax, handles, most=2)
 
@@ -724,6 +740,8 @@ def plot_report(report: Report, kind: str = "timeline", ax: Any = None, *,
                 at = (result["energy_j"], None, None) if result["reached"] else None
             points = tuple(map(tuple, metric_points(report, name)))
             rows = draw_energy_curves(ax, [CurveSeries(run_label(report), series_colour(0),
-                                                       (points,), at_target=at)], name, parsed)
+                                                       (points,), at_target=at,
+                                                       estimated=estimated_in_total(report))],
+                                      name, parsed)
         grow_for_legend(fig, rows, height is not None or not own)
     return fig

@@ -275,21 +275,45 @@ ESTIMATED_NOTE = ("est.: includes energy estimated by a model (CPU utilisation Ã
                   "measured")
 
 
+def estimated_in_total(report: Report) -> bool:
+    """Whether the total of ``report`` includes energy estimated by a model (a channel whose
+    method is ``model``, or ``mixed``: estimated in part)."""
+    return _estimated(report)
+
+
 def _estimated(report: Report) -> bool:
     """Whether the total of ``report`` includes a channel estimated by a model."""
     return any(c.channel.method in ("model", "mixed") and c.channel.in_total
                for c in report.channels)
 
 
-def _run_labels(reports: Sequence[Report]) -> list[str]:
-    """Each run's name, with its short id where names repeat and ``warm-up`` for one."""
-    names = [r.name for r in reports]
-    labels = []
+#: Tags that tell runs apart without saying what they are (a sweep's bookkeeping).
+_LABEL_SKIPPED_TAGS = frozenset({"study", "variant", "sweep_axes"})
+
+
+def _tag_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else f"{value}"
+
+
+def run_labels(reports: Sequence[Report], *, warmup: bool = True) -> list[str]:
+    """A label per run that tells it from the others shown: its name, the tags whose values
+    differ between the runs (``t1 method=dense``; a run without one shows ``method=-``), and
+    its short id only where that still leaves two alike; ``warm-up`` for one (``warmup``)."""
+    keys = sorted({k for r in reports for k in r.tags} - _LABEL_SKIPPED_TAGS)
+    varying = [k for k in keys
+               if len({_tag_value(r.tags[k]) if k in r.tags else None for r in reports}) > 1]
+    base = []
     for r in reports:
-        notes = [r.run_id[:8]] if names.count(r.name) > 1 else []
-        notes += ["warm-up"] if r.warmup else []
-        labels.append(r.name + (f" ({', '.join(notes)})" if notes else ""))
+        parts = [r.name]
+        parts += [f"{k}={_tag_value(r.tags[k]) if k in r.tags else '-'}" for k in varying]
+        base.append(" ".join(parts))
+    labels = []
+    for r, text in zip(reports, base, strict=True):
+        notes = [r.run_id[:8]] if base.count(text) > 1 else []
+        notes += ["warm-up"] if warmup and r.warmup else []
+        labels.append(text + (f" ({', '.join(notes)})" if notes else ""))
     return labels
+
 
 
 def runs_table(reports: Sequence[Report], basis: str = "machine"
@@ -311,7 +335,7 @@ def runs_table(reports: Sequence[Report], basis: str = "machine"
                *(["items", f"energy per item{on} (J)"] if items else []),
                *(["idle (J)", "net of idle (J)"] if idle and basis != "net" else [])]
     rows = []
-    for r, label in zip(reports, _run_labels(reports), strict=True):
+    for r, label in zip(reports, run_labels(reports), strict=True):
         energy = r.energy_on(basis) or r.energy_on("machine")
         marks = [m for m in ("est." if _estimated(r) else "",
                              "machine" if energy.basis != basis else "") if m]
