@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .report import Report
     from .session import Meter, measure
     from .session.repeat import repeat
+    from .session.sweep import sweep
     from .settings import Settings
 
 __all__ = [
@@ -41,10 +42,12 @@ __all__ = [
     "merge",
     "plot",
     "repeat",
+    "sweep",
 ]
 
 __getattr__ = lazy_getattr(__name__, {"measure": "session", "Meter": "session",
                                        "repeat": "session.repeat", "Report": "report",
+                                       "sweep": "session.sweep",
                                        "plot": "analysis.plots",
                                        "merge": "analysis.merge",
                                        "Settings": "settings"})

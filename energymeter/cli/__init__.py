@@ -31,7 +31,7 @@ __all__ = ["EXIT_USAGE", "cli", "main"]
 COMMANDS = {
     "run": "run", "report": "report", "compare": "compare", "probes": "probes",
     "monitor": "monitor", "carbon": "carbon", "plot": "plot", "cite": "cite",
-    "daemon": "daemon", "push": "daemon",
+    "daemon": "daemon", "push": "daemon", "sweep": "sweep",
 }
 
 
