@@ -32,6 +32,7 @@ COMMANDS = {
     "run": "run", "report": "report", "compare": "compare", "probes": "probes",
     "monitor": "monitor", "carbon": "carbon", "plot": "plot", "cite": "cite",
     "daemon": "daemon", "push": "daemon", "sweep": "sweep",
+    "page": "page",
 }
 
 
