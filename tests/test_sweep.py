@@ -401,3 +401,27 @@ def test_cooldown_passes_between_runs_only(tmp_path: Path) -> None:
     assert first is not None and second is not None
     gap = (second.started_at - first.ended_at).total_seconds()
     assert gap >= 0.3
+
+
+def test_sigint_during_a_run_ends_the_sweep_after_that_run(tmp_path: Path) -> None:
+    """Ctrl-C (here SIGINT to the sweep) is passed to the command, as `run` does, and ends
+    the sweep: the run is interrupted, no other starts, the exit code is the command's."""
+    import time
+
+    started = tmp_path / "started"
+    script = ("import pathlib, sys, time\n"
+              "pathlib.Path(sys.argv[1]).write_text(sys.argv[2])\n"
+              "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ENERGYMETER_REGION": "SE"}
+    proc = subprocess.Popen([PY, "-m", "energymeter", "sweep", "--out", str(tmp_path / "runs"),
+                             "--grid", "m=a,b,c", "--study", "stop", "--", PY, "-c", script,
+                             str(started), "{m}"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # waits for the command to start; no timing is asserted
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    reports = reports_in(tmp_path / "runs")
+    assert [r.status for r in reports] == ["interrupted"]
+    assert "0 of 3 run(s) completed" in stderr and "run the same command again" in stderr
