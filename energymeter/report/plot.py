@@ -602,8 +602,9 @@ class CurveSeries:
     estimated: bool = False
 
 
-#: Markers and line styles by series, so that series are told apart in greyscale too.
-SERIES_MARKERS = ("D", "o", "s", "^", "v", "P", "X", "<", ">")
+#: Line styles of the curves and markers of the marks at the target, by series, so that
+#: series are told apart in greyscale too.
+SERIES_MARKERS = ("D", "s", "^", "v", "P", "X", "<", ">")
 SERIES_LINESTYLES = ("-", "--", "-.", ":")
 
 
@@ -627,10 +628,9 @@ def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
     for i, s in enumerate(series):
         alone = len(s.runs) == 1 and s.mean is None
         style = SERIES_LINESTYLES[i % len(SERIES_LINESTYLES)]
-        marker = SERIES_MARKERS[i % len(SERIES_MARKERS)]
         for xs, ys in s.runs:
             ax.plot([x / div for x in xs], ys, color=s.colour, lw=1.1 if alone else 0.6,
-                    alpha=1.0 if alone else 0.45, marker=marker, ms=2.5 if alone else 1.6,
+                    alpha=1.0 if alone else 0.45, marker="o", ms=2.5 if alone else 1.6,
                     ls=style, zorder=2)
         if s.band is not None:
             ys, low, high = s.band
@@ -640,7 +640,7 @@ def draw_energy_curves(ax: Any, series: Sequence[CurveSeries], metric: str,
             xs, ys = s.mean
             ax.plot([x / div for x in xs], ys, color=s.colour, lw=1.7, ls=style, zorder=3)
         handles.append(Line2D([], [], color=s.colour, lw=1.7 if s.mean else 1.1, ls=style,
-                              marker=marker, ms=3 if s.mean else 2.5, label=s.label))
+                              marker=None if s.mean else "o", ms=2.5, label=s.label))
     if any(s.band is not None for s in series):
         handles.append(Patch(facecolor=GREY, alpha=0.35, lw=0,
                              label=band_label or "95 % CI"))
