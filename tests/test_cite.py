@@ -284,3 +284,25 @@ def test_cli_cite_saved_reports_with_groups(tmp_path: Path) -> None:
     assert "6 runs in 2 groups (dense: n = 3; sparse: n = 3)" in text
     assert "CPU energy was not measured" in text and "Welch" in text
     assert find_runs([tmp_path / "dense"])  # the files are real runs
+
+
+def test_cite_says_what_was_measured_and_estimated_the_spread_and_the_target() -> None:
+    from energymeter.analysis.cite import methods_paragraph
+    from energymeter.report import Report
+    from tests.test_compare import CPU_MODEL, fake_report
+
+    runs = [fake_report("a", cpu_j=100.0 + 10 * i, gpu_j=50.0, minute=i, cpu=CPU_MODEL)
+            for i in range(3)]
+    text = methods_paragraph(runs)
+    assert text.startswith("We measured (GPU) and estimated (CPU package) the energy of 3 runs")
+    assert "coefficient of variation of 6.2 %" in text  # 150, 160, 170 J: std 10 / mean 160
+    all_model = methods_paragraph([fake_report("b", cpu_j=5.0, cpu=CPU_MODEL)])
+    assert all_model.startswith("We estimated the energy of one run")
+    assert "coefficient of variation" not in all_model  # one run: no spread to state
+    logged = [Report(**{**r.__dict__, "logs": (
+        {"t_s": 1.0, "energy_j": 40.0, "metrics": {"acc": 0.5}},
+        {"t_s": 2.0, "energy_j": 80.0, "metrics": {"acc": 0.9 if i else 0.6}})})
+        for i, r in enumerate(runs)]
+    with_target = methods_paragraph(logged, target="acc=0.8")
+    assert "energy to reach acc ≥ 0.8" in with_target
+    assert "2 of 3 runs reached it" in with_target

@@ -493,8 +493,72 @@ def _groups(runs: Sequence[Report | tuple[str | None, Report]], by: str, nested:
     return groups
 
 
+def _verb(runs: Sequence[Report]) -> str:
+    """What was done to the energy of ``runs``: ``measured``, ``estimated`` (every figure a
+    model's), or ``measured (GPU) and estimated (CPU)``."""
+    measured: list[str] = []
+    estimated: list[str] = []
+    for kind, name in _KIND_NAMES.items():
+        methods = {c.channel.method for r in runs for c in r.channels
+                   if c.channel.kind == kind and not c.channel.is_subzone}
+        if not methods or kind == "psys":
+            continue
+        if methods <= {"model"}:
+            estimated.append(name)
+        elif methods & {"model", "mixed"}:
+            estimated.append(f"part of the {name}")
+            measured.append(name)
+        else:
+            measured.append(name)
+    if not estimated:
+        return "measured"
+    if not measured:
+        return "estimated"
+    return f"measured ({_and(measured)}) and estimated ({_and(estimated)})"
+
+
+def _spread(groups: Sequence[Any], basis: str) -> str | None:
+    """The spread observed: each group's coefficient of variation of its total energy."""
+    sized = [g for g in groups if len(g.runs) >= 2]
+    if not sized:
+        return None
+    cvs = []
+    for g in sized:
+        values = [e.total_j for r in g.runs if (e := r.energy_on(basis) or
+                                                r.energy_on("machine")) is not None]
+        mean = sum(values) / len(values)
+        if mean <= 0:
+            continue
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        cvs.append((g.label, std / mean))
+    if not cvs:
+        return None
+    if len(cvs) == 1:
+        return (f"the total energy varied between runs with a coefficient of variation of "
+                f"{_pct(cvs[0][1])}")
+    shown = "; ".join(f"{label}: {_pct(cv)}" for label, cv in cvs)
+    return ("the total energy varied between the runs of each group with a coefficient of "
+            f"variation of {shown}")
+
+
+def _target(runs: Sequence[Report | tuple[str | None, Report]], target: Any, by: str,
+            nested: bool) -> str | None:
+    """How the energy to a target was obtained, and how many runs reached it."""
+    from .target import as_target, target_results, target_text
+
+    parsed = as_target(target)
+    results = target_results(runs, parsed, by=by, nested=nested)
+    reached = sum(1 for r in results["runs"] if r["reached"] and not r.get("warmup"))
+    total = sum(1 for r in results["runs"] if not r.get("warmup"))
+    return (f"the energy to reach {target_text(parsed)} is the energy used until the first "
+            f"logged value of {parsed[0]} that reached it, interpolated linearly between that "
+            "log and the previous one (metric, time and energy taken to move linearly between "
+            f"logs); {reached} of {_plural(total, 'run')} reached it, and the means are over "
+            "those that did")
+
+
 def _sentences(runs: Sequence[Report | tuple[str | None, Report]], by: str,
-               nested: bool, basis: str = "machine") -> list[str]:
+               nested: bool, basis: str = "machine", target: Any = None) -> list[str]:
     groups = _groups(runs, by, nested)
     compared = [r for g in groups for r in g.runs]
     versions = _versions(compared)
@@ -513,12 +577,15 @@ def _sentences(runs: Sequence[Report | tuple[str | None, Report]], by: str,
     else:
         where = ("hardware differs between runs: "
                  + "; ".join(f"{h} ({_plural(n, 'run')})" for h, n in hardware.items()))
-    sentences = [f"We measured the energy of {what} with {tool}{_CITE}, which reads hardware "
-                 "energy counters where the machine exposes them and otherwise estimates "
+    sentences = [f"We {_verb(compared)} the energy of {what} with {tool}{_CITE}, which reads "
+                 "hardware energy counters where the machine exposes them and otherwise estimates "
                  "energy from a model, recording for each figure how it was obtained",
                  *notes, where, *_methods(compared), _basis(compared, basis)]
     sentences += [s for s in (_interval(compared), *_carbon(compared), _overhead(compared),
-                              _baseline(compared, basis), _statistics(groups)) if s]
+                              _baseline(compared, basis), _statistics(groups),
+                              _spread(groups, basis),
+                              _target(runs, target, by, nested) if target is not None
+                              else None) if s]
     return [s[:1].upper() + s[1:] + "." for s in sentences]
 
 
@@ -542,8 +609,8 @@ def bibtex(version: str | None = None) -> str:
 
 
 def methods_paragraph(runs: Sequence[Report | tuple[str | None, Report]], fmt: str = "text",
-                      *, by: str = "auto", nested: bool = False, basis: str = "machine"
-                      ) -> str:
+                      *, by: str = "auto", nested: bool = False, basis: str = "machine",
+                      target: Any = None) -> str:
     """A methods paragraph describing how ``runs`` (reports, or ``(source, report)`` pairs
     from :func:`~energymeter.analysis.find_runs`) were measured, with a citation of
     energymeter, as ``text`` (``[1]`` and the reference under it), ``markdown`` (a footnote),
@@ -551,7 +618,8 @@ def methods_paragraph(runs: Sequence[Report | tuple[str | None, Report]], fmt: s
     comment lines) or ``bibtex`` (the entry alone). Runs are grouped as
     :func:`~energymeter.analysis.compare` groups them (``by``, ``nested``). ``basis``: the
     energy basis of the figures the paragraph accompanies (machine, attributed, net), which
-    it describes.
+    it describes; ``target`` (``"val_acc=0.9"``): the energy-to-target figures a table uses,
+    how they are obtained and how many runs reached it.
 
     Raises :class:`ReportError` for an unknown ``fmt`` or when no measured run is given, and
     :class:`~energymeter.errors.ConfigError` for an unknown ``basis``."""
@@ -565,7 +633,7 @@ def methods_paragraph(runs: Sequence[Report | tuple[str | None, Report]], fmt: s
     version = versions[0] if len(versions) == 1 else None
     if fmt == "bibtex":
         return bibtex(version)
-    text = " ".join(_sentences(runs, by, nested, basis))
+    text = " ".join(_sentences(runs, by, nested, basis, target))
     render: dict[str, Callable[[], str]] = {
         "text": lambda: text.replace(_CITE, " [1]") + "\n\n[1] " + reference(version) + "\n",
         "markdown": lambda: (markdown_escape(text).replace(_CITE, "[^energymeter]")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .common import BASIS, CONTEXT, echo, fail, options
-from .compare import NESTED, check_options, find_runs
+from .compare import NESTED, TARGET, check_options, find_runs
 
 CITE_FORMAT = click.option(
     "--format", "fmt", type=click.Choice(("text", "markdown", "latex", "bibtex")),
@@ -22,8 +22,9 @@ BY = click.option(
 @click.command(context_settings=CONTEXT,
                short_help="A methods paragraph for a paper: how the runs were measured.")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@options(CITE_FORMAT, BY, NESTED, BASIS)
-def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool, basis: str) -> None:
+@options(CITE_FORMAT, BY, NESTED, BASIS, TARGET)
+def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool, basis: str,
+         target: str | None) -> None:
     """Write a methods paragraph describing how RUN... were measured, to paste into a paper.
 
     It says, from the runs' reports alone (never from this machine): the hardware (CPU and
@@ -35,7 +36,10 @@ def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool, basis: str) -> 
     (mean ± 95 % CI, Welch's t-test), and the energymeter version, with a citation of
     energymeter. Where runs differ (methods, hardware, carbon settings) it says so. --basis
     says which energy the figures are (the whole machine's, the runs' own share, or net of
-    the idle baseline) and how it was obtained: give the one your tables use.
+    the idle baseline) and how it was obtained: give the one your tables use. --target
+    METRIC=VALUE describes the energy-to-target figures (how they are interpolated, how many
+    runs reached the target). The spread observed (each group's coefficient of variation) is
+    stated, and whether the energy was measured or estimated, kind by kind.
 
     RUN is as for `energymeter report`: a run directory, its report.json or a folder of runs.
 
@@ -49,10 +53,11 @@ def cite(runs: tuple[str, ...], fmt: str, by: str, nested: bool, basis: str) -> 
     from ..analysis.cite import methods_paragraph
     from ..errors import ReportError
 
-    check_options(by, None)
+    check_options(by, target)
     found = find_runs(runs)
     try:
-        text = methods_paragraph(found, fmt, by=by, nested=nested, basis=basis)
+        text = methods_paragraph(found, fmt, by=by, nested=nested, basis=basis,
+                                 target=target)
     except ReportError as exc:
         fail(str(exc))
     echo(text, nl=False)
