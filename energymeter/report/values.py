@@ -443,8 +443,9 @@ def baseline_block(baseline: Mapping[str, Any], channels: Sequence[Channel],
                    energy_j: Mapping[str, float], duration_s: float) -> dict[str, Any]:
     """The report's ``baseline``: per channel the gross energy, the idle energy over the same
     duration (baseline power × duration, with its spread) and the net energy (gross − idle);
-    totals over the channels in the total; the machine's busy CPU share during the baseline
-    and whether that flagged it (``under_load``), where known."""
+    totals over the channels in the total; the machine's busy CPU share and each GPU's mean
+    utilisation during the baseline, and whether they flagged it (``under_load``), where
+    known."""
     power, spread = baseline.get("power_w", {}), baseline.get("power_std_w", {})
     per_channel: dict[str, dict[str, float]] = {}
     totals = {"gross_j": 0.0, "idle_j": 0.0, "net_j": 0.0}
