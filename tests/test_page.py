@@ -248,6 +248,14 @@ def test_a_figure_the_runs_cannot_give_is_a_note() -> None:
     assert "Energy to loss ≤ 0.1" in figure
 
 
+def test_a_sweeps_runs_are_grouped_by_its_axes() -> None:
+    runs = [fake_report("train", cpu_j=100.0 + i, minute=i,
+                        tags={"study": "s1", "sweep_axes": "method", "variant": str(i % 2),
+                              "method": ("dense", "sparse")[i % 2]}) for i in range(4)]
+    html = study_page(runs, generated_at=NOW)
+    assert "2 groups of runs, by the sweep&#x27;s axis method; 4 runs compared" in html
+
+
 def test_bad_arguments_raise() -> None:
     from energymeter.errors import ConfigError, ReportError
 

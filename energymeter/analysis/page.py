@@ -322,6 +322,10 @@ def _footer_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def _by_words(by: str) -> str:
     if by.startswith("tag:"):
         return f"the value of tag {by[4:]}"
+    if by.startswith("tags:"):  # one study of energymeter sweep, by its axes
+        axes = [a for a in by[5:].split(",") if a]
+        return (f"the sweep's axis {axes[0]}" if len(axes) == 1 else
+                f"the sweep's axes {', '.join(axes[:-1])} and {axes[-1]}")
     return _BY_WORDS.get(by, by)
 
 
