@@ -371,3 +371,30 @@ def test_mixed_channels_in_comparisons_and_the_methods_paragraph() -> None:
     text = methods_paragraph(runs)
     assert "measured (counter) for part of the run and estimated for the rest (25 % to 26 %" \
         in text
+
+
+def test_a_commands_last_unsampled_stretch_goes_to_the_last_interval() -> None:
+    # energymeter run: the command is reaped before the stop read, so the last interval shows
+    # no CPU time of it; the kernel's account says 1 s more. Beside an equally busy neighbour
+    # throughout (share 0.5), the last interval is re-shared, not the whole run scaled.
+    rows = [(10.0, 1.0, 2.0)] * 4 + [(10.0, 0.0, 2.0)]
+    spread = Attribution([("cpu0", "cpu", NO_META)])
+    total = _stream(spread, rows)
+    at_end = Attribution([("cpu0", "cpu", NO_META)])
+    _stream(at_end, rows)
+    scaled = spread.result({"cpu0": total}, tree_cpu_s=5.0, machine_busy_cpu_s=10.0)
+    placed = at_end.result({"cpu0": total}, tree_cpu_s=5.0, machine_busy_cpu_s=10.0,
+                           missed_at_end=True)
+    assert placed["channels"]["cpu0"]["energy_j"] == pytest.approx(25.0)  # 5 × 0.5 × 10 J
+    assert placed["cpu_time_placed_at_end_s"] == pytest.approx(1.0)
+    assert placed["cpu_time_scale"] == pytest.approx(1.0)
+    # Spread instead: 4 intervals × 0.5 × 10 J × 1.25 = 25 J here too (a steady share), but
+    # the scale is what carried it.
+    assert scaled["cpu_time_scale"] == pytest.approx(1.25)
+    # A neighbour that left in the last second: the command had the machine to itself then.
+    rows = [(10.0, 1.0, 2.0)] * 4 + [(10.0, 0.0, 1.0)]
+    at_end = Attribution([("cpu0", "cpu", NO_META)])
+    total = _stream(at_end, rows)
+    placed = at_end.result({"cpu0": total}, tree_cpu_s=5.0, machine_busy_cpu_s=9.0,
+                           missed_at_end=True)
+    assert placed["channels"]["cpu0"]["energy_j"] == pytest.approx(4 * 5.0 + 10.0)

@@ -540,6 +540,7 @@ def _checked_attribution(block: Any) -> dict[str, Any] | None:
     if block is None:
         return None
     block.numbers(("run_share", "cpu_time_scale", "sampled_tree_cpu_s", "sampled_busy_cpu_s",
+                   "cpu_time_placed_at_end_s",
                    "cpu_intervals"))
     channels = block.obj("channels", {})
     for cid in list(channels.data):

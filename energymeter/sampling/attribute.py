@@ -90,6 +90,8 @@ class Attribution:
         self.sampled_tree_cpu_s = 0.0  # the tree's CPU time over the covered intervals
         self.sampled_busy_cpu_s = 0.0
         self._cpu_intervals = 0
+        # (tree s, busy s, {channel: (J, share applied)}) of the latest CPU interval
+        self._tail: tuple[float, float, dict[str, tuple[float, float]]] | None = None
 
     def reset(self) -> None:
         """Forget what was added (a new run on the same channels)."""
@@ -109,6 +111,7 @@ class Attribution:
         self.sampled_tree_cpu_s += d_tree
         self.sampled_busy_cpu_s += d_busy
         self._cpu_intervals += 1
+        self._tail = (d_tree, d_busy, {})  # the latest interval, for the end's correction
         return 1.0 if d_busy == 0 else min(1.0, d_tree / d_busy)
 
     def add(self, energy_j: Mapping[str, float], gauges: Mapping[str, float]) -> None:
@@ -124,15 +127,43 @@ class Attribution:
             if last is None or share is None or share != share:  # NaN: unknown
                 continue  # this interval's energy takes the run-wide share
             delta = max(0.0, joules - last)
+            applied = min(1.0, max(0.0, float(share)))
             sums.covered_j += delta
-            sums.attributed_j += min(1.0, max(0.0, float(share))) * delta
+            sums.attributed_j += applied * delta
             sums.intervals += 1
+            if rule != "gpu" and self._tail is not None:
+                self._tail[2][cid] = (delta, applied)
+
+    def _place_missing_at_end(self, missing_s: float) -> float:
+        """Put up to ``missing_s`` of CPU time sampling missed into the latest interval (a
+        command that ended after the last read before stop: its last stretch was never
+        sampled), as far as that interval's busy time allows; re-share its energy. Returns
+        the CPU time placed."""
+        if self._tail is None or missing_s <= 0:
+            return 0.0
+        d_tree, d_busy, shares = self._tail
+        placed = min(missing_s, max(0.0, d_busy - d_tree))
+        if placed <= 0 or d_busy <= 0:
+            return 0.0
+        new = min(1.0, (d_tree + placed) / d_busy)
+        for cid, (delta, applied) in shares.items():
+            self._sums[cid].attributed_j += (new - applied) * delta
+        self.sampled_tree_cpu_s += placed
+        self._tail = None
+        return placed
 
     def result(self, energy_j: Mapping[str, float], tree_cpu_s: float | None,
-               machine_busy_cpu_s: float | None) -> dict[str, Any]:
+               machine_busy_cpu_s: float | None, *, missed_at_end: bool = False
+               ) -> dict[str, Any]:
         """The attributed energy of each channel with a rule, given the run's final energy
         per channel and its run-wide CPU time (``tree_cpu_s``, the larger of sampling and the
-        kernel's account) over the machine's busy CPU time."""
+        kernel's account) over the machine's busy CPU time. ``missed_at_end``: the CPU time
+        sampling missed is first placed in the last interval (``energymeter run``: the
+        command ends, and is reaped, before the stop read), the rest spread over the run."""
+        placed = 0.0
+        if missed_at_end and tree_cpu_s is not None \
+                and self._cpu_intervals >= MIN_CPU_INTERVALS:
+            placed = self._place_missing_at_end(tree_cpu_s - self.sampled_tree_cpu_s)
         run_share = None
         if tree_cpu_s is not None and machine_busy_cpu_s:
             run_share = min(1.0, tree_cpu_s / machine_busy_cpu_s)
@@ -177,6 +208,7 @@ class Attribution:
                                         "process-tree CPU time / machine busy CPU time over "
                                         "the whole run")}
         return {"channels": channels, "run_share": run_share, "cpu_time_scale": scale,
+                "cpu_time_placed_at_end_s": placed,
                 "cpu_intervals": self._cpu_intervals,
                 "cpu_rule": ("run-wide share (fewer than "
                              f"{MIN_CPU_INTERVALS} intervals)" if few else "per interval"),

@@ -741,7 +741,8 @@ class Meter:
         collected = self._aggregator.attribution
         if collected is None:
             return None
-        out = collected.result(energy, cpu["tree_cpu_s"], cpu["machine_busy_cpu_s"])
+        out = collected.result(energy, cpu["tree_cpu_s"], cpu["machine_busy_cpu_s"],
+                               missed_at_end=self._command_rusage is not None)
         for probe in self._discovery.probes:  # how a device probe took its shares (GPUs)
             for cid, info in probe.attribution().items():
                 entry = out["channels"].get(cid)
