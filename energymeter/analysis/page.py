@@ -156,13 +156,14 @@ def _figure_specs(basis: str, target: Target | None, level: str, estimated: bool
          f"Energy total{on}: each bar is a group's mean, its whisker the {level} confidence "
          "interval of the mean (Student's t), each dot one run; above each later group, its "
          "difference from the first group and Welch's p-value (as in the table)." + hatched,
-         lambda pairs, by, nested, w, h: plots._compare(
-             pairs, by, True, nested, plots.DEFAULT_COMPARE_METRIC, target, w, h, basis)),
+         lambda pairs, by, nested, w, h: plots.plot(
+             pairs, "compare", by=by, nested=nested, target=target, width=w, height=h,
+             basis=basis)),
         ("Energy by kind",
          f"Energy by kind{on} (CPU package, DRAM, GPU...): each bar a group's mean, stacked; "
          f"the whisker is the {level} confidence interval of the mean total." + hatched,
-         lambda pairs, by, nested, w, h: plots._breakdown(pairs, by, True, nested, w, h,
-                                                          basis)),
+         lambda pairs, by, nested, w, h: plots.plot(
+             pairs, "breakdown", by=by, nested=nested, width=w, height=h, basis=basis)),
     ]
     if target is not None:
         name, value, direction = target
@@ -173,8 +174,9 @@ def _figure_specs(basis: str, target: Target | None, level: str, estimated: bool
             f"group's mean energy to reach each level a thick line in its {level} confidence "
             f"band; the dashed line is the target {name} {sign} {value:g}, with each group's "
             "mean energy to reach it and its confidence interval.",
-            lambda pairs, by, nested, w, h: plots._energy_to_target(
-                pairs, by, True, nested, None, target, w, h)))
+            lambda pairs, by, nested, w, h: plots.plot(
+                pairs, "energy-to-target", by=by, nested=nested, target=target, width=w,
+                height=h)))
     return specs
 
 

@@ -99,10 +99,13 @@ def _pairs(runs: Any) -> list[tuple[str | None, Report]]:
             pairs.append((None, item))
         elif isinstance(item, (str, Path)):
             pairs += find_runs([item])
+        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Report)
+              and (item[0] is None or isinstance(item[0], str))):
+            pairs.append(item)  # (source, report), as find_runs gives them
         else:
             raise ReportError(f"cannot plot {type(item).__name__} {item!r}; accepted: run "
-                              "directories, report.json files, folders of runs (paths) or "
-                              "Report objects")
+                              "directories, report.json files, folders of runs (paths), "
+                              "Report objects or (source, Report) pairs from find_runs")
     if not pairs:
         raise ReportError("no run given; pass run directories, report.json files, an out "
                           "folder or Report objects")
@@ -468,17 +471,19 @@ def plot(runs_or_reports: Any, kind: str = "timeline", output: str | Path | None
     ``dpi``, PDF or SVG, by its extension).
 
     ``runs_or_reports``: a run directory, ``report.json``, folder of runs or
-    :class:`~energymeter.Report`, or a list of them. ``kind``: ``timeline`` (one panel per
-    run), ``breakdown`` (energy by kind per group), ``compare`` (group means of ``metric``,
-    default ``energy_total_j``, with 95 % CIs, differences and p-values), ``energy-to-target``
-    (``metric`` against cumulative energy; ``target="val_acc=0.9"`` draws the target and each
-    group's mean energy to it). Runs are grouped as ``energymeter compare`` groups them:
-    ``by`` ``auto`` (default), ``name``, ``dir``, ``command``, ``group``, ``tag:KEY``;
-    ``group=False``: each run apart; runs nested in another are left out (``nested=True``
-    draws them instead). ``width``/``height``: inches (default 3.4 wide); ``window_s``: the
-    timeline's shortest averaging interval. ``basis`` (breakdown and compare): the energy
-    basis, ``machine`` (default), ``attributed`` or ``net`` (:mod:`energymeter.report.bases`),
-    named on the axis; timelines and energy-to-target curves are the machine's, and say so.
+    :class:`~energymeter.Report`, or a list of them (or of ``(source, report)`` pairs from
+    :func:`~energymeter.analysis.find_runs`, grouped by source with ``by="dir"``). ``kind``:
+    ``timeline`` (one panel per run), ``breakdown`` (energy by kind per group), ``compare``
+    (group means of ``metric``, default ``energy_total_j``, with 95 % CIs, differences and
+    p-values), ``energy-to-target`` (``metric`` against cumulative energy;
+    ``target="val_acc=0.9"`` draws the target and each group's mean energy to it). Runs are
+    grouped as ``energymeter compare`` groups them: ``by`` ``auto`` (default), ``name``,
+    ``dir``, ``command``, ``group``, ``tag:KEY``; ``group=False``: each run apart; runs nested
+    in another are left out (``nested=True`` draws them instead). ``width``/``height``: inches
+    (default 3.4 wide); ``window_s``: the timeline's shortest averaging interval. ``basis``
+    (breakdown and compare): the energy basis, ``machine`` (default), ``attributed`` or ``net``
+    (:mod:`energymeter.report.bases`), named on the axis; timelines and energy-to-target curves
+    are the machine's, and say so.
 
     Raises :class:`~energymeter.errors.ReportError` (bad arguments, unreadable runs, a
     timeline of a run without ``samples.csv``) or
