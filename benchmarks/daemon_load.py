@@ -1,4 +1,4 @@
-"""Load on the daemon's socket (issue 23): a burst of clients, then many idle connections.
+"""Load on the daemon's socket: a burst of clients, then many idle connections.
 
 Starts a daemon (fake 30 W probe, the real server) in a child process and reports:
 

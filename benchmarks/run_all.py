@@ -1,4 +1,4 @@
-"""Every issue-17 measurement in one go: the peers comparison and energymeter's own targets.
+"""Every performance measurement in one go: the peers comparison and energymeter's targets.
 
     python benchmarks/run_all.py                       # < 15 min on a 2-vCPU VM
     python benchmarks/run_all.py --venv /tmp/peers-venv --json all.json
@@ -173,7 +173,7 @@ def main() -> None:
     else:
         rows.append(("samples.csv rebuild", "failed: " + rb.get("error", "?"), "≤ 5 s", "—"))
 
-    print("\n## Targets (issue 17)\n")
+    print("\n## Targets\n")
     print("| measure | measured (median) | target | |\n|---|---|---|---|")
     for name, value, target, ok in rows:
         print(f"| {name} | {value} | {target} | {ok} |")

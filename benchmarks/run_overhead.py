@@ -2,8 +2,8 @@
 
 Runs both commands in interleaved pairs (order alternating, after a warm-up) and prints the
 min / median / max of each, and the added time: the median of the per-pair differences. The
-target is <= 100 ms added (issue 17; it was 150 ms). For context it also times the Python
-interpreter's start and the import of ``energymeter.cli`` (``--no-context`` skips them).
+target is <= 100 ms added. For context it also times the Python interpreter's start and the
+import of ``energymeter.cli`` (``--no-context`` skips them).
 
     python benchmarks/run_overhead.py            # 20 pairs
     python benchmarks/run_overhead.py -n 50 --energymeter energymeter

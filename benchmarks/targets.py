@@ -1,4 +1,4 @@
-"""energymeter's own issue-17 targets, measured here (no peers): import + first start(), later
+"""energymeter's own performance targets, measured here (no peers): import + first start(), later
 start(), stop(), phase enter+exit, sampler CPU share at 10 and 100 Hz, and the sustained
 sampler rate with 16 channels.
 
