@@ -425,3 +425,23 @@ def test_sigint_during_a_run_ends_the_sweep_after_that_run(tmp_path: Path) -> No
     reports = reports_in(tmp_path / "runs")
     assert [r.status for r in reports] == ["interrupted"]
     assert "0 of 3 run(s) completed" in stderr and "run the same command again" in stderr
+
+
+def test_compare_leaves_out_attempts_a_resumed_sweep_ran_again() -> None:
+    from energymeter.analysis import compare, comparison_warnings
+    from tests.test_compare import fake_report
+
+    tags = {"study": "s1", "sweep_axes": "method", "method": "dense", "variant": 1}
+    runs = [fake_report("t", cpu_j=10.0, minute=i, tags={**tags, "repeat": i})
+            for i in (1, 2)]
+    killed = fake_report("t", cpu_j=3.0, minute=3, status="interrupted",
+                         tags={**tags, "repeat": 3})
+    retried = fake_report("t", cpu_j=10.0, minute=4, tags={**tags, "repeat": 3})
+    [row] = compare([*runs, killed, retried])
+    assert row["n"] == 3 and killed.run_id not in row["run_ids"]
+    assert row["retried_excluded"] == 1
+    assert any("later attempt of the same run completed" in w
+               for w in comparison_warnings([row]))
+    # Without a completed retry, the failed attempt is still compared (and flagged).
+    [row] = compare([*runs, killed])
+    assert row["n"] == 3 and row["statuses"] == {"completed": 2, "interrupted": 1}

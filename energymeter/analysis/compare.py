@@ -285,7 +285,7 @@ def _group_row(g: Group, by: str, metrics: Sequence[str],
         "methods": _methods(runs),
         "memory_basis": "+".join(sorted({memory_basis(r) for r in runs})) or None,
         "duplicates_dropped": g.duplicates, "nested_excluded": g.nested_excluded,
-        "parents_replaced": g.parents_replaced,
+        "parents_replaced": g.parents_replaced, "retried_excluded": g.retried,
     }
     values: dict[str, list[float]] = {}
     if target is not None:
@@ -608,6 +608,10 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
         elif "mixed" in method:
             w.append(f"{label}: {kind} energy is partly estimated by a model (a channel's "
                      "source stopped answering; see each report's estimated_j)")
+    if row.get("retried_excluded"):
+        w.append(f"{label}: {_plural(row['retried_excluded'], 'attempt')} of a sweep's runs "
+                 "that did not complete left out: a later attempt of the same run completed "
+                 "(the sweep was resumed)")
     if row["duplicates_dropped"]:
         w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
                  "(a run reached twice counts once)")

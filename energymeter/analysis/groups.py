@@ -57,6 +57,9 @@ class Group:
     duplicates: int = 0
     nested_excluded: int = 0
     parents_replaced: int = 0
+    #: Attempts of a sweep's slot that did not complete, left out because a later attempt of
+    #: the same slot (study, variant, repeat) completed (the sweep was resumed).
+    retried: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,22 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _slot(report: Report) -> tuple[Any, Any, Any] | None:
+    """The sweep slot a run filled (study, variant, repeat), or None outside a sweep."""
+    tags = report.tags
+    if all(k in tags for k in ("study", "variant", "repeat")):
+        return tags["study"], tags["variant"], tags["repeat"]
+    return None
+
+
+def _retried(reports: Sequence[Report]) -> set[str]:
+    """Run ids of a sweep's attempts that did not complete where a later attempt of the same
+    slot did (a resumed sweep runs a failed or killed slot again)."""
+    done = {_slot(r) for r in reports if r.status == "completed" and _slot(r) is not None}
+    return {r.run_id for r in reports
+            if r.status != "completed" and _slot(r) is not None and _slot(r) in done}
+
+
 def _sweep_axes(reports: Sequence[Report]) -> str | None:
     """``a,b`` when every run is of one study of ``energymeter sweep`` (the same ``study``
     and ``sweep_axes`` tags), whose axes are ``a`` and ``b``; else None."""
@@ -203,6 +222,8 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
       tags), else ``dir`` when the runs come from several sources, else ``name``.
       ``group=False``: one group per run.
     * Warm-up runs (``warmup``) go to :attr:`Group.warmup_runs`.
+    * A sweep's attempt that did not complete is left out when a later attempt of the same
+      slot (``study``, ``variant``, ``repeat`` tags) completed (:attr:`Group.retried`).
 
     Raises :class:`ReportError` for no run or an unknown ``by``."""
     pairs = _pairs(runs)
@@ -243,6 +264,12 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
             replaced[first] = replaced.get(first, 0) + 1
         else:
             chosen.append((source, report))
+    retried_ids = _retried([r for _, r in chosen])
+    retried_slots: dict[Any, int] = {}
+    for _, report in chosen:
+        if report.run_id in retried_ids:
+            retried_slots[_slot(report)] = retried_slots.get(_slot(report), 0) + 1
+    chosen = [(s, r) for s, r in chosen if r.run_id not in retried_ids]
 
     sources = [s for s, _ in pairs if s is not None]
     if not group:
@@ -283,6 +310,7 @@ def group_runs(runs: Iterable[Report | tuple[str | None, Report]], *, by: str = 
             sources=tuple(dict.fromkeys(s for s, _ in items if s is not None)),
             duplicates=sum(copies.get(i, 0) for i in ids),
             nested_excluded=sum(excluded.get(i, 0) for i in ids),
-            parents_replaced=sum(replaced.get(i, 0) for i in ids)))
+            parents_replaced=sum(replaced.get(i, 0) for i in ids),
+            retried=sum(retried_slots.get(_slot(r), 0) for r in reports)))
     return Grouping(by=by, groups=tuple(groups),
                     nested={k: tuple(v) for k, v in children.items()})
