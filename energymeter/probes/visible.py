@@ -73,87 +73,144 @@ def select_visible(value: str | None, gpus: Sequence[GpuIdentity]) -> Selection:
     text = value.strip()
     if text == "" or text.lower() == "nodevfiles":
         return Selection(())
-    by_uuid = [(g.uuid, g.nvml_index) for g in gpus]
-    mig_parent = [(m, g.nvml_index) for g in gpus for m in g.mig_uuids]
-    chosen: list[int] = []
-    migs: dict[int, list[str]] = {}
-    warnings: list[str] = []
-    by_index = False
-    entries = text.split(",")
+    chosen = _Chosen()
+    warnings = _choose_entries(value, text.split(","), gpus, chosen)
+    warnings += _mig_warnings(chosen.migs)
+    return Selection(chosen.visible(), tuple(warnings), chosen.by_index)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What one ``CUDA_VISIBLE_DEVICES`` entry names: a GPU (its NVML index), perhaps through
+    one of its MIG devices, or the problem that makes the entry invalid; or CUDA's terminator."""
+
+    index: int | None = None
+    mig_uuid: str = ""
+    problem: str = ""
+    by_index: bool = False  # named by an index (not a UUID)
+    terminator: bool = False  # a negative index: the list ends here, without a warning
+
+
+class _Chosen:
+    """The GPUs listed so far, in the order listed, and the MIG devices each was named by."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.migs: dict[int, list[str]] = {}
+        self.by_index = False
+
+    def add(self, entry: _Entry) -> str:
+        """Adds the GPU ``entry`` names; returns why it cannot be ('' when it was added)."""
+        if entry.mig_uuid:
+            if entry.mig_uuid in self.migs.get(entry.index, []):
+                return "this MIG device is listed twice"
+            self.migs.setdefault(entry.index, []).append(entry.mig_uuid)
+            if entry.index not in self.indices:
+                self.indices.append(entry.index)
+            return ""
+        if entry.index in self.indices:
+            return "this GPU is listed twice"
+        self.indices.append(entry.index)
+        return ""
+
+    def visible(self) -> tuple[VisibleGpu, ...]:
+        return tuple(VisibleGpu(i, tuple(self.migs.get(i, ()))) for i in self.indices)
+
+
+def _choose_entries(value: str, entries: list[str], gpus: Sequence[GpuIdentity],
+                    chosen: _Chosen) -> list[str]:
+    """Adds the GPUs ``entries`` name to ``chosen``, up to the first invalid entry or CUDA's
+    terminator; returns the warning for an invalid entry after the first (raises
+    :class:`ConfigError` for an invalid first one)."""
     for position, raw in enumerate(entries):
-        entry = raw.strip()
-        problem = ""
-        mig_uuid = ""
-        index: int | None = None
-        if _INT_RE.fullmatch(entry):
-            number = int(entry)
-            if number < 0:
-                break  # CUDA's terminator: '-1' alone hides every GPU, '0,-1,1' keeps 0
-            if number < len(gpus):
-                index = gpus[number].nvml_index
-                by_index = True
-            else:
-                problem = (f"there is no GPU with index {number} (NVML sees {len(gpus)}: "
-                           f"0..{len(gpus) - 1})")
-        elif entry.upper().startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>
-            parent = entry[4:].split("/", 1)[0]
-            hits, names = _match_prefix(parent, by_uuid)
-            if len(hits) == 1:
-                index, mig_uuid = hits[0], entry
-            else:
-                problem = (f"{parent!r} matches no GPU" if not hits
-                           else f"{parent!r} is ambiguous: it matches {names}")
-        elif entry.upper().startswith("MIG-"):
-            hits, names = _match_prefix(entry, mig_parent)
-            if len(hits) == 1:
-                index = hits[0]
-                mig_uuid = next(m for m, _ in mig_parent if m.lower().startswith(entry.lower()))
-            else:
-                problem = ("it matches no MIG device of this machine" if not hits
-                           else f"it is ambiguous: it matches {names}")
-        elif entry.upper().startswith("GPU-"):
-            hits, names = _match_prefix(entry, by_uuid)
-            if len(hits) == 1:
-                index = hits[0]
-            else:
-                problem = ("it matches no GPU of this machine" if not hits
-                           else f"it is ambiguous: it matches {names}")
-        else:
-            problem = "it is not a GPU index, a GPU-<uuid> or a MIG-<uuid>"
+        entry = _parse_entry(raw.strip(), gpus)
+        if entry.terminator:
+            break  # CUDA's terminator: '-1' alone hides every GPU, '0,-1,1' keeps 0
+        chosen.by_index = chosen.by_index or entry.by_index
+        problem = entry.problem or chosen.add(entry)
+        if problem:
+            return [_invalid_entry(value, entries, position, problem, len(chosen.indices))]
+    return []
 
-        if index is not None and mig_uuid:
-            if mig_uuid in migs.get(index, []):
-                problem = "this MIG device is listed twice"
-            else:
-                migs.setdefault(index, []).append(mig_uuid)
-                if index not in chosen:
-                    chosen.append(index)
-                continue
-        elif index is not None:
-            if index in chosen:
-                problem = "this GPU is listed twice"
-            else:
-                chosen.append(index)
-                continue
 
-        message = f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is invalid: {problem}"
-        if position == 0:
-            raise ConfigError(f"{message}. CUDA stops at the first invalid entry, so this "
-                              f"hides every GPU; {ACCEPTED_VISIBLE_DEVICES}")
-        ignored = ",".join(entries[position:])
-        warnings.append(f"{message}. Like CUDA, energymeter ignores it and everything after it "
-                        f"({ignored!r}) and measures only the {len(chosen)} GPU(s) listed "
-                        f"before; {ACCEPTED_VISIBLE_DEVICES}")
-        break
+def _parse_entry(entry: str, gpus: Sequence[GpuIdentity]) -> _Entry:
+    """The GPU one (stripped) entry names, by its form: an index, a legacy
+    ``MIG-GPU-<uuid>/<gi>/<ci>``, a ``MIG-`` UUID or a ``GPU-`` UUID (or a unique prefix)."""
+    if _INT_RE.fullmatch(entry):
+        return _index_entry(int(entry), gpus)
+    if entry.upper().startswith("MIG-GPU-"):
+        return _legacy_mig_entry(entry, gpus)
+    if entry.upper().startswith("MIG-"):
+        return _mig_entry(entry, gpus)
+    if entry.upper().startswith("GPU-"):
+        return _gpu_uuid_entry(entry, gpus)
+    return _Entry(problem="it is not a GPU index, a GPU-<uuid> or a MIG-<uuid>")
 
-    for index, mig_list in migs.items():
-        label = ", ".join(mig_list)
-        warnings.append(
-            f"CUDA_VISIBLE_DEVICES names MIG device(s) {label} on GPU {index}: NVML measures "
-            "energy per physical GPU, so the energy reported for it is the whole GPU's, shared "
-            "by every MIG slice and process on it, not this slice's")
-    gpus_out = tuple(VisibleGpu(i, tuple(migs.get(i, ()))) for i in chosen)
-    return Selection(gpus_out, tuple(warnings), by_index)
+
+def _index_entry(number: int, gpus: Sequence[GpuIdentity]) -> _Entry:
+    if number < 0:
+        return _Entry(terminator=True)
+    if number < len(gpus):
+        return _Entry(gpus[number].nvml_index, by_index=True)
+    return _Entry(problem=f"there is no GPU with index {number} (NVML sees {len(gpus)}: "
+                          f"0..{len(gpus) - 1})")
+
+
+def _legacy_mig_entry(entry: str, gpus: Sequence[GpuIdentity]) -> _Entry:
+    """``MIG-GPU-<uuid>/<gi>/<ci>``: the GPU whose UUID the parent part names (a prefix)."""
+    parent = entry[4:].split("/", 1)[0]
+    hits, names = _match_prefix(parent, _gpu_uuids(gpus))
+    if len(hits) == 1:
+        return _Entry(hits[0], mig_uuid=entry)
+    return _Entry(problem=f"{parent!r} matches no GPU" if not hits
+                  else f"{parent!r} is ambiguous: it matches {names}")
+
+
+def _mig_entry(entry: str, gpus: Sequence[GpuIdentity]) -> _Entry:
+    """``MIG-<uuid>`` (or a unique prefix): the GPU that holds that MIG device."""
+    mig_parent = [(m, g.nvml_index) for g in gpus for m in g.mig_uuids]
+    hits, names = _match_prefix(entry, mig_parent)
+    if len(hits) == 1:
+        mig_uuid = next(m for m, _ in mig_parent if m.lower().startswith(entry.lower()))
+        return _Entry(hits[0], mig_uuid=mig_uuid)
+    return _Entry(problem="it matches no MIG device of this machine" if not hits
+                  else f"it is ambiguous: it matches {names}")
+
+
+def _gpu_uuid_entry(entry: str, gpus: Sequence[GpuIdentity]) -> _Entry:
+    """``GPU-<uuid>`` (or a unique prefix)."""
+    hits, names = _match_prefix(entry, _gpu_uuids(gpus))
+    if len(hits) == 1:
+        return _Entry(hits[0])
+    return _Entry(problem="it matches no GPU of this machine" if not hits
+                  else f"it is ambiguous: it matches {names}")
+
+
+def _gpu_uuids(gpus: Sequence[GpuIdentity]) -> list[tuple[str, int]]:
+    return [(g.uuid, g.nvml_index) for g in gpus]
+
+
+def _invalid_entry(value: str, entries: Sequence[str], position: int, problem: str,
+                   kept: int) -> str:
+    """The warning for the invalid entry at ``position`` (``kept`` GPUs listed before it), or,
+    for the first entry, the :class:`ConfigError` (raised): CUDA then hides every GPU."""
+    entry = entries[position].strip()
+    message = f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is invalid: {problem}"
+    if position == 0:
+        raise ConfigError(f"{message}. CUDA stops at the first invalid entry, so this "
+                          f"hides every GPU; {ACCEPTED_VISIBLE_DEVICES}")
+    ignored = ",".join(entries[position:])
+    return (f"{message}. Like CUDA, energymeter ignores it and everything after it "
+            f"({ignored!r}) and measures only the {kept} GPU(s) listed "
+            f"before; {ACCEPTED_VISIBLE_DEVICES}")
+
+
+def _mig_warnings(migs: Mapping[int, Sequence[str]]) -> list[str]:
+    """One warning per GPU named through MIG: its energy is the whole GPU's."""
+    return [f"CUDA_VISIBLE_DEVICES names MIG device(s) {', '.join(mig_list)} on GPU {index}: "
+            "NVML measures energy per physical GPU, so the energy reported for it is the "
+            "whole GPU's, shared by every MIG slice and process on it, not this slice's"
+            for index, mig_list in migs.items()]
 
 
 # -- ROCm: ROCR_VISIBLE_DEVICES, then HIP_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES ---------------

@@ -1,0 +1,147 @@
+"""Property tests of the pure steps that long probe and sampler functions were split into
+(select_visible, the NVML opening, the CPU model's TDP choice, the probes inspection): each
+step on its own, and each step agreeing with the function that composes it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energymeter.errors import ConfigError
+from energymeter.probes import visible
+from energymeter.probes.visible import (
+    ACCEPTED_VISIBLE_DEVICES,
+    GpuIdentity,
+    select_visible,
+)
+
+# -- select_visible: CUDA_VISIBLE_DEVICES entries ---------------------------------------------
+
+UUIDS = ["GPU-8932f937-d72c-4106-c12f-20bd9faed9f6", "GPU-8932aaaa-0000-1111-2222-333344445555",
+         "GPU-1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718"]
+MIGS = ["MIG-0aa11bb2-cc33-5d44-8e55-ff6677889900", "MIG-1bb22cc3-dd44-5e55-8f66-007788990011"]
+
+
+def _gpus(count: int, with_mig: bool = False) -> list[GpuIdentity]:
+    return [GpuIdentity(i, UUIDS[i], f"GPU model {i}",
+                        tuple(MIGS) if with_mig and i == 0 else ())
+            for i in range(count)]
+
+
+ENTRIES = st.one_of(
+    st.integers(-2, 4).map(str),
+    st.sampled_from([*UUIDS, *MIGS, "GPU-8932", "GPU-1f2e", "gpu-1F2E3D4C", "MIG-0aa1", "MIG-",
+                     "MIG-GPU-8932f937-d72c-4106-c12f-20bd9faed9f6/1/0", "MIG-GPU-8932/1/0",
+                     "MIG-GPU-ffff/0/0", "banana", "", " 1 ", "+1"]),
+)
+
+
+@settings(max_examples=200)
+@given(number=st.integers(-50, 50), count=st.integers(0, 3))
+def test_an_index_entry_is_a_gpu_the_terminator_or_out_of_range(number: int,
+                                                                  count: int) -> None:
+    gpus = _gpus(count)
+    entry = visible._index_entry(number, gpus)
+    if number < 0:
+        assert entry.terminator and entry.index is None and not entry.problem
+    elif number < count:
+        assert (entry.index, entry.by_index, entry.problem) == (gpus[number].nvml_index, True, "")
+    else:
+        assert entry.index is None and not entry.by_index
+        assert entry.problem == (f"there is no GPU with index {number} (NVML sees {count}: "
+                                 f"0..{count - 1})")
+
+
+@settings(max_examples=200)
+@given(which=st.integers(0, 2), cut=st.integers(4, 40), upper=st.booleans())
+def test_a_uuid_prefix_names_its_gpu_exactly_when_it_is_unique(which: int, cut: int,
+                                                               upper: bool) -> None:
+    gpus = _gpus(3)
+    prefix = UUIDS[which][:cut]
+    entry = visible._parse_entry(prefix.upper() if upper else prefix, gpus)
+    matches = [g.nvml_index for g in gpus if g.uuid.startswith(prefix)]
+    if len(matches) == 1:
+        assert (entry.index, entry.mig_uuid, entry.problem) == (which, "", "")
+    else:
+        assert entry.index is None and "ambiguous" in entry.problem
+    assert not entry.by_index
+
+
+@settings(max_examples=100)
+@given(which=st.integers(0, 1), cut=st.integers(4, 40))
+def test_a_mig_entry_names_the_parent_gpu_and_the_full_mig_uuid(which: int, cut: int) -> None:
+    prefix = MIGS[which][:cut]
+    entry = visible._parse_entry(prefix, _gpus(2, with_mig=True))
+    if sum(m.startswith(prefix) for m in MIGS) == 1:
+        assert (entry.index, entry.mig_uuid, entry.problem) == (0, MIGS[which], "")
+    else:
+        assert entry.index is None and entry.problem
+
+
+@settings(max_examples=200)
+@given(entries=st.lists(st.sampled_from(["0", "1", "GPU-x", "7"]), min_size=1, max_size=5),
+       position=st.integers(0, 4), kept=st.integers(0, 4))
+def test_an_invalid_entry_is_fatal_first_and_a_warning_naming_the_rest_later(
+        entries: list[str], position: int, kept: int) -> None:
+    position = min(position, len(entries) - 1)
+    value = ",".join(entries)
+    if position == 0:
+        with pytest.raises(ConfigError, match="CUDA stops at the first invalid entry"):
+            visible._invalid_entry(value, entries, position, "why", kept)
+        return
+    warning = visible._invalid_entry(value, entries, position, "why", kept)
+    assert warning.startswith(f"CUDA_VISIBLE_DEVICES={value!r}: entry {entries[position]!r} "
+                              "is invalid: why. Like CUDA, energymeter ignores it")
+    assert f"({','.join(entries[position:])!r})" in warning
+    assert f"measures only the {kept} GPU(s) listed before" in warning
+    assert warning.endswith(ACCEPTED_VISIBLE_DEVICES)
+
+
+@given(st.dictionaries(st.integers(0, 7), st.lists(st.sampled_from(MIGS), min_size=1,
+                                                   max_size=2), max_size=4))
+def test_one_mig_warning_per_gpu_in_the_order_named(migs: dict[int, list[str]]) -> None:
+    warnings = visible._mig_warnings(migs)
+    assert len(warnings) == len(migs)
+    for warning, (index, names) in zip(warnings, migs.items(), strict=True):
+        assert f"MIG device(s) {', '.join(names)} on GPU {index}:" in warning
+        assert "the whole GPU's" in warning
+
+
+@settings(max_examples=300)
+@given(entries=st.lists(ENTRIES, min_size=1, max_size=6), count=st.integers(1, 3),
+       with_mig=st.booleans())
+def test_select_visible_is_its_steps(entries: list[str], count: int, with_mig: bool) -> None:
+    """select_visible = each entry parsed and added in turn, up to CUDA's terminator, an
+    invalid entry or a repeat (fatal when it is the first entry)."""
+    gpus = _gpus(count, with_mig)
+    value = ",".join(entries)
+    expected: list[int] = []
+    named_migs: set[tuple[int, str]] = set()
+    by_index = fatal = False
+    for position, raw in enumerate(value.strip().split(",")):
+        entry = visible._parse_entry(raw.strip(), gpus)
+        if entry.terminator:
+            break
+        by_index = by_index or entry.by_index
+        repeat = ((entry.index, entry.mig_uuid) in named_migs if entry.mig_uuid
+                  else entry.index in expected)
+        if entry.problem or repeat:
+            fatal = position == 0
+            break
+        if entry.mig_uuid:
+            named_migs.add((entry.index, entry.mig_uuid))  # type: ignore[arg-type]
+        if entry.index not in expected:
+            expected.append(entry.index)  # type: ignore[arg-type]
+    if value.strip() == "":
+        assert select_visible(value, gpus).gpus == ()
+        return
+    if fatal:
+        with pytest.raises(ConfigError, match="CUDA stops at the first invalid entry"):
+            select_visible(value, gpus)
+        return
+    selection = select_visible(value, gpus)
+    assert [g.nvml_index for g in selection.gpus] == expected
+    assert sorted((g.nvml_index, m) for g in selection.gpus for m in g.mig_uuids) == sorted(
+        named_migs)
+    assert selection.by_index == by_index
