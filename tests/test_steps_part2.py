@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energymeter.errors import ConfigError
-from energymeter.probes import visible
+from energymeter.probes import nvml, visible
 from energymeter.probes.visible import (
     ACCEPTED_VISIBLE_DEVICES,
     GpuIdentity,
@@ -145,3 +145,30 @@ def test_select_visible_is_its_steps(entries: list[str], count: int, with_mig: b
     assert sorted((g.nvml_index, m) for g in selection.gpus for m in g.mig_uuids) == sorted(
         named_migs)
     assert selection.by_index == by_index
+
+
+# -- NVML: the visible MIG devices' share of their GPU -----------------------------------------
+
+COUNTS = st.integers(0, 200)
+
+
+@settings(max_examples=300)
+@given(sms=COUNTS, slices=st.integers(0, 8), whole_sms=COUNTS, whole_slices=st.integers(0, 8))
+def test_a_mig_share_is_by_sms_else_by_slices_at_most_one(sms: int, slices: int, whole_sms: int,
+                                                          whole_slices: int) -> None:
+    whole = nvml._Capacity(whole_sms, whole_slices, "largest GPU-instance profile 7g.80gb")
+    handles = ("mig-a", "mig-b")
+    found = nvml._capacity_share(sms, slices, whole, handles)
+    assert found.handles == handles
+    if whole_sms > 0 and sms > 0:
+        assert found.method == nvml.MIG_SHARE_SMS
+        assert found.share == min(1.0, sms / whole_sms)
+        assert found.detail == f"{sms} of {whole_sms} SMs (largest GPU-instance profile 7g.80gb)"
+    elif whole_slices > 0 and slices > 0:
+        assert found.method == nvml.MIG_SHARE_SLICES
+        assert found.share == min(1.0, slices / whole_slices)
+        assert found.detail.startswith(f"{slices} of {whole_slices} slices (")
+    else:
+        assert found.share is None and found.method == ""
+        assert found.detail.startswith("NVML gave neither SM nor slice counts")
+    assert found.share is None or 0 < found.share <= 1

@@ -812,62 +812,116 @@ def _mig_share(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str]) -> 
     slices (from the profiles, else nvmlDeviceGetMaxMigDeviceCount: one MIG device per slice
     at most). NVML's energy counter is the whole GPU's: a slice's own energy is not measured,
     so this is an attribution by capacity, not a measurement."""
-    skip = _mig_skip(nvml)
     try:
         count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
-    except skip as exc:
+    except _mig_skip(nvml) as exc:
         return _MigShare(None, detail=f"nvmlDeviceGetMaxMigDeviceCount failed: "
                                       f"{type(exc).__name__}: {exc}")
+    whole = _whole_gpu_capacity(nvml, handle, count)
+    handles, sms, slices = _visible_mig_devices(nvml, handle, gpu_uuid, wanted, count)
+    if not handles:
+        return _MigShare(None, detail=f"none of the MIG devices named ({', '.join(wanted)}) "
+                                      f"is among the {count} MIG device slots NVML lists "
+                                      "for this GPU")
+    return _capacity_share(sms, slices, whole, tuple(handles))
+
+
+@dataclass(frozen=True)
+class _Capacity:
+    """A MIG-mode GPU's whole capacity (the denominator of its MIG devices' share): SMs and
+    GPU-instance slices (0 where NVML does not give them), and where the slices come from."""
+
+    sms: int
+    slices: int
+    slices_source: str
+
+
+def _whole_gpu_capacity(nvml: Any, handle: Any, count: int) -> _Capacity:
+    """SMs and slices of the GPU's largest GPU-instance profile; the slices, where the
+    profiles give none, from nvmlDeviceGetMaxMigDeviceCount (``count``)."""
     total_sms, total_slices, profile = _gpu_capacity(nvml, handle)
     slices_source = f"largest GPU-instance profile {profile}"
     if total_slices <= 0 and count > 0:
         total_slices, slices_source = count, "nvmlDeviceGetMaxMigDeviceCount"
-    wanted_lower = {w.lower() for w in wanted}
-    legacy = {ids for ids in map(_legacy_mig_ids, wanted)
-              if ids is not None and ids[0] == gpu_uuid.lower()}
-    sms = slices = found = 0
+    return _Capacity(total_sms, total_slices, slices_source)
+
+
+def _visible_mig_devices(nvml: Any, handle: Any, gpu_uuid: str, wanted: Sequence[str],
+                         count: int) -> tuple[list[Any], int, int]:
+    """The handles of the GPU's MIG devices (of its ``count`` slots) that ``wanted`` names,
+    with the sums of their SMs and compute slices."""
+    skip = _mig_skip(nvml)
+    is_wanted = _mig_matcher(nvml, gpu_uuid, wanted)
     handles: list[Any] = []
+    sms = slices = 0
     for i in range(count):
         try:
             mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
             uuid = _text(nvml.nvmlDeviceGetUUID(mig))
         except skip:
             continue  # an empty MIG index (NotFound)
-        match = uuid.lower() in wanted_lower
-        if not match and legacy:
-            try:
-                ids = (gpu_uuid.lower(), int(nvml.nvmlDeviceGetGpuInstanceId(mig)),
-                       int(nvml.nvmlDeviceGetComputeInstanceId(mig)))
-            except skip:
-                ids = None
-            match = ids in legacy
-        if not match:
+        if not is_wanted(mig, uuid):
             continue
-        found += 1
         handles.append(mig)
+        mig_sms, mig_slices = _mig_device_capacity(nvml, mig)
+        sms += mig_sms
+        slices += mig_slices
+    return handles, sms, slices
+
+
+def _mig_matcher(nvml: Any, gpu_uuid: str,
+                 wanted: Sequence[str]) -> Callable[[Any, str], bool]:
+    """Whether a MIG device of the GPU ``gpu_uuid`` (its handle and UUID) is named in
+    ``wanted``: by its MIG UUID, or by a legacy ``MIG-GPU-<uuid>/<gi>/<ci>`` name (its GPU- and
+    compute-instance ids, asked of NVML only when such a name is wanted)."""
+    skip = _mig_skip(nvml)
+    wanted_lower = {w.lower() for w in wanted}
+    legacy = {ids for ids in map(_legacy_mig_ids, wanted)
+              if ids is not None and ids[0] == gpu_uuid.lower()}
+
+    def is_wanted(mig: Any, uuid: str) -> bool:
+        if uuid.lower() in wanted_lower:
+            return True
+        if not legacy:
+            return False
         try:
-            attrs = nvml.nvmlDeviceGetAttributes(mig)
+            ids = (gpu_uuid.lower(), int(nvml.nvmlDeviceGetGpuInstanceId(mig)),
+                   int(nvml.nvmlDeviceGetComputeInstanceId(mig)))
         except skip:
-            continue
-        sms += int(getattr(attrs, "multiprocessorCount", 0) or 0)
-        # computeInstanceSliceCount: two compute instances of one GPU instance share its
-        # gpuInstanceSliceCount, so it is theirs, not that, that adds up.
-        ci = int(getattr(attrs, "computeInstanceSliceCount", 0) or 0)
-        slices += ci or int(getattr(attrs, "gpuInstanceSliceCount", 0) or 0)
-    if found == 0:
-        return _MigShare(None, detail=f"none of the MIG devices named ({', '.join(wanted)}) "
-                                      f"is among the {count} MIG device slots NVML lists "
-                                      "for this GPU")
-    if total_sms > 0 and sms > 0:
-        return _MigShare(min(1.0, sms / total_sms), MIG_SHARE_SMS,
-                         f"{sms} of {total_sms} SMs ({slices_source})", tuple(handles))
-    if total_slices > 0 and slices > 0:
-        return _MigShare(min(1.0, slices / total_slices), MIG_SHARE_SLICES,
-                         f"{slices} of {total_slices} slices ({slices_source})", tuple(handles))
+            return False
+        return ids in legacy
+
+    return is_wanted
+
+
+def _mig_device_capacity(nvml: Any, mig: Any) -> tuple[int, int]:
+    """(SMs, compute slices) of one MIG device (nvmlDeviceGetAttributes); (0, 0) when NVML
+    does not give them."""
+    try:
+        attrs = nvml.nvmlDeviceGetAttributes(mig)
+    except _mig_skip(nvml):
+        return 0, 0
+    sms = int(getattr(attrs, "multiprocessorCount", 0) or 0)
+    # computeInstanceSliceCount: two compute instances of one GPU instance share its
+    # gpuInstanceSliceCount, so it is theirs, not that, that adds up.
+    ci = int(getattr(attrs, "computeInstanceSliceCount", 0) or 0)
+    return sms, ci or int(getattr(attrs, "gpuInstanceSliceCount", 0) or 0)
+
+
+def _capacity_share(sms: int, slices: int, whole: _Capacity,
+                    handles: tuple[Any, ...]) -> _MigShare:
+    """The visible MIG devices' share of the GPU: by SMs where both counts are known, else by
+    slices, else none (at most 1)."""
+    if whole.sms > 0 and sms > 0:
+        return _MigShare(min(1.0, sms / whole.sms), MIG_SHARE_SMS,
+                         f"{sms} of {whole.sms} SMs ({whole.slices_source})", handles)
+    if whole.slices > 0 and slices > 0:
+        return _MigShare(min(1.0, slices / whole.slices), MIG_SHARE_SLICES,
+                         f"{slices} of {whole.slices} slices ({whole.slices_source})", handles)
     return _MigShare(None, detail="NVML gave neither SM nor slice counts for the GPU and its "
                                   "MIG devices (nvmlDeviceGetAttributes, "
                                   "nvmlDeviceGetGpuInstanceProfileInfo)",
-                     handles=tuple(handles))
+                     handles=handles)
 
 
 def _mig_mode(nvml: Any, handle: Any) -> tuple[int, int] | None:
