@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ReportError
 from ..store.readers import MAX_DURATION_S, MAX_NUMBER, check_joules, mean_power_w
 
 if TYPE_CHECKING:
-    from ..report import Report
+    from ..report import ChannelEnergy, Phase, Report
 
 #: How the merged statuses rank: the job's status is the worst of its runs'.
 _STATUS_ORDER = ("failed", "interrupted", "running", "completed")
@@ -191,9 +191,31 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
     (default: what the runs' ``job`` blocks say: SLURM's node list or the launcher's node
     count). Raises :class:`ReportError` when no run matches or the runs belong to several
     jobs (naming them)."""
-    from ..probes import Channel
-    from ..report import ChannelEnergy, Phase, Report
+    distinct, merged_inputs = _distinct_runs(reports)
+    runs = _select_job(distinct, job)
+    jid = str(job_id(runs[0]))
+    excluded = _excluded(runs, jid)
+    nested = _nested(runs, excluded)
+    nested_ids = {r.run_id for r in nested}
+    top = [r for r in runs if r.run_id not in nested_ids and r.run_id not in excluded]
+    kept, deduplicated = _each_device_once(top)
+    channels, kept_by_run, merged_id = _merged_channels(kept)
+    started = min(r.started_at for r in runs)
+    phases = _merged_phases(top, kept_by_run, merged_id, started)
+    nodes = _nodes(runs, kept)
+    expected = _expected_nodes(runs, expected_nodes)
+    warnings, missing = _job_warnings(runs, excluded, merged_inputs, nodes, expected,
+                                      deduplicated)
+    job_info = _job_block(jid, runs, started, len(nested), nodes, expected, missing,
+                          deduplicated, excluded)
+    return _merged_report(runs, top, job_info, channels, phases, kept_by_run, warnings)
 
+
+def _distinct_runs(reports: Iterable[Report | tuple[str | None, Report]]
+                   ) -> tuple[list[Report], int]:
+    """The runs among ``reports`` (reports or ``(source, report)`` pairs), each once, and
+    how many saved merges were among them (left out: their runs are counted, not them
+    again)."""
     runs: list[Report] = []
     seen: set[str] = set()
     merged_inputs = 0
@@ -205,56 +227,79 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         if report.run_id not in seen:
             seen.add(report.run_id)
             runs.append(report)
+    return runs, merged_inputs
+
+
+def _select_job(runs: list[Report], job: str | None) -> list[Report]:
+    """The runs of job ``job`` (or, without one, of the only job ``runs`` belong to).
+    ReportError when there is none, or when the runs (or the job id) name several jobs."""
     jobs = split_jobs(runs)
     if job is not None:
         if job in jobs:
-            runs = jobs[job]
-        else:
-            # A rendezvous address reused by torchrun jobs at different times.
-            keys = [k for k in jobs if k.startswith(f"{job}@")]
-            if len(keys) > 1:
-                raise ReportError(f"job {job!r} names {len(keys)} jobs that reused its "
-                                  f"rendezvous address at different times: "
-                                  f"{', '.join(keys)}; give one of them")
-            if not keys:
-                raise ReportError(f"no run of job {job!r} was found; runs record their job id "
-                                  "when started under torchrun, SLURM or MPI (or "
-                                  "ENERGYMETER_JOB_ID)")
-            runs = jobs[keys[0]]
-    else:
-        if not runs:
-            raise ReportError("nothing to merge: give the runs of one job")
-        no_job = [r for r in runs if job_id(r) is None]
-        if no_job:
-            raise ReportError(f"{len(no_job)} run(s) have no job id ({no_job[0].name}, "
-                              f"{no_job[0].run_id[:8]}...): merging needs runs started under "
-                              "torchrun, SLURM or MPI (or with ENERGYMETER_JOB_ID)")
-        if len(jobs) > 1:
-            raise ReportError(f"these runs belong to {len(jobs)} jobs "
-                              f"({', '.join(list(jobs)[:10])}); merge one job at a time "
-                              "(--job ID)")
-        runs = next(iter(jobs.values()))
-    jid = str(job_id(runs[0]))
+            return jobs[job]
+        # A rendezvous address reused by torchrun jobs at different times.
+        keys = [k for k in jobs if k.startswith(f"{job}@")]
+        if len(keys) > 1:
+            raise ReportError(f"job {job!r} names {len(keys)} jobs that reused its "
+                              f"rendezvous address at different times: "
+                              f"{', '.join(keys)}; give one of them")
+        if not keys:
+            raise ReportError(f"no run of job {job!r} was found; runs record their job id "
+                              "when started under torchrun, SLURM or MPI (or "
+                              "ENERGYMETER_JOB_ID)")
+        return jobs[keys[0]]
+    if not runs:
+        raise ReportError("nothing to merge: give the runs of one job")
+    no_job = [r for r in runs if job_id(r) is None]
+    if no_job:
+        raise ReportError(f"{len(no_job)} run(s) have no job id ({no_job[0].name}, "
+                          f"{no_job[0].run_id[:8]}...): merging needs runs started under "
+                          "torchrun, SLURM or MPI (or with ENERGYMETER_JOB_ID)")
+    if len(jobs) > 1:
+        raise ReportError(f"these runs belong to {len(jobs)} jobs "
+                          f"({', '.join(list(jobs)[:10])}); merge one job at a time "
+                          "(--job ID)")
+    return next(iter(jobs.values()))
 
-    excluded = _excluded(runs, jid)
 
+def _nested(runs: Sequence[Report], excluded: Mapping[str, str]) -> list[Report]:
+    """The runs covered by another run of the job: nested in a run on their node that
+    measured (``measure()`` inside ``energymeter run``) and was not excluded. One nested in a
+    wrapper on another node (srun exports ENERGYMETER_RUN_ID to every node) is not."""
     by_id = {r.run_id: r for r in runs}
-    # A run nested in another run of the job on its node that measured (measure() inside
-    # energymeter run) is covered by it; one nested in a wrapper on another node (srun
-    # exports ENERGYMETER_RUN_ID to every node) is not.
-    nested = [r for r in runs if r.parent_run_id in by_id
-              and r.parent_run_id not in excluded
-              and _node(by_id[r.parent_run_id]) == _node(r)
-              and by_id[r.parent_run_id].channels]
-    nested_ids = {r.run_id for r in nested}
-    top = [r for r in runs if r.run_id not in nested_ids and r.run_id not in excluded]
-    started = min(r.started_at for r in runs)
-    ended = max(r.ended_at for r in runs)
-    span_s = (ended - started).total_seconds()
+    return [r for r in runs if r.parent_run_id in by_id
+            and r.parent_run_id not in excluded
+            and _node(by_id[r.parent_run_id]) == _node(r)
+            and by_id[r.parent_run_id].channels]
 
-    # Each device once at any time: among runs that measured it over overlapping times the
-    # one that covered it longest gives its energy; runs one after another (srun steps,
-    # repeats, train then test) add up.
+
+_T = TypeVar("_T")
+
+
+def _overlapping(items: Sequence[_T], span: Callable[[_T], tuple[datetime, datetime]]
+                 ) -> list[list[_T]]:
+    """``items`` (in order of their start) in groups that overlap in time: an item starting
+    at or after the end of every earlier item of the group starts a new group. Groups keep
+    the items' order."""
+    clusters: list[list[_T]] = []
+    end: datetime | None = None
+    for item in items:
+        begin, finish = span(item)
+        if end is None or begin >= end:
+            clusters.append([])
+            end = finish
+        clusters[-1].append(item)
+        end = max(end, finish)
+    return clusters
+
+
+def _each_device_once(top: Sequence[Report]
+                      ) -> tuple[dict[str, list[tuple[Report, ChannelEnergy]]],
+                                 list[dict[str, Any]]]:
+    """Each device once at any time, by device key: among runs that measured it over
+    overlapping times the one that covered it longest gives its energy (then the lowest
+    rank, then run id); runs one after another (srun steps, repeats, train then test) add
+    up. Also the ``job.deduplicated`` entries of the readings left out."""
     readings: dict[str, list[tuple[Report, ChannelEnergy]]] = {}
     for run in top:
         for ce in run.channels:
@@ -263,15 +308,7 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
     deduplicated: list[dict[str, Any]] = []
     for key, items in readings.items():
         items.sort(key=lambda rc: (rc[0].started_at, rc[0].run_id))
-        clusters: list[list[tuple[Report, ChannelEnergy]]] = []
-        end: datetime | None = None
-        for run, ce in items:
-            if end is None or run.started_at >= end:
-                clusters.append([])
-                end = run.ended_at
-            clusters[-1].append((run, ce))
-            end = max(end, run.ended_at)
-        for cluster in clusters:
+        for cluster in _overlapping(items, lambda rc: (rc[0].started_at, rc[0].ended_at)):
             best = min(cluster, key=lambda rc: (-rc[0].duration_s, _rank(rc[0]) if _rank(
                 rc[0]) is not None else 1 << 30, rc[0].run_id))
             kept.setdefault(key, []).append(best)
@@ -279,6 +316,18 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                 deduplicated.append({"device": key, "kept_run": best[0].run_id,
                                      "dropped_runs": [r.run_id for r, _ in cluster
                                                       if r is not best[0]]})
+    return kept, deduplicated
+
+
+def _merged_channels(kept: Mapping[str, Sequence[tuple[Report, ChannelEnergy]]]
+                     ) -> tuple[list[ChannelEnergy], dict[str, set[str]],
+                                dict[tuple[str, str], str]]:
+    """The merged channels (``<node>:<channel>``, sorted by id), one per kept device, its
+    readings summed; the channel ids each run gives, by run id; and each (run id, channel
+    id)'s merged id."""
+    from ..probes import Channel
+    from ..report import ChannelEnergy
+
     kept_by_run: dict[str, set[str]] = {}
     merged_id: dict[tuple[str, str], str] = {}  # (run id, its channel id) -> merged id
     channels: list[ChannelEnergy] = []
@@ -301,8 +350,16 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
         channels.append(ChannelEnergy(channel, energy, mean_power_w(energy, seconds),
                                       max(peaks) if peaks else None))
     channels.sort(key=lambda ce: ce.channel.id)
+    return channels, kept_by_run, merged_id
 
-    # Phases: summed over the runs that measured, matched by (parent, name, occurrence).
+
+def _merged_phases(top: Sequence[Report], kept_by_run: Mapping[str, set[str]],
+                   merged_id: Mapping[tuple[str, str], str], started: datetime
+                   ) -> tuple[Phase, ...]:
+    """The phases summed over the runs that measured, matched by (parent, name,
+    occurrence), times from the job's start, in order of start."""
+    from ..report import Phase
+
     phases: dict[tuple[str | None, str, int], dict[str, Any]] = {}
     for run in top:
         kept_run = kept_by_run.get(run.run_id)
@@ -323,11 +380,15 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                 if cid in kept_run:
                     mid = merged_id[(run.run_id, cid)]
                     slot["energy"][mid] = slot["energy"].get(mid, 0.0) + e
-    merged_phases = tuple(sorted(
+    return tuple(sorted(
         (Phase(name, s["start_s"], s["end_s"], s["energy"], parent, s["below"], s["open"])
          for (parent, name, _), s in phases.items()), key=lambda p: p.start_s))
 
-    # Nodes: who ran there, who measured, and what.
+
+def _nodes(runs: Sequence[Report], kept: Mapping[str, Sequence[tuple[Report, ChannelEnergy]]]
+           ) -> dict[str, dict[str, Any]]:
+    """The job's nodes (in node rank order where the launcher gives one, else by name): who
+    ran there, who measured, what it measured (kept readings, by kind) and over what time."""
     nodes: dict[str, dict[str, Any]] = {}
     for run in runs:
         info = nodes.setdefault(_node(run), {
@@ -344,9 +405,9 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
             info["energy_j"]["total"] += ce.energy_j
             by_kind = info["energy_j"]["by_kind"]
             by_kind[ce.channel.kind] = by_kind.get(ce.channel.kind, 0.0) + ce.energy_j
-    # In node order (node rank where the launcher gives one, else name).
     nodes = dict(sorted(nodes.items(), key=lambda item: (
         item[1]["node_rank"] if isinstance(item[1]["node_rank"], int) else 1 << 30, item[0])))
+    by_id = {r.run_id: r for r in runs}
     for info in nodes.values():
         info["ranks"].sort()
         measuring = [by_id[r] for r in info["measured_by"]]
@@ -355,16 +416,35 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
             last = max(r.ended_at for r in measuring)
             info.update(started_at=first.isoformat(), ended_at=last.isoformat(),
                         duration_s=(last - first).total_seconds())
+    return nodes
 
-    warnings: list[str] = []
-    for run in runs:
-        if run.run_id in excluded:
-            warnings.append(f"{_where(run)} left out of the job's totals: its figures fail the "
-                            f"checks ({excluded[run.run_id]})")
+
+def _job_warnings(runs: Sequence[Report], excluded: Mapping[str, str], merged_inputs: int,
+                  nodes: Mapping[str, dict[str, Any]], expected: int | list[str] | None,
+                  deduplicated: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The merged report's warnings, in order: runs excluded, saved merges left out, nodes
+    measured for too short a time, nodes missing, devices de-duplicated, then the runs' own
+    warnings; and the missing nodes (``job.missing_nodes``)."""
+    warnings = [f"{_where(run)} left out of the job's totals: its figures fail the checks "
+                f"({excluded[run.run_id]})" for run in runs if run.run_id in excluded]
     if merged_inputs:
         warnings.append(f"{merged_inputs} merged job report(s) among the inputs were left out "
                         "(their runs are merged, not them again)")
-    # A node whose measuring run covers much less time than its ranks ran: energy is missing.
+    warnings += _coverage_warnings(runs, nodes)
+    missing, absent_warnings = _missing_nodes(nodes, expected)
+    warnings += absent_warnings
+    if deduplicated:
+        warnings.append(f"{len(deduplicated)} device(s) were measured by more than one run of "
+                        "the job; each is counted once (job.deduplicated)")
+    return warnings + _rank_warnings(runs), missing
+
+
+def _coverage_warnings(runs: Sequence[Report], nodes: Mapping[str, dict[str, Any]]
+                       ) -> list[str]:
+    """A warning for each node whose measuring run covers much less time than its ranks ran
+    (below :data:`COVERAGE_WARN` of it): energy is missing."""
+    by_id = {r.run_id: r for r in runs}
+    warnings: list[str] = []
     for name, info in nodes.items():
         if not info["measured_by"]:
             continue
@@ -376,10 +456,16 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                             f"{info['duration_s']:.1f} s of the {ranks_s:.1f} s its ranks ran "
                             "(the measuring run started late or ended early): energy outside "
                             "that time is missing")
-    expected = _expected_nodes(runs, expected_nodes)
+    return warnings
+
+
+def _missing_nodes(nodes: Mapping[str, dict[str, Any]], expected: int | list[str] | None
+                   ) -> tuple[list[str], list[str]]:
+    """The nodes whose energy the job lacks (nodes with runs that did not measure, then
+    expected nodes that left no run) and a warning for each kind."""
     missing: list[str] = []
-    unmeasured = [n for n, info in nodes.items() if not info["measured_by"]]
-    for name in unmeasured:
+    warnings: list[str] = []
+    for name in [n for n, info in nodes.items() if not info["measured_by"]]:
         missing.append(name)
         warnings.append(f"node {name}: runs of ranks {nodes[name]['ranks'] or '?'} are here but "
                         "none measured its energy (its measuring run, local rank 0, is missing "
@@ -400,11 +486,13 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                         "measured their energy" + (f" (missing: {', '.join(absent)})"
                                                    if absent else "")
                         + ": the job's energy lacks the others")
-    if deduplicated:
-        warnings.append(f"{len(deduplicated)} device(s) were measured by more than one run of "
-                        "the job; each is counted once (job.deduplicated)")
+    return missing, warnings
 
-    # The runs' own warnings, each once, naming where it came from.
+
+def _rank_warnings(runs: Sequence[Report]) -> list[str]:
+    """The runs' own warnings, each once, naming where it came from (``[node rank 1, ...]``);
+    a rank's "this run measured no energy" (expected of every rank but one per node) is left
+    out."""
     origin: dict[str, list[str]] = {}
     for run in runs:
         for w in run.warnings:
@@ -412,15 +500,26 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
                 continue  # expected of every rank but one per node
             origin.setdefault(w, []).append(f"{_node(run)} rank {_rank(run)}"
                                             if _rank(run) is not None else _node(run))
-    warnings += [f"[{', '.join(dict.fromkeys(where))}] {w}" for w, where in origin.items()]
+    return [f"[{', '.join(dict.fromkeys(where))}] {w}" for w, where in origin.items()]
 
-    first = min(runs, key=lambda r: (_rank(r) if _rank(r) is not None else 1 << 30,
-                                     r.started_at))
-    names = {r.name for r in runs}
-    total_j = sum(ce.energy_j for ce in channels if ce.channel.in_total)
+
+def _first_rank(runs: Sequence[Report]) -> Report:
+    """The run of the lowest rank (the earliest among equals; runs with no rank last)."""
+    return min(runs, key=lambda r: (_rank(r) if _rank(r) is not None else 1 << 30,
+                                    r.started_at))
+
+
+def _job_block(jid: str, runs: Sequence[Report], started: datetime, nested_runs: int,
+               nodes: Mapping[str, dict[str, Any]], expected: int | list[str] | None,
+               missing: list[str], deduplicated: list[dict[str, Any]],
+               excluded: Mapping[str, str]) -> dict[str, Any]:
+    """The merged report's ``job`` block: the job's id, launcher and span, its nodes and
+    runs, and what was left out (missing nodes, de-duplicated devices, excluded runs)."""
+    first = _first_rank(runs)
     job_info = {
         "id": jid, "merged": True, "launcher": (first.job or {}).get("launcher"),
-        "span_s": span_s, "runs": len(runs), "nested_runs_excluded": len(nested),
+        "span_s": (max(r.ended_at for r in runs) - started).total_seconds(),
+        "runs": len(runs), "nested_runs_excluded": nested_runs,
         "nodes": list(nodes.values()),
         "expected_nodes": expected if expected is not None else None,
         "missing_nodes": missing, "deduplicated": deduplicated,
@@ -434,19 +533,36 @@ def merge(reports: Iterable[Report | tuple[str | None, Report]], *,
     }
     if (first.job or {}).get("slurm"):
         job_info["slurm"] = dict(first.job["slurm"])  # type: ignore[index]
-    common_tags = {k: v for k, v in first.tags.items()
-                   if all(r.tags.get(k) == v for r in runs)}
+    return job_info
+
+
+def _merged_report(runs: Sequence[Report], top: Sequence[Report], job_info: dict[str, Any],
+                   channels: Sequence[ChannelEnergy], phases: tuple[Phase, ...],
+                   kept_by_run: Mapping[str, set[str]], warnings: Sequence[str]) -> Report:
+    """The :class:`~energymeter.report.Report` of the job: its identity (``job-<id>``, the
+    runs' name, the worst status of the runs that count), time span, the merged figures, and
+    what the runs have in common (software, command and tags of the first rank)."""
+    from ..report import Report
+
+    jid = job_info["id"]
+    first = _first_rank(runs)
+    names = {r.name for r in runs}
+    started = min(r.started_at for r in runs)
+    ended = max(r.ended_at for r in runs)
+    total_j = sum(ce.energy_j for ce in channels if ce.channel.in_total)
+    nodes = [info["node"] for info in job_info["nodes"]]
     derived = any((r.job or {}).get("id_source") == DERIVED_ID_SOURCE for r in runs)
     return Report(
         # A rendezvous address is reused by later jobs: its start tells them apart.
         run_id=f"job-{jid}@{started.isoformat()}" if derived else f"job-{jid}",
         name=names.pop() if len(names) == 1 else f"job {jid}",
         status=_worst(r.status for r in top), started_at=started, ended_at=ended,
-        duration_s=span_s, channels=tuple(channels), phases=merged_phases,
+        duration_s=job_info["span_s"], channels=tuple(channels), phases=phases,
         carbon=_carbon(top, kept_by_run, total_j), resources=_resources(top),
-        host={"hostname": ", ".join(nodes), "nodes": list(nodes)},
+        host={"hostname": ", ".join(nodes), "nodes": nodes},
         software=dict(first.software), warnings=tuple(warnings),
-        command=first.command, exit_code=_exit_code(top), tags=common_tags,
+        command=first.command, exit_code=_exit_code(top),
+        tags={k: v for k, v in first.tags.items() if all(r.tags.get(k) == v for r in runs)},
         job=job_info)
 
 

@@ -1,0 +1,135 @@
+"""Properties of the pure steps that long functions were split into: merging a job's runs
+(``analysis/merge.py``), rebuilding a report from its files (``report/rebuild.py``), the
+vectorised scan of ``samples.csv`` (``report/fastscan.py``) and the carbon block
+(``carbon/account.py``).
+
+The functions they came from keep their own tests (test_distributed, test_rebuild,
+test_fastscan, test_carbon); these state what each step promises on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energymeter.analysis.merge import (
+    _distinct_runs,
+    _missing_nodes,
+    _overlapping,
+    _rank_warnings,
+)
+from energymeter.report import Report
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _run(run_id: str, *, node: str = "n1", rank: int | None = 0, merged: bool = False,
+         warnings: tuple[str, ...] = ()) -> Report:
+    job = {"id": "j", "node": node, "rank": rank, **({"merged": True} if merged else {})}
+    return Report(run_id=run_id, name="train", status="completed", started_at=T0,
+                  ended_at=T0 + timedelta(seconds=1), duration_s=1.0, warnings=warnings,
+                  job=job)
+
+
+# -- merge: groups of readings that overlap in time -------------------------------------------
+spans = st.lists(st.tuples(st.integers(0, 50), st.integers(0, 20)), max_size=12).map(
+    lambda items: sorted((T0 + timedelta(seconds=s), T0 + timedelta(seconds=s + d))
+                         for s, d in items))
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=spans)
+def test_overlapping_groups_keep_every_item_in_order(items: list) -> None:
+    groups = _overlapping(items, lambda span: span)
+    assert [item for group in groups for item in group] == items
+    assert all(groups)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=spans)
+def test_overlapping_groups_overlap_inside_and_follow_each_other(items: list) -> None:
+    groups = _overlapping(items, lambda span: span)
+    end_before = None  # the latest end of every earlier group
+    for group in groups:
+        # A group starts at or after every earlier item's end...
+        assert end_before is None or group[0][0] >= end_before
+        # ...and each later item of it starts before the end of one earlier in it.
+        end = group[0][1]
+        for begin, finish in group[1:]:
+            assert begin < end
+            end = max(end, finish)
+        end_before = end if end_before is None else max(end_before, end)
+
+
+# -- merge: the runs given, each once ----------------------------------------------------------
+@settings(max_examples=100, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), max_size=12))
+def test_distinct_runs_takes_each_run_once_and_counts_saved_merges(picks: list) -> None:
+    reports = [_run(f"r{i}", merged=merged) for i, merged, _ in picks]
+    given_ = [("source", r) if as_pair else r
+              for r, (_, _, as_pair) in zip(reports, picks, strict=True)]
+    runs, merged_inputs = _distinct_runs(given_)
+    assert merged_inputs == sum(merged for _, merged, _ in picks)
+    expected = list(dict.fromkeys(f"r{i}" for i, merged, _ in picks if not merged))
+    assert [r.run_id for r in runs] == expected
+
+
+# -- merge: the runs' own warnings -------------------------------------------------------------
+warning_texts = st.sampled_from(["disk slow", "clock skew", "this run measured no energy: x"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(runs=st.lists(st.tuples(st.sampled_from(["n1", "n2"]), st.one_of(st.none(),
+                                                                         st.integers(0, 3)),
+                               st.lists(warning_texts, max_size=3)), max_size=6))
+def test_rank_warnings_name_each_warning_once_with_where_it_came_from(runs: list) -> None:
+    reports = [_run(f"r{i}", node=node, rank=rank, warnings=tuple(ws))
+               for i, (node, rank, ws) in enumerate(runs)]
+    out = _rank_warnings(reports)
+    texts = [w for _, _, ws in runs for w in ws if not w.startswith("this run measured no")]
+    assert len(out) == len(set(texts))
+    for line, text in zip(out, dict.fromkeys(texts), strict=True):
+        where = list(dict.fromkeys(
+            f"{node} rank {rank}" if rank is not None else node
+            for node, rank, ws in runs if text in ws))
+        assert line == f"[{', '.join(where)}] {text}"
+
+
+# -- merge: nodes whose energy the job lacks ---------------------------------------------------
+def _nodes(measured: dict[str, bool], node_ranks: dict[str, int | None]) -> dict[str, dict]:
+    return {name: {"node": name, "node_rank": node_ranks.get(name), "ranks": [0],
+                   "measured_by": ["r"] if did else []} for name, did in measured.items()}
+
+
+node_names = st.sampled_from(["a", "b", "c", "d"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(measured=st.dictionaries(node_names, st.booleans(), max_size=4),
+       expected=st.lists(node_names, unique=True, max_size=4))
+def test_missing_nodes_by_name(measured: dict[str, bool], expected: list[str]) -> None:
+    missing, warnings = _missing_nodes(_nodes(measured, {}), expected)
+    unmeasured = [n for n, did in measured.items() if not did]
+    absent = [n for n in expected if n not in measured]
+    assert missing == unmeasured + absent
+    assert len(warnings) == len(unmeasured) + (1 if absent else 0)
+    if absent:
+        assert warnings[-1].startswith(f"{len(absent)} of the job's {len(expected)} nodes left")
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranks=st.dictionaries(node_names, st.integers(0, 4), max_size=4),
+       expected=st.integers(0, 6))
+def test_missing_nodes_by_count_names_the_node_ranks_without_energy(
+        ranks: dict[str, int], expected: int) -> None:
+    missing, warnings = _missing_nodes(_nodes(dict.fromkeys(ranks, True), ranks), expected)
+    measured = len(ranks)
+    if expected <= measured:
+        assert missing == [] and warnings == []
+        return
+    absent = [f"node rank {i}" for i in range(expected) if i not in set(ranks.values())]
+    assert missing == absent
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"the job ran on {expected} nodes but only {measured} ")
