@@ -172,3 +172,14 @@ def test_a_mig_share_is_by_sms_else_by_slices_at_most_one(sms: int, slices: int,
         assert found.share is None and found.method == ""
         assert found.detail.startswith("NVML gave neither SM nor slice counts")
     assert found.share is None or 0 < found.share <= 1
+
+
+@given(has_counter=st.booleans(), poll_hz=st.floats(nvml.MIN_POLL_HZ, 10_000))
+def test_a_gpu_is_read_by_its_counter_else_by_polled_power(has_counter: bool,
+                                                          poll_hz: float) -> None:
+    method, resolution_s = nvml._energy_method(has_counter, poll_hz)
+    if has_counter:
+        assert (method, resolution_s) == ("counter", nvml.COUNTER_UPDATE_PERIOD_S)
+    else:
+        assert method == "integrated" and resolution_s == 1.0 / poll_hz
+        assert resolution_s <= 1.0 / nvml.MIN_POLL_HZ

@@ -1090,17 +1090,47 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
 
 def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: VisibleGpu,
               handle: Any, poll_hz: float, notes: list[str]) -> _Gpu | None:
+    """GPU ``ident`` opened as channel ``cid``, or None when it gives neither an energy counter
+    nor power readings; what a user should know about its MIG state is appended to ``notes``."""
     arch = _arch_code(nvml, handle)
-    volta = getattr(nvml, "NVML_DEVICE_ARCH_VOLTA", _ARCH_VOLTA)
-    counter_mj: int | None = None
-    if arch is not None and arch >= volta:
-        try:
-            counter_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-        except (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound")):
-            counter_mj = None
+    counter_mj = _energy_counter_mj(nvml, handle, arch)
     power_source = _power_source(nvml, handle)
     if counter_mj is None and power_source is None:
         return None
+    meta = _gpu_meta(nvml, handle, ident, cuda_index, arch)
+    mode = _mig_mode(nvml, handle) if arch is None or arch >= _ARCH_AMPERE else None
+    if mode is not None and (mode[0] or mode[1]):
+        meta["mig_mode"] = {"current": "enabled" if mode[0] else "disabled",
+                            "pending": "enabled" if mode[1] else "disabled"}
+    where = f"{cid} (GPU {ident.nvml_index}, {ident.name})"
+    mig_handles = _attribute_to_mig(nvml, handle, ident, vis, mode, where, meta, notes)
+    if power_source is not None:
+        meta["power_source"] = power_source
+    method, resolution_s = _energy_method(counter_mj is not None, poll_hz)
+    channel = Channel(id=cid, kind="gpu", device=ident.name, source=SOURCE, method=method,
+                      resolution_s=resolution_s, meta=meta)
+    # NVML's counter is energy since the driver loaded: after a reset it counts from 0 again.
+    counter = (CumulativeCounter(counter_mj, restarts_from_zero=True)
+               if counter_mj is not None else None)
+    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter=counter,
+                mig_handles=mig_handles)
+
+
+def _energy_counter_mj(nvml: Any, handle: Any, arch: int | None) -> int | None:
+    """The GPU's energy counter now (mJ), None before Volta or where it is not supported."""
+    volta = getattr(nvml, "NVML_DEVICE_ARCH_VOLTA", _ARCH_VOLTA)
+    if arch is None or arch < volta:
+        return None
+    try:
+        return int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+    except (AttributeError, *_errors(nvml, "NotSupported", "FunctionNotFound")):
+        return None
+
+
+def _gpu_meta(nvml: Any, handle: Any, ident: GpuIdentity, cuda_index: int,
+              arch: int | None) -> dict[str, Any]:
+    """The channel's identity: indices, UUID, name, architecture, and the power limit and PCI
+    bus id where NVML gives them."""
     meta: dict[str, Any] = {
         "nvml_index": ident.nvml_index,
         "cuda_index": cuda_index,
@@ -1114,40 +1144,37 @@ def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: Vis
     pci = _optional(nvml, lambda: nvml.nvmlDeviceGetPciInfo(handle))
     if pci is not None and getattr(pci, "busId", None):
         meta["pci_bus_id"] = _text(pci.busId)
-    mode = _mig_mode(nvml, handle) if arch is None or arch >= _ARCH_AMPERE else None
-    if mode is not None and (mode[0] or mode[1]):
-        meta["mig_mode"] = {"current": "enabled" if mode[0] else "disabled",
-                            "pending": "enabled" if mode[1] else "disabled"}
-    where = f"{cid} (GPU {ident.nvml_index}, {ident.name})"
-    mig_handles: tuple[Any, ...] = ()
-    if vis.mig_uuids:
-        meta["mig_uuids"] = list(vis.mig_uuids)
-        found = _mig_share(nvml, handle, ident.uuid, vis.mig_uuids)
-        mig_handles = found.handles
-        if found.share is not None:
-            meta["mig_share"], meta["mig_share_method"] = found.share, found.method
-            meta["mig_share_basis"] = found.detail
-            notes.append(f"{where}: MIG; the visible MIG device(s) are attributed "
-                         f"{found.share:.1%} of the whole GPU's energy: {found.detail}")
-        else:
-            meta["mig_share_unavailable"] = found.detail
-            notes.append(f"{where}: MIG; no share of the whole GPU's energy is attributed to "
-                         f"the visible MIG device(s): {found.detail}")
-    elif mode is not None and mode[0]:
-        notes.append(f"{where} is in MIG mode but CUDA_VISIBLE_DEVICES names none of its MIG "
-                     "devices: its energy is the whole GPU's and no share is attributed; name "
-                     "the MIG device (CUDA_VISIBLE_DEVICES=MIG-<uuid>, `nvidia-smi -L`) to get "
-                     "the slice's share")
-    if power_source is not None:
-        meta["power_source"] = power_source
-    if counter_mj is not None:
-        method, resolution_s = "counter", COUNTER_UPDATE_PERIOD_S
+    return meta
+
+
+def _attribute_to_mig(nvml: Any, handle: Any, ident: GpuIdentity, vis: VisibleGpu,
+                      mode: tuple[int, int] | None, where: str, meta: dict[str, Any],
+                      notes: list[str]) -> tuple[Any, ...]:
+    """The visible MIG devices' share of the GPU into ``meta`` and a note (or a note that a
+    GPU in MIG mode was named whole); returns the visible MIG devices' handles."""
+    if not vis.mig_uuids:
+        if mode is not None and mode[0]:
+            notes.append(f"{where} is in MIG mode but CUDA_VISIBLE_DEVICES names none of its "
+                         "MIG devices: its energy is the whole GPU's and no share is "
+                         "attributed; name the MIG device (CUDA_VISIBLE_DEVICES=MIG-<uuid>, "
+                         "`nvidia-smi -L`) to get the slice's share")
+        return ()
+    meta["mig_uuids"] = list(vis.mig_uuids)
+    found = _mig_share(nvml, handle, ident.uuid, vis.mig_uuids)
+    if found.share is not None:
+        meta["mig_share"], meta["mig_share_method"] = found.share, found.method
+        meta["mig_share_basis"] = found.detail
+        notes.append(f"{where}: MIG; the visible MIG device(s) are attributed "
+                     f"{found.share:.1%} of the whole GPU's energy: {found.detail}")
     else:
-        method, resolution_s = "integrated", 1.0 / poll_hz
-    channel = Channel(id=cid, kind="gpu", device=ident.name, source=SOURCE, method=method,
-                      resolution_s=resolution_s, meta=meta)
-    # NVML's counter is energy since the driver loaded: after a reset it counts from 0 again.
-    counter = (CumulativeCounter(counter_mj, restarts_from_zero=True)
-               if counter_mj is not None else None)
-    return _Gpu(channel=channel, handle=handle, power_source=power_source, counter=counter,
-                mig_handles=mig_handles)
+        meta["mig_share_unavailable"] = found.detail
+        notes.append(f"{where}: MIG; no share of the whole GPU's energy is attributed to "
+                     f"the visible MIG device(s): {found.detail}")
+    return found.handles
+
+
+def _energy_method(has_counter: bool, poll_hz: float) -> tuple[str, float]:
+    """(method, resolution in s): the energy counter's, else polled power's."""
+    if has_counter:
+        return "counter", COUNTER_UPDATE_PERIOD_S
+    return "integrated", 1.0 / poll_hz
