@@ -183,3 +183,27 @@ def test_a_gpu_is_read_by_its_counter_else_by_polled_power(has_counter: bool,
     else:
         assert method == "integrated" and resolution_s == 1.0 / poll_hz
         assert resolution_s <= 1.0 / nvml.MIN_POLL_HZ
+
+
+@settings(max_examples=300)
+@given(models=st.lists(st.sampled_from(["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB",
+                                        "Tesla T4"]), min_size=1, max_size=4),
+       order=st.sampled_from([None, "PCI_BUS_ID", " pci_bus_id ", "FASTEST_FIRST", "bogus"]),
+       by_index=st.booleans(), data=st.data())
+def test_the_device_order_warning_needs_mixed_models_an_index_and_no_pci_order(
+        models: list[str], order: str | None, by_index: bool, data: st.DataObject) -> None:
+    identities = [GpuIdentity(i, f"GPU-{i}", name) for i, name in enumerate(models)]
+    chosen = data.draw(st.lists(st.sampled_from(range(len(models))), min_size=1, unique=True))
+    selection = visible.Selection(tuple(visible.VisibleGpu(i) for i in chosen),
+                                  by_index=by_index)
+    env = {} if order is None else {"CUDA_DEVICE_ORDER": order}
+    warnings = nvml._device_order_warning(env, selection, identities)
+    pci_order = order is not None and order.strip().upper() == "PCI_BUS_ID"
+    if by_index and not pci_order and len(set(models)) > 1:
+        (warning,) = warnings
+        assert warning.startswith("this machine mixes GPU models and CUDA_DEVICE_ORDER is not "
+                                  "PCI_BUS_ID")
+        assert warning.endswith(
+            f"(models: {', '.join(sorted({models[i] for i in chosen}))})")
+    else:
+        assert warnings == []

@@ -62,7 +62,7 @@ from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
 from .proc import process_tree_pids
-from .visible import HIDES_EVERY_GPU, GpuIdentity, VisibleGpu, select_visible
+from .visible import HIDES_EVERY_GPU, GpuIdentity, Selection, VisibleGpu, select_visible
 
 log = LazyLogger("energymeter")
 
@@ -1006,72 +1006,125 @@ def _shutdown(nvml: Any) -> None:
 
 def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[], float],
           start_poller: bool) -> list[Probe | Unavailable]:
-    nvml_error = _base_error(nvml)
+    """The probe of the GPUs ``ctx``'s CUDA_VISIBLE_DEVICES selects (NVML initialised), and an
+    :class:`Unavailable` for each of them that cannot be measured; only Unavailables when none
+    can."""
+    listed = _list_gpus(nvml)
+    if isinstance(listed, Unavailable):
+        return [listed]
+    handles, identities = listed
+    visible = ctx.env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and "MIG-" in visible.upper():
+        identities = [GpuIdentity(g.nvml_index, g.uuid, g.name, _mig_uuids(nvml, handles[i]))
+                      for i, g in enumerate(identities)]
+    selection = _select(visible, identities)
+    if isinstance(selection, Unavailable):
+        return [selection]
+    warnings = [*selection.warnings, *_device_order_warning(ctx.env, selection, identities)]
+    gpus, missing = _open_gpus(nvml, selection, identities, handles, poll_hz, warnings)
+    if not gpus:
+        return list(missing)
+    probe = NvmlProbe(nvml, gpus, pid=ctx.pid, include_root=ctx.include_root, poll_hz=poll_hz,
+                      clock=clock,
+                      start_poller=start_poller, info=_driver_info(nvml))
+    for message in warnings:
+        log.warning("%s", message)
+        probe.warn(message)
+    return [probe, *missing]
+
+
+def _list_gpus(nvml: Any) -> tuple[list[Any], list[GpuIdentity]] | Unavailable:
+    """Every GPU's handle and identity, in NVML order; why not when there are none."""
     try:
         count = int(nvml.nvmlDeviceGetCount())
         handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
         identities = [GpuIdentity(i, _text(nvml.nvmlDeviceGetUUID(h)),
                                   _text(nvml.nvmlDeviceGetName(h)))
                       for i, h in enumerate(handles)]
-    except nvml_error as exc:
-        return [Unavailable(SOURCE, f"NVML could not list the GPUs: {type(exc).__name__}: {exc}",
-                            "check that `nvidia-smi` lists the GPUs for this user")]
+    except _base_error(nvml) as exc:
+        return Unavailable(SOURCE, f"NVML could not list the GPUs: {type(exc).__name__}: {exc}",
+                           "check that `nvidia-smi` lists the GPUs for this user")
     if count == 0:
-        return [Unavailable(SOURCE, "NVML found no NVIDIA GPU",
-                            "check `nvidia-smi -L`; in a container start it with `--gpus all`")]
+        return Unavailable(SOURCE, "NVML found no NVIDIA GPU",
+                           "check `nvidia-smi -L`; in a container start it with `--gpus all`")
+    return handles, identities
 
-    visible = ctx.env.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and "MIG-" in visible.upper():
-        identities = [GpuIdentity(g.nvml_index, g.uuid, g.name, _mig_uuids(nvml, handles[i]))
-                      for i, g in enumerate(identities)]
+
+def _select(visible: str | None, identities: Sequence[GpuIdentity]) -> Selection | Unavailable:
+    """The GPUs CUDA_VISIBLE_DEVICES=``visible`` selects; why none, when it is invalid (logged
+    as a warning) or hides every GPU."""
     try:
         selection = select_visible(visible, identities)
     except ConfigError as exc:
         log.warning("%s", exc)
-        return [Unavailable(SOURCE, str(exc),
-                            "fix or unset CUDA_VISIBLE_DEVICES (`nvidia-smi -L` lists indices "
-                            "and UUIDs)")]
+        return Unavailable(SOURCE, str(exc),
+                           "fix or unset CUDA_VISIBLE_DEVICES (`nvidia-smi -L` lists indices "
+                           "and UUIDs)")
     if not selection.gpus:
-        return [Unavailable(SOURCE, HIDES_EVERY_GPU,
-                            f"CUDA_VISIBLE_DEVICES={visible!r}; unset it or list the GPUs to "
-                            "measure (e.g. CUDA_VISIBLE_DEVICES=0)")]
-    warnings = list(selection.warnings)
-    order = ctx.env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper()
+        return Unavailable(SOURCE, HIDES_EVERY_GPU,
+                           f"CUDA_VISIBLE_DEVICES={visible!r}; unset it or list the GPUs to "
+                           "measure (e.g. CUDA_VISIBLE_DEVICES=0)")
+    return selection
+
+
+def _device_order_warning(env: Mapping[str, str], selection: Selection,
+                          identities: Sequence[GpuIdentity]) -> list[str]:
+    """A warning when GPUs chosen by index may not be CUDA's of that index: the machine mixes
+    GPU models and CUDA_DEVICE_ORDER is not PCI_BUS_ID (CUDA then numbers fastest first)."""
+    order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper()
     models = {identities[v.nvml_index].name for v in selection.gpus}
     if selection.by_index and order != "PCI_BUS_ID" and len({g.name for g in identities}) > 1:
-        warnings.append(
+        return [
             "this machine mixes GPU models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA "
             "numbers GPUs fastest first while NVML (and energymeter) number them by PCI bus, "
             "so gpu<i> may not be cuda:<i>; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name GPUs by "
-            f"UUID (models: {', '.join(sorted(models))})")
+            f"UUID (models: {', '.join(sorted(models))})"]
+    return []
 
+
+def _open_gpus(nvml: Any, selection: Selection, identities: Sequence[GpuIdentity],
+               handles: Sequence[Any], poll_hz: float,
+               notes: list[str]) -> tuple[list[_Gpu], list[Unavailable]]:
+    """The selected GPUs opened, in CUDA order (channels gpu0, gpu1... over those that open),
+    and why each of the others cannot be measured."""
     gpus: list[_Gpu] = []
     missing: list[Unavailable] = []
     for cuda_index, vis in enumerate(selection.gpus):
-        cid = f"gpu{len(gpus)}"
-        ident = identities[vis.nvml_index]
-        handle = handles[vis.nvml_index]
-        try:
-            gpu = _open_gpu(nvml, cid, cuda_index, ident, vis, handle, poll_hz, warnings)
-        except _errors(nvml, "GpuIsLost", "Unknown") as exc:
-            missing.append(Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}, "
-                                               f"{ident.uuid}) is lost: {exc}",
-                                       "check `nvidia-smi`; the GPU may need a reset"))
-            continue
-        except nvml_error as exc:
-            missing.append(Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}) could not "
-                                               f"be opened: {type(exc).__name__}: {exc}",
-                                       "check that `nvidia-smi -q -d POWER` works"))
-            continue
-        if gpu is None:
-            missing.append(Unavailable(
-                SOURCE, f"GPU {vis.nvml_index} ({ident.name}) reports neither an energy counter "
-                        "nor power readings",
-                "this GPU cannot be measured through NVML"))
-            continue
-        gpus.append(gpu)
-    if not gpus:
-        return list(missing)
+        opened = _open_gpu_or_why(nvml, f"gpu{len(gpus)}", cuda_index,
+                                  identities[vis.nvml_index], vis, handles[vis.nvml_index],
+                                  poll_hz, notes)
+        if isinstance(opened, Unavailable):
+            missing.append(opened)
+        else:
+            gpus.append(opened)
+    return gpus, missing
+
+
+def _open_gpu_or_why(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity,
+                     vis: VisibleGpu, handle: Any, poll_hz: float,
+                     notes: list[str]) -> _Gpu | Unavailable:
+    """:func:`_open_gpu`, or why the GPU cannot be measured (lost, failing, or neither an
+    energy counter nor power readings)."""
+    try:
+        gpu = _open_gpu(nvml, cid, cuda_index, ident, vis, handle, poll_hz, notes)
+    except _errors(nvml, "GpuIsLost", "Unknown") as exc:
+        return Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}, "
+                                   f"{ident.uuid}) is lost: {exc}",
+                           "check `nvidia-smi`; the GPU may need a reset")
+    except _base_error(nvml) as exc:
+        return Unavailable(SOURCE, f"GPU {vis.nvml_index} ({ident.name}) could not "
+                                   f"be opened: {type(exc).__name__}: {exc}",
+                           "check that `nvidia-smi -q -d POWER` works")
+    if gpu is None:
+        return Unavailable(
+            SOURCE, f"GPU {vis.nvml_index} ({ident.name}) reports neither an energy counter "
+                    "nor power readings",
+            "this GPU cannot be measured through NVML")
+    return gpu
+
+
+def _driver_info(nvml: Any) -> dict[str, Any]:
+    """The driver and NVML versions, where NVML gives them."""
     info: dict[str, Any] = {}
     driver = _optional(nvml, lambda: nvml.nvmlSystemGetDriverVersion())
     version = _optional(nvml, lambda: nvml.nvmlSystemGetNVMLVersion())
@@ -1079,13 +1132,7 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
         info["driver_version"] = _text(driver)
     if version is not None:
         info["nvml_version"] = _text(version)
-    probe = NvmlProbe(nvml, gpus, pid=ctx.pid, include_root=ctx.include_root, poll_hz=poll_hz,
-                      clock=clock,
-                      start_poller=start_poller, info=info)
-    for message in warnings:
-        log.warning("%s", message)
-        probe.warn(message)
-    return [probe, *missing]
+    return info
 
 
 def _open_gpu(nvml: Any, cid: str, cuda_index: int, ident: GpuIdentity, vis: VisibleGpu,
