@@ -1,10 +1,12 @@
-"""Paper tables (issue 12): the LaTeX and Markdown of `report` and `compare`.
+"""Paper tables (issues 12 and 26): the LaTeX and Markdown of `report` and `compare`.
 
 Every LaTeX output is checked for its structure (balanced environments, booktabs rules in
 order, no vertical rules, the same number of cells on every row as the column spec has,
 balanced braces and math, data escaped) and, where `pdflatex` with booktabs is installed,
-compiled in a small document. Markdown tables: the same cells on every row, text left and
-numbers right, data escaped.
+compiled in a two-column `article` whose log must hold no overfull box (every table fits
+its column, or with ``width="page"`` the text width). Markdown tables: the same cells on
+every row, text left and numbers right, data escaped. Numbers with a confidence interval:
+the half-width to two significant digits, the mean to the same place (hypothesis).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from energymeter.analysis import compare, format_comparison, format_targets, target_results
 from energymeter.errors import ReportError
@@ -23,12 +27,18 @@ from energymeter.probes.base import Channel
 from energymeter.report import ChannelEnergy, Phase, Report
 from energymeter.report.render import format_reports
 from energymeter.report.tables import (
+    WIDTHS,
     check_label,
+    ci_decimals,
+    format_ci,
     latex_cell,
     markdown_code,
     markdown_escape,
     render_booktabs,
+    scaled_unit,
     split_headers,
+    text_width_pt,
+    wrap_text,
 )
 from tests.test_cli import invoke, make_run
 
@@ -68,6 +78,7 @@ def full_report(name: str = HOSTILE, *, cpu: Channel = CPU, minute: int = 0,
 def _columns(spec: str) -> int:
     """The number of columns of a tabular spec (``l``, ``r``, ``c``, ``p{...}``)."""
     assert "|" not in spec, f"vertical rule in {spec!r}"
+    spec = spec.removeprefix("@{}").removesuffix("@{}")
     spec = re.sub(r"[pmb]\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "p", spec)
     assert re.fullmatch(r"[lrcp]+", spec), spec
     return len(spec)
@@ -123,6 +134,13 @@ def check_latex(text: str) -> list[tuple[int, list[list[str]]]]:
     return tables
 
 
+def plain(cell: str) -> str:
+    """A LaTeX cell's text with its lines (``\\shortstack``) joined by spaces."""
+    cell = cell.strip()
+    m = re.fullmatch(r"\\shortstack\[[lr]\]\{(.*)\}", cell)
+    return " ".join(m.group(1).replace("\\\\{}", "\\\\").split("\\\\")) if m else cell
+
+
 def check_markdown_tables(text: str) -> list[list[list[str]]]:
     """Every Markdown table of ``text``: equal cell counts, a separator row of ``---`` (text)
     or ``---:`` (numbers); returns each table's rows of cells."""
@@ -160,13 +178,14 @@ needs_tex = pytest.mark.skipif(not _tex_available(),
 
 
 def compile_latex(tmp_path: Path, *parts: str) -> str:
-    """Compile ``parts`` (each \\input into an article with booktabs); return the log."""
+    """Compile ``parts`` (each \\input into a two-column article with booktabs, one
+    pdflatex run); return the log, asserting that no box is overfull."""
     names = []
     for i, part in enumerate(parts):
         (tmp_path / f"part{i}.tex").write_text(part, encoding="utf-8")
         names.append(f"\\input{{part{i}}}\n\\clearpage")
-    doc = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-           + "\n".join(names) + "\n\\end{document}\n")
+    doc = ("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n"
+           "\\begin{document}\n" + "\n".join(names) + "\n\\end{document}\n")
     (tmp_path / "doc.tex").write_text(doc, encoding="utf-8")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
                            "doc.tex"], cwd=tmp_path, capture_output=True, text=True,
@@ -174,6 +193,8 @@ def compile_latex(tmp_path: Path, *parts: str) -> str:
     log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
     assert done.returncode == 0, log[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+    overfull = re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)[^\n]*", log)
+    assert not overfull, overfull
     return log
 
 
@@ -184,18 +205,21 @@ def test_report_latex_tables_structure_units_and_escaping() -> None:
     tables = check_latex(text)
     assert len(tables) == 4  # runs, channels, phases, logs
     runs, channels, phases, logs = (cells for _, cells in tables)
-    # units in the headers (the second header line)
-    assert runs[0] == ["Run ", " Duration ", " Energy ", " Mean power ", " Emissions ", " Items ",
-                       " Energy per item"]
-    assert [c.strip() for c in runs[1]] == ["", "(s)", "(J)", "(W)",
-                                            r"(gCO\textsubscript{2}e)", "", "(J)"]
+    # short headers, units in the headers (the second header line)
+    assert [c.strip() for c in runs[0]] == ["Run", "Time", "Energy", "Power",
+                                            r"CO\textsubscript{2}e", "Items", "Per item"]
+    assert [c.strip() for c in runs[1]] == ["", "(s)", "(J)", "(W)", "(g)", "", "(J)"]
+    # the long name in lines, every character kept
     escaped = r"exp\_1 \& 100\% \#2 \$x \{y\} \textasciitilde{}z\textasciicircum{} " \
               r"\textbackslash{}w \textless{}b\textgreater{}\textbar{}*"
-    assert runs[2][0].strip() == escaped
-    assert runs[2][-2:] == [" 1000 ", " 0.31"]  # items and energy per item
-    assert [c.strip() for c in channels[1]][:2] == ["", ""]
-    assert channels[2][2].strip() == r"Xeon\_Gold \& Co"
-    assert channels[-1][0].strip() == "total" and channels[-1][4].strip() == "310.00"
+    name = runs[2][0].strip()
+    assert name.startswith(r"\shortstack[l]{") and name.endswith("}")
+    assert " ".join(name[len(r"\shortstack[l]{"):-1].split("\\\\")) == escaped
+    assert [c.strip() for c in runs[2][-2:]] == ["1000", "0.31"]  # items, energy per item
+    # the channels: devices in the caption, figures with four significant digits
+    assert [c.strip() for c in channels[0]] == ["Channel", "Method", "Energy", "Mean", "Peak"]
+    assert r"Devices: cpu0: Xeon\_Gold \& Co;" in text
+    assert channels[-1][0].strip() == "total" and channels[-1][2].strip() == "310.0"
     assert [c.strip() for c in phases[0]] == ["Phase", "Parent", "Start", "Duration", "Energy"]
     assert phases[3][0].strip() == "fwd" and phases[3][4].strip() == "$-$0.50"
     assert [c.strip() for c in logs[0]] == ["Time", "Energy", "epoch", "val\\_acc", "opt"]
@@ -231,13 +255,21 @@ def test_report_latex_several_runs_one_runs_table_and_estimates_said() -> None:
                full_report("a", minute=1)]  # the same run twice shows once
     text = format_reports(reports, "latex")
     tables = check_latex(text)
-    assert len(tables) == 1 + 2 * 3
-    runs = tables[0][1]
-    assert [r[0].strip() for r in runs[2:]] == ["a (0001abcd)", "a (0002abcd)"]
-    assert runs[3][2].strip() == "310.0 (est.)" and runs[2][2].strip() == "310.0"
-    assert "Est.: includes energy estimated by a model" in text
-    assert "model (estimated)" in text
-    assert r"\label{tab:energymeter-runs-0002abcd-channels}" in text
+    assert len(tables) == 4  # one table of each kind: runs, channels, phases, logs
+    runs, channels, phases, logs = (cells for _, cells in tables)
+    assert [plain(r[0]) for r in runs[2:]] == ["a (0001abcd)", "a (0002abcd)"]
+    assert runs[3][2].strip() == "310.0*" and runs[2][2].strip() == "310.0"
+    assert "*: includes energy estimated by a model" in text
+    # channels: a row per run, a column per channel, the estimated one marked
+    assert [c.strip() for c in channels[0]] == ["Run", "cpu0", "dram0", "gpu0", "Total"]
+    assert [plain(c) for c in channels[3]] == ["a (0002abcd)", "100.0*", "10.00", "200.0",
+                                                "310.0"]
+    assert "cpu0: Xeon\\_Gold \\& Co/AMD EPYC" not in text  # devices differ: said per run
+    # phases and logs: each run's rows under its label
+    assert [plain(r[0]) for r in phases[2:]][:2] == ["a (0001abcd)", r"epoch\_1 \& \#"]
+    assert plain(logs[2][0]) == "a (0001abcd)" and logs[3][0].strip() == "4.000"
+    for kind in ("", "-channels", "-phases", "-logs"):
+        assert text.count(f"\\label{{tab:energymeter-runs{kind}}}") == 1
 
 
 def test_latex_cells_numbers_and_helpers() -> None:
@@ -267,17 +299,17 @@ def test_compare_latex_mean_ci_difference_and_p() -> None:
     text = format_comparison(rows, "latex")
     tables = check_latex(text)
     (n, cells), = tables
-    assert n == 3 and r"\begin{tabular}{lrr}" in text
+    assert n == 3 and r"\begin{tabular}{@{}lrr@{}}" in text
     heads = [c.strip() for c in cells[0]], [c.strip() for c in cells[1]]
     assert heads == (["", r"dense\_\&\%", r"sp\#rse"], ["", "(n=4)", "(n=4)"])
-    energy = next(i for i, r in enumerate(cells) if r[0].strip() == "energy total (J)")
-    assert re.fullmatch(r"\d+\.\d+ \$\\pm\$ \d+\.\d+", cells[energy][1].strip())
-    assert cells[energy + 1][0].strip() == "difference"
-    assert re.match(r"\$-\$\d+\.\d \\% \[\$-\$\d+\.\d, \$-\$\d+\.\d\]$",
-                    cells[energy + 1][2].strip())
-    assert cells[energy + 2][2].strip() == r"p \textless{} 0.001"
-    assert any(r[0].strip() == r"emissions (gCO\textsubscript{2}e)" for r in cells)
-    assert any(r[0].strip() == "energy per item (J)" for r in cells)
+    text_of = [[plain(c) for c in row] for row in cells]
+    energy = next(i for i, r in enumerate(text_of) if r[0] == "energy total (J)")
+    assert re.fullmatch(r"712 \$\\pm\$ 10", text_of[energy][1])  # the CI's digits
+    assert text_of[energy + 1][0] == "difference"
+    assert re.fullmatch(r"\$-\$\d+\.\d \\% \[\$-\$\d+\.\d, \$-\$\d+\.\d\],? "
+                        r"p \\textless\{\} 0\.001", text_of[energy + 1][2])
+    assert any(r[0] == r"emissions (mgCO\textsubscript{2}e)" for r in text_of)  # 4.2 mg
+    assert any(r[0] == "energy per item (J)" for r in text_of)
     assert "Welch's two-sided t-test" in text and r"\label{tab:energymeter-compare}" in text
     custom = format_comparison(rows, "latex", caption="Dense & sparse", label="tab:cmp")
     assert r"\caption{Dense \& sparse}" in custom and r"\label{tab:cmp}" in custom
@@ -288,9 +320,9 @@ def test_target_latex_structure() -> None:
     found = _groups()
     result = target_results(found, "val_acc=0.8", by="dir")
     text = format_targets(result, "latex", label="tab:tgt")
-    tables = check_latex(text)
-    assert len(tables) == 2 and r"\label{tab:tgt-groups}" in text
-    assert r"p{0.3\linewidth}" in text
+    check_latex(text)
+    assert text.count(r"\begin{table}") == 2 and r"\label{tab:tgt-groups}" in text
+    assert r"p{" not in text  # long notes in lines, plain booktabs
 
 
 # -- markdown ----------------------------------------------------------------------------------
@@ -347,6 +379,134 @@ def test_latex_outputs_compile_with_pdflatex(tmp_path: Path) -> None:
     assert "Undefined control sequence" not in log
 
 
+def _study(groups: int, per: int = 4) -> list:
+    """``groups`` groups of ``per`` runs with long, hostile group names."""
+    names = ["dense", "sparse_&%", "EL2N-30 % data selection", "random-30%", "baseline",
+             "x#y long_variant_name_without_spaces"]
+    return [(f"runs/{names[g]}/", full_report("train", minute=10 * g + i,
+                                              cpu_j=500.0 - 40 * g + 5 * i))
+            for g in range(groups) for i in range(per)]
+
+
+def _bases_report(minute: int) -> Report:
+    attribution = {"channels": {"cpu0": {"energy_j": 30.0, "share": 0.3, "intervals": 5,
+                                         "method": "m"}},
+                   "run_share": 0.3, "cpu_time_scale": 1.0, "cpu_rule": "per interval"}
+    baseline = {"source": "measured", "channels": {"cpu0": {"gross_j": 100.0, "idle_j": 25.0,
+                                                            "net_j": 75.0}}}
+    return full_report(f"shared machine run {minute}", minute=minute, attribution=attribution,
+                       baseline=baseline)
+
+
+def _every_latex_output(width: str) -> list[str]:
+    many = [full_report(f"train method=sparse seed={i}", minute=i,
+                        cpu=CPU_MODEL if i % 5 == 0 else CPU) for i in range(12)]
+    outputs = [format_reports([full_report()], "latex", width=width),
+               format_reports(many, "latex", width=width),
+               format_reports([_bases_report(1), _bases_report(2)], "latex", width=width,
+                              basis="attributed"),
+               format_targets(target_results(_study(3), "val_acc=0.8", by="dir"), "latex",
+                              width=width),
+               format_comparison(compare(_study(2), group=False), "latex", width=width)]
+    outputs += [format_comparison(compare(_study(k)), "latex", width=width) for k in (2, 3, 6)]
+    return outputs
+
+
+@needs_tex
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_latex_table_fits_a_two_column_article(tmp_path: Path, width: str) -> None:
+    outputs = _every_latex_output(width)
+    for text in outputs:
+        check_latex(text)
+        assert (r"\begin{table*}" in text) == (width == "page")
+    compile_latex(tmp_path, *outputs)  # asserts no overfull box
+
+
+def test_one_float_per_table_kind_for_many_runs_with_stable_labels() -> None:
+    many = [full_report(f"run {i}", minute=i) for i in range(12)]
+    text = format_reports(many, "latex")
+    assert text.count(r"\begin{table}") == 4  # runs, channels, phases, logs
+    assert re.findall(r"\\label\{([^}]*)\}", text) == [
+        "tab:energymeter-runs", "tab:energymeter-runs-channels", "tab:energymeter-runs-phases",
+        "tab:energymeter-runs-logs"]
+    bases = format_reports([_bases_report(1), _bases_report(2)], "latex", label="tab:b")
+    assert re.findall(r"\\label\{([^}]*)\}", bases) == [
+        "tab:b", "tab:b-channels", "tab:b-bases", "tab:b-phases", "tab:b-logs"]
+
+
+def test_many_groups_are_transposed_or_split_and_say_so() -> None:
+    six = format_comparison(compare(_study(6)), "latex")
+    assert six.count(r"\begin{table}") == 1
+    assert "% energymeter: 6 columns do not fit the column width" in six
+    assert six.count(r"\begin{tabular}") >= 2
+    assert format_comparison(compare(_study(6)), "latex", width="page").count(
+        r"\begin{tabular}") < six.count(r"\begin{tabular}")
+    # few figures (one phase: energy, duration, power), many groups: a row per group
+    phase = compare(_study(6), phase="fwd")
+    text = format_comparison(phase, "latex", width="page")
+    assert "transposed (a row per group" in text and text.count(r"\begin{tabular}") == 1
+    with pytest.raises(ReportError, match="accepted: column, page"):
+        format_comparison(phase, "latex", width="wide")
+
+
+# -- digits ------------------------------------------------------------------------------------
+def _decimals(text: str) -> int:
+    """The decimal place of a shown number's last digit (negative: trailing zeros of an
+    integer rounded to tens, hundreds)."""
+    if "." in text:
+        return len(text.split(".")[1])
+    return -(len(text) - len(text.rstrip("0"))) if text.strip("-0") else 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(mean=st.floats(-1e9, 1e9, allow_nan=False),
+       half=st.floats(1e-12, 1e9, allow_nan=False))
+def test_ci_digits_follow_the_half_width(mean: float, half: float) -> None:
+    shown, half_shown = format_ci(mean, half)
+    assert half_shown is not None and float(half_shown) > 0  # never "± 0" for a spread
+    digits = half_shown.lstrip("0.")
+    assert 1 <= len(digits.replace(".", "")) <= 2 or half_shown.endswith("0")  # 2 significant
+    places = ci_decimals(half)
+    assert float(half_shown) == pytest.approx(round(half, places), rel=1e-9, abs=1e-15)
+    assert float(shown) == pytest.approx(round(mean, places), rel=1e-9, abs=10.0 ** -places)
+    if places > 0:  # the mean's last digit at the half-width's
+        assert _decimals(shown) == _decimals(half_shown) == places
+    else:
+        assert "." not in shown and "." not in half_shown
+
+
+def test_ci_digits_examples_and_units() -> None:
+    assert format_ci(0.0000031, 0.0000004) == ("0.00000310", "0.00000040")
+    assert format_ci(110.0, 127.06) == ("110", "130")
+    assert format_ci(500.0, 9.8) == ("500.0", "9.8")
+    assert format_ci(0.0995, 0.0996) == ("0.10", "0.10")  # rounds up to two digits, not three
+    assert format_ci(-0.001, 0.3) == ("0.00", "0.30")  # never -0.00
+    assert format_ci(55.0, None) == ("55.00", None)
+    assert scaled_unit("J", 3.1e-6) == ("µJ", 1e-6) and scaled_unit("J", 1500) == ("kJ", 1e3)
+    assert scaled_unit("J", 0.5) == ("J", 1.0) and scaled_unit("MiB", 1e5) == ("MiB", 1.0)
+    assert scaled_unit("s", 7200) == ("s", 1.0) and scaled_unit("s", 0.003) == ("ms", 1e-3)
+    # a tiny spread in markdown reads in µJ, never "± 0.000000"
+    reports = [(f"runs/{g}/", full_report("t", minute=10 * g + i, cpu_j=1e-6 * (3 + i / 10 + g),
+                                          phases=(), logs=()))
+               for g in range(2) for i in range(4)]
+    rows = compare(reports)
+    for r in rows:  # the other channels away: a figure of a few µJ
+        for key in [k for k in r if k.startswith(("energy_dram", "energy_gpu"))]:
+            r[key] = None
+    md = format_comparison(rows, "markdown")
+    assert not re.search(r"± 0\.0*( |\|)", md), md  # a spread is never shown as 0.00
+    assert re.search(r"\| energy cpu \(µJ\) \| 3\.1\d* ± 0\.\d+ \|", md), md
+
+
+def test_width_estimates_and_wrapping() -> None:
+    assert text_width_pt("0123456789") == pytest.approx(50.0)  # cmr10 figures: 5 pt
+    assert wrap_text("−40.0 % [−41.2, −38.8], p < 0.001", 60, words=False) == [
+        "−40.0 %", "[−41.2, −38.8],", "p < 0.001"]  # an interval is never broken
+    assert wrap_text("a b c", 1000) == ["a b c"]
+    assert "".join(wrap_text("averyveryverylongname", 30)) == "averyveryverylongname"
+    assert wrap_text("Duration", 10, cut=False) == ["Duration"]
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture
 def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -372,6 +532,12 @@ def test_cli_report_and_compare_latex_options(runs: Path, tmp_path: Path) -> Non
     assert code == 2 and "accepted: letters" in err
     code, _, err = invoke("compare", "--caption", "x", str(runs))
     assert code == 2 and "markdown and latex" in err
+    code, out, err = invoke("report", "--format", "latex", "--width", "page", str(runs))
+    assert code == 0 and r"\begin{table*}" in out and r"\begin{table}" not in out
+    code, out, err = invoke("compare", "--format", "latex", "--width", "page", str(runs))
+    assert code == 0 and r"\begin{table*}" in out
+    code, _, err = invoke("compare", "--width", "page", str(runs))
+    assert code == 2 and "--width is for the latex format" in err
 
 
 @needs_tex
@@ -379,7 +545,8 @@ def test_cli_latex_of_a_real_run_compiles(runs: Path, tmp_path: Path) -> None:
     _, report_tex, _ = invoke("report", "--format", "latex", str(runs))
     _, compare_tex, _ = invoke("compare", "--format", "latex", str(runs))
     _, cite_tex, _ = invoke("cite", "--format", "latex", str(runs))
-    compile_latex(tmp_path / "..", report_tex, compare_tex, cite_tex)
+    (tmp_path / "tex").mkdir()
+    compile_latex(tmp_path / "tex", report_tex, compare_tex, cite_tex)
 
 
 def test_the_structure_checks_are_not_blind() -> None:

@@ -119,8 +119,8 @@ def test_markdown_latex_summary() -> None:
     md = r.to_markdown()
     assert "| cpu0 | cpu | Xeon | counter | 100.00 | 10.0 | 20.0 |" in md and "310.00 J" in md
     tex = r.to_latex()
-    assert r"\begin{tabular}" in tex and r"cpu0-core (in cpu0)" in tex
-    assert r"total &  &  &  & 310.00 & 31.0 &  \\" in tex
+    assert r"\begin{tabular}" in tex and r"cpu0-core (in" in tex  # long cells in lines
+    assert r"total &  & 310.0 & 31.00 &  \\" in tex
     text = r.summary()
     assert "310.0 J" in text and "psys 500.0 J [not in total]" in text
     assert "warning: CPU energy is estimated" in text

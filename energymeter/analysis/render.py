@@ -14,13 +14,17 @@ from ..report.bases import BASIS_MEANING
 from ..report.render import check_caption_options, check_format
 from ..report.tables import (
     LATEX_NOTE,
-    decimals_for,
+    WIDTH_PT,
+    check_width,
+    fit_table,
+    format_ci,
     format_number,
     latex_comment,
     markdown_escape,
     render,
-    render_booktabs,
     render_csv,
+    render_fitted,
+    scaled_unit,
 )
 from ..stats import ALPHA, CONFIDENCE
 from .compare import comparison_warnings, metric_list, p_text, percent, signed
@@ -52,15 +56,14 @@ def comparison_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def value_cell(mean: float | None, low: float | None, high: float | None,
                divisor: float = 1.0) -> str:
     """``mean ± half-width`` of the interval (``mean`` alone without one), in the unit of
-    ``divisor``; ``-`` without a mean."""
+    ``divisor``, digits as :func:`~energymeter.report.tables.format_ci` shows them (the
+    half-width to two significant digits, the mean to the same place); ``-`` without a
+    mean."""
     if mean is None:
         return "-"
-    mean /= divisor
-    decimals = decimals_for(mean)
-    text = format_number(mean, decimals)
-    if low is not None and high is not None:
-        text += f" ± {(high - low) / 2 / divisor:.{decimals}f}"
-    return text
+    half = None if low is None or high is None else (high - low) / 2 / divisor
+    shown, half_shown = format_ci(mean / divisor, half)
+    return shown if half_shown is None else f"{shown} ± {half_shown}"
 
 
 def difference_parts(row: Mapping[str, Any], key: str, first_n: int = 2
@@ -121,6 +124,11 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], *, lines: int = 1,
     for key, label, unit, divisor in _metrics(rows):
         if key in _TABLE_HIDDEN:
             continue
+        # the unit's prefix that shows the row's figures as 0.1 to 999 (mJ, kJ)
+        unit, factor = scaled_unit(unit, max((abs(r[key]) / divisor for r in rows
+                                              if isinstance(r.get(key), (int, float))),
+                                             default=0.0))
+        divisor *= factor
         cells = [value_cell(r.get(key), r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high"),
                             divisor) for r in rows]
         first_n = rows[0].get(f"{key}_n") or 0
@@ -223,13 +231,39 @@ def comparison_caption(rows: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def _transposed(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The comparison with the groups as rows and the figures as columns, each later
+    group's difference in its cell (``300.0 ± 9.8 (−40.0 % [−41.2, −38.8], p < 0.001)``)."""
+    headers, table = comparison_table(rows, lines=1)
+    return ["", *[r[0] for r in table]], [[h, *[r[g] for r in table]]
+                                          for g, h in enumerate(headers) if g]
+
+
 def _comparison_latex(rows: Sequence[Mapping[str, Any]], caption: str | None,
-                      label: str | None) -> str:
-    headers, table, text_from = _paper_table(rows, lines=3)  # narrow: interval, then p
-    text = render_booktabs(headers, table, ["l"] + ["r"] * len(rows),
-                           caption=caption or comparison_caption(rows),
-                           label=label or "tab:energymeter-compare",
-                           rules_before=[text_from])
+                      label: str | None, width: str = "column") -> str:
+    """The LaTeX table of the comparison, fitted to ``width``: the groups side by side (each
+    difference under its figure, wrapped where the column is narrow) in the largest size
+    that fits; else transposed (a row per group) where that fits; else the groups in blocks
+    one under the other (said in a comment)."""
+    limit = WIDTH_PT[check_width(width)]
+    headers, table, text_from = _paper_table(rows, lines=2)
+    align = ["l"] + ["r"] * len(rows)
+    fitted = fit_table(headers, table, limit, split=False)
+    note = None
+    rules = [text_from]
+    if fitted is None:
+        t_headers, t_table = _transposed(rows)
+        text = {i for i, h in enumerate(t_headers) if h in ("methods", "status")}
+        t_align = ["l" if i in text or not i else "r" for i in range(len(t_headers))]
+        fitted = fit_table(t_headers, t_table, limit, text_columns={0, *text}, split=False)
+        if fitted is not None:
+            headers, table, align, rules = t_headers, t_table, t_align, []
+            note = (f"energymeter: {len(rows)} groups side by side do not fit the {width} "
+                    "width: transposed (a row per group, each difference in its cell)")
+    text = render_fitted(headers, table, align, width=width, fitted=fitted, note=note,
+                              caption=caption or comparison_caption(rows),
+                              label=label or "tab:energymeter-compare", rules_before=rules,
+                              text_columns=[0])
     warnings = comparison_warnings(rows)
     parts = [LATEX_NOTE, text]
     if warnings:
@@ -248,23 +282,26 @@ def _plain_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def format_comparison(rows: Sequence[Mapping[str, Any]], fmt: str = "table", *,
-                      caption: str | None = None, label: str | None = None) -> str:
+                      caption: str | None = None, label: str | None = None,
+                      width: str = "column") -> str:
     """:func:`compare` rows as ``table`` (side by side, with the footer and warnings),
     ``json`` (the rows), ``csv`` (one row per group, every number), ``markdown`` (the table
     with each difference on a line under its figure, the footer and the warnings; ``caption``
     as a heading) or ``latex`` (the same table, booktabs, in a ``table`` float whose caption
     says what ± and the difference are, unless ``caption`` replaces it; ``label`` default
-    ``tab:energymeter-compare``; the warnings as comments). Text columns are left-aligned,
-    numbers right-aligned."""
+    ``tab:energymeter-compare``; the warnings as comments; fitted to ``width``, ``column``
+    or ``page``: :func:`_comparison_latex`). Text columns are left-aligned, numbers
+    right-aligned."""
     check_format(fmt)
     check_caption_options(fmt, caption, label)
+    check_width(width)
     if fmt == "json":
         return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         flat = [{**r, "warnings": " | ".join(r.get("warnings", ()))} for r in rows]
         return render_csv(comparison_columns(rows), flat)
     if fmt == "latex":
-        return _comparison_latex(rows, caption, label)
+        return _comparison_latex(rows, caption, label, width)
     warnings = comparison_warnings(rows)
     if fmt == "markdown":
         headers, table, _ = _paper_table(rows)
@@ -324,13 +361,16 @@ def target_tables(result: Mapping[str, Any]) -> list[tuple[list[str], list[list[
 
 
 def format_targets(result: Mapping[str, Any], fmt: str = "table", *,
-                   caption: str | None = None, label: str | None = None) -> str:
+                   caption: str | None = None, label: str | None = None,
+                   width: str = "column") -> str:
     """:func:`~energymeter.analysis.target.target_results` as ``table``, ``markdown`` or
     ``latex`` (:func:`target_tables`; latex: booktabs floats, ``caption`` and ``label``
     default ``tab:energymeter-target``, the group table's label with ``-groups``), ``json``
-    (the whole result) or ``csv`` (one row per run, :data:`TARGET_RUN_COLUMNS`)."""
+    (the whole result) or ``csv`` (one row per run, :data:`TARGET_RUN_COLUMNS`). The latex
+    tables fit ``width`` (``column`` or ``page``), long notes in lines."""
     check_format(fmt)
     check_caption_options(fmt, caption, label)
+    check_width(width)
     if fmt == "json":
         return json.dumps(result, indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
@@ -345,11 +385,8 @@ def format_targets(result: Mapping[str, Any], fmt: str = "table", *,
             what = ("per run" if i == 0 else "per group: mean ± half-width of the 95 % "
                     "confidence interval over the runs that reached it (Student's t; warm-up "
                     "runs left out)")
-            # the notes wrap in a paragraph column rather than widen the table past the page
-            align = [r"p{0.3\linewidth}" if h == "note" else a for h, a in zip(headers, align,
-                                                                                strict=True)]
-            parts.append(render_booktabs(
-                [h[:1].upper() + h[1:] for h in headers], rows, align,
+            parts.append(render_fitted(
+                [h[:1].upper() + h[1:] for h in headers], rows, align, width=width,
                 label=base + ("-groups" if i else ""),
                 caption=f"{caption or title[:1].upper() + title[1:]}, {what}."))
         else:

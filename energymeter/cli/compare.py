@@ -27,6 +27,11 @@ LABEL = click.option(
     "--label", default=None, metavar="LABEL",
     help="The \\label of the latex table (letters, digits, : . _ / + -); default "
          "tab:energymeter-compare for compare, tab:energymeter-<run id> for report.")
+WIDTH = click.option(
+    "--width", default=None, type=click.Choice(["column", "page"]),
+    help="What the latex tables fit: column (default), one column of a two-column paper "
+         "(a table float, 229.5 pt), or page, the text width (table*, 469 pt); a table set "
+         "smaller, wrapped, transposed or split in blocks as it needs (said in a comment).")
 TARGET = click.option(
     "--target", default=None, metavar="METRIC=VALUE",
     help="Also the energy and time until a logged metric first reached VALUE: METRIC=VALUE "
@@ -46,9 +51,12 @@ def find_runs(runs: tuple[str, ...]) -> list[Any]:
 
 
 def check_options(by: str | None, target: str | None, fmt: str | None = None,
-                  caption: str | None = None, label: str | None = None) -> None:
+                  caption: str | None = None, label: str | None = None,
+                  width: str | None = None) -> None:
     """Exit 2 (before any run is read) for a --by or --target that is not understood, or a
-    --caption or --label the format ``fmt`` does not take."""
+    --caption, --label or --width the format ``fmt`` does not take."""
+    if width is not None and fmt != "latex":
+        fail(f"--width is for the latex format, not {fmt}")
     from ..analysis import check_by
     from ..errors import ReportError
     from ..report.render import check_caption_options
@@ -71,13 +79,13 @@ def check_options(by: str | None, target: str | None, fmt: str | None = None,
 @options(FORMAT, BY, TARGET, NESTED)
 @click.option("--group/--no-group", default=True, show_default=True,
               help="Group runs (see --by); --no-group: one column per run.")
-@options(CAPTION, LABEL, BASIS)
+@options(CAPTION, LABEL, WIDTH, BASIS)
 @click.option("--phase", default=None, metavar="NAME",
               help="Compare phase NAME of each run (its energy, duration and mean power; every "
                    "occurrence summed) instead of whole runs.")
 def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested: bool,
-            group: bool, caption: str | None, label: str | None, basis: str,
-            phase: str | None) -> None:
+            group: bool, caption: str | None, label: str | None, width: str | None,
+            basis: str, phase: str | None) -> None:
     """Compare groups of runs side by side, each against the first.
 
     Shows energy (total, per kind, per item where counted), duration, mean power, emissions,
@@ -104,7 +112,10 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
 
     For papers: --format latex gives a booktabs table (needs \\usepackage{booktabs}) in a
     table float, each difference on a line under its figure, with --caption and --label
-    (the warnings as % comments); --format markdown the same table.
+    (the warnings as % comments), fitted to one column of a two-column paper (--width page:
+    the text width, table*): set smaller, long cells in lines, and with many groups
+    transposed (a row per group) or in blocks one under the other; --format markdown the
+    same table.
 
     \b
     Examples:
@@ -120,12 +131,13 @@ def compare(runs: tuple[str, ...], fmt: str, by: str, target: str | None, nested
     from ..analysis import format_comparison
     from ..errors import ReportError
 
-    check_options(by, target, fmt, caption, label)
+    check_options(by, target, fmt, caption, label, width)
     found = find_runs(runs)
     try:
         rows = compare_runs(found, by=by, group=group, nested=nested, target=target,
                             basis=basis, phase=phase)
     except ReportError as exc:
         fail(str(exc))
-    echo(format_comparison(rows, fmt, caption=caption, label=label), nl=False,
+    echo(format_comparison(rows, fmt, caption=caption, label=label, width=width or "column"),
+         nl=False,
          json=fmt == "json")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .common import BASIS, CONTEXT, FORMAT, echo, err, fail, options
-from .compare import CAPTION, LABEL, NESTED, TARGET, check_options, find_runs
+from .compare import CAPTION, LABEL, NESTED, TARGET, WIDTH, check_options, find_runs
 
 SAVE = click.option(
     "--save", is_flag=True, default=False,
@@ -73,20 +73,21 @@ def _grouped(found: list[Any], by: str, nested: bool) -> list[tuple[str, list[An
 
 @click.command(context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=False, metavar="RUN...")
-@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL, JOB, BASIS)
+@options(FORMAT, SAVE, TARGET, BY, NESTED, CAPTION, LABEL, WIDTH, JOB, BASIS)
 def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: str | None,
-           nested: bool, caption: str | None, label: str | None, job: str | None,
-           basis: str) -> None:
+           nested: bool, caption: str | None, label: str | None, width: str | None,
+           job: str | None, basis: str) -> None:
     """Show the report of one or more runs.
 
     RUN is a run directory, its report.json, or a folder of runs (every run in it). A run
     killed without writing report.json (SIGKILL, OOM) is rebuilt from its samples and shown
     as `interrupted`; one still being measured is shown as `running`. Formats: table (summary
     and per-channel table), json (one report, or a list), csv (runs.csv ledger columns, one
-    row per run), markdown and latex (for papers: a runs table, then each run's channel
-    table with a total row and, where it has them, its phases and logged metrics; latex is
-    booktabs tables in table floats, needing \\usepackage{booktabs}, with --caption and
-    --label).
+    row per run), markdown and latex (for papers: a runs table, then the channels with
+    totals and, where runs have them, phases and logged metrics; latex is one booktabs table
+    of each kind for all the runs, needing only \\usepackage{booktabs}, with --caption and
+    --label, fitted to one column of a two-column paper or with --width page the text
+    width).
 
     Each run's summary shows its energy on every basis it has: the machine's, its own share
     (attributed) and, with an idle baseline, net of idle; markdown and latex add a table of
@@ -126,7 +127,8 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
     from ..report.render import format_reports
     from ..report.tables import markdown_escape
 
-    check_options(by, target, fmt, caption, label)
+    check_options(by, target, fmt, caption, label, width)
+    width = width or "column"
     if not runs:
         if job is None:
             fail("give at least one RUN (a run directory, its report.json or a folder of "
@@ -148,7 +150,7 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
     try:
         if target is not None:
             text = format_targets(target_results(found, target, by=by, nested=nested), fmt,
-                                  caption=caption, label=label)
+                                  caption=caption, label=label, width=width)
         elif by is not None and fmt == "table":
             text = "\n".join(f"== {heading}\n\n{format_reports(group, fmt)}"
                              for heading, group in _grouped(found, by, nested))
@@ -159,9 +161,10 @@ def report(runs: tuple[str, ...], fmt: str, save: bool, target: str | None, by: 
         elif by is not None:
             text = format_reports([r for _, group in _grouped(found, by, nested)
                                    for r in group], fmt, caption=caption, label=label,
-                                  basis=basis)
+                                  basis=basis, width=width)
         else:
-            text = format_reports(reports, fmt, caption=caption, label=label, basis=basis)
+            text = format_reports(reports, fmt, caption=caption, label=label, basis=basis,
+                                  width=width)
     except ReportError as exc:
         fail(str(exc))
     echo(text, nl=False, json=fmt == "json")

@@ -17,14 +17,16 @@ from .tables import (
     FORMATS,
     LATEX_NOTE,
     check_label,
+    check_width,
     column_align,
+    format_ci,
     format_number,
     latex_comment,
     latex_escape,
     markdown_code,
     markdown_escape,
-    render_booktabs,
     render_csv,
+    render_fitted,
     render_markdown,
     render_table,
 )
@@ -210,7 +212,9 @@ def bases_lines(report: Report) -> list[str]:
             spread = sum(float(c.get("idle_std_j") or 0.0) for c in
                          ((report.baseline or {}).get("channels") or {}).values())
             if isinstance(idle, (int, float)):
-                text += f" (idle {idle:.1f} ± {spread:.1f} J over {report.duration_s:.2f} s)"
+                mean, half = format_ci(idle, spread) if spread > 0 else (f"{idle:.1f}", None)
+                text += (f" (idle {mean}" + (f" ± {half}" if half else "")
+                         + f" J over {report.duration_s:.2f} s)")
         shown.append(text)
     if not shown:
         return []
@@ -268,8 +272,6 @@ MAX_LOG_ROWS = 30
 MAX_LOG_METRICS = 8
 
 _CHANNEL_ALIGN = ("l", "l", "l", "l", "r", "r", "r")
-LATEX_CHANNEL_HEADERS = ("Channel", "Kind", "Device", "Method", "Energy (J)", "Mean power (W)",
-                         "Peak power (W)")
 _PHASE_ALIGN = ("l", "l", "r", "r", "r")
 ESTIMATED_NOTE = ("est.: includes energy estimated by a model (CPU utilisation × TDP), not "
                   "measured")
@@ -507,15 +509,15 @@ def _caption(default: str, caption: str | None, part: str | None = None) -> str:
     return latex_escape(caption) + (f": {part}" if part else "")
 
 
-def _labels(reports: Sequence[Report], label: str | None) -> tuple[str, list[str]]:
-    """The label of the runs table and the stem of each run's tables."""
+def _labels(reports: Sequence[Report], label: str | None) -> str:
+    """The label of the runs table, the stem of the others' (``-channels``, ``-bases``,
+    ``-phases``, ``-logs``): ``label``, else ``tab:energymeter-<run id>`` for one run and
+    ``tab:energymeter-runs`` for several."""
     if label is not None:
-        check_label(label)
+        return check_label(label)
     if len(reports) == 1:
-        base = label or f"tab:energymeter-{_label_part(reports[0].run_id)}"
-        return base, [base]
-    base = label or "tab:energymeter-runs"
-    return base, [f"{base}-{_label_part(r.run_id)}" for r in reports]
+        return f"tab:energymeter-{_label_part(reports[0].run_id)}"
+    return "tab:energymeter-runs"
 
 
 def _label_part(run_id: str) -> str:
@@ -547,74 +549,268 @@ def _tex(text: str) -> str:
     return latex_escape(text).replace("CO2e", r"CO\textsubscript{2}e")
 
 
+#: How the runs table of the latex format marks a figure: (mark, what it means).
+_EST_MARK = ("*", "includes energy estimated by a model (CPU utilisation × TDP), not measured")
+_MACHINE_MARK = ("†", "the machine's energy: the run has none on the basis asked")
+
+
 def _latex_runs(reports: Sequence[Report], caption: str | None, label: str,
-                basis: str = "machine") -> str:
+                basis: str = "machine", width: str = "column") -> str:
     headers, rows, align = runs_table(reports, basis)
+    marks = {"est.": _EST_MARK[0], "machine": _MACHINE_MARK[0]}
+    used: set[str] = set()
+    for row in rows:  # "310.0 (est., machine)" -> "310.0*†": narrow, explained below
+        for i, cell in enumerate(row):
+            m = re.fullmatch(r"(.*) \(((?:est\.|machine)(?:, (?:est\.|machine))?)\)", cell)
+            if i and m:
+                found = m.group(2).split(", ")
+                used.update(found)
+                row[i] = m.group(1) + "".join(marks[f] for f in found)
     what = (f"run {_tex_name(reports[0])}" if len(reports) == 1
             else f"{len(reports)} runs")
     default = f"Energy, duration and emissions of {what}, measured with energymeter."
     if basis != "machine":
         default += _tex(f" Energy basis: {basis}, {BASIS_MEANING[basis]}.")
     default += _tex(_carbon_caption(reports))
-    if any(_estimated(r) for r in reports):
-        default += " " + _tex(ESTIMATED_NOTE[0].upper() + ESTIMATED_NOTE[1:] + ".")
-    return render_booktabs(_capitalised(headers), rows, align, raw_caption=True, label=label,
-                           caption=_caption(default, caption))
+    default += " Time: duration; Power: mean power" + (
+        "; CO2e: emissions" if any(h.startswith("emissions") for h in headers) else "") + (
+        "; Per item: energy per item" if "items" in headers else "") + "."
+    default = default.replace("CO2e", r"CO\textsubscript{2}e")
+    for key, (mark, meaning) in (("est.", _EST_MARK), ("machine", _MACHINE_MARK)):
+        if key in used:
+            default += " " + _tex(f"{mark}: {meaning}.")
+    return render_fitted([_short_header(h) for h in headers], rows, align, raw_caption=True,
+                         label=label, caption=_caption(default, caption), width=width)
+
+
+#: Shorter headers of the latex runs table (the caption says what they are).
+_SHORT_HEADERS = (("duration (s)", "Time (s)"), ("mean power", "Power"),
+                  ("energy per item", "Per item"), ("net of idle", "Net of idle"))
+
+
+def _short_header(header: str) -> str:
+    m = re.fullmatch(r"emissions(.*) \(gCO2e\)", header)
+    if m:
+        return f"CO2e{m.group(1)} (g)"
+    for long, short in _SHORT_HEADERS:
+        if header.startswith(long):
+            return short + header[len(long):]
+    return header[:1].upper() + header[1:]
 
 
 def _capitalised(headers: Sequence[str]) -> list[str]:
     return [h[:1].upper() + h[1:] for h in headers]
 
 
-def _latex_details(report: Report, caption: str | None, stem: str) -> list[str]:
-    """The channel, phase and log tables of ``report``, then its warnings as comments."""
-    name = _tex_name(report)
-    estimated = (" Method \\emph{model (estimated)}: estimated from CPU utilisation "
-                 r"$\times$ TDP, not measured." if _estimated(report) else "")
-    parts = [render_booktabs(
-        LATEX_CHANNEL_HEADERS, [*channel_rows(report), _total_row(report)],
-        _CHANNEL_ALIGN, rules_before=[len(report.channels)], raw_caption=True,
-        label=f"{stem}-channels",
-        caption=_caption(f"Energy and power per channel of run {name}.{estimated}", caption,
-                         f"energy per channel of run {name}"))]
-    if len(report.energy_bases) > 1:
-        parts.append(render_booktabs(
-            _capitalised(BASES_HEADERS), bases_rows(report), ("l", "r", "r", "l"),
-            raw_caption=True, label=f"{stem}-bases",
-            caption=_caption(f"Energy of run {name} on each basis: the whole machine's, the "
+def _devices(reports: Sequence[Report]) -> dict[str, str] | None:
+    """Each channel's device where every run gives a channel id the same one (for the
+    caption, a narrower table), else None (a device column)."""
+    devices: dict[str, str] = {}
+    for r in reports:
+        for c in r.channels:
+            if devices.setdefault(c.channel.id, c.channel.device or "-") != (c.channel.device
+                                                                            or "-"):
+                return None
+    return devices
+
+
+def _grouped_rows(parts: Sequence[tuple[str, list[list[str]]]], columns: int
+                  ) -> tuple[list[list[str]], list[int]]:
+    """The rows of several runs in one table: with more than one run, each run's rows under
+    a row holding its label, a rule before it; the indices of the rows a rule precedes."""
+    if len(parts) == 1:
+        return parts[0][1], []
+    rows: list[list[str]] = []
+    rules = []
+    for label, block in parts:
+        rules.append(len(rows))
+        rows.append([label, *[""] * (columns - 1)])
+        rows += block
+    return rows, rules
+
+
+def _latex_channels(reports: Sequence[Report], labels: Sequence[str], caption: str | None,
+                    stem: str, width: str) -> str:
+    """One table of every run's channels: for one run a row per channel (method, energy,
+    mean and peak power) and the total; for several, a row per run and a column per
+    channel's energy (:func:`_latex_channel_columns`)."""
+    if len(reports) > 1:
+        return _latex_channel_columns(reports, labels, caption, stem, width)
+    devices = _devices(reports)
+    headers = ["Channel", *(["Device"] if devices is None else []), "Method", "Energy (J)",
+               "Mean (W)", "Peak (W)"]
+    parts = []
+    for r, label in zip(reports, labels, strict=True):
+        block = []
+        for c in r.channels:
+            ch = c.channel
+            name = ch.id + (f" (in {ch.part_of})" if ch.is_subzone else "") + (
+                " (not in total)" if ch.kind == "psys" else "")
+            block.append([name, *([ch.device or "-"] if devices is None else []),
+                          method_label(c), format_number(c.energy_j),
+                          format_number(c.mean_power_w), format_number(c.peak_power_w)])
+        block.append(["total", *([""] if devices is None else []), "",
+                      format_number(r.total_energy_j), format_number(r.mean_power_w), ""])
+        parts.append((label, block))
+    rows, rules = _grouped_rows(parts, len(headers))
+    totals = [i for i, row in enumerate(rows) if row[0] == "total"]
+    whose = f"run {_tex_name(reports[0])}"
+    text = f"Energy and power per channel of {whose}, with the total."
+    if devices:
+        text += _tex(" Devices: " + "; ".join(f"{k}: {v}" for k, v in devices.items()) + ".")
+    if any(_estimated(r) for r in reports):
+        text += (" Method \\emph{model (estimated)}: estimated from CPU utilisation "
+                 r"$\times$ TDP, not measured.")
+    return render_fitted(headers, rows, ["l"] * (len(headers) - 3) + ["r"] * 3,
+                         rules_before=sorted({*rules, *totals}), raw_caption=True,
+                         label=f"{stem}-channels", width=width,
+                         caption=_caption(text, caption, f"energy per channel of {whose}"))
+
+
+def _latex_channel_columns(reports: Sequence[Report], labels: Sequence[str],
+                           caption: str | None, stem: str, width: str) -> str:
+    """Several runs' channels in one table: a row per run, a column per channel (its
+    energy, ``*`` where a model estimated it) and the total; devices, methods and channels
+    left out of the total in the caption."""
+    ids: list[str] = []
+    notes: dict[str, set[str]] = {}
+    devices = _devices(reports) or {}
+    estimated = False
+    for r in reports:
+        for c in r.channels:
+            ch = c.channel
+            if ch.id not in ids:
+                ids.append(ch.id)
+            notes.setdefault(ch.id, set()).add(method_label(c).split(" (")[0])
+    rows = []
+    for r, label in zip(reports, labels, strict=True):
+        by_id = {c.channel.id: c for c in r.channels}
+        row = [label]
+        for cid in ids:
+            c = by_id.get(cid)
+            mark = "*" if c is not None and c.channel.method in ("model", "mixed") else ""
+            estimated = estimated or bool(mark)
+            row.append("-" if c is None else format_number(c.energy_j) + mark)
+        rows.append([*row, format_number(r.total_energy_j)])
+    channels = {c.channel.id: c.channel for r in reports for c in r.channels}
+    described = []
+    for cid in ids:
+        ch = channels[cid]
+        what = [devices[cid]] if devices.get(cid, "-") != "-" else []
+        what.append("/".join(sorted(notes[cid])))
+        if ch.is_subzone:
+            what.append(f"part of {ch.part_of}, not in the total")
+        elif not ch.in_total:
+            what.append("not in the total")
+        described.append(f"{cid}: {', '.join(what)}")
+    text = ("Energy per channel of each run, and the total. " + _tex("; ".join(described))
+            + ".")
+    if estimated:
+        text += (" *: estimated (in part, for method mixed) from CPU utilisation "
+                 r"$\times$ TDP, not measured.")
+    return render_fitted(["Run", *[f"{cid} (J)" for cid in ids], "Total (J)"], rows,
+                         ["l"] + ["r"] * (len(ids) + 1), raw_caption=True,
+                         label=f"{stem}-channels", width=width,
+                         caption=_caption(text, caption, "energy per channel of each run"))
+
+
+def _latex_bases(reports: Sequence[Report], labels: Sequence[str], caption: str | None,
+                 stem: str, width: str) -> str | None:
+    chosen = [(r, label) for r, label in zip(reports, labels, strict=True)
+              if len(r.energy_bases) > 1]
+    if not chosen:
+        return None
+    rows, rules = _grouped_rows([(label, bases_rows(r)) for r, label in chosen], 4)
+    whose = f"run {_tex_name(chosen[0][0])}" if len(reports) == 1 else "each run"
+    return render_fitted(["Basis", "Energy (J)", "Of machine", "How"], rows,
+                         ("l", "r", "r", "l"), rules_before=rules, raw_caption=True,
+                         label=f"{stem}-bases", width=width, caption=_caption(
+                             f"Energy of {whose} on each basis: the whole machine's, the "
                              "run's own share (attributed) and net of the idle baseline, "
-                             "where measured.", caption, f"energy bases of run {name}")))
-    if report.phases:
-        rows, note = _phases(report)
-        extra = f"; {_tex(note)}" if note else ""
-        parts.append(render_booktabs(
-            _capitalised(PHASE_HEADERS), rows, _PHASE_ALIGN, raw_caption=True,
-            label=f"{stem}-phases",
-            caption=_caption(f"Phases of run {name}: start from the run's start, duration and "
-                             f"energy{extra}.", caption, f"phases of run {name}{extra}")))
-    if report.logs:
-        headers, rows, align, note = log_table(report)
-        extra = f"; {_tex(note)}" if note else ""
-        parts.append(render_booktabs(
-            [*_capitalised(headers[:2]), *headers[2:]], rows, align, raw_caption=True,
-            label=f"{stem}-logs",
-            caption=_caption(f"Metrics logged during run {name}, with the time and the energy "
-                             f"used until each log{extra}.", caption,
-                             f"metrics logged during run {name}{extra}")))
-    if report.warnings:
-        parts.append(latex_comment("\n".join(f"warning ({report.name}): {w}"
-                                             for w in report.warnings)))
-    return parts
+                             "where measured.", caption, f"energy bases of {whose}"))
 
 
-def latex(report: Report, *, caption: str | None = None, label: str | None = None) -> str:
+def _latex_phases(reports: Sequence[Report], labels: Sequence[str], caption: str | None,
+                  stem: str, width: str) -> str | None:
+    chosen = [(r, label) for r, label in zip(reports, labels, strict=True) if r.phases]
+    if not chosen:
+        return None
+    each = max(1, MAX_PHASE_ROWS // len(chosen))  # one float: the rows shared out
+    parts, notes = [], []
+    short = 0
+    for r, label in chosen:
+        rows = phase_rows(r)
+        if len(rows) > each:
+            notes.append(f"{label}: the first {each} of {len(r.phases)} phases")
+            rows = rows[:each]
+        short += sum(1 for p in r.phases[:each] if p.below_resolution)
+        parts.append((label, rows))
+    if notes:
+        notes.append("json and csv have all")
+    if short:
+        notes.append(f"{short} shorter than the energy counter's update period, so their "
+                     "energy is uncertain")
+    rows, rules = _grouped_rows(parts, len(PHASE_HEADERS))
+    extra = f"; {_tex('; '.join(notes))}" if notes else ""
+    whose = f"run {_tex_name(chosen[0][0])}" if len(reports) == 1 else "the runs"
+    return render_fitted(_capitalised(PHASE_HEADERS), rows, _PHASE_ALIGN, rules_before=rules,
+                         raw_caption=True, label=f"{stem}-phases", width=width,
+                         caption=_caption(f"Phases of {whose}: start from the run's start, "
+                                          f"duration and energy{extra}.", caption,
+                                          f"phases of {whose}{extra}"))
+
+
+def _latex_logs(reports: Sequence[Report], labels: Sequence[str], caption: str | None,
+                stem: str, width: str) -> str | None:
+    chosen = [(r, label) for r, label in zip(reports, labels, strict=True) if r.logs]
+    if not chosen:
+        return None
+    each = max(2, MAX_LOG_ROWS // len(chosen))  # one float: the rows shared out
+    keys: list[str] = []
+    for r, _ in chosen:
+        for entry in r.logs:
+            keys += [k for k in entry.get("metrics", {}) if k not in keys]
+    notes = []
+    if len(keys) > MAX_LOG_METRICS:
+        notes.append(f"{len(keys) - MAX_LOG_METRICS} more metrics not shown: "
+                     + ", ".join(keys[MAX_LOG_METRICS:]))
+        keys = keys[:MAX_LOG_METRICS]
+    parts = []
+    for r, label in chosen:
+        logs = list(r.logs)
+        if len(logs) > each:
+            step = (len(logs) - 1) / (each - 1)
+            logs = [logs[round(i * step)] for i in range(each)]
+            notes.append(f"{label}: {each} of {len(r.logs)} logs evenly spaced"
+                         if len(chosen) > 1 else f"{each} of {len(r.logs)} logs evenly spaced")
+        parts.append((label, [[format_number(e.get("t_s")), format_number(e.get("energy_j")),
+                               *[_metric_cell(e.get("metrics", {}).get(k)) for k in keys]]
+                              for e in logs]))
+    if any("logs evenly spaced" in n for n in notes):
+        notes.append("json and csv have all")
+    headers = ["Time (s)", "Energy (J)", *keys]
+    rows, rules = _grouped_rows(parts, len(headers))
+    data = [r for i, r in enumerate(rows) if i not in rules]
+    align = ["l" if len(chosen) > 1 else "r", "r",
+             *column_align([["", *r[2:]] for r in data], len(keys) + 1)[1:]]
+    extra = f"; {_tex('; '.join(notes))}" if notes else ""
+    whose = f"run {_tex_name(chosen[0][0])}" if len(reports) == 1 else "the runs"
+    return render_fitted(headers, rows, align, rules_before=rules, raw_caption=True,
+                         label=f"{stem}-logs", width=width, text_columns=[],
+                         caption=_caption(f"Metrics logged during {whose}, with the time and "
+                                          f"the energy used until each log{extra}.", caption,
+                                          f"metrics logged during {whose}{extra}"))
+
+
+def latex(report: Report, *, caption: str | None = None, label: str | None = None,
+          width: str = "column") -> str:
     """``report`` as LaTeX tables to ``\\input`` into a paper (booktabs, each a ``table``
     float with a caption and a label): the run's figures, energy per channel with a total
     row, and its phases and logs where it has them; its warnings as comments. ``caption``
     replaces the default captions (escaped; the later tables add what they show), ``label``
     the default label ``tab:energymeter-<run id>`` (the later tables add ``-channels``,
-    ``-phases``, ``-logs``)."""
-    return format_reports([report], "latex", caption=caption, label=label)
+    ``-phases``, ``-logs``); each fits ``width`` (``column`` or ``page``)."""
+    return format_reports([report], "latex", caption=caption, label=label, width=width)
 
 
 def _unique(reports: Sequence[Report]) -> list[Report]:
@@ -628,15 +824,30 @@ def _unique(reports: Sequence[Report]) -> list[Report]:
 
 
 def latex_reports(reports: Sequence[Report], *, caption: str | None = None,
-                  label: str | None = None, basis: str = "machine") -> str:
-    """The LaTeX of :func:`latex` for several runs: one runs table (a row per run, on
-    ``basis``), then each run's tables (labels ``<label>-<run id>-channels`` ...); a run
-    given twice shows once."""
+                  label: str | None = None, basis: str = "machine",
+                  width: str = "column") -> str:
+    """The LaTeX of :func:`latex` for one or more runs: one float per kind of table, however
+    many runs: the runs table (a row per run, on ``basis``; label ``label``, default
+    ``tab:energymeter-<run id>`` for one run, ``tab:energymeter-runs`` for several), the
+    channels of every run (``<label>-channels``; with several runs each run's label heads its
+    rows), their energy bases (``-bases``, runs that have more than the machine's), phases
+    (``-phases``) and logged metrics (``-logs``) where runs have them; the warnings as
+    comments. Each table fits ``width`` (``column``: one column of a two-column paper,
+    ``page``: ``table*``). A run given twice shows once."""
+    check_width(width)
     reports = _unique(reports)
-    base, stems = _labels(reports, label)
-    parts = [LATEX_NOTE, _latex_runs(reports, caption, base, basis)]
-    for report, stem in zip(reports, stems, strict=True):
-        parts += _latex_details(report, caption, stem)
+    base = _labels(reports, label)
+    labels = run_labels(reports)
+    parts = [LATEX_NOTE, _latex_runs(reports, caption, base, basis, width),
+             _latex_channels(reports, labels, caption, base, width)]
+    for table_of in (_latex_bases, _latex_phases, _latex_logs):
+        text = table_of(reports, labels, caption, base, width)
+        if text is not None:
+            parts.append(text)
+    for r in reports:
+        if r.warnings:
+            parts.append(latex_comment("\n".join(f"warning ({r.name}): {w}"
+                                                 for w in r.warnings)))
     return "\n\n".join(parts) + "\n"
 
 
@@ -667,15 +878,17 @@ def table(report: Report) -> str:
 
 def format_reports(reports: Sequence[Report], fmt: str = "table", *,
                    caption: str | None = None, label: str | None = None,
-                   basis: str = "machine") -> str:
+                   basis: str = "machine", width: str = "column") -> str:
     """``reports`` as text: ``table`` (summary and channel table of each), ``json`` (one report,
     or a list for several), ``csv`` (the ledger columns, one row per run), ``markdown``
     (:func:`markdown_reports`) or ``latex`` (:func:`latex_reports`: booktabs tables for a
     paper). ``caption`` and ``label`` are for ``markdown`` (caption only) and ``latex``;
     other formats refuse them (:class:`ReportError`). ``basis``: the energy basis of the runs
     table (markdown, latex) and of the csv rows' energy figures (with an ``energy_basis``
-    column; a run without it gives its machine figures)."""
+    column; a run without it gives its machine figures). ``width``: what the latex tables fit
+    (``column`` of a two-column paper, or ``page``)."""
     check_format(fmt)
+    check_width(width)
     check_caption_options(fmt, caption, label)
     check_basis(basis)
     if fmt == "csv" and basis != "machine":
@@ -690,5 +903,5 @@ def format_reports(reports: Sequence[Report], fmt: str = "table", *,
     if fmt == "markdown":
         return markdown_reports(reports, caption=caption, basis=basis)
     if fmt == "latex":
-        return latex_reports(reports, caption=caption, label=label, basis=basis)
+        return latex_reports(reports, caption=caption, label=label, basis=basis, width=width)
     return "\n".join(table(r) for r in reports)

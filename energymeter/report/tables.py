@@ -37,6 +37,64 @@ def format_number(value: float | None, decimals: int | None = None) -> str:
     return f"{value:.{decimals}f}"
 
 
+def _place(value: float) -> int:
+    """The power of ten of ``value``'s first significant digit."""
+    return math.floor(math.log10(abs(value)))
+
+
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` rounded to ``decimals`` (negative: to tens, hundreds...), never ``-0``."""
+    text = f"{round(value, decimals):.0f}" if decimals < 0 else f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
+def ci_decimals(half_width: float) -> int:
+    """The decimal place that shows ``half_width`` (> 0) with two significant digits
+    (negative: a place left of the point, ``130``)."""
+    decimals = 1 - _place(half_width)
+    if abs(round(half_width, decimals)) >= 10 ** (2 - decimals):  # 0.0996 -> 0.10, not 0.100
+        decimals -= 1
+    return decimals
+
+
+def format_ci(mean: float, half_width: float | None) -> tuple[str, str | None]:
+    """``mean`` and the half-width of its confidence interval as shown: the half-width with
+    two significant digits, the mean rounded to the same decimal place (``3.10``, ``0.31``);
+    a half-width of 0 shows as ``0`` beside the mean's four significant digits. Without a
+    half-width (None), the mean alone (:func:`format_number`) and None. A half-width > 0
+    never shows as 0."""
+    if half_width is None or not math.isfinite(half_width) or not math.isfinite(mean):
+        return format_number(mean), None if half_width is None else f"{half_width}"
+    half_width = abs(half_width)
+    if half_width == 0:
+        return format_number(mean), "0"
+    decimals = ci_decimals(half_width)
+    return _fixed(mean, decimals), _fixed(half_width, decimals)
+
+
+#: SI prefixes and their factors, for figures scaled to read 0.1 to 999.
+_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"),
+             (1e-9, "n"))
+#: Units that take an SI prefix (seconds only below 1: 3600 s stays in s), the largest
+#: factor each takes.
+_SCALED_UNITS = {"J": 1e9, "W": 1e6, "gCO2e": 1e3, "s": 1.0, "Wh": 1e6}
+
+
+def scaled_unit(unit: str, magnitude: float) -> tuple[str, float]:
+    """``(unit with an SI prefix, its size in unit)`` so that figures up to ``magnitude``
+    read 0.1 to 999 (``mJ``, ``kJ``, ``µs``); ``unit`` unchanged for figures already in that
+    range, for units without prefixes (``MiB``, ``%``) and for 0, inf, nan."""
+    top = _SCALED_UNITS.get(unit)
+    if (top is None or not magnitude or not math.isfinite(magnitude)
+            or 0.1 <= abs(magnitude) < 1000):
+        return unit, 1.0
+    power = 1000.0 ** math.floor(_place(magnitude) / 3)
+    for factor, prefix in _PREFIXES:
+        if factor <= top and factor <= power * 1.0000001:
+            return prefix + unit, factor
+    return unit, 1.0
+
+
 # -- text tables -------------------------------------------------------------------------------
 def energy_unit(max_j: float) -> tuple[str, float]:
     """``(unit, joules per unit)`` for energies up to ``max_j``: J below 1 Wh, Wh below 1 kWh,
@@ -131,7 +189,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "^": r"\textasciicircum{}", "±": r"$\pm$", "×": r"$\times$",
                   "−": "$-$", "≥": r"$\geq$", "≤": r"$\leq$", "<": r"\textless{}",
                   ">": r"\textgreater{}", "|": r"\textbar{}", "…": r"\ldots{}",
-                  "µ": r"$\mu$", "Δ": r"$\Delta$", "→": r"$\to$"}
+                  "µ": r"$\mu$", "Δ": r"$\Delta$", "→": r"$\to$", "†": r"\dag{}"}
 _LATEX_SPECIAL = LazyPattern("|".join(re.escape(k) for k in _LATEX_ESCAPES))
 # A number's leading minus (``-1.5``, not ``epoch-1``), typeset as a minus sign.
 _LATEX_MINUS = LazyPattern(r"(?<![\w.)\]])-(?=\d)")
@@ -190,6 +248,221 @@ def split_headers(headers: Sequence[str]) -> tuple[list[str], list[str]]:
         names.append(m.group(1) if m else h)
         units.append(m.group(2) if m else "")
     return names, units
+
+
+# -- widths: fitting a LaTeX table to a column or a page ----------------------------------------
+#: ``--width``: a table fits one column of a two-column paper, or the whole text width
+#: (``table*``).
+WIDTHS = ("column", "page")
+#: The widths (pt) fitted: the standard ``article`` class in two columns (10 pt, letter
+#: paper), the narrowest of the common two-column layouts (ACM's column is 241 pt, IEEE's
+#: 252 pt), less 2 % for other fonts' wider figures.
+WIDTH_PT = {"column": 229.5 * 0.98, "page": 469.0 * 0.98}
+
+# Computer Modern Roman (cmr10, OT1) advance widths at 10 pt, from its TFM file; characters
+# that typeset as a math symbol or another font's glyph are given that glyph's width.
+_CHAR_PT: dict[str, float] = {}
+for _width, _chars in ((2.78, "!',.:;[]`il"), (3.06, "fj"), (3.33, "- "), (3.61, "I"),
+                       (3.89, "()t"), (3.92, "r"), (3.94, "s"), (4.44, "cez"), (4.72, "?"),
+                       (5.0, "\"$*/0123456789\\^ago{}~_"), (5.14, "J"), (5.28, "kqvxy"),
+                       (5.56, "Sbdhnpu"), (6.11, "Z"), (6.25, "L"), (6.53, "F"),
+                       (6.81, "EP"), (7.08, "B"), (7.22, "CTw"), (7.36, "R"),
+                       (7.5, "AHNUVXY"), (7.64, "D"), (7.78, "&+=@KOQ<>|±×−≥≤"), (7.85, "G"),
+                       (4.44, "†"), (8.33, "#%mΔ…"), (9.17, "M"), (10.0, "→"), (10.28, "W")):
+    _CHAR_PT.update(dict.fromkeys(_chars, _width))
+_CHAR_PT["µ"] = 6.0
+
+
+#: The sizes a table may be set in, largest first: (command, scale of a 10 pt font's
+#: widths, \tabcolsep in pt). \small is cmr9 at 9 pt, \footnotesize cmr8 at 8 pt.
+LATEX_SIZES = (("", 1.0, 6.0), (r"\small", 0.926, 4.0), (r"\footnotesize", 0.85, 3.0))
+
+
+def text_width_pt(text: str, scale: float = 1.0) -> float:
+    """The width (pt) ``text`` takes when typeset by :func:`latex_cell` in Computer Modern
+    at 10 pt times ``scale`` (an estimate: exact for ASCII in cmr10, wider for the rest; an
+    exponent ``e-06`` as the ``×10⁻⁶`` it becomes, its superscript counted full size)."""
+    text = _LATEX_EXPONENT.sub(lambda m: f"{m.group(1)}×10{'−' if m.group(2) == '-' else ''}"
+                                         f"{m.group(3)}", text)
+    return scale * sum(_CHAR_PT.get(c, 7.0) for c in text)
+
+
+#: Where a figure's cell may break: after ``;`` ``:``, after ``,`` unless a number follows
+#: (an interval ``[−41.2, −38.8]`` stays whole), before ``[`` ``(``.
+_FIGURE_BREAK = LazyPattern(r"(?<=[;:]) |(?<=,) (?![−+-]?\d)| (?=[\[(])")
+
+
+def wrap_text(text: str, limit_pt: float, scale: float = 1.0, *, words: bool = True,
+              cut: bool = True) -> list[str]:
+    """``text`` in lines no wider than ``limit_pt`` where it can be: broken at spaces
+    (``words``) or only where a figure may break (:data:`_FIGURE_BREAK`); a word wider than
+    the limit is cut (``cut``; no character is lost)."""
+    if text_width_pt(text, scale) <= limit_pt:
+        return [text]
+    parts = text.split(" ") if words else _FIGURE_BREAK.split(text)
+    lines: list[str] = []
+    for part in parts:
+        if lines and text_width_pt(lines[-1] + " " + part, scale) <= limit_pt:
+            lines[-1] += " " + part
+            continue
+        while words and cut and len(part) > 1 and text_width_pt(part, scale) > limit_pt:
+            cut = max(1, max(i for i in range(1, len(part) + 1)
+                             if i == 1 or text_width_pt(part[:i], scale) <= limit_pt))
+            lines.append(part[:cut])
+            part = part[cut:]
+        lines.append(part)
+    return [line for line in lines if line] or [""]
+
+
+class Fitted:
+    """How a table fits a width: its size command, ``\tabcolsep``, its cells as lines
+    (wrapped), and the blocks of columns set one under the other (the first column in each)
+    when it is split; ``width_pt`` its estimated width (the widest block)."""
+
+    def __init__(self, size: str, tabcolsep_pt: float, headers: list[list[str]],
+                 rows: list[list[list[str]]], blocks: list[list[int]], width_pt: float) -> None:
+        self.size, self.tabcolsep_pt = size, tabcolsep_pt
+        self.headers, self.rows, self.blocks, self.width_pt = headers, rows, blocks, width_pt
+
+
+def _column_widths(headers: list[list[str]], rows: list[list[list[str]]], units: list[str],
+                   scale: float) -> list[float]:
+    cells = [headers, [[u] for u in units], *rows]
+    return [max(text_width_pt(line, scale) for cell in (c[i] for c in cells) for line in cell)
+            for i in range(len(units))]
+
+
+def fit_table(headers: Sequence[str], rows: Sequence[Sequence[str]], limit_pt: float, *,
+              text_columns: Iterable[int] = (0,), split: bool = True) -> Fitted | None:
+    """The largest of :data:`LATEX_SIZES` in which ``headers`` and ``rows`` fit ``limit_pt``
+    with long cells wrapped: header names and the cells of ``text_columns`` at any space,
+    figures' cells where a figure may break (:func:`wrap_text`), each column to no less than
+    its longest word (a text cell's word cut only where nothing else fits). If none fits,
+    the columns after the first split into blocks set one under the other (``split``; else
+    None)."""
+    names, units = split_headers(headers)
+    text = set(text_columns)
+    columns = len(headers)
+    for size, scale, sep in LATEX_SIZES:
+        # the widest a wrapped cell may be (a share of the width) and whether a word wider
+        # than that is cut; narrowest, and cut at last, in the smallest size
+        shares = [(None, False), (0.4, False), (0.3, False)]
+        if size == LATEX_SIZES[-1][0]:
+            shares += [(0.22, False), (0.16, False), (0.12, False), (0.22, True), (0.16, True),
+                       (0.12, True)]
+        for share, cut in shares:
+            cap = math.inf if share is None else share * limit_pt
+            head = [wrap_text(n, cap, scale, cut=False) for n in names]
+            body = [[wrap_text(c, cap, scale, words=i in text, cut=cut)
+                     for i, c in enumerate(r)] for r in rows]
+            widths = _column_widths(head, body, units, scale)
+            total = sum(widths) + 2 * sep * (columns - 1)
+            if total <= limit_pt:
+                return Fitted(size, sep, head, body, [list(range(columns))], total)
+    if not split or columns < 3:
+        return None
+    size, scale, sep = LATEX_SIZES[-1]
+    cap = 0.22 * limit_pt
+    head = [wrap_text(n, cap, scale, cut=False) for n in names]
+    body = [[wrap_text(c, cap, scale, words=i in text) for i, c in enumerate(r)] for r in rows]
+    widths = _column_widths(head, body, units, scale)
+    blocks: list[list[int]] = [[0]]
+    used = widths[0]
+    for i in range(1, columns):
+        if len(blocks[-1]) > 1 and used + 2 * sep + widths[i] > limit_pt:
+            blocks.append([0])
+            used = widths[0]
+        blocks[-1].append(i)
+        used += 2 * sep + widths[i]
+
+    def block_width(block: list[int]) -> float:
+        return sum(widths[i] for i in block) + 2 * sep * (len(block) - 1)
+
+    size_each = -(-(columns - 1) // len(blocks))  # as even as the blocks can be
+    even = [[0, *range(start, min(start + size_each, columns))]
+            for start in range(1, columns, size_each)]
+    if len(even) == len(blocks) and all(block_width(b) <= limit_pt for b in even):
+        blocks = even
+    width = max(block_width(b) for b in blocks)
+    return Fitted(size, sep, head, body, blocks, width)
+
+
+def _stack(lines: Sequence[str], align: str, numeric: bool, header: bool = False) -> str:
+    cells = [latex_header(line) if header else latex_cell(line, numeric) for line in lines]
+    # a line opening with [ would be read as the optional argument of the \\ before it
+    cells = ["{}" + c if c.startswith("[") else c for c in cells]
+    if len(cells) == 1:
+        return cells[0]
+    return r"\shortstack[" + ("r" if align == "r" else "l") + "]{" + r"\\".join(cells) + "}"
+
+
+def render_fitted(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                  align: Sequence[str] | None = None, *, width: str = "column",
+                  caption: str | None = None, label: str | None = None,
+                  rules_before: Iterable[int] = (), raw_caption: bool = False,
+                  text_columns: Iterable[int] | None = None, fitted: Fitted | None = None,
+                  note: str | None = None) -> str:
+    """A booktabs table of escaped cells that fits ``width`` (:data:`WIDTHS`: one column of a
+    two-column paper, in a ``table`` float, or the page, in ``table*``): set in the largest
+    of :data:`LATEX_SIZES` that fits, long cells in lines (``\\shortstack``), and split into
+    blocks of columns one under the other when nothing else fits (said in a comment before
+    the float, with ``note``). Headers are a name and its unit (``energy (J)``) on two lines,
+    figures right-aligned (``align``: ``l``/``r`` per column, default the first ``l``);
+    ``text_columns`` (default: the ``l`` columns) wrap at any space, figures only between
+    their parts. Needs only booktabs."""
+    check_width(width)
+    align = list(align or ["l"] + ["r"] * (len(headers) - 1))
+    if text_columns is None:
+        text_columns = [i for i, a in enumerate(align) if a == "l"]
+    fit = fitted or fit_table(headers, rows, WIDTH_PT[width], text_columns=text_columns)
+    assert fit is not None  # fit_table splits rather than fail
+    _, units = split_headers(headers)
+    before = set(rules_before)
+    env = "table*" if width == "page" else "table"
+    out = []
+    comments = [note] if note else []
+    if len(fit.blocks) > 1:
+        comments.append(f"energymeter: {len(headers) - 1} columns do not fit the {width} "
+                        f"width side by side: set in {len(fit.blocks)} blocks, one under the "
+                        "other, each with the first column")
+    if comments:
+        out.append(latex_comment("\n".join(comments)))
+    out += [r"\begin{" + env + "}[htbp]", r"\centering"]
+    if fit.size:
+        out.append(fit.size)
+    if fit.tabcolsep_pt != LATEX_SIZES[0][2]:
+        out.append(r"\setlength{\tabcolsep}{" + f"{fit.tabcolsep_pt:g}pt" + "}")
+    if caption:
+        out.append(r"\caption{" + (caption if raw_caption else latex_escape(caption)) + "}")
+    if label:
+        out.append(r"\label{" + check_label(label) + "}")
+    for b, block in enumerate(fit.blocks):
+        if b:
+            out.append(r"\par\medskip")
+        out += [r"\begin{tabular}{@{}" + "".join(align[i] for i in block) + "@{}}",
+                r"\toprule",
+                " & ".join(_stack(fit.headers[i], align[i], False, True) for i in block)
+                + r" \\"]
+        if any(units[i] for i in block):
+            out.append(" & ".join(latex_header(units[i]) for i in block) + r" \\")
+        out.append(r"\midrule")
+        for r, row in enumerate(fit.rows):
+            if r in before and r:
+                out.append(r"\midrule")
+            cells = [_stack(row[i], align[i], align[i] == "r") for i in block]
+            cells[0] = cells[0].replace("CO2e", r"CO\textsubscript{2}e")
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(r"\end{" + env + "}")
+    return "\n".join(out)
+
+
+def check_width(width: str) -> str:
+    """``width`` if it is one of :data:`WIDTHS`, else :class:`ReportError`."""
+    if width not in WIDTHS:
+        raise ReportError(f"width {width!r} unknown; accepted: {', '.join(WIDTHS)} (column: "
+                          "one column of a two-column paper; page: the text width, table*)")
+    return width
 
 
 def render_booktabs(headers: Sequence[str], rows: Sequence[Sequence[str]],
