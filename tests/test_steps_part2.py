@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energymeter.errors import ConfigError
-from energymeter.probes import nvml, visible
+from energymeter.probes import cpumodel, nvml, visible
+from energymeter.probes.cpumodel import DEFAULT_W_PER_LOGICAL_CPU, TdpEntry
 from energymeter.probes.visible import (
     ACCEPTED_VISIBLE_DEVICES,
     GpuIdentity,
@@ -207,3 +208,38 @@ def test_the_device_order_warning_needs_mixed_models_an_index_and_no_pci_order(
             f"(models: {', '.join(sorted({models[i] for i in chosen}))})")
     else:
         assert warnings == []
+
+
+# -- the CPU model: which TDP it uses ------------------------------------------------------------
+
+
+@settings(max_examples=300)
+@given(cores=st.one_of(st.none(), st.integers(1, 128)), in_table=st.booleans(),
+       table_w=st.floats(5, 500), setting_w=st.one_of(st.none(), st.floats(1, 2000)),
+       packages=st.integers(1, 8), logical_cpus=st.integers(1, 512), vm=st.booleans())
+def test_the_tdp_is_the_first_rule_that_applies(cores: int | None, in_table: bool,
+                                                table_w: float, setting_w: float | None,
+                                                packages: int, logical_cpus: int,
+                                                vm: bool) -> None:
+    model = (f"AMD EPYC 7763 {cores}-Core Processor" if cores is not None
+             else "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz")
+    entry = TdpEntry("Some Table Name", table_w, "amd") if in_table else None
+    tdp = cpumodel._choose_tdp(model, entry, setting_w=setting_w, packages=packages,
+                               logical_cpus=logical_cpus, vm=vm)
+    default_w = DEFAULT_W_PER_LOGICAL_CPU * logical_cpus
+    if setting_w is not None:
+        assert (tdp.tdp_w, tdp.source) == (setting_w, "setting")
+    elif entry is None:
+        assert (tdp.tdp_w, tdp.source) == (default_w, "default")
+        assert tdp.how.endswith(f"({model!r} is not in the table)")
+    elif not vm:
+        assert (tdp.tdp_w, tdp.source) == (table_w * packages, "table:Some Table Name")
+        assert ("packages" in tdp.how) == (packages > 1)
+    elif cores is not None:
+        assert tdp.source == "table:Some Table Name (VM share)"
+        assert tdp.tdp_w == table_w * min(float(packages), logical_cpus / (2 * cores))
+        assert tdp.tdp_w <= table_w * packages  # a guest never pays more than its packages
+    else:
+        assert (tdp.tdp_w, tdp.source) == (default_w, "default (VM)")
+        assert "set cpu_tdp_w" in tdp.how
+    assert tdp.tdp_w > 0

@@ -383,11 +383,9 @@ def discover(
     ``cpuinfo_text`` (default ``/proc/cpuinfo``), ``model_name`` (default from cpuinfo),
     ``logical_cpus`` (default ``os.cpu_count()``), ``table`` (default the shipped table)."""
     if cpu_times is None and not os.path.exists("/proc/stat"):
-        try:
-            import psutil  # noqa: F401 - CPU times come from psutil where there is no /proc
-        except ImportError:
-            return [Unavailable("cpumodel", "psutil is not installed",
-                                "pip install psutil (a dependency of energymeter)")]
+        missing = _psutil_missing()
+        if missing is not None:
+            return [missing]
     if cpuinfo_text is None:
         cpuinfo_text = read_cpuinfo()
     if model_name is None:
@@ -395,53 +393,86 @@ def discover(
     if logical_cpus is None:
         logical_cpus = os.cpu_count() or 1
     packages = count_packages(cpuinfo_text)
-
-    entry: TdpEntry | None = None
-    try:
-        entry = match_tdp(model_name, table)
-    except (OSError, ModuleNotFoundError, UnicodeDecodeError) as exc:
-        log.warning("cannot load the CPU TDP table, using the default per-CPU power: %r", exc)
-
-    default_w = DEFAULT_W_PER_LOGICAL_CPU * logical_cpus
-    default_how = (f"TDP {default_w:g} W = default {DEFAULT_W_PER_LOGICAL_CPU:g} W × "
-                   f"{logical_cpus} logical CPUs")
-    vm = under_hypervisor(cpuinfo_text)
-    package_threads = package_threads_from_name(model_name)
-    if ctx.cpu_tdp_w is not None:
-        tdp_w, tdp_source = ctx.cpu_tdp_w, "setting"
-        how = f"TDP {tdp_w:g} W from the cpu_tdp_w setting"
-    elif entry is None:
-        tdp_w, tdp_source = default_w, "default"
-        how = f"{default_how} ({model_name!r} is not in the table)"
-    elif not vm:
-        tdp_w = entry.tdp_w * packages
-        tdp_source = f"table:{entry.name}"
-        how = f"TDP {entry.tdp_w:g} W from table entry {entry.name!r}"
-        if packages > 1:
-            how += f" × {packages} packages = {tdp_w:g} W"
-    elif package_threads:
-        # The guest's share of one package's threads; a guest larger than a package spans
-        # several (never more than the sockets it sees).
-        share = min(float(packages), logical_cpus / package_threads)
-        tdp_w = entry.tdp_w * share
-        tdp_source = f"table:{entry.name} (VM share)"
-        how = (f"TDP {tdp_w:.3g} W = table entry {entry.name!r} {entry.tdp_w:g} W × this VM's "
-               f"{logical_cpus} of {package_threads} hardware threads per package")
-    else:
-        tdp_w, tdp_source = default_w, "default (VM)"
-        how = (f"{default_how}: on this VM the table's {entry.tdp_w:g} W for {entry.name!r} is "
-               "the whole host package, whose thread count cannot be told from inside the "
-               "guest; set cpu_tdp_w to use a known figure")
+    entry = _table_entry(model_name, table)
+    tdp = _choose_tdp(model_name, entry, setting_w=ctx.cpu_tdp_w, packages=packages,
+                     logical_cpus=logical_cpus, vm=under_hypervisor(cpuinfo_text))
     probe = CpuModelProbe(
-        tdp_w,
-        IDLE_FRACTION * tdp_w,
+        tdp.tdp_w,
+        IDLE_FRACTION * tdp.tdp_w,
         model_name=model_name,
-        tdp_source=tdp_source,
+        tdp_source=tdp.source,
         why=why,
-        how=how,
+        how=tdp.how,
         packages=packages,
         logical_cpus=logical_cpus,
         cpu_times=cpu_times,
         clock_ns=clock_ns,
     )
     return [probe]
+
+
+def _psutil_missing() -> Unavailable | None:
+    """Why the probe cannot run where there is no /proc/stat: psutil (its CPU times) is not
+    installed; None when it is."""
+    try:
+        import psutil  # noqa: F401 - CPU times come from psutil where there is no /proc
+    except ImportError:
+        return Unavailable("cpumodel", "psutil is not installed",
+                           "pip install psutil (a dependency of energymeter)")
+    return None
+
+
+def _table_entry(model_name: str, table: TdpTable | None) -> TdpEntry | None:
+    """The TDP table's entry for ``model_name``; None when it has none or cannot be loaded
+    (a warning: the default per-CPU power is used)."""
+    try:
+        return match_tdp(model_name, table)
+    except (OSError, ModuleNotFoundError, UnicodeDecodeError) as exc:
+        log.warning("cannot load the CPU TDP table, using the default per-CPU power: %r", exc)
+        return None
+
+
+class _TdpChoice(NamedTuple):
+    """The full-load power the model uses, where it comes from (``tdp_source`` of the probe)
+    and how it was obtained, in words (the probe's warning)."""
+
+    tdp_w: float
+    source: str
+    how: str
+
+
+def _choose_tdp(model_name: str, entry: TdpEntry | None, *, setting_w: float | None,
+               packages: int, logical_cpus: int, vm: bool) -> _TdpChoice:
+    """The CPU's TDP, by the first rule that applies: the ``cpu_tdp_w`` setting; the default
+    per logical CPU when the model is not in the table; the table's entry times the packages
+    on bare metal; on a VM, the entry times the guest's share of a package's hardware threads
+    when the model name tells them, else the default per logical CPU."""
+    default_w = DEFAULT_W_PER_LOGICAL_CPU * logical_cpus
+    default_how = (f"TDP {default_w:g} W = default {DEFAULT_W_PER_LOGICAL_CPU:g} W × "
+                   f"{logical_cpus} logical CPUs")
+    if setting_w is not None:
+        return _TdpChoice(setting_w, "setting",
+                          f"TDP {setting_w:g} W from the cpu_tdp_w setting")
+    if entry is None:
+        return _TdpChoice(default_w, "default",
+                          f"{default_how} ({model_name!r} is not in the table)")
+    if not vm:
+        tdp_w = entry.tdp_w * packages
+        how = f"TDP {entry.tdp_w:g} W from table entry {entry.name!r}"
+        if packages > 1:
+            how += f" × {packages} packages = {tdp_w:g} W"
+        return _TdpChoice(tdp_w, f"table:{entry.name}", how)
+    package_threads = package_threads_from_name(model_name)
+    if package_threads:
+        # The guest's share of one package's threads; a guest larger than a package spans
+        # several (never more than the sockets it sees).
+        share = min(float(packages), logical_cpus / package_threads)
+        tdp_w = entry.tdp_w * share
+        return _TdpChoice(tdp_w, f"table:{entry.name} (VM share)",
+                          f"TDP {tdp_w:.3g} W = table entry {entry.name!r} {entry.tdp_w:g} W "
+                          f"× this VM's {logical_cpus} of {package_threads} hardware threads "
+                          "per package")
+    return _TdpChoice(default_w, "default (VM)",
+                      f"{default_how}: on this VM the table's {entry.tdp_w:g} W for "
+                      f"{entry.name!r} is the whole host package, whose thread count cannot "
+                      "be told from inside the guest; set cpu_tdp_w to use a known figure")
