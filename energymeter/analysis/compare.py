@@ -183,7 +183,9 @@ def _getters(kinds: Iterable[str], on: _OnBasis | None = None
         "mean_power_w": lambda r: (on(r).total_j / r.duration_s if r.duration_s > 0
                                    else 0.0),
         "emissions_g": emissions,
-        "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes"),
+        # 0: the run's processes ended before the first gauge read (not sampled), no figure
+        "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes")
+        or None,
         "peak_gpu_memory_bytes": lambda r: _resource(r, "peak_gpu_memory_bytes"),
         "baseline_power_w": _baseline_figure("power_w"),
         "baseline_idle_j": _baseline_figure("idle_j"),
@@ -458,6 +460,9 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
             row["phase"] = phase
             row["phase_missing"] = [r.run_id for r in g.runs if of(r) is None]
         row["bases_used"] = sorted({on.used(r) for r in g.runs})
+        others = [float(v) for r in g.runs
+                  if isinstance(v := (r.cpu_attribution or {}).get("other_share"), (int, float))]
+        row["other_cpu_share"] = sum(others) / len(others) if others else None
         row["baselines_under_load"] = [r.run_id for r in g.runs
                                        if (r.baseline or {}).get("under_load")]
         row["mixed"] = _mixed(g.runs, on)
@@ -579,9 +584,14 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
                  f"(repeat {MIN_RUNS} or more times; 5 or more is better)")
     cv = row.get("energy_total_j_cv")
     if cv is not None and cv > MAX_CV:
+        others = row.get("other_cpu_share")
+        hint = ("; other processes used on average "
+                f"{100 * others:.0f} % of the machine's busy CPU time: --basis attributed "
+                "compares the runs' own share" if others is not None and others > 0.25
+                and row.get("basis", "machine") == "machine" else "")
         w.append(f"{label}: energy total varies by {100 * cv:.0f} % between runs (CV > "
                  f"{100 * MAX_CV:.0f} %): noisy; look for other load on the machine, "
-                 "thermal or clock changes, or add warm-up runs")
+                 f"thermal or clock changes, or add warm-up runs{hint}")
     p = row.get("energy_total_j_p_value")
     if row is not first and p is not None and p >= ALPHA:
         rel = row["energy_total_j_rel_diff"]
