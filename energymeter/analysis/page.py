@@ -26,7 +26,8 @@ import io
 import re
 import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -198,13 +199,28 @@ def _figures(pairs: list[tuple[str | None, Report]], by: str, nested: bool, basi
     specs = _figure_specs(basis, target, level, estimated)
     for i, (title, caption, draw) in enumerate(specs, 1):
         try:
-            with style():
+            with style(), _quiet():  # the figures' warnings are the page's own section
                 fig = draw(pairs, by, nested, FIGURE_WIDTH_IN, FIGURE_HEIGHT_IN)
         except ReportError as exc:
             out.append(PageFigure(title, caption, None, f"Not drawn: {exc}"))
             continue
         out.append(PageFigure(title, caption, figure_svg(fig, f"fig{i}-", title)))
     return out, None
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """energymeter's log warnings held back while a figure is drawn: the comparison's warnings
+    are on the page, once, instead of on stderr once per figure."""
+    import logging
+
+    logger = logging.getLogger("energymeter")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # -- HTML --------------------------------------------------------------------------------------
