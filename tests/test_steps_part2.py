@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from energymeter.errors import ConfigError
 from energymeter.probes import cpumodel, nvml, visible
+from energymeter.probes import inspect as probes_inspect
+from energymeter.probes.base import KINDS, METHODS, Channel
 from energymeter.probes.cpumodel import DEFAULT_W_PER_LOGICAL_CPU, TdpEntry
 from energymeter.probes.visible import (
     ACCEPTED_VISIBLE_DEVICES,
@@ -243,3 +245,29 @@ def test_the_tdp_is_the_first_rule_that_applies(cores: int | None, in_table: boo
         assert (tdp.tdp_w, tdp.source) == (default_w, "default (VM)")
         assert "set cpu_tdp_w" in tdp.how
     assert tdp.tdp_w > 0
+
+
+# -- energymeter probes: what is measurable, per kind --------------------------------------------
+
+CHANNELS = st.lists(st.builds(
+    Channel, id=st.sampled_from(["package-0", "core-0", "gpu0", "cpu0"]),
+    kind=st.sampled_from(KINDS), device=st.just("device"), source=st.just("fake"),
+    method=st.sampled_from([m for m in METHODS if m != "mixed"]),
+    part_of=st.one_of(st.none(), st.just("package-0"))), max_size=8)
+
+
+@given(CHANNELS)
+def test_measurable_lists_each_kinds_methods_without_sub_zones(channels: list[Channel]) -> None:
+    measurable = probes_inspect._measurable_methods(channels)
+    assert list(measurable) == [k for k in KINDS if k in measurable]
+    for kind in KINDS:
+        methods = {c.method for c in channels if c.kind == kind and c.part_of is None}
+        assert measurable.get(kind, "") == "+".join(sorted(methods))
+
+
+@given(CHANNELS)
+def test_a_gpu_row_per_gpu_channel_in_order(channels: list[Channel]) -> None:
+    rows = probes_inspect._gpu_rows(channels)
+    gpus = [c for c in channels if c.kind == "gpu"]
+    assert [(r["channel"], r["name"], r["method"], r["source"]) for r in rows] == [
+        (c.id, c.device, c.method, c.source) for c in gpus]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..settings import resolve_settings
 from . import discover
-from .base import KINDS, DiscoveryContext
+from .base import KINDS, Channel, DiscoveryContext, Probe
 from .proc import count_packages, cpu_model_name, read_cpuinfo
 
 
@@ -60,35 +60,8 @@ def inspect_probes(
     discovery = discover(DiscoveryContext(powercap_root=s.powercap_root, pid=os.getpid(),
                                           cpu_tdp_w=s.cpu_tdp_w, pynvml=pynvml, env=env,
                                           nvml_module=s.nvml_module, daemon=s.daemon))
-    try:
-        described = [p.describe() for p in discovery.probes]
-        channels = [c for p in discovery.probes for c in p.channels]
-        gauges = list(dict.fromkeys(g for p in discovery.probes for g in p.gauge_names))
-    finally:
-        for probe in discovery.probes:
-            probe.close()
-
-    rapl_zones: list[dict[str, Any]] = []
-    rapl_control_types: dict[str, str] = {}
-    gpus: list[dict[str, Any]] = []
-    gpu_driver: dict[str, Any] = {}
-    for desc in described:
-        if desc.get("source") == "rapl":
-            rapl_zones += list(desc.get("zones", []))
-            rapl_control_types.update(desc.get("control_types") or {})
-        if desc.get("source") == "nvml":
-            gpu_driver.update({k: desc[k] for k in ("driver_version", "nvml_version")
-                               if k in desc})
-    for c in channels:
-        if c.kind == "gpu":
-            gpus.append({"channel": c.id, "name": c.device, "method": c.method,
-                         "source": c.source, **dict(c.meta)})
-
-    measurable: dict[str, str] = {}
-    for kind in KINDS:
-        methods = sorted({c.method for c in channels if c.kind == kind and not c.is_subzone})
-        if methods:
-            measurable[kind] = "+".join(methods)
+    described, channels, gauges = _describe_and_close(discovery.probes)
+    rapl_zones, rapl_control_types = _rapl_facts(described)
     return {
         "daemon": daemon_status(s.daemon, described),
         "cpu": cpu_facts(cpuinfo_text),
@@ -96,15 +69,67 @@ def inspect_probes(
         "powercap_root_origin": s.origin("powercap_root"),
         "rapl_zones": rapl_zones,
         "rapl_control_types": rapl_control_types,
-        "gpus": gpus,
-        "gpu_driver": gpu_driver,
+        "gpus": _gpu_rows(channels),
+        "gpu_driver": _gpu_driver(described),
         "channels": [{**c.to_dict(), "measured": c.method != "model"} for c in channels],
-        "measurable": measurable,
+        "measurable": _measurable_methods(channels),
         "gauges": gauges,
         "unavailable": [u.to_dict() for u in discovery.unavailable],
         "notes": list(discovery.notes),
         "probes": described,
     }
+
+
+def _describe_and_close(
+        probes: Sequence[Probe]) -> tuple[list[dict[str, Any]], list[Channel], list[str]]:
+    """Each probe's description, every channel and the gauge names (each once, in order),
+    the probes closed afterwards (also when describing one fails)."""
+    try:
+        described = [p.describe() for p in probes]
+        channels = [c for p in probes for c in p.channels]
+        gauges = list(dict.fromkeys(g for p in probes for g in p.gauge_names))
+    finally:
+        for probe in probes:
+            probe.close()
+    return described, channels, gauges
+
+
+def _rapl_facts(described: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, str]]:
+    """The RAPL probes' zones and control types (what each has, and what of it is read)."""
+    rapl_zones: list[dict[str, Any]] = []
+    rapl_control_types: dict[str, str] = {}
+    for desc in described:
+        if desc.get("source") == "rapl":
+            rapl_zones += list(desc.get("zones", []))
+            rapl_control_types.update(desc.get("control_types") or {})
+    return rapl_zones, rapl_control_types
+
+
+def _gpu_driver(described: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The NVIDIA driver and NVML versions the NVML probe reports."""
+    gpu_driver: dict[str, Any] = {}
+    for desc in described:
+        if desc.get("source") == "nvml":
+            gpu_driver.update({k: desc[k] for k in ("driver_version", "nvml_version")
+                               if k in desc})
+    return gpu_driver
+
+
+def _gpu_rows(channels: Sequence[Channel]) -> list[dict[str, Any]]:
+    """One row per GPU channel: its id, device name, method, source and metadata."""
+    return [{"channel": c.id, "name": c.device, "method": c.method, "source": c.source,
+             **dict(c.meta)} for c in channels if c.kind == "gpu"]
+
+
+def _measurable_methods(channels: Sequence[Channel]) -> dict[str, str]:
+    """Per kind (in :data:`KINDS` order), the methods its channels are measured by, sorted and
+    joined by '+' (sub-zones left out; kinds without a channel absent)."""
+    measurable: dict[str, str] = {}
+    for kind in KINDS:
+        methods = sorted({c.method for c in channels if c.kind == kind and not c.is_subzone})
+        if methods:
+            measurable[kind] = "+".join(methods)
+    return measurable
 
 
 def daemon_status(setting: str, described: list[dict[str, Any]]) -> dict[str, Any]:
