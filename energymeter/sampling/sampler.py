@@ -205,6 +205,9 @@ class Sampler:
         read_timeout_s: float = READ_TIMEOUT_S,
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        """A sampler of ``probes`` every ``interval_s`` (gauges every ``gauge_interval_s``,
+        never more often), its rows going to ``aggregator`` and ``writer``; ``clock_ns`` is
+        the monotonic clock of stamps, ticks and retries (tests pass a simulated one)."""
         self.interval_s = interval_s
         self.gauge_interval_s = max(gauge_interval_s, interval_s)
         self.aggregator = aggregator
@@ -216,6 +219,13 @@ class Sampler:
         self._on_energy = on_energy
         #: The monotonic clock of stamps, ticks and retries (tests pass a simulated one).
         self._clock_ns = clock_ns
+        self._init_probe_state(probes)
+        self._init_read_state(read_timeout_s)
+        self._init_thread_state(interval_s)
+        self._init_statistics()
+
+    def _init_probe_state(self, probes: Sequence[Probe]) -> None:
+        """The probes read, and what failed of them (nothing yet)."""
         self._active: list[Probe] = list(probes)
         self._begun: list[Probe] = []  # probes told a run began (told it ended at stop)
         # Channels and probes that failed (key: channel id, or the probe's id), and those of
@@ -229,6 +239,10 @@ class Sampler:
         self._no_gauges: set[int] = set()
         self._declared: dict[int, frozenset[str]] = {
             id(p): frozenset(c.id for c in p.channels) for p in probes}
+
+    def _init_read_state(self, read_timeout_s: float) -> None:
+        """What the read sequence keeps: the joules counted per channel, the warnings, the
+        lock that serialises reads and the helper thread that bounds blocking calls."""
         # Per channel: joules since begin from the probe's values (a value that went
         # backwards counts nothing for that interval): the rule every reader of a run uses.
         self._counted = NonDecreasing(relative=True)
@@ -236,6 +250,9 @@ class Sampler:
         self._lock = threading.Lock()  # one read at a time, and the state it updates
         self._caller = TimedCaller(read_timeout_s)
         self._stuck: dict[tuple[int, str], float] = {}  # (probe, kind) -> when it was given up
+
+    def _init_thread_state(self, interval_s: float) -> None:
+        """The sampling thread (not started) and its schedule: ticks batched, rows flushed."""
         self._stopping = False
         self._wake = _Wake()  # stop, or a row that must be flushed in time
         # Ticks read but not yet turned into rows: (t_s, raw energy, gauges or None).
@@ -247,6 +264,9 @@ class Sampler:
         self._last_ns = 0  # when the last read began
         self._next_gauges_s = 0.0
         self._unflushed_since_s: float | None = None
+
+    def _init_statistics(self) -> None:
+        """What the report tells of the sampling itself (all zero before the first read)."""
         #: Wall-clock nanoseconds (``time.time_ns()``) at the first read's stamp, t = 0.
         self.started_wall_ns = 0
         self.ticks = 0
