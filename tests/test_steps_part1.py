@@ -20,7 +20,9 @@ from energymeter.analysis.merge import (
     _overlapping,
     _rank_warnings,
 )
-from energymeter.report import Report
+from energymeter.report import Phase, Report
+from energymeter.report.rebuild import _drop_negative_gauges, _OpenPhase, _phases, _row_time
+from energymeter.report.values import MAX_DURATION_S
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -133,3 +135,76 @@ def test_missing_nodes_by_count_names_the_node_ranks_without_energy(
     assert missing == absent
     assert len(warnings) == 1
     assert warnings[0].startswith(f"the job ran on {expected} nodes but only {measured} ")
+
+
+# -- rebuild: a row's time ---------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(t_s=st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1, 2 * MAX_DURATION_S),
+       previous=st.none() | st.floats(0, MAX_DURATION_S))
+def test_row_time_is_seconds_in_range_and_in_order(t_s: float, previous: float | None) -> None:
+    readable = 0.0 <= t_s <= MAX_DURATION_S and (previous is None or previous <= t_s)
+    try:
+        got = _row_time(repr(t_s), previous)
+    except ValueError as exc:
+        assert not readable
+        assert "out of order or range" in str(exc) or t_s != t_s
+    else:
+        assert readable and got == t_s
+
+
+@given(cell=st.sampled_from(["", "abc", "1,5", "0x10", " "]))
+def test_row_time_of_text_is_unreadable(cell: str) -> None:
+    try:
+        _row_time(cell, None)
+    except ValueError:
+        return
+    raise AssertionError(f"{cell!r} was read as a time")
+
+
+# -- rebuild: gauges that went back -------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(resources=st.dictionaries(
+    st.sampled_from(["cpu_time_s", "read_bytes", "write_bytes", "peak_rss_bytes",
+                     "memory_basis"]),
+    st.none() | st.integers(-5, 5) | st.floats(-1e6, 1e6) | st.just("rss")))
+def test_negative_gauges_become_none_each_with_a_warning(resources: dict) -> None:
+    out, warnings = _drop_negative_gauges(resources)
+    negative = [k for k, v in resources.items() if isinstance(v, (int, float)) and v < 0]
+    assert list(out) == list(resources)
+    assert [k for k, v in out.items() if v is None] == \
+        [k for k, v in resources.items() if v is None or k in negative]
+    assert all(out[k] == v for k, v in resources.items() if k not in negative)
+    assert warnings == [f"gauge {k} went backwards over samples.csv ({resources[k]!r}); "
+                        "not reported" for k in negative]
+
+
+# -- rebuild: phases still open at the end -------------------------------------------------------
+joules = st.dictionaries(st.sampled_from(["cpu0", "gpu0", "dram0"]), st.floats(0, 1e6),
+                         max_size=3)
+open_phases = st.lists(st.builds(_OpenPhase, st.sampled_from(["a", "b"]), st.floats(0, 100),
+                                 st.none() | st.just("a"), st.none() | joules), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(opened=open_phases, energy=joules, t_s=st.floats(0, 100),
+       resolution_s=st.sampled_from([0.0, 1.0, 1000.0]), running=st.booleans(),
+       ended=st.lists(st.floats(0, 100), max_size=3))
+def test_open_phases_end_at_the_last_sample_with_a_warning_each(
+        opened: list, energy: dict, t_s: float, resolution_s: float, running: bool,
+        ended: list) -> None:
+    done = [Phase("done", s, s + 1.0, {}) for s in ended]
+    phases, warnings = _phases(done, opened, energy, t_s, resolution_s, running)
+    assert [p.start_s for p in phases] == sorted(p.start_s for p in phases)
+    assert [p for p in phases if not p.open_at_end] == sorted(done, key=lambda p: p.start_s)
+    still = [p for p in phases if p.open_at_end]
+    for p, got in zip(sorted(opened, key=lambda p: p.start_s), still, strict=True):
+        assert (got.name, got.start_s, got.parent) == (p.name, p.start_s, p.parent)
+        assert got.end_s == max(t_s, p.start_s)
+        assert got.below_resolution == (got.end_s - got.start_s < resolution_s)
+        begin = p.start_energy if p.start_energy is not None else energy
+        assert got.energy_by_channel == {c: e - begin[c] for c, e in energy.items()
+                                         if c in begin}
+    for p, w in zip(opened, warnings, strict=True):
+        assert w == (f"phase {p.name!r} was still open when the run "
+                     f"{'was last flushed' if running else 'ended'}; it is shown as ending "
+                     f"at the last flushed sample ({max(t_s, p.start_s):.2f} s)")

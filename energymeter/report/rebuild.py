@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,6 +209,44 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
     chunks (:mod:`.fastscan`), with the same results."""
     run_dir = Path(run_dir)
     events_path, samples_path = run_dir / EVENTS_NAME, run_dir / SAMPLES_NAME
+    events = _read_events(events_path)
+    start = events.start
+    settings, settings_notes = _run_settings(start)
+    interval_s = settings.interval_s if settings is not None else default("interval_s")
+    open_phases = _open_phases(events.starts, events.ended)
+    scanned = _scan_samples(samples_path, start, interval_s, open_phases, fast_scan_bytes)
+    status, status_note = _status(events.stop, start, samples_path, interval_s, scanned.t_s)
+    resources, gauge_notes = _drop_negative_gauges(scanned.aggregator.resources())
+    phases, phase_notes = _phases(
+        events.ended, open_phases, scanned.energy, scanned.t_s,
+        max((c.resolution_s for c in start.channels), default=0.0), status == RUNNING)
+    carbon, carbon_notes = _carbon_block(settings, start, scanned.energy)
+    warnings = [*start.notes, *events.skipped, *settings_notes, *scanned.warnings(),
+                status_note, *gauge_notes, *phase_notes, *carbon_notes]
+    ended_at = _ended_at(events_path, start.started_at, scanned.t_s)
+    return _report_fields(run_dir, events, scanned, status, ended_at, resources, phases,
+                          carbon, warnings)
+
+
+@dataclass
+class _Events:
+    """What ``events.jsonl`` says: the start (checked), the stop (status and exit code, or
+    ``None`` when the run never stopped), the phases ended and those started (name, time,
+    parent), user logs, values set, items counted, and the lines skipped (damaged)."""
+
+    start: _Start
+    stop: tuple[str, int | None] | None
+    ended: list[Phase]
+    starts: list[tuple[str, float, str | None]]
+    logs: list[dict[str, Any]]
+    values: dict[str, Any]
+    items: float | None
+    skipped: list[str]
+
+
+def _read_events(events_path: Path) -> _Events:
+    """The events of a run, checked; the first ``start`` and ``stop`` count. ReportError when
+    a value cannot be used or there is no start event."""
     skipped: list[str] = []
     start: _Start | None = None
     stop: tuple[str, int | None] | None = None
@@ -238,16 +276,49 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
             items = f.number("items", minimum=0.0)  # as Meter.count() accepts
     if start is None:
         raise ReportError(f"{events_path} has no start event; cannot rebuild the run")
-    channels = list(start.channels)
-    warnings = [*start.notes, *skipped]
+    return _Events(start, stop, ended, starts, logs, values, items, skipped)
 
-    settings: Settings | None = None
+
+def _run_settings(start: _Start) -> tuple[Settings | None, list[str]]:
+    """The run's settings (:func:`_settings`), or ``None`` and a warning when they no longer
+    resolve (the carbon block is then not recomputed)."""
     try:
-        settings = _settings(start.settings, start.carbon_region)
+        return _settings(start.settings, start.carbon_region), []
     except ConfigError as exc:
-        warnings.append(f"carbon not recomputed: {exc}")
-    interval_s = settings.interval_s if settings is not None else default("interval_s")
+        return None, [f"carbon not recomputed: {exc}"]
 
+
+@dataclass
+class _Samples:
+    """What ``samples.csv`` gives: the last readable row's time, each channel's energy then
+    (its last readable value), the rows read and those skipped, the energies' drops
+    (``cumulative``) and the aggregator holding peaks, gauges and attribution."""
+
+    t_s: float
+    samples: int
+    unreadable: int
+    cumulative: NonDecreasing
+    aggregator: Aggregator
+    energy: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A cumulative channel's energy is its last readable value, even where the last
+        # readable row left its cell empty.
+        self.energy = dict(self.cumulative.energy)
+
+    def warnings(self) -> list[str]:
+        """The rows skipped and the energies that went back, as warnings."""
+        notes = ([f"{self.unreadable} unreadable row(s) of {SAMPLES_NAME} skipped"]
+                 if self.unreadable else [])
+        return notes + self.cumulative.warnings(SAMPLES_NAME)
+
+
+def _scan_samples(samples_path: Path, start: _Start, interval_s: float,
+                  open_phases: Sequence[_OpenPhase], fast_scan_bytes: float) -> _Samples:
+    """Read ``samples.csv`` into an aggregator for the run's channels and gauges, giving each
+    open phase its start energy: in vectorised chunks from ``fast_scan_bytes`` on (a long run),
+    row by row otherwise or where the chunks cannot give the same figures."""
+    channels = start.channels
     header, rows = iter_samples(samples_path)
     index = {name: i for i, name in enumerate(header)}
     energy_cols = {c.id: index[f"{c.id}_j"] for c in channels if f"{c.id}_j" in index}
@@ -255,36 +326,53 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
     aggregator = Aggregator([c.id for c in channels],
                             peak_window_s(interval_s, [c.resolution_s for c in channels]),
                             Attribution((c.id, c.kind, c.meta) for c in channels))
-    open_phases = _open_phases(starts, ended)
     waiting = list(open_phases)  # those whose start energy is still to be found
-    t_s, energy, samples, unreadable = 0.0, {}, 0, 0
-    previous: tuple[float, dict[str, float]] | None = None
     fast = None
     if samples_path.stat().st_size >= fast_scan_bytes:  # a long run: vectorised chunks
         fast = fast_scan(samples_path, header, energy_cols, gauge_cols,
                          [p.start_s for p in waiting], aggregator)
-    # Energies that go back count nothing for that interval, as the live sampler counts them.
-    cumulative = NonDecreasing(relative=False)
     if fast is not None:
         rows.close()
-        t_s, samples, unreadable = fast.t_s, fast.samples, fast.unreadable
-        cumulative = fast.cumulative
-        for index, begun in fast.start_energies.items():
-            waiting[index].start_energy = begun
-        rows = iter(())  # type: ignore[assignment]
-    for row in rows:  # streamed: a long run's samples are never all in memory
-        try:  # a crash or power loss can leave garbage in the file
-            row_t_s = float(row[0])
-            if not (previous is None or previous[0] <= row_t_s) or not (
-                    0.0 <= row_t_s <= MAX_DURATION_S):
-                raise ValueError(f"t_s {row[0]!r} out of order or range")
+        for position, begun in fast.start_energies.items():
+            waiting[position].start_energy = begun
+        return _Samples(fast.t_s, fast.samples, fast.unreadable, fast.cumulative, aggregator)
+    # Energies that go back count nothing for that interval, as the live sampler counts them.
+    cumulative = NonDecreasing(relative=False)
+    t_s, samples, unreadable = _read_rows(rows, energy_cols, gauge_cols, cumulative,
+                                          aggregator, waiting)
+    return _Samples(t_s, samples, unreadable + getattr(rows, "skipped", 0), cumulative,
+                    aggregator)
+
+
+def _row_time(cell: str, previous_t_s: float | None) -> float:
+    """The time of a ``samples.csv`` row: seconds from 0 to ``MAX_DURATION_S``, not before
+    the previous readable row's (``previous_t_s``); ValueError when it is not."""
+    row_t_s = float(cell)
+    if not (previous_t_s is None or previous_t_s <= row_t_s) or not (
+            0.0 <= row_t_s <= MAX_DURATION_S):
+        raise ValueError(f"t_s {cell!r} out of order or range")
+    return row_t_s
+
+
+def _read_rows(rows: Any, energy_cols: Mapping[str, int], gauge_cols: Mapping[str, int],
+               cumulative: NonDecreasing, aggregator: Aggregator,
+               waiting: list[_OpenPhase]) -> tuple[float, int, int]:
+    """The rows of ``samples.csv``, streamed (a long run's samples are never all in memory),
+    into ``cumulative`` and ``aggregator``; each phase in ``waiting`` gets its start energy,
+    interpolated between the readable rows around its start. Returns the last readable row's
+    time, the rows read and the rows skipped (a crash or power loss can leave garbage)."""
+    t_s, samples, unreadable = 0.0, 0, 0
+    previous: tuple[float, dict[str, float]] | None = None
+    for row in rows:
+        try:
+            row_t_s = _row_time(row[0], previous[0] if previous is not None else None)
             raw, gauges = _row_values(row, energy_cols, gauge_cols)
-            row_energy, _ = cumulative.add(raw)
+            energy, _ = cumulative.add(raw)
         except ValueError:
             unreadable += 1
             continue
         samples += 1
-        t_s, energy = row_t_s, row_energy
+        t_s = row_t_s
         while waiting and waiting[0].start_s <= t_s:
             opened = waiting.pop(0)
             opened.start_energy = _interpolate(previous, (t_s, energy), opened.start_s)
@@ -292,38 +380,48 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
         aggregator.add_energy(t_s, energy)
         if gauges:
             aggregator.add_gauges(gauges)
-    unreadable += getattr(rows, "skipped", 0)
-    # A cumulative channel's energy is its last readable value, even where the last readable
-    # row left its cell empty.
-    energy = dict(cumulative.energy)
+    return t_s, samples, unreadable
 
-    if unreadable:
-        warnings.append(f"{unreadable} unreadable row(s) of {SAMPLES_NAME} skipped")
-    warnings += cumulative.warnings(SAMPLES_NAME)
+
+def _status(stop: tuple[str, int | None] | None, start: _Start, samples_path: Path,
+            interval_s: float, t_s: float) -> tuple[str, str]:
+    """The run's status and the warning that says how it was rebuilt: as its stop event says;
+    ``running`` while its writer is alive (:func:`writer_alive`); else ``interrupted``."""
     if stop is not None:
-        status = stop[0]
-        warnings.append(f"rebuilt from {SAMPLES_NAME}: report.json was missing")
-    elif writer_alive(start.pid, start.hostname, start.started_at, samples_path, interval_s):
-        status = RUNNING
-        warnings.append(
+        return stop[0], f"rebuilt from {SAMPLES_NAME}: report.json was missing"
+    if writer_alive(start.pid, start.hostname, start.started_at, samples_path, interval_s):
+        return RUNNING, (
             f"still running (pid {start.pid} on {start.hostname}): figures cover up to the "
             f"last flushed sample at {t_s:.2f} s")
-    else:
-        status = "interrupted"
-        warnings.append(
-            f"rebuilt from {SAMPLES_NAME}: the run ended without writing report.json (killed?); "
-            f"energy and duration cover up to the last flushed sample at {t_s:.2f} s")
+    return "interrupted", (
+        f"rebuilt from {SAMPLES_NAME}: the run ended without writing report.json (killed?); "
+        f"energy and duration cover up to the last flushed sample at {t_s:.2f} s")
 
-    resources = aggregator.resources()
-    for key, value in resources.items():  # a cumulative gauge (cpu_time_s, read_bytes) that
-        # went back over the run: a damaged file, and not an amount a report may hold
+
+def _drop_negative_gauges(resources: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``resources`` with each negative number made ``None``, and a warning for each: a
+    cumulative gauge (cpu_time_s, read_bytes) that went back over the run is a damaged file,
+    and not an amount a report may hold."""
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in resources.items():
         if isinstance(value, (int, float)) and value < 0:
-            resources[key] = None
+            out[key] = None
             warnings.append(f"gauge {key} went backwards over {SAMPLES_NAME} ({value!r}); "
                             "not reported")
+        else:
+            out[key] = value
+    return out, warnings
 
-    resolution_s = max((c.resolution_s for c in channels), default=0.0)
+
+def _phases(ended: Sequence[Phase], open_phases: Sequence[_OpenPhase],
+            energy: Mapping[str, float], t_s: float, resolution_s: float, running: bool
+            ) -> tuple[tuple[Phase, ...], list[str]]:
+    """The run's phases in order of start: those ended, and those still open shown as ending
+    at the last flushed sample (``t_s``, or their start if later), marked ``open_at_end``,
+    each with a warning (``running``: the run is still measured)."""
     phases = list(ended)
+    warnings: list[str] = []
     for p in open_phases:
         begin = p.start_energy if p.start_energy is not None else energy
         end_s = max(t_s, p.start_s)
@@ -334,42 +432,60 @@ def rebuild_fields(run_dir: Path, *, fast_scan_bytes: float = FAST_SCAN_BYTES
             open_at_end=True))
         warnings.append(
             f"phase {p.name!r} was still open when the run "
-            f"{'was last flushed' if status == RUNNING else 'ended'}; it is shown as ending "
+            f"{'was last flushed' if running else 'ended'}; it is shown as ending "
             f"at the last flushed sample ({end_s:.2f} s)")
+    return tuple(sorted(phases, key=lambda p: p.start_s)), warnings
 
-    carbon = None
-    if settings is not None:
-        try:
-            account = CarbonAccount.start(settings, env={}, live=False)
-            carbon = account.finish(total_energy_j(channels, energy))
-            carbon["region_source"] = start.region_source or carbon.get("region_source")
-            warnings += account.warnings
-        except ConfigError as exc:
-            warnings.append(f"carbon not recomputed: {exc}")
 
+def _carbon_block(settings: Settings | None, start: _Start, energy: Mapping[str, float]
+                  ) -> tuple[dict[str, Any] | None, list[str]]:
+    """The carbon block recomputed from the run's settings (no live provider) and its
+    warnings; ``None`` without settings, or with a warning when they do not resolve."""
+    if settings is None:
+        return None, []
     try:
-        ended_at = start.started_at + timedelta(seconds=t_s)
+        account = CarbonAccount.start(settings, env={}, live=False)
+        carbon = account.finish(total_energy_j(start.channels, energy))
+        carbon["region_source"] = start.region_source or carbon.get("region_source")
+        return carbon, account.warnings
+    except ConfigError as exc:
+        return None, [f"carbon not recomputed: {exc}"]
+
+
+def _ended_at(events_path: Path, started_at: datetime, t_s: float) -> datetime:
+    """When the run ended: ``t_s`` after its start. ReportError past the year 9999."""
+    try:
+        return started_at + timedelta(seconds=t_s)
     except OverflowError:
-        raise ReportError(f"{events_path}: started_at {start.started_at.isoformat()} plus "
+        raise ReportError(f"{events_path}: started_at {started_at.isoformat()} plus "
                           f"{t_s} s is past the year 9999") from None
+
+
+def _report_fields(run_dir: Path, events: _Events, scanned: _Samples, status: str,
+                   ended_at: datetime, resources: dict[str, Any], phases: tuple[Phase, ...],
+                   carbon: dict[str, Any] | None, warnings: Sequence[str]) -> dict[str, Any]:
+    """The rebuilt report's fields, each warning once."""
+    start, energy, t_s, aggregator = (events.start, scanned.energy, scanned.t_s,
+                                      scanned.aggregator)
+    channels = list(start.channels)
     return dict(
         run_id=start.run_id, name=start.name, status=status, started_at=start.started_at,
         ended_at=ended_at, duration_s=t_s,
         channels=channel_energies(channels, energy, t_s, aggregator.peak_power_w),
-        phases=tuple(sorted(phases, key=lambda p: p.start_s)),
-        logs=tuple(logs),
+        phases=phases,
+        logs=tuple(events.logs),
         carbon=carbon, resources=resources,
         attribution=aggregator.attribution.result(  # type: ignore[union-attr]
             energy, resources.get("cpu_time_s"),  # type: ignore[arg-type]
             aggregator.gauge_delta("machine_busy_cpu_s")),
-        overhead={"rebuilt_from_samples": True, "samples": samples},
+        overhead={"rebuilt_from_samples": True, "samples": scanned.samples},
         settings=start.settings,
         unavailable=start.unavailable,
         warnings=tuple(dict.fromkeys(warnings)),
         command=start.command or None,
-        exit_code=stop[1] if stop else None,
+        exit_code=events.stop[1] if events.stop else None,
         parent_run_id=start.parent_run_id,
-        tags=start.tags, values=values, items=items, group_id=start.group_id,
+        tags=start.tags, values=events.values, items=events.items, group_id=start.group_id,
         warmup=start.warmup,
         baseline=(baseline_block(start.baseline, channels, energy, t_s)
                   if start.baseline is not None else None),
