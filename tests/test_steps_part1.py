@@ -9,8 +9,10 @@ test_fastscan, test_carbon); these state what each step promises on its own.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +23,9 @@ from energymeter.analysis.merge import (
     _rank_warnings,
 )
 from energymeter.report import Phase, Report
+from energymeter.report.fastscan import _readable, _window_starts
 from energymeter.report.rebuild import _drop_negative_gauges, _OpenPhase, _phases, _row_time
-from energymeter.report.values import MAX_DURATION_S
+from energymeter.report.values import MAX_DURATION_S, MAX_ENERGY_J, MAX_NUMBER
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -208,3 +211,50 @@ def test_open_phases_end_at_the_last_sample_with_a_warning_each(
         assert w == (f"phase {p.name!r} was still open when the run "
                      f"{'was last flushed' if running else 'ended'}; it is shown as ending "
                      f"at the last flushed sample ({max(t_s, p.start_s):.2f} s)")
+
+
+# -- fast scan: readable rows, as the row loop reads them ---------------------------------------
+cells = st.sampled_from([math.nan, -1.0, 0.0, 2.5, 1e3, MAX_ENERGY_J, 2 * MAX_ENERGY_J,
+                         math.inf])
+times = st.sampled_from([math.nan, -1.0, 0.0, 0.5, 1.0, 1.0, 2.0, 3.0, MAX_DURATION_S + 1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(times, cells, cells, st.sampled_from([math.nan, -5.0, 5.0,
+                                                                     2 * MAX_NUMBER])),
+                     max_size=15),
+       prev_max=st.sampled_from([-math.inf, 0.0, 1.0, 2.5]))
+def test_readable_rows_are_those_the_row_loop_reads(rows: list, prev_max: float) -> None:
+    np = pytest.importorskip("numpy")
+    t = np.array([r[0] for r in rows], dtype=float)
+    e = np.array([r[1:3] for r in rows], dtype=float).reshape(len(rows), 2)
+    g = np.array([r[3:] for r in rows], dtype=float).reshape(len(rows), 1)
+    low = np.array([0.0])  # an amount: never negative
+    valid, latest = _readable(t, e, g, low, prev_max)
+    expected, seen = [], prev_max
+    for time_s, e1, e2, gauge in rows:  # the row loop's checks, one row at a time
+        passes = (0.0 <= time_s <= MAX_DURATION_S
+                  and all(math.isnan(v) or 0.0 <= v <= MAX_ENERGY_J for v in (e1, e2))
+                  and (math.isnan(gauge) or 0.0 <= gauge <= MAX_NUMBER))
+        expected.append(passes and time_s >= seen)
+        if passes:
+            seen = max(seen, time_s)
+    assert valid.tolist() == expected
+    assert latest == seen
+
+
+# -- fast scan: where each row's power window starts --------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.sampled_from([0.0, 0.05, 0.1, 0.25, 1.0]), min_size=1, max_size=20),
+       first=st.integers(0, 19), window=st.sampled_from([0.1, 0.2, 0.5]))
+def test_window_starts_at_the_last_row_a_window_older(steps: list, first: int,
+                                                      window: float) -> None:
+    np = pytest.importorskip("numpy")
+    all_t = np.cumsum(steps)
+    first = min(first, len(all_t) - 1)
+    starts, use = _window_starts(all_t, first, window)
+    for n, i in enumerate(range(first, len(all_t))):
+        older = [j for j in range(len(all_t)) if all_t[j] <= all_t[i] - window]
+        s = older[-1] if older else 0
+        assert starts[n] == s
+        assert bool(use[n]) == (s < i and all_t[i] - all_t[s] >= window)

@@ -229,30 +229,49 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
            gnames: list[str], low: Any, window: float, aggregator: Any, out: Scan,
            state: _State, waiting: list[tuple[int, float]]) -> None:
     """One chunk into ``aggregator``, ``out`` and ``state``."""
-    import numpy as np
-
     t = frame[names[0]].to_numpy()
     e = frame[[header[i] for i in energy_cols.values()]].to_numpy().reshape(len(t), -1)
     g = frame[[header[i] for i in gauge_cols.values()]].to_numpy().reshape(len(t), -1)
-    with np.errstate(invalid="ignore"):
-        ok = (t >= 0) & (t <= MAX_DURATION_S)
-        ok &= np.all(np.isnan(e) | ((e >= 0) & (e <= MAX_ENERGY_J)), axis=1)
-        ok &= np.all(np.isnan(g) | ((g >= low) & (g <= MAX_NUMBER)), axis=1)
-    prev_max = state.prev_max
-    running = np.maximum.accumulate(np.where(ok, t, -np.inf)) if len(t) else t
-    before = np.concatenate(([prev_max], running[:-1])) if len(t) else running
-    before = np.maximum(before, prev_max)
-    valid = ok & (t >= before)
-    if len(t):
-        state.prev_max = max(prev_max, float(running[-1]))
+    valid, state.prev_max = _readable(t, e, g, low, state.prev_max)
     tv, gv = t[valid], g[valid]
     out.samples += len(tv)
     out.unreadable += len(t) - len(tv)
     if not len(tv):
         return
     ev = _nondecreasing(e[valid], ids, state, out)
+    _start_energies(tv, ev, ids, state, waiting, out)
+    _peak_powers(tv, ev, ids, window, state, aggregator.peak_power_w)
+    _attribute(gv, ev, ids, gnames, aggregator)
+    _gauges(gv, gnames, aggregator)
+    state.last_t, state.last_e = float(tv[-1]), ev[-1]
+
+
+def _readable(t: Any, e: Any, g: Any, low: Any, prev_max: float) -> tuple[Any, float]:
+    """Which rows of times ``t``, energies ``e`` and gauges ``g`` are readable (the row
+    loop's checks, NaN being an empty cell; ``low``: each gauge's least value), and the
+    largest time of the rows that pass the checks other than order, this chunk's and before
+    it (``prev_max``): a row is in order when its time is not below that of any earlier one."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        ok = (t >= 0) & (t <= MAX_DURATION_S)
+        ok &= np.all(np.isnan(e) | ((e >= 0) & (e <= MAX_ENERGY_J)), axis=1)
+        ok &= np.all(np.isnan(g) | ((g >= low) & (g <= MAX_NUMBER)), axis=1)
+    if not len(t):
+        return ok, prev_max
+    running = np.maximum.accumulate(np.where(ok, t, -np.inf))
+    before = np.maximum(np.concatenate(([prev_max], running[:-1])), prev_max)
+    return ok & (t >= before), max(prev_max, float(running[-1]))
+
+
+def _start_energies(tv: Any, ev: Any, ids: list[str], state: _State,
+                    waiting: list[tuple[int, float]], out: Scan) -> None:
+    """The start energies of the open phases starting within this chunk (times ``tv``,
+    energies ``ev``): interpolated between the rows around them (the previous chunk's last
+    row for one before the first)."""
+    import numpy as np
+
     last_t, last_e = state.last_t, state.last_e
-    # Open phases starting within this chunk: interpolate between the rows around them.
     while waiting and waiting[0][1] <= tv[-1]:
         index, start_s = waiting.pop(0)
         j = int(np.searchsorted(tv, start_s, side="left"))
@@ -260,19 +279,35 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
         prev = ((float(tv[j - 1]), _row(ids, ev[j - 1])) if j > 0 else
                 (last_t, _row(ids, last_e)) if last_t is not None else None)
         out.start_energies[index] = interpolate(prev, after, start_s)
-    # Peak power over the aggregator's window.
+
+
+def _window_starts(all_t: Any, first: int, window: float) -> tuple[Any, Any]:
+    """For each row from ``first`` on, of times ``all_t`` (ascending), the row its power
+    window starts at: the last at least ``window`` older, else row 0; and whether that window
+    counts (it starts at an earlier row and spans ``window`` or more)."""
+    import numpy as np
+
+    k = np.searchsorted(all_t, all_t[first:] - window, side="right")
+    s = np.maximum(k - 1, 0)
+    use = (s < np.arange(first, len(all_t))) & (all_t[first:] - all_t[s] >= window)
+    return s, use
+
+
+def _peak_powers(tv: Any, ev: Any, ids: list[str], window: float, state: _State,
+                 peaks: dict[str, float]) -> None:
+    """Each channel's peak power over the aggregator's window into ``peaks``, from this
+    chunk's rows and those carried from earlier ones; then carry the rows a later row's
+    window can start at."""
+    import numpy as np
+
     all_t = np.concatenate((state.tail_t, tv))
     all_e = np.concatenate((state.tail_e, ev))
     first = len(state.tail_t)
-    idx = np.arange(first, len(all_t))
-    k = np.searchsorted(all_t, all_t[first:] - window, side="right")
-    s = np.maximum(k - 1, 0)
-    dt = all_t[first:] - all_t[s]
-    use = (s < idx) & (dt >= window)
+    s, use = _window_starts(all_t, first, window)
     if np.any(use):
+        dt = all_t[first:] - all_t[s]
         with np.errstate(invalid="ignore", divide="ignore"):
             power = (all_e[first:][use] - all_e[s[use]]) / dt[use][:, None]
-        peaks = aggregator.peak_power_w
         for c, cid in enumerate(ids):
             column = power[:, c]
             column = column[~np.isnan(column)]
@@ -282,14 +317,24 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
                     peaks[cid] = top
     keep = max(int(np.searchsorted(all_t, all_t[-1] - window, side="right")) - 1, 0)
     state.tail_t, state.tail_e = all_t[keep:], all_e[keep:]
-    # The run's own share, read by read where gauges were read (one in ten rows or fewer).
+
+
+def _attribute(gv: Any, ev: Any, ids: list[str], gnames: list[str], aggregator: Any) -> None:
+    """The run's own share, read by read where gauges were read (one in ten rows or fewer)."""
+    import numpy as np
+
     if aggregator.attribution is not None and len(gnames):
         has = ~np.all(np.isnan(gv), axis=1)
         for j in np.flatnonzero(has):
             aggregator.attribution.add(
                 _row(ids, ev[j]),
                 {name: float(v) for name, v in zip(gnames, gv[j], strict=True) if v == v})
-    # Gauges: first, last and peak present values.
+
+
+def _gauges(gv: Any, gnames: list[str], aggregator: Any) -> None:
+    """Each gauge's first, last and peak present values into ``aggregator``."""
+    import numpy as np
+
     for c, name in enumerate(gnames):
         column = gv[:, c]
         present = column[~np.isnan(column)]
@@ -301,7 +346,6 @@ def _chunk(frame: Any, names: Sequence[str], header: Sequence[str],
         top = float(present.max())
         if top > aggregator.gauge_peak.get(name, float("-inf")):
             aggregator.gauge_peak[name] = top
-    state.last_t, state.last_e = float(tv[-1]), ev[-1]
 
 
 def interpolate(before: tuple[float, Mapping[str, float]] | None,
