@@ -22,10 +22,13 @@ from energymeter.analysis.merge import (
     _overlapping,
     _rank_warnings,
 )
+from energymeter.carbon.account import J_PER_KWH, CarbonAccount, _emissions_g, _live_basis
+from energymeter.carbon.static import intensity
 from energymeter.report import Phase, Report
 from energymeter.report.fastscan import _readable, _window_starts
 from energymeter.report.rebuild import _drop_negative_gauges, _OpenPhase, _phases, _row_time
 from energymeter.report.values import MAX_DURATION_S, MAX_ENERGY_J, MAX_NUMBER
+from energymeter.settings import resolve_settings
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -258,3 +261,62 @@ def test_window_starts_at_the_last_row_a_window_older(steps: list, first: int,
         s = older[-1] if older else 0
         assert starts[n] == s
         assert bool(use[n]) == (s < i and all_t[i] - all_t[s] >= window)
+
+
+# -- carbon: emissions and the basis of a live intensity -----------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(it_j=st.floats(0, 1e12), pue=st.sampled_from([1.0, 1.1, 1.58]),
+       table_g=st.floats(0, 1500))
+def test_emissions_with_the_table_in_force_are_exactly_e_pue_i(it_j: float, pue: float,
+                                                                table_g: float) -> None:
+    facility_kwh = it_j * pue / J_PER_KWH
+    assert _emissions_g(it_j, facility_kwh, it_j * table_g, 0.0, pue, table_g) == \
+        facility_kwh * table_g
+
+
+@settings(max_examples=200, deadline=None)
+@given(it_j=st.floats(1.0, 1e12), live_share=st.floats(0.01, 1.0),
+       pue=st.sampled_from([1.0, 1.1, 1.58]), table_g=st.floats(0, 1500),
+       live_g=st.floats(0, 1500))
+def test_emissions_of_a_live_intensity_are_its_time_weighted_sum(
+        it_j: float, live_share: float, pue: float, table_g: float, live_g: float) -> None:
+    live_j = it_j * live_share
+    weighted_jg = live_j * live_g + (it_j - live_j) * table_g
+    got = _emissions_g(it_j, it_j * pue / J_PER_KWH, weighted_jg, live_j, pue, table_g)
+    assert got == pytest.approx(weighted_jg * pue / J_PER_KWH, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(share=st.floats(-0.5, 1.5), region=st.sampled_from(["SE", "DE", "FR"]),
+       provider_basis=st.sampled_from(["lifecycle", "direct", "marginal"]))
+def test_live_basis_names_who_gave_the_intensity(share: float, region: str,
+                                                 provider_basis: str) -> None:
+    static = intensity(region)
+    basis, source = _live_basis(provider_basis, "Live API", static, share)
+    if share >= 1.0:
+        assert (basis, source) == (provider_basis, "Live API")
+    elif share > 0:
+        assert basis == (provider_basis if provider_basis == static.basis else "mixed")
+        assert source == (f"Live API; {static.source} while it failed "
+                          f"({1 - share:.0%} of the energy)")
+    else:
+        assert (basis, source) == (static.basis, f"{static.source} (live provider never "
+                                                  "answered)")
+
+
+@settings(max_examples=60, deadline=None)
+@given(energy_j=st.floats(0, 1e10), pue=st.sampled_from([1.0, 1.2]),
+       price=st.none() | st.sampled_from([0.1, 0.35]))
+def test_a_static_carbon_block_is_e_pue_i_and_its_cost(energy_j: float, pue: float,
+                                                       price: float | None) -> None:
+    overrides = {"region": "SE", "pue": pue, "carbon_provider": "none",
+                 **({"price_per_kwh": price, "currency": "EUR"} if price is not None else {})}
+    settings_ = resolve_settings(overrides, env={}, pyproject=False)
+    block = CarbonAccount.start(settings_, env={}, live=False).finish(energy_j)
+    facility_kwh = energy_j * pue / J_PER_KWH
+    assert block["it_energy_j"] == energy_j and block["facility_energy_kwh"] == facility_kwh
+    assert block["emissions_g"] == facility_kwh * block["g_per_kwh"]
+    assert block["provider"] == "table" and "live_energy_share" not in block
+    assert ("cost" in block) == (price is not None)
+    if price is not None:
+        assert block["cost"] == facility_kwh * price and block["currency"] == "EUR"

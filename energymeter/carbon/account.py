@@ -236,20 +236,32 @@ class CarbonAccount:
 
     # -- the block ---------------------------------------------------------------------------
     def _build_block(self) -> dict[str, Any]:
-        static = self.static
-        settings = self.settings
+        """The ``carbon`` block (caller holds the lock): the table's intensity and the
+        energies, then what the live provider changed, then the cost where a price is set."""
         it_j = self._last_j
         seg_j = it_j - self._seg_start_j
         weighted_jg = self._closed_jg + seg_j * self._seg_g
         live_j = self._closed_live_j + (seg_j if self._seg_live else 0.0)
         facility_j = it_j * self.pue
-        it_kwh = it_j / J_PER_KWH
         facility_kwh = facility_j / J_PER_KWH
-        if weighted_jg == it_j * static.g_per_kwh and live_j == 0.0:
-            emissions_g = facility_kwh * static.g_per_kwh  # static table: exactly E x PUE x I
-        else:
-            emissions_g = weighted_jg * self.pue / J_PER_KWH
-        block: dict[str, Any] = {
+        emissions_g = _emissions_g(it_j, facility_kwh, weighted_jg, live_j, self.pue,
+                                   self.static.g_per_kwh)
+        block = self._table_block(it_j, facility_j, emissions_g)
+        if self._provider is not None:
+            block.update(self._live_fields(self._provider, it_j, live_j, emissions_g,
+                                           facility_kwh))
+        if self.settings.price_per_kwh is not None:
+            price = float(self.settings.price_per_kwh)
+            block.update(price_per_kwh=price, currency=self.settings.currency,
+                         cost=facility_kwh * price)
+        return block
+
+    def _table_block(self, it_j: float, facility_j: float, emissions_g: float
+                     ) -> dict[str, Any]:
+        """The block as the static table gives it: region, intensity and its source, PUE,
+        energies and emissions."""
+        static = self.static
+        return {
             "region": self.region,
             "region_source": self.region_source,
             "name": static.name,
@@ -262,39 +274,48 @@ class CarbonAccount:
             "pue": self.pue,
             "it_energy_j": it_j,
             "facility_energy_j": facility_j,
-            "it_energy_kwh": it_kwh,
-            "facility_energy_kwh": facility_kwh,
+            "it_energy_kwh": it_j / J_PER_KWH,
+            "facility_energy_kwh": facility_j / J_PER_KWH,
             "emissions_g": emissions_g,
         }
-        provider = self._provider
-        if provider is not None:
-            live_share = live_j / it_j if it_j > 0 else (1.0 if self._live else 0.0)
-            effective = emissions_g / facility_kwh if facility_kwh > 0 else self._g_per_kwh
-            if live_share > 0:
-                if live_share >= 1.0:
-                    basis, source = provider.basis, provider.source
-                else:
-                    basis = provider.basis if provider.basis == static.basis else "mixed"
-                    source = (f"{provider.source}; {static.source} while it failed "
-                              f"({1 - live_share:.0%} of the energy)")
-            else:
-                basis, source = static.basis, f"{static.source} (live provider never answered)"
-            block.update(
-                g_per_kwh=effective,
-                basis=basis,
-                source=source,
-                provider=provider.name,
-                live_energy_share=live_share,
-                table_g_per_kwh=static.g_per_kwh,
-                table_basis=static.basis,
-                table_source=static.source,
-                intensity_timeline=[dict(entry) for entry in self._timeline],
-            )
-        if settings.price_per_kwh is not None:
-            price = float(settings.price_per_kwh)
-            block.update(
-                price_per_kwh=price,
-                currency=settings.currency,
-                cost=facility_kwh * price,
-            )
-        return block
+
+    def _live_fields(self, provider: Provider, it_j: float, live_j: float, emissions_g: float,
+                     facility_kwh: float) -> dict[str, Any]:
+        """What a live provider changes in the block: the effective intensity, its basis and
+        source, the share of the energy it covered, the table's figures beside them and the
+        timeline of intensities in force."""
+        live_share = live_j / it_j if it_j > 0 else (1.0 if self._live else 0.0)
+        basis, source = _live_basis(provider.basis, provider.source, self.static, live_share)
+        return dict(
+            g_per_kwh=emissions_g / facility_kwh if facility_kwh > 0 else self._g_per_kwh,
+            basis=basis,
+            source=source,
+            provider=provider.name,
+            live_energy_share=live_share,
+            table_g_per_kwh=self.static.g_per_kwh,
+            table_basis=self.static.basis,
+            table_source=self.static.source,
+            intensity_timeline=[dict(entry) for entry in self._timeline],
+        )
+
+
+def _emissions_g(it_j: float, facility_kwh: float, weighted_jg: float, live_j: float,
+                 pue: float, table_g_per_kwh: float) -> float:
+    """Grams of CO2e: exactly E x PUE x I when the static table's intensity was in force
+    throughout, else the time-weighted sum (``weighted_jg``: joules x g/kWh) x PUE."""
+    if weighted_jg == it_j * table_g_per_kwh and live_j == 0.0:
+        return facility_kwh * table_g_per_kwh  # static table: exactly E x PUE x I
+    return weighted_jg * pue / J_PER_KWH
+
+
+def _live_basis(provider_basis: str, provider_source: str, static: Intensity,
+                live_share: float) -> tuple[str, str]:
+    """The basis and source of the intensity of a run with a live provider that covered
+    ``live_share`` of its energy (the static table covered the rest)."""
+    if live_share >= 1.0:
+        return provider_basis, provider_source
+    if live_share > 0:
+        basis = provider_basis if provider_basis == static.basis else "mixed"
+        return basis, (f"{provider_source}; {static.source} while it failed "
+                       f"({1 - live_share:.0%} of the energy)")
+    return static.basis, f"{static.source} (live provider never answered)"
