@@ -255,7 +255,9 @@ def test_compare_draws_what_compare_computed(runs: Path, tmp_path: Path) -> None
     saved(tmp_path / "c.png")
     ax = fig.axes[0]
     rows = compare(find_runs([runs]), by="tag:method")
-    bars = [p for p in ax.patches if p.get_width() == pytest.approx(0.6)]
+    bars = [p for p in ax.patches if p.get_width() == pytest.approx(0.6) and p.get_fill()]
+    hatches = [p for p in ax.patches if p.get_hatch()]
+    assert hatches and all(not p.get_fill() for p in hatches)  # over the bar, visible in SVG
     assert [b.get_height() for b in bars] == pytest.approx([r["energy_total_j"] for r in rows])
     dots = [line for line in ax.lines if line.get_marker() == "o"]
     assert len(dots) == 6

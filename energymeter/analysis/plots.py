@@ -255,6 +255,7 @@ def check_compare_metric(metric: str, target: Target | None) -> str:
 def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, nested: bool,
              metric: str | None, target: Target | None, width: float | None,
              height: float | None, basis: str = "machine") -> Any:
+    from matplotlib.colors import to_rgba
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -292,8 +293,10 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
                                   if metric in ("energy_total_j", "energy_per_item_j")
                                   or metric == f"energy_{k}_j")
         hatched |= model
-        ax.bar(i, mean, 0.6, color=colour, alpha=0.45, edgecolor=colour, lw=0.8,
-               hatch="////" if model else None, zorder=1)
+        ax.bar(i, mean, 0.6, color=to_rgba(colour, 0.45), edgecolor=colour, lw=0.8, zorder=1)
+        if model:  # drawn apart, in grey: a hatch in the bar's own colour vanishes in SVG
+            ax.bar(i, mean, 0.6, fill=False, hatch="////", edgecolor=to_rgba("black", 0.45),
+                   lw=0, zorder=1.5)
         low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
         top = mean
         if low is not None and high is not None:
