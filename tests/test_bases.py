@@ -398,3 +398,18 @@ def test_a_commands_last_unsampled_stretch_goes_to_the_last_interval() -> None:
     placed = at_end.result({"cpu0": total}, tree_cpu_s=5.0, machine_busy_cpu_s=9.0,
                            missed_at_end=True)
     assert placed["channels"]["cpu0"]["energy_j"] == pytest.approx(4 * 5.0 + 10.0)
+
+
+def test_net_energy_at_or_below_zero_is_warned_and_not_a_ratio() -> None:
+    from energymeter.analysis import compare, comparison_warnings
+
+    loud = [fake_report("a", cpu_j=10.0, minute=i, baseline=_baseline(14.0 + i))
+            for i in range(3)]  # the "idle" drew more than the runs: net < 0
+    quiet = [fake_report("b", cpu_j=10.0, minute=5 + i, baseline=_baseline(12.0))
+             for i in range(3)]
+    a, b = compare(loud + quiet, basis="net")
+    assert a["energy_total_j"] == pytest.approx(-5.0)
+    assert b["energy_total_j_rel_diff"] is None and b["energy_total_j_ratio"] is None
+    assert a["emissions_g"] is None  # no negative emissions
+    text = " ".join(comparison_warnings([a, b]))
+    assert "3 runs" in text and "net energy ≤ 0" in text

@@ -168,7 +168,7 @@ def _getters(kinds: Iterable[str], on: _OnBasis | None = None
     def emissions(r: Report) -> float | None:
         """Emissions in proportion to the basis' share of the run's machine energy."""
         value, machine = r.emissions_g, r.total_energy_j
-        if value is None:
+        if value is None or on(r).total_j < 0:  # net of an idle baseline that drew more
             return None
         return float(value) * (on(r).total_j / machine if machine > 0 else 1.0)
 
@@ -445,6 +445,9 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     for row, values in zip(rows, samples, strict=True):
         for key in metrics:
             first, mean = rows[0][key], row[key]
+            if on_basis(key) and any(v is not None and v <= 0 for v in (first, mean)):
+                row[f"{key}_ratio"] = row[f"{key}_rel_diff"] = None  # no ratio of a net ≤ 0
+                continue
             row[f"{key}_ratio"] = mean / first if mean is not None and first else None
             if row is rows[0]:
                 row[f"{key}_rel_diff"] = 0.0 if mean is not None else None
@@ -460,6 +463,8 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
             row["phase"] = phase
             row["phase_missing"] = [r.run_id for r in g.runs if of(r) is None]
         row["bases_used"] = sorted({on.used(r) for r in g.runs})
+        row["not_positive"] = [r.run_id for r in g.runs if on.basis != "machine"
+                               and on(r).basis == on.basis and on(r).total_j <= 0]
         others = [float(v) for r in g.runs
                   if isinstance(v := (r.cpu_attribution or {}).get("other_share"), (int, float))]
         row["other_cpu_share"] = sum(others) / len(others) if others else None
@@ -607,6 +612,12 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
         gone = row["phase_missing"]
         w.append(f"{label}: {_plural(len(gone), 'run')} ({_runs_text(gone)}) had no phase "
                  f"{row['phase']!r}: left out of its figures")
+    if row.get("not_positive"):
+        low = row["not_positive"]
+        w.append(f"{label}: {_plural(len(low), 'run')} ({_runs_text(low)}) "
+                 f"{'has' if len(low) == 1 else 'have'} {row['basis']} energy ≤ 0 (an idle "
+                 "baseline that drew at least what the run did: it was not idle); relative "
+                 "differences of such means are not shown")
     loaded = row.get("baselines_under_load") or []
     if loaded:
         w.append(f"{label}: the idle baseline of {_plural(len(loaded), 'run')} "
