@@ -94,17 +94,16 @@ def test_a_baseline_taken_while_the_gpu_is_busy_is_flagged(tmp_path: Path) -> No
     loaded = Report.load(m.report.path)
     assert loaded.baseline["gpu_utilization_pct"] == {"gpu0": 42.0}
     assert loaded.baseline["under_load"] is True
-    # the GPU went idle, but the baseline reused keeps its flag and says how to measure anew
+    [warning] = [w for w in m.report.warnings if GPU_WARNING in w]
+    assert "the next run measures again" in warning
+    # the GPU went idle: a flagged baseline is never reused, the next run measures anew
     fake.gpus[0].utilization_pct = 0
     with measure("again", pynvml=fake, env={}, out=out, powercap_root=tmp_path / "absent",
                  cpu_tdp_w=10.0, region="SE", baseline_s=0.3) as m2:
         pass
     b2 = m2.report.baseline
-    assert b2["source"] == "reused" and b2["under_load"] is True
-    assert b2["gpu_utilization_pct"] == {"gpu0": 42.0}
-    [warning] = [w for w in m2.report.warnings if GPU_WARNING in w]
-    assert warning.startswith("the idle baseline (reused) was measured")
-    assert "a longer --baseline measures a new one" in warning
+    assert b2["source"] == "measured" and b2["gpu_utilization_pct"] == {"gpu0": 0.0}
+    assert not [w for w in m2.report.warnings if GPU_WARNING in w]
 
 
 def test_a_baseline_taken_while_the_gpu_is_idle_is_not_flagged_for_it(tmp_path: Path) -> None:
@@ -202,10 +201,19 @@ def test_a_damaged_gpu_figure_is_not_judged(tmp_path: Path, recorded: object) ->
     assert entry["source"] == "reused" and "under_load" not in entry
 
 
-def test_a_reused_busy_line_is_flagged_with_both_causes(tmp_path: Path) -> None:
+def test_a_recorded_busy_line_is_not_reused(tmp_path: Path) -> None:
     _record(tmp_path, busy_cpu_share=0.5, gpu_utilization_pct={"gpu0": 30.0}, under_load=True)
     entry = _baseline(ScriptedProbe([]), tmp_path)
-    assert entry["source"] == "reused" and entry["under_load"] is True
+    assert entry["source"] == "measured"  # measured again, on the idle machine of the script
+    assert not entry.get("under_load") and not entry["warnings"]
+
+
+def test_a_busy_baseline_warns_with_both_causes(tmp_path: Path) -> None:
+    from energymeter.session.baseline import _flagged
+
+    entry = _flagged({"busy_cpu_share": 0.5, "gpu_utilization_pct": {"gpu0": 30.0}}, [],
+                     {"gpu0": H100})
+    assert entry["under_load"] is True
     cpu, gpu = entry["warnings"]
-    assert cpu.startswith("the idle baseline (reused) was measured while other processes")
-    assert f"gpu0 ({H100}) 30 % of the time" in gpu and "(reused)" in gpu
+    assert cpu.startswith("the idle baseline was measured while other processes")
+    assert f"gpu0 ({H100}) 30 % of the time" in gpu and "measures again" in gpu

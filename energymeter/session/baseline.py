@@ -78,6 +78,8 @@ def _recent(out: Path, hostname: str, channel_ids: Sequence[str], seconds: float
             long_enough = float(entry["duration_s"]) >= seconds
         except (KeyError, TypeError, ValueError):
             continue
+        if entry.get("under_load") is True:  # never reused: the next run measures again
+            continue
         if 0 <= age_s <= REUSE_WITHIN_S and long_enough and isinstance(entry.get("power_w"),
                                                                        dict):
             return entry
@@ -223,15 +225,15 @@ def _flagged(entry: dict[str, Any], warnings: list[str],
                     f"the idle baseline{reused} was measured while other processes kept "
                     f"{share:.0%} of this machine's CPU time busy (above "
                     f"{MAX_IDLE_BUSY_SHARE:.0%}): its idle power is overstated and the net "
-                    "energy understated; measure the baseline on an idle machine, or compare "
-                    "gross (or attributed) energy instead of net"]
+                    "energy understated; measure the baseline on an idle machine (a baseline "
+                    "flagged so is not reused: the next run with --baseline measures again), "
+                    "or compare gross (or attributed) energy instead of net"]
     busy = {cid: pct for cid, pct in gpus.items() if pct > MAX_IDLE_GPU_UTIL_PCT}
     if busy:
         named = ", ".join(
             f"{cid}{f' ({devices[cid]})' if devices and devices.get(cid) else ''} "
             f"{pct:.3g} %" for cid, pct in sorted(busy.items()))
-        again = (" (a recorded baseline is reused for an hour; a longer --baseline measures "
-                 "a new one)" if reused else "")
+        again = " (a baseline flagged so is not reused: the next run measures again)"
         warnings = [*warnings,
                     f"the idle baseline{reused} was measured while a GPU was running kernels: "
                     f"{named} of the time (NVML utilisation, mean over the baseline's "
