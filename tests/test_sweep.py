@@ -445,3 +445,17 @@ def test_compare_leaves_out_attempts_a_resumed_sweep_ran_again() -> None:
     # Without a completed retry, the failed attempt is still compared (and flagged).
     [row] = compare([*runs, killed])
     assert row["n"] == 3 and row["statuses"] == {"completed": 2, "interrupted": 1}
+
+
+def test_a_misspelt_placeholder_is_refused_and_an_unused_grid_warned() -> None:
+    from energymeter.errors import ConfigError
+    from energymeter.session.sweep import placeholder_warnings
+
+    with pytest.raises(ConfigError, match=r"\{selct\}.*did you mean \{select\}"):
+        placeholder_warnings(["python", "t.py", "--select", "{selct}"], ["select"])
+    assert placeholder_warnings(["python", "t.py", "--select", "{select}"], ["select"]) == []
+    [same] = placeholder_warnings(["python", "t.py"], ["select"])
+    assert "every variant runs the same command" in same
+    # Braces that are no axis and look like none (a Python f-string): passed, and said so.
+    [passed] = placeholder_warnings(["python", "-c", "print(f'{x}')", "{select}"], ["select"])
+    assert "{x}" in passed and "passed as written" in passed

@@ -145,7 +145,7 @@ def sweep(command: tuple[str, ...], grid: tuple[str, ...], repeat: int, warmup: 
         if dry_run:
             _print_schedule(study_plan)
             return
-        check_commands(list(command), parsed, shell=shell)
+        check_commands(list(command), parsed, shell=shell)  # its warnings: sweep() logs them
     except RunError as exc:  # a variant's program is not found / not executable
         err(str(exc))
         sys.exit(exc.exit_code)

@@ -667,7 +667,8 @@ def sweep(target: Callable[..., Any] | Sequence[str], grid: Mapping[str, Sequenc
                           "(count items with meter.count() in the function)")
     extra = _check_extra_tags(tags, list(grid_variants(grid)[0].tags))
     if not is_function:  # before anything runs or is written: 127/126 as `run` does
-        check_commands(target, grid, shell=shell)
+        for warning in check_commands(target, grid, shell=shell):
+            log.warning("sweep: %s", warning)
     study_plan = plan(target, grid, repeat, warmup=warmup, order=order, seed=seed, study=study,
                       shell=shell, out=settings.get("out"))
     runs: list[SweepRun] = []
@@ -708,15 +709,43 @@ def sweep(target: Callable[..., Any] | Sequence[str], grid: Mapping[str, Sequenc
     return SweepResult(study_plan, tuple(runs))
 
 
+def placeholder_warnings(template: Sequence[str], axes: Sequence[str]) -> list[str]:
+    """What the command's ``{...}`` placeholders leave doubtful: none of the grid's axes used
+    (every variant runs the same command), or a ``{name}`` that is no axis (passed as
+    written). Raises :class:`ConfigError` for a ``{name}`` that looks like a misspelt axis
+    (``{selct}`` for ``select``): the study would compare identical commands."""
+    import difflib
+    import re
+
+    text = " ".join(str(w) for w in template)
+    used = [a for a in axes if "{" + a + "}" in text]
+    others = sorted(set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}", text)) - set(axes))
+    for name in others:
+        close = difflib.get_close_matches(name, axes, n=1, cutoff=0.75)
+        if close:
+            raise ConfigError(f"the command has {{{name}}}, which is not an axis of the grid "
+                              f"(axes: {', '.join(axes)}); did you mean {{{close[0]}}}?")
+    warnings = [f"the command has {{{name}}}, which is not an axis of the grid (axes: "
+                f"{', '.join(axes)}): it is passed as written" for name in others]
+    if not used:
+        shown = ", ".join("{" + a + "}" for a in axes)
+        warnings.append(f"the command uses no axis of the grid ({shown}): every variant runs "
+                        "the same command, the variants differing only in their tags")
+    return warnings
+
+
 def check_commands(template: Sequence[str], grid: Mapping[str, Sequence[Any]], *,
-                   shell: bool = False) -> None:
+                   shell: bool = False) -> list[str]:
     """Raise :class:`~.command.CommandNotFoundError` (127) or
     :class:`~.command.CommandNotExecutableError` (126) when the program of a variant's
-    command (``{axis}`` filled in) cannot be run; :class:`ConfigError` for a bad grid."""
+    command (``{axis}`` filled in) cannot be run; :class:`ConfigError` for a bad grid or a
+    misspelt placeholder. Returns the :func:`placeholder_warnings`."""
     if isinstance(template, (str, bytes)) or not isinstance(template, Sequence):
         _target_record(template, shell)  # raises, saying what is accepted
+    warnings = placeholder_warnings(template, list(grid))
     for variant in grid_variants(grid):
         resolve_program(build_argv(fill_command(template, variant), shell=shell)[0])
+    return warnings
 
 
 def _stops(run: SweepRun) -> bool:
