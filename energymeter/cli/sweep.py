@@ -180,7 +180,10 @@ def sweep(command: tuple[str, ...], grid: tuple[str, ...], repeat: int, warmup: 
     failed = result.failures
     ran = [r for r in result.runs if not r.skipped]
     summary = (f"study {result.study}: {sum(r.ok for r in result.runs)} of "
-               f"{len(result.plan.schedule)} run(s) completed ({len(ran)} run now)")
+               f"{len(result.plan.schedule)} run(s) completed ({len(ran)} of them by this "
+               "sweep, the others earlier)" if len(ran) < len(result.plan.schedule) else
+               f"study {result.study}: {sum(r.ok for r in result.runs)} of "
+               f"{len(result.plan.schedule)} run(s) completed")
     if failed:
         first_bad = failed[0]
         summary += (f"; {len(failed)} did not complete, the first: {first_bad.variant.label}, "
