@@ -413,3 +413,18 @@ def test_net_energy_at_or_below_zero_is_warned_and_not_a_ratio() -> None:
     assert a["emissions_g"] is None  # no negative emissions
     text = " ".join(comparison_warnings([a, b]))
     assert "3 runs" in text and "net energy ≤ 0" in text
+
+
+def test_cite_says_where_attribution_left_the_per_interval_rule() -> None:
+    from energymeter.analysis.cite import methods_paragraph
+
+    runs = _study([50, 51], [100, 160], "dense")
+    short = {**runs[0].attribution, "cpu_rule": "run-wide share (fewer than 3 intervals)",
+             "cpu_time_scale": 9.0}
+    placed = {**runs[1].attribution, "cpu_time_placed_at_end_s": 0.4, "cpu_time_scale": 1.2}
+    runs = [Report(**{**runs[0].__dict__, "attribution": short}),
+            Report(**{**runs[1].__dict__, "attribution": placed})]
+    text = methods_paragraph(runs, basis="attributed")
+    assert "for 1 run shorter than three such intervals, one ratio over the whole run" in text
+    assert "last interval, which sampling cannot see" in text
+    assert "(up to ×1.20)" in text  # the short run's scale was not applied: not cited

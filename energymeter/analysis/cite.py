@@ -242,6 +242,29 @@ def _methods(runs: Sequence[Report]) -> list[str]:
     return sentences
 
 
+def _attribution_rules(runs: Sequence[Report]) -> str:
+    """Where the attributed figures departed from the per-interval rule: runs too short for
+    it (one run-wide ratio), CPU time sampling missed (placed at the end, or spread)."""
+    blocks = [r.attribution for r in runs if r.attribution]
+    parts = []
+    short = sum(1 for b in blocks if "run-wide" in str(b.get("cpu_rule", "")))
+    if short:
+        parts.append(f"for {_plural(short, 'run')} shorter than three such intervals, one "
+                     "ratio over the whole run was used")
+    placed = sum(1 for b in blocks if (_float(b.get("cpu_time_placed_at_end_s")) or 0) > 0)
+    scales = [s for b in blocks if "run-wide" not in str(b.get("cpu_rule", ""))
+              and (s := _float(b.get("cpu_time_scale"))) and s > 1.0]
+    if placed:
+        parts.append(f"for {_plural(placed, 'run')} the CPU time of the command's last "
+                     "interval, which sampling cannot see, was taken from the kernel's "
+                     "account")
+    if scales:
+        parts.append(f"CPU time of processes too short-lived to be sampled (from the kernel's "
+                     f"account) was spread over {_plural(len(scales), 'run')} in proportion to "
+                     f"what was sampled (up to ×{max(scales):.2f})")
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
 def _basis(runs: Sequence[Report], basis: str) -> str:
     """What the figures are of: the whole machine's energy, the runs' own share, or net of
     the idle baseline; and, for the machine's, how busy other processes kept it."""
@@ -269,7 +292,7 @@ def _basis(runs: Sequence[Report], basis: str) -> str:
                 "(/proc), and intervals in which the machine was otherwise idle counted whole"
                 + ("; each GPU's energy times the run's share of its SM utilisation (NVML "
                    "per-process samples), else of its memory, a GPU with no other process "
-                   "counted whole" if gpus else "") + busy)
+                   "counted whole" if gpus else "") + busy + _attribution_rules(runs))
     else:
         durations = _counted(_num(r.baseline.get("duration_s")) + " s" for r in runs
                              if r.baseline and _float(r.baseline.get("duration_s")) is not None)
