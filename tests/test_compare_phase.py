@@ -50,3 +50,12 @@ def test_runs_without_the_phase_are_left_out_and_named() -> None:
         compare(runs, phase="nope")
     with pytest.raises(ReportError, match="machine"):
         compare(runs, phase="selection", basis="attributed")
+
+
+def test_energy_per_item_counted_by_a_nested_run() -> None:
+    outer = [fake_report("run", cpu_j=100.0, minute=i) for i in range(3)]
+    inner = [fake_report("train", cpu_j=90.0, minute=i, items=50.0,
+                         parent_run_id=o.run_id) for i, o in enumerate(outer)]
+    [row] = compare([*outer, *inner])
+    assert row["n"] == 3 and row["nested_excluded"] == 3
+    assert row["energy_per_item_j"] == pytest.approx(2.0)  # the whole run's 100 J over 50

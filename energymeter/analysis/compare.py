@@ -155,9 +155,21 @@ class _OnBasis:
         return energy.basis
 
 
-def _getters(kinds: Iterable[str], on: _OnBasis | None = None
+def items_of(report: Report, nested: Sequence[Report] = ()) -> float | None:
+    """The items a run counted (``Meter.count``), or, where it counted none, those its nested
+    runs counted (a script's own ``measure()`` under ``energymeter run``, as its logs are
+    used for energy to a target)."""
+    if report.items:
+        return report.items
+    inner = [r.items for r in nested if r.items]
+    return float(sum(inner)) if inner else None
+
+
+def _getters(kinds: Iterable[str], on: _OnBasis | None = None,
+             items: Callable[[Report], float | None] | None = None
              ) -> dict[str, Callable[[Report], float | None]]:
     on = on or _OnBasis("machine")
+    count = items or (lambda r: r.items)
 
     def energy(kind: str) -> Callable[[Report], float | None]:
         def get(r: Report) -> float | None:
@@ -173,7 +185,8 @@ def _getters(kinds: Iterable[str], on: _OnBasis | None = None
         return float(value) * (on(r).total_j / machine if machine > 0 else 1.0)
 
     def per_item(r: Report) -> float | None:
-        return on(r).total_j / r.items if r.items else None
+        n = count(r)
+        return on(r).total_j / n if n else None
 
     return {
         "energy_total_j": lambda r: on(r).total_j,
@@ -420,11 +433,14 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     if parsed is not None:
         targets = {r.run_id: run_energy_to(r, parsed, grouping.nested.get(r.run_id, ()))
                    for r in compared}
-    per_item = any(r.energy_per_item_j is not None for r in compared)
+    def counted(r: Report) -> float | None:
+        return items_of(r, grouping.nested.get(r.run_id, ()))
+
+    per_item = any(counted(r) for r in compared)
     baseline = any(r.baseline for r in compared)
     metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed,
                                               baseline=baseline)]
-    getters = _getters(kinds, on)
+    getters = _getters(kinds, on, counted)
     of = None
     if phase is not None:
         of = _PhaseOf(phase, grouping.nested)
