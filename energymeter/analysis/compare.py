@@ -194,7 +194,7 @@ def _getters(kinds: Iterable[str], on: _OnBasis | None = None,
         "energy_per_item_j": per_item,
         "duration_s": lambda r: r.duration_s,
         "mean_power_w": lambda r: (on(r).total_j / r.duration_s if r.duration_s > 0
-                                   else 0.0),
+                                   else None),  # no power over no time
         "emissions_g": emissions,
         # 0: the run's processes ended before the first gauge read (not sampled), no figure
         "peak_memory_bytes": lambda r: _resource(r, "peak_memory_bytes", "peak_rss_bytes")

@@ -251,6 +251,7 @@ tbody th { font-weight: 600; min-width: 9rem; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 tr.with-diff > * { border-bottom: none; padding-bottom: 0; }
 tr.diff > * { font-size: .82rem; font-style: italic; color: #333; padding-top: .05rem; }
+tr.diff > td.num, thead th.num { white-space: normal; min-width: 8rem; } /* may wrap */
 tr.diff th { font-weight: normal; }
 tr.text-start > * { border-top: 2px solid #222; }
 ul.notes { font-size: .85rem; color: #333; padding-left: 1.1rem; max-width: 46rem; }

@@ -201,7 +201,7 @@ def bases_lines(report: Report) -> list[str]:
         energy = report.energy_on(basis)
         if energy is None:
             continue
-        text = f"{basis} {energy.total_j:.1f} J"
+        text = f"{basis} {_joules(energy.total_j)}"
         if basis == "attributed":
             notes = [f"{100 * energy.total_j / machine:.0f} %"] if machine > 0 else []
             notes += [f"{', '.join(energy.whole)} whole: no per-process figure"
@@ -218,7 +218,12 @@ def bases_lines(report: Report) -> list[str]:
         shown.append(text)
     if not shown:
         return []
-    return [f"  bases: machine {machine:.1f} J, " + ", ".join(shown)]
+    return [f"  bases: machine {_joules(machine)}, " + ", ".join(shown)]
+
+
+def _joules(value: float) -> str:
+    """``43.0 J``, ``0.263 J``: one decimal from 10 J up, three significant digits below."""
+    return f"{value:.1f} J" if abs(value) >= 10 else f"{value:.3g} J"
 
 
 def job_lines(report: Report) -> list[str]:
