@@ -10,6 +10,11 @@ The measured trees are pids above Linux's largest (``/proc/sys/kernel/pid_max`` 
 2**22): no live process, so ``process_tree_pids`` gives just the root and nothing on this machine
 can join a tree. The end-to-end test through ``measure()`` measures this process's own tree
 instead (its root is ``os.getpid()``), beside a neighbour's pid that is in no tree.
+
+Whether the probe runs in a PID namespace of its own (a container) is read from a ``/proc``
+the tests write (``proc_root``), the host's namespace unless a test says otherwise, so that
+the results do not depend on where the tests run; one end-to-end test runs ``measure()`` in a
+real PID namespace (``unshare``) where the machine allows it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ import ctypes
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,12 +35,15 @@ from hypothesis import strategies as st
 
 from energymeter.probes.base import DiscoveryContext
 from energymeter.probes.nvml import (
+    PROC_PID_INIT_INO,
     SHARE_METHOD_MEMORY,
     SHARE_METHOD_MIG,
     SHARE_METHOD_SM,
     SHARE_RULES,
     NvmlProbe,
+    PidNamespace,
     discover,
+    pid_namespace,
 )
 from tests.fakes.nvml import (
     FakeClock,
@@ -56,9 +68,37 @@ H100 = "NVIDIA H100 80GB HBM3"
 GiB = 2**30
 
 
-def _open(fake: FakeNVML, pid: int = MINE, env: dict[str, str] | None = None) -> NvmlProbe:
+REPO = Path(__file__).resolve().parent.parent
+OFFSET = 1_000_000  # a container's pid + OFFSET = the host's pid
+CONTAINER_INO = 4026532176  # a PID namespace's inode other than the host's
+_PROC: dict[str, str] = {}  # the host-namespace /proc the tests read by default
+
+
+def _fake_proc(root: Path, nspid: tuple[int, ...], ns_inode: int,
+               others: dict[int, tuple[int, ...]] | None = None) -> str:
+    """A /proc as the probe reads it for PID namespaces: ``self/status`` with ``NSpid``,
+    ``self/ns/pid`` linking to ``pid:[<inode>]`` (the kernel's form), and a ``<pid>/status``
+    for this process and each of ``others`` (pid in that /proc's namespace -> NSpid)."""
+    line = "NSpid:\t" + "\t".join(map(str, nspid)) + "\n"
+    (root / "self" / "ns").mkdir(parents=True)
+    (root / "self" / "status").write_text(f"Name:\tpython3\nPid:\t{nspid[0]}\n{line}")
+    (root / "self" / "ns" / "pid").symlink_to(f"pid:[{ns_inode}]")
+    for pid, fields in {nspid[0]: nspid, **(others or {})}.items():
+        (root / str(pid)).mkdir(exist_ok=True)
+        (root / str(pid) / "status").write_text(
+            "NSpid:\t" + "\t".join(map(str, fields)) + "\n")
+    return str(root)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _host_proc(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _PROC["host"] = _fake_proc(tmp_path_factory.mktemp("proc"), (MINE,), PROC_PID_INIT_INO)
+
+
+def _open(fake: FakeNVML, pid: int = MINE, env: dict[str, str] | None = None,
+          proc_root: str | None = None) -> NvmlProbe:
     found = discover(DiscoveryContext(pynvml=fake, pid=pid, env=env or {}), start_poller=False,
-                     clock=fake.clock)
+                     clock=fake.clock, proc_root=proc_root or _PROC["host"])
     [probe] = [p for p in found if isinstance(p, NvmlProbe)]
     return probe
 
@@ -589,3 +629,223 @@ def test_measure_gives_a_shared_gpus_share_to_the_run_end_to_end(tmp_path: Path)
         attributed.by_kind["gpu"], rel=1e-12)
     assert loaded.energy_j["by_kind"]["gpu"] == pytest.approx(gpu_j, rel=1e-12)
     assert loaded.attribution["channels"]["gpu0"]["rules"] == rules
+
+
+# -- PID namespaces (containers) ----------------------------------------------------------------
+@pytest.mark.parametrize(("nspid", "inode", "nested", "procfs_pid"), [
+    ((MINE,), PROC_PID_INIT_INO, False, None),  # the host's namespace
+    ((7,), CONTAINER_INO, True, None),  # a container with its own /proc: one NSpid field
+    ((MINE + OFFSET, 7), CONTAINER_INO, True, MINE + OFFSET),  # the host's /proc: two
+], ids=["host", "container-proc", "ancestor-proc"])
+def test_pid_namespace_is_read_from_nspid_and_the_namespace_inode(
+        tmp_path: Path, nspid: tuple[int, ...], inode: int, nested: bool,
+        procfs_pid: int | None) -> None:
+    found = pid_namespace(_fake_proc(tmp_path, nspid, inode))
+    assert (found.nested, found.procfs_pid) == (nested, procfs_pid)
+    assert str(inode) in found.evidence or "NSpid" in found.evidence
+
+
+def test_pid_namespace_unreadable_is_unknown(tmp_path: Path) -> None:
+    assert pid_namespace(str(tmp_path / "absent")) == PidNamespace(
+        None, None, "unknown (/proc/self/ns/pid unreadable)")
+
+
+def test_pid_namespace_of_this_process_is_read_from_the_real_proc() -> None:
+    link = os.readlink("/proc/self/ns/pid")
+    assert pid_namespace().nested is (link != f"pid:[{PROC_PID_INIT_INO}]")
+
+
+def _shared_gpus(n: int = 1) -> list[FakeGPU]:
+    return [FakeGPU(power_w=200.0, processes=[FakeProcess(MINE, 3 * GiB, sm_util=30),
+                                              FakeProcess(THEIRS, 7 * GiB, sm_util=70)])
+            for _ in range(n)]
+
+
+def test_in_a_container_host_pids_leave_the_share_unknown_with_one_warning(
+        tmp_path: Path) -> None:
+    """A driver that gives host pids (no translation), a container with its own /proc: the
+    tree is never found while a neighbour is, so every read is unknown (not 0), once
+    warned for both GPUs, energy untouched."""
+    clock = FakeClock()
+    fake = FakeNVML(_shared_gpus(2), clock=clock, host_pid_offset=OFFSET)
+    probe = _open(fake, MINE, proc_root=_fake_proc(tmp_path, (MINE,), CONTAINER_INO))
+    assert probe.describe()["pid_namespace"].startswith("nested: pid:[4026532176]")
+    probe.begin_run()
+    start = probe.read()
+    for _ in range(6):
+        clock.advance(0.5)
+        gauges = probe.gauges()
+        assert "gpu0_own_share" not in gauges and "gpu1_own_share" not in gauges
+        assert gauges["gpu0_process_memory_bytes"] == 0  # the tree's memory: not found either
+    end = probe.read()
+    assert end["gpu0"] - start["gpu0"] == pytest.approx(200.0 * 3.0, rel=1e-6)
+    for cid in ("gpu0", "gpu1"):
+        assert _counts(probe, cid) == {"sm": 0, "memory": 0, "idle": 0, "unknown": 6}
+    [warning] = probe.drain_warnings()
+    assert "PID namespace" in warning and f"{MINE + OFFSET}" in warning
+    assert "--pid=host" in warning and "hostPID" in warning and "unknown, not 0" in warning
+    probe.end_run()
+    probe.begin_run()  # the next run is warned again, once
+    clock.advance(0.5)
+    probe.gauges()
+    assert len(probe.drain_warnings()) == 1
+    probe.end_run()
+    probe.close()
+
+
+def test_outside_a_namespace_host_pids_are_taken_at_their_word(tmp_path: Path) -> None:
+    """Not namespaced: unchanged. Pids that are not the tree's are others', so the share is 0
+    and nothing is said (the same fake, the host's /proc)."""
+    clock = FakeClock()
+    fake = FakeNVML(_shared_gpus(), clock=clock, host_pid_offset=OFFSET)
+    probe = _open(fake, MINE)
+    assert "pid_namespace" not in probe.describe()
+    probe.begin_run()
+    clock.advance(1.0)
+    assert probe.gauges()["gpu0_own_share"] == 0.0
+    assert _counts(probe)["sm"] == 1 and probe.drain_warnings() == []
+    probe.end_run()
+    probe.close()
+
+
+@pytest.mark.parametrize(("translates", "rule", "share"), [
+    ({"nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses",
+      "nvmlDeviceGetProcessUtilization"}, "sm", 0.3),
+    # lists translated, samples in host pids (HAMi-core#112): the samples never show the
+    # tree, so not 0 from them: the memory share of the lists that do
+    ({"nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"},
+     "memory", 0.3),
+], ids=["all-translated", "lists-translated"])
+def test_in_a_container_pids_in_its_namespace_give_the_normal_share(
+        tmp_path: Path, translates: set[str], rule: str, share: float) -> None:
+    clock = FakeClock()
+    fake = FakeNVML(_shared_gpus(), clock=clock, host_pid_offset=OFFSET, translates=translates)
+    probe = _open(fake, MINE, proc_root=_fake_proc(tmp_path, (MINE,), CONTAINER_INO))
+    probe.begin_run()
+    for _ in range(3):
+        clock.advance(1.0)
+        assert probe.gauges()["gpu0_own_share"] == pytest.approx(share)
+    assert _counts(probe)[rule] == 3 and probe.drain_warnings() == []
+    probe.end_run()
+    probe.close()
+
+
+def test_a_neighbour_in_another_container_is_counted_from_its_samples(tmp_path: Path) -> None:
+    """Open kernel modules: the lists leave out a process of another namespace, its samples
+    keep its host pid; the SM share still counts it."""
+    clock = FakeClock()
+    gpu = FakeGPU(processes=[FakeProcess(MINE, 3 * GiB, sm_util=40),
+                             FakeProcess(THEIRS, 7 * GiB, sm_util=60, foreign=True)])
+    fake = FakeNVML([gpu], clock=clock, host_pid_offset=OFFSET,
+                    translates={"nvmlDeviceGetComputeRunningProcesses",
+                                "nvmlDeviceGetProcessUtilization"})
+    fake.nvmlInit()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    assert [p.pid for p in fake.nvmlDeviceGetComputeRunningProcesses(handle)] == [MINE]
+    probe = _open(fake, MINE, proc_root=_fake_proc(tmp_path, (MINE,), CONTAINER_INO))
+    probe.begin_run()
+    clock.advance(1.0)
+    assert {s.pid for s in fake.nvmlDeviceGetProcessUtilization(handle, 0)} == {
+        MINE, THEIRS + OFFSET}
+    assert probe.gauges()["gpu0_own_share"] == pytest.approx(0.4)
+    probe.end_run()
+    probe.close()
+    fake.nvmlShutdown()
+
+
+def test_the_host_proc_translates_the_tree_to_host_pids(tmp_path: Path) -> None:
+    """/proc is an ancestor namespace's (NSpid has two fields): the tree is read there and
+    matches NVML's host pids; its memory gauge too."""
+    clock = FakeClock()
+    fake = FakeNVML(_shared_gpus(), clock=clock, host_pid_offset=OFFSET)
+    proc = _fake_proc(tmp_path, (MINE + OFFSET, MINE), CONTAINER_INO)
+    probe = _open(fake, 0, proc_root=proc)
+    probe.begin_run()
+    clock.advance(1.0)
+    gauges = probe.gauges()
+    assert gauges["gpu0_own_share"] == pytest.approx(0.3)
+    assert gauges["gpu0_process_memory_bytes"] == 3 * GiB
+    assert probe.drain_warnings() == []
+    probe.end_run()
+    probe.close()
+
+
+def test_in_a_container_the_share_is_known_from_when_the_tree_shows(tmp_path: Path) -> None:
+    """Before the run's process is on the GPU only the neighbour is: unknown (it might be
+    there under a pid we cannot see). Once it has been seen, a read without it is 0."""
+    clock = FakeClock()
+    gpu = FakeGPU(processes=[FakeProcess(THEIRS, 7 * GiB, sm_util=70)])
+    fake = FakeNVML([gpu], clock=clock, host_pid_offset=OFFSET,
+                    translates={"nvmlDeviceGetComputeRunningProcesses",
+                                "nvmlDeviceGetGraphicsRunningProcesses",
+                                "nvmlDeviceGetProcessUtilization"})
+    probe = _open(fake, MINE, proc_root=_fake_proc(tmp_path, (MINE,), CONTAINER_INO))
+    probe.begin_run()
+    clock.advance(1.0)
+    assert "gpu0_own_share" not in probe.gauges()
+    mine = FakeProcess(MINE, 3 * GiB, sm_util=30)
+    with fake.lock:
+        gpu.processes.append(mine)
+    clock.advance(1.0)
+    assert probe.gauges()["gpu0_own_share"] == pytest.approx(0.3)
+    with fake.lock:
+        gpu.processes.remove(mine)
+    clock.advance(1.0)
+    assert probe.gauges()["gpu0_own_share"] == 0.0
+    assert _counts(probe) == {"sm": 2, "memory": 0, "idle": 0, "unknown": 1}
+    [warning] = probe.drain_warnings()
+    assert "PID namespace" in warning
+    probe.end_run()
+    probe.close()
+
+
+_IN_NAMESPACE = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    from energymeter import measure
+    from tests.fakes.nvml import FakeGPU, FakeNVML, FakeProcess
+    from tests.timing import until
+    GiB = 2**30
+    out = Path(sys.argv[1])
+    fake = FakeNVML([FakeGPU(name="NVIDIA H100 80GB HBM3", power_w=250.0, processes=[
+        FakeProcess(os.getpid(), 3 * GiB, sm_util=30),
+        FakeProcess(4_194_500, 7 * GiB, sm_util=70)])], host_pid_offset=int(sys.argv[2]))
+    with measure("in-a-container", pynvml=fake, env={}, out=out,
+                 powercap_root=out / "absent", cpu_tdp_w=10.0, region="SE",
+                 interval_s=0.05, gauge_interval_s=0.2) as m:
+        assert until(lambda: fake.calls["nvmlDeviceGetProcessUtilization"] >= 6)
+    r = m.report
+    print(json.dumps({"pid": os.getpid(), "ns": os.readlink("/proc/self/ns/pid"),
+                      "status": open("/proc/self/status").read(),
+                      "gpu_j": r.energy_j["by_kind"]["gpu"],
+                      "attributed_gpu_j": r.energy_on("attributed").by_kind["gpu"],
+                      "whole": list(r.energy_on("attributed").whole),
+                      "rules": r.attribution["channels"]["gpu0"]["rules"],
+                      "warnings": list(r.warnings)}))
+""")
+
+
+def test_measure_in_a_real_pid_namespace_counts_the_gpu_whole(tmp_path: Path) -> None:
+    """measure() in a new PID namespace with its own /proc (as Docker and Kubernetes make
+    one: ``unshare --pid --fork --mount-proc``, in a user namespace so that no privilege is
+    needed), on a fake NVML that gives host pids: the run's share is unknown at every read,
+    the GPU counted whole on the attributed basis, one warning in the report."""
+    unshare = shutil.which("unshare")
+    cmd = [unshare or "unshare", "--user", "--map-root-user", "--pid", "--fork",
+           "--mount-proc"]
+    if unshare is None or subprocess.run([*cmd, "true"], capture_output=True,
+                                         timeout=30).returncode != 0:
+        pytest.skip("unprivileged PID namespaces (unshare --user --pid) are not available here")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*cmd, sys.executable, "-c", _IN_NAMESPACE, str(tmp_path), str(OFFSET)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["pid"] == 1 and got["ns"] != f"pid:[{PROC_PID_INIT_INO}]"
+    assert "NSpid:\t1\n" in got["status"]  # one field: NSpid alone would not tell
+    rules = got["rules"]
+    assert rules["unknown"] >= 6 and rules["sm"] == rules["memory"] == rules["idle"] == 0
+    assert got["gpu_j"] > 0 and got["whole"] == ["gpu0"]
+    assert got["attributed_gpu_j"] == pytest.approx(got["gpu_j"], rel=1e-12)
+    said = [w for w in got["warnings"] if "PID namespace" in w]
+    assert len(said) == 1 and "--pid=host" in said[0]

@@ -36,6 +36,22 @@ first rule that applies:
 * ``unknown``: nothing can be said (the calls are unsupported or fail, the first read before a
   run began): the gauge is absent, never NaN.
 
+**PID namespaces** (containers: Docker, Kubernetes). NVML's pids are the driver's, and which
+namespace they are in depends on the driver: older drivers give host pids (NVIDIA/nvidia-docker
+#179, #1483: "the driver is not aware of the PID namespace"); the open kernel modules give the
+running-process lists in the caller's namespace, leaving out processes it cannot see, and
+per-process utilisation samples in it where it can see the process, else with the host pid
+(open-gpu-kernel-modules ``_gpuConvertPid``, ``kern_perf_ctrl.c``); a driver may do the one and
+not the other (Project-HAMi/HAMi-core#112, 560.35.03). At open the probe finds whether it runs
+in a PID namespace other than the host's (:func:`pid_namespace`: the ``NSpid`` of
+``/proc/self/status`` with more than one field, or the ``/proc/self/ns/pid`` inode not the
+initial namespace's; a container's own ``/proc`` shows one ``NSpid`` field). In one, the tree's
+pids also match through their ``NSpid`` translations where ``/proc`` is an ancestor namespace's
+(so gives them), and a source (SM samples, running-process lists) counts only once the tree
+has been seen in it: before, an SM share of 0 falls to the memory rule, and lists where other
+processes are but never the tree's leave the share ``unknown`` (with one warning per run:
+NVML reports host pids) rather than 0.
+
 MIG: NVML gives no per-process utilisation on MIG-enabled GPUs (nvml.h: "querying process
 utilization is not currently supported"), so a MIG channel's share is the ``memory`` (else
 ``idle``) rule over the processes on the visible MIG devices' own handles: the run's share
@@ -49,6 +65,7 @@ running-process lists are those the process-memory gauge reads anyway).
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +127,77 @@ SHARE_METHOD_MIG = ("per interval, within the visible MIG instance(s): the run's
                     "times mig_share for the GPU")
 SHARE_METHOD_NONE = ("none: the visible MIG devices' handles were not found, so the processes "
                      "on them cannot be listed")
+
+
+# -- PID namespaces ---------------------------------------------------------------------------
+#: The inode of the initial (host's) PID namespace, as ``/proc/self/ns/pid`` names it
+#: (``pid:[4026531836]``): the kernel's fixed PROC_PID_INIT_INO (include/linux/proc_ns.h).
+PROC_PID_INIT_INO = 0xEFFFFFFC
+#: What a user can do when the run's processes cannot be found in NVML's lists.
+PIDNS_HINT = ("share the host's PID namespace with the container (`docker run --pid=host`; "
+              "Kubernetes `hostPID: true`), or measure from the host (`energymeter run` "
+              "outside the container); drivers whose NVML gives pids in the caller's "
+              "namespace need neither")
+
+
+@dataclass(frozen=True)
+class PidNamespace:
+    """Whether this process runs in a PID namespace other than the host's, as :func:`pid_namespace`
+    finds it. ``nested``: True in one, False in the host's, None when ``/proc`` does not say.
+    ``procfs_pid``: this process's pid in the namespace of the ``/proc`` that was read, when that
+    is an ancestor's (``NSpid`` has more than one field: its first), so that the tree's pids can
+    be translated there; None otherwise. ``evidence``: what was read, for messages."""
+
+    nested: bool | None
+    procfs_pid: int | None = None
+    evidence: str = ""
+
+
+def _nspid(status_text: str) -> tuple[int, ...]:
+    """The ``NSpid:`` fields of a ``/proc/<pid>/status`` text (the pid in the ``/proc``'s
+    namespace first, its own namespace's last: the kernel's Documentation/filesystems/proc.rst);
+    empty where there is no such line (a kernel before 4.1, or no CONFIG_PID_NS)."""
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            try:
+                return tuple(int(f) for f in line.split()[1:])
+            except ValueError:
+                return ()
+    return ()
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError as exc:
+        log.debug("cannot read %s: %r", path, exc)
+        return ""
+
+
+def pid_namespace(proc_root: str = "/proc") -> PidNamespace:
+    """Whether this process runs in a PID namespace other than the host's.
+
+    ``NSpid`` of ``<proc_root>/self/status`` lists the pid from the namespace of that ``/proc``
+    down to the process's own: more than one field means a nested namespace whose ancestor's
+    pids this ``/proc`` shows. A container mounts a ``/proc`` of its own namespace, where
+    ``NSpid`` has one field (fs/proc/array.c starts at the procfs's level), so the namespace
+    itself is also read: ``<proc_root>/self/ns/pid`` links to ``pid:[<inode>]``, and the initial
+    namespace's inode is :data:`PROC_PID_INIT_INO`."""
+    fields = _nspid(_read_text(f"{proc_root}/self/status"))
+    if len(fields) > 1:
+        return PidNamespace(True, fields[0], "NSpid " + " ".join(map(str, fields)))
+    try:
+        link = os.readlink(f"{proc_root}/self/ns/pid")
+    except OSError as exc:
+        log.debug("cannot read %s/self/ns/pid: %r", proc_root, exc)
+        return PidNamespace(None, None, "unknown (/proc/self/ns/pid unreadable)")
+    inode = link.removeprefix("pid:[").removesuffix("]")
+    if not inode.isdigit():
+        return PidNamespace(None, None, f"unknown (/proc/self/ns/pid is {link!r})")
+    if int(inode) == PROC_PID_INIT_INO:
+        return PidNamespace(False, None, f"the host's ({link})")
+    return PidNamespace(True, None, f"{link}, not the host's pid:[{PROC_PID_INIT_INO}]")
 
 
 # -- NVML error helpers ------------------------------------------------------------------
@@ -188,6 +276,7 @@ class NvmlProbe(Probe):
         clock: Callable[[], float] = time.monotonic,
         start_poller: bool = True,
         info: Mapping[str, Any] | None = None,
+        proc_root: str = "/proc",
     ) -> None:
         gauge_names: list[str] = []
         for g in gpus:
@@ -212,6 +301,14 @@ class NvmlProbe(Probe):
         self._nvml_error = _base_error(nvml)
         self._not_found = _errors(nvml, "NotFound")
         self._share_lock = threading.Lock()  # the share state: short, never around an NVML call
+        # A PID namespace other than the host's (module docstring): found once, at open.
+        self._proc_root = proc_root
+        self._pidns = pid_namespace(proc_root)
+        self._nested = self._pidns.nested is True
+        # Whether the tree was ever found among the SM samples / the running-process lists
+        # (in a nested PID namespace a source counts only once it was; under _share_lock).
+        self._tree_seen = {"sm": False, "lists": False}
+        self._pidns_warned = False  # one warning per run when the tree is never found
         # NVML has no per-process utilisation in MIG mode; an old nvidia-ml-py lacks the call
         sm_call = hasattr(nvml, "nvmlDeviceGetProcessUtilization")
         for g in self._gpus:
@@ -382,7 +479,7 @@ class NvmlProbe(Probe):
         out: dict[str, float] = {}
         if self._closed:
             return out
-        pids = process_tree_pids(self._pid, include_root=self._include_root)
+        pids = self._tree_pids()
         total_process_bytes: int | None = None
         nvml = self._nvml
         for g in self._gpus:
@@ -433,6 +530,23 @@ class NvmlProbe(Probe):
             out["gpu_process_memory_bytes"] = float(total_process_bytes)
         return out
 
+    def _tree_pids(self) -> set[int]:
+        """The measured tree's pids, as NVML may give them. Where ``/proc`` is an ancestor PID
+        namespace's (:attr:`PidNamespace.procfs_pid`) and the tree is this process's own, the
+        tree is read there, from this process's pid in it, and each process counts by every
+        pid its ``NSpid`` gives (that ``/proc``'s, which is the host's when it is the host's
+        ``/proc``, down to its own namespace's)."""
+        root = self._pidns.procfs_pid
+        if (root is None or self._pid not in (0, os.getpid())
+                or not os.path.isdir(f"{self._proc_root}/{root}")):
+            return process_tree_pids(self._pid, include_root=self._include_root)
+        out: set[int] = set()
+        for pid in process_tree_pids(root, include_root=self._include_root,
+                                     proc_root=self._proc_root):
+            out.add(pid)
+            out.update(_nspid(_read_text(f"{self._proc_root}/{pid}/status")))
+        return out
+
     def _running_processes(self, g: _Gpu) -> dict[int, int | None] | None:
         """``{pid: usedGpuMemory in bytes, None where NVML gives none}`` of the processes on
         this channel's device: the visible MIG devices' own handles for a MIG channel, else
@@ -480,6 +594,7 @@ class NvmlProbe(Probe):
                 g.share.counts = dict.fromkeys(SHARE_RULES, 0)
                 g.share.last_seen_us = None
                 g.share.warned = False
+            self._pidns_warned = False
         for g in self._gpus:
             if g.lost or self._closed or not g.share.sm:
                 continue
@@ -503,12 +618,46 @@ class NvmlProbe(Probe):
         except self._nvml_error as exc:
             rule, share, why = "unknown", None, f"{type(exc).__name__}: {exc}"
         self._count_share(g, rule)
-        if why is not None and not g.share.warned:
+        if why is _PIDNS_UNSEEN:
+            self._warn_pidns(g, listing)
+        elif why is not None and not g.share.warned:
             g.share.warned = True
             self._warn_locked(f"{g.channel.id}: the run's share of this GPU could not be "
                               f"determined for some intervals ({why}); attribution() counts "
                               "them as 'unknown'", ("nvml share unknown", g.channel.id))
         return share
+
+    def _warn_pidns(self, g: _Gpu, listing: _Once) -> None:
+        """The one warning of a run whose tree NVML's lists never showed, in a nested PID
+        namespace (why and what to do)."""
+        with self._share_lock:
+            if self._pidns_warned:
+                return
+            self._pidns_warned = True
+        try:
+            listed = sorted(listing() or ())
+        except self._nvml_error:
+            listed = []
+        shown = ", ".join(map(str, listed[:5])) + (", ..." if len(listed) > 5 else "")
+        self._warn_locked(
+            f"{g.channel.id}: this process runs in a PID namespace of its own (a container; "
+            f"{self._pidns.evidence}) and NVML lists the GPU's processes by pids it does not "
+            f"know (host pids: {shown}): none of the run's processes was ever found among "
+            "them, so the run's share of the GPU is unknown, not 0 (gauge absent; "
+            "attribution() counts these reads 'unknown'; the attributed basis counts the GPU "
+            f"whole for them), on this GPU and any other where the same holds. To attribute "
+            f"it: {PIDNS_HINT}", ("nvml pid namespace",))
+
+    def _source_seen(self, source: str, tree_found: bool) -> bool:
+        """Whether a source of pids (``sm`` samples, running-process ``lists``) can be taken
+        at its word: always, but in a nested PID namespace only once it has shown one of the
+        tree's pids (it may give host pids, which the tree's never match)."""
+        if not self._nested:
+            return True
+        with self._share_lock:
+            if tree_found:
+                self._tree_seen[source] = True
+            return self._tree_seen[source]
 
     def _count_share(self, g: _Gpu, rule: str) -> None:
         with self._share_lock:
@@ -527,7 +676,7 @@ class NvmlProbe(Probe):
                 if sums is None:  # this read only took the newest timestamp
                     return "unknown", None, None
                 own, total = sums
-                if total > 0:
+                if total > 0 and self._source_seen("sm", own > 0):
                     return "sm", own / total, None
         if g.is_mig and not g.mig_handles:
             return "unknown", None, "the visible MIG devices' handles were not found"
@@ -542,6 +691,8 @@ class NvmlProbe(Probe):
         if not processes:
             return "idle", 1.0, None
         own = [pid for pid in processes if pid in pids]
+        if not self._source_seen("lists", bool(own)):
+            return "unknown", None, _PIDNS_UNSEEN
         if len(own) == len(processes):
             return "memory", 1.0, None
         if not own:
@@ -595,6 +746,8 @@ class NvmlProbe(Probe):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out.update(self._info)
+        if self._nested:
+            out["pid_namespace"] = f"nested: {self._pidns.evidence}"
         if any(c.method == "integrated" for c in self.channels):
             out["poll_hz"] = self._poll_hz
         return out
@@ -622,6 +775,10 @@ def _field_value(item: Any) -> float | None:
         return None
     attr = _VALUE_ATTRS.get(int(getattr(item, "valueType", 1)), "uiVal")
     return float(getattr(item.value, attr))
+
+
+#: The ``why`` of an unknown share whose cause is a PID namespace (one warning of its own).
+_PIDNS_UNSEEN = "the run's processes were never found in NVML's lists (PID namespace)"
 
 
 class _Once:
@@ -953,6 +1110,7 @@ def discover(
     clock: Callable[[], float] | None = None,
     start_poller: bool = True,
     driver_paths: tuple[str, ...] = DRIVER_PATHS,
+    proc_root: str = "/proc",
 ) -> list[Probe | Unavailable]:
     """Open NVML and return one :class:`NvmlProbe` for the visible GPUs, plus an
     :class:`Unavailable` for anything that cannot be measured (never raises for hardware
@@ -962,6 +1120,8 @@ def discover(
     ``start_poller=False`` let tests drive the integration deterministically via
     :meth:`NvmlProbe.poll`. ``driver_paths``: files whose existence shows a loaded NVIDIA
     driver; when none exists (and no ``pynvml`` is injected) pynvml is not even imported.
+    ``proc_root``: where the probe reads ``self/status``, ``self/ns/pid`` and ``<pid>/status``
+    to find a PID namespace and translate pids (:func:`pid_namespace`); tests pass a fake.
     """
     if poll_hz < MIN_POLL_HZ:
         raise ConfigError(f"NVML poll_hz is {poll_hz!r}; accepted: at least {MIN_POLL_HZ:g} Hz "
@@ -993,7 +1153,7 @@ def discover(
 
     return opened_or_shut(
         lambda: _open(nvml, ctx, poll_hz=poll_hz, clock=clock or time.monotonic,
-                      start_poller=start_poller),
+                      start_poller=start_poller, proc_root=proc_root),
         lambda: _shutdown(nvml), NvmlProbe)
 
 
@@ -1005,7 +1165,7 @@ def _shutdown(nvml: Any) -> None:
 
 
 def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[], float],
-          start_poller: bool) -> list[Probe | Unavailable]:
+          start_poller: bool, proc_root: str = "/proc") -> list[Probe | Unavailable]:
     """The probe of the GPUs ``ctx``'s CUDA_VISIBLE_DEVICES selects (NVML initialised), and an
     :class:`Unavailable` for each of them that cannot be measured; only Unavailables when none
     can."""
@@ -1025,8 +1185,8 @@ def _open(nvml: Any, ctx: DiscoveryContext, *, poll_hz: float, clock: Callable[[
     if not gpus:
         return list(missing)
     probe = NvmlProbe(nvml, gpus, pid=ctx.pid, include_root=ctx.include_root, poll_hz=poll_hz,
-                      clock=clock,
-                      start_poller=start_poller, info=_driver_info(nvml))
+                      clock=clock, start_poller=start_poller, info=_driver_info(nvml),
+                      proc_root=proc_root)
     for message in warnings:
         log.warning("%s", message)
         probe.warn(message)

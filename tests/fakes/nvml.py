@@ -27,6 +27,15 @@ constants and ``NVMLError`` class hierarchy, and behaves like the hardware where
   newer than the caller's ``lastSeenTimeStamp`` (CPU time in microseconds) and NOT_FOUND when
   there are none; NOT_SUPPORTED on a MIG-enabled GPU; a MIG handle lists only the processes of
   its own instance (``FakeProcess.mig_uuid``);
+* PID namespaces (``host_pid_offset``, ``translates``): the driver knows every process by its
+  host pid; a caller in a container's PID namespace gets host pids (NVIDIA's drivers before
+  they translated: NVIDIA/nvidia-docker#179 and #1483, "the driver is not aware of the PID
+  namespace"), or, for the calls in ``translates``, pids in its own namespace as the open
+  kernel modules give them (open-gpu-kernel-modules ``_gpuConvertPid`` / ``os_find_ns_pid``:
+  the running-process lists leave out a process the caller's namespace cannot see;
+  ``subdeviceCtrlCmdPerfGetGpumonPerfmonUtilSamplesV2_KERNEL``: a sample of such a process
+  keeps its host pid). Project-HAMi/HAMi-core#112 shows a driver (560.35.03) that translates
+  the lists but not the utilisation samples;
 * injectable failures: ``init_error`` (e.g. ``"LibraryNotFound"``), a GPU lost at a time
   (``lost_at_s``), unsupported calls (``unsupported``), errors raised on demand
   (:meth:`FakeNVML.fail`), a counter that resets (``counter_reset_at_s``), MIG devices.
@@ -345,6 +354,10 @@ class FakeProcess:
     sm_util: float | Callable[[float], float] = 0.0
     mem_util: int = 0
     mig_uuid: str | None = None
+    #: In another container's PID namespace, which the caller's cannot see: a driver that
+    #: translates pids (``FakeNVML.translates``) leaves it out of the running-process lists
+    #: and gives its samples with its host pid (see :meth:`FakeNVML.reported_pid`).
+    foreign: bool = False
 
     def sm_util_at(self, t_s: float) -> int:
         """The ``smUtil`` of a sample over a period centred on ``t_s`` (0..100)."""
@@ -532,6 +545,11 @@ class FakeNVML:
     them (later versions decode them: pynvml.py ``convertStrBytes``).
     ``profile_info_v2``: False makes ``nvmlDeviceGetGpuInstanceProfileInfo(..., version=2)``
     raise FunctionNotFound, as a driver without ``nvmlDeviceGetGpuInstanceProfileInfoV`` does.
+    ``host_pid_offset``: the caller runs in a PID namespace (a container) where each process's
+    pid is its host pid minus this (``FakeProcess.pid`` is the caller's view; 0: the caller
+    shares the host's namespace). ``translates``: the process calls
+    (``nvmlDeviceGet{Compute,Graphics}RunningProcesses``, ``nvmlDeviceGetProcessUtilization``)
+    that give pids in the caller's namespace rather than host pids (:meth:`reported_pid`).
 
     Introspection: ``calls`` (a Counter of NVML function names), ``init_count``,
     ``shutdown_count``, :meth:`elapsed_s`, :meth:`counter_mj`, :meth:`energy_j`,
@@ -618,6 +636,8 @@ class FakeNVML:
         nvml_version: str = "12.550.54.15",
         bytes_strings: bool = False,
         profile_info_v2: bool = True,
+        host_pid_offset: int = 0,
+        translates: Iterable[str] = (),
     ) -> None:
         self.gpus = list(gpus)
         for i, gpu in enumerate(self.gpus):
@@ -633,6 +653,8 @@ class FakeNVML:
         self.nvml_version = nvml_version
         self.bytes_strings = bytes_strings
         self.profile_info_v2 = profile_info_v2
+        self.host_pid_offset = host_pid_offset
+        self.translates = frozenset(translates)
         self.calls: Counter[str] = Counter()
         self.init_count = 0
         self.shutdown_count = 0
@@ -679,6 +701,19 @@ class FakeNVML:
         wedged driver does: every other call waits too) until ``until`` is set."""
         with self.lock:
             self._hangs[(index, function)] = until
+
+    def reported_pid(self, process: FakeProcess, function: str) -> int | None:
+        """The pid ``function`` gives for ``process``: the host's (``pid + host_pid_offset``)
+        unless ``function`` translates pids into the caller's namespace; then ``pid``, or, for
+        a process of another namespace, None in the running-process lists (left out) and the
+        host pid in the utilisation samples (open-gpu-kernel-modules, see the module
+        docstring)."""
+        host = process.pid + self.host_pid_offset
+        if self.host_pid_offset == 0 or function not in self.translates:
+            return host
+        if not process.foreign:
+            return process.pid
+        return host if function == "nvmlDeviceGetProcessUtilization" else None
 
     def mig_uuid(self, gpu: FakeGPU, device: FakeMigDevice) -> str:
         """What nvmlDeviceGetUUID answers for a MIG device under this driver."""
@@ -1035,9 +1070,12 @@ class FakeNVML:
             for p in gpu.processes:
                 if p.kind != kind or (mig is not None and p.mig_uuid != mig.uuid):
                     continue
+                pid = self.reported_pid(p, function)
+                if pid is None:  # in a namespace the caller's cannot see: left out
+                    continue
                 where = by_uuid.get(p.mig_uuid or "")
                 out.append(SimpleNamespace(
-                    pid=p.pid, usedGpuMemory=p.used_gpu_memory_bytes,
+                    pid=pid, usedGpuMemory=p.used_gpu_memory_bytes,
                     gpuInstanceId=where.gi_id if where else 0xFFFFFFFF,
                     computeInstanceId=where.ci_id if where else 0xFFFFFFFF))
             return out
@@ -1081,8 +1119,10 @@ class FakeNVML:
                 mid_s = (k - 0.5) * period_s
                 per_pid: dict[int, tuple[int, int]] = {}  # a process listed twice: one sample
                 for p in gpu.processes:
-                    sm, mem = per_pid.get(p.pid, (0, 0))
-                    per_pid[p.pid] = (max(sm, p.sm_util_at(mid_s)), max(mem, p.mem_util))
+                    pid = self.reported_pid(p, "nvmlDeviceGetProcessUtilization")
+                    assert pid is not None  # samples keep the host pid of an unseen process
+                    sm, mem = per_pid.get(pid, (0, 0))
+                    per_pid[pid] = (max(sm, p.sm_util_at(mid_s)), max(mem, p.mem_util))
                 for pid, (sm, mem) in per_pid.items():
                     if (sm or mem) and len(newest_first) < gpu.process_sample_buffer:
                         newest_first.append(c_nvmlProcessUtilizationSample_t(
