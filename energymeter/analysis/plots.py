@@ -164,8 +164,9 @@ def _timeline(grouping: Grouping, width: float | None, height: float | None,
             labels.setdefault(label, handle)
         if n > 1:
             if grouping.by not in ("name", "run") and (grouping.by != "dir"
-                                                       or len(g.runs) > 1):
-                title += f" · {g.label}"
+                                                       or len(g.runs) > 1) \
+                    and not all(part in title for part in g.label.split()):
+                title += f" · {g.label}"  # the group, where the run's tags do not say it
             ax.set_title(title + (" (warm-up)" if report.warmup else ""), loc="left",
                          fontsize=7.5, pad=2)
             ax.set_ylabel("")
