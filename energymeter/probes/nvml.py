@@ -492,7 +492,7 @@ class NvmlProbe(Probe):
                 ("memory_used_bytes",
                  lambda g=g: float(nvml.nvmlDeviceGetMemoryInfo(g.handle).used)),
                 ("process_memory_bytes",
-                 lambda listing=listing: _tree_memory(listing(), pids)),
+                 lambda listing=listing: self._tree_memory(listing(), pids)),
                 ("utilization_pct",
                  lambda g=g: float(nvml.nvmlDeviceGetUtilizationRates(g.handle).gpu)),
                 ("temperature_c", lambda g=g: float(nvml.nvmlDeviceGetTemperature(
@@ -529,6 +529,18 @@ class NvmlProbe(Probe):
         if total_process_bytes is not None:
             out["gpu_process_memory_bytes"] = float(total_process_bytes)
         return out
+
+    def _tree_memory(self, processes: Mapping[int, int | None] | None,
+                     pids: set[int]) -> float | None:
+        """The tree's GPU memory (:func:`_tree_memory`); None (unknown, not 0) in a nested PID
+        namespace while the lists show other processes but have never shown the tree's."""
+        used = _tree_memory(processes, pids)
+        if (used == 0 and processes and self._nested
+                and not any(pid in pids for pid in processes)):
+            with self._share_lock:
+                if not self._tree_seen["lists"]:
+                    return None
+        return used
 
     def _tree_pids(self) -> set[int]:
         """The measured tree's pids, as NVML may give them. Where ``/proc`` is an ancestor PID
