@@ -85,7 +85,7 @@ Target = tuple[str, float, str]
 def compare_metrics(target: bool = True) -> list[str]:
     """The figures ``kind="compare"`` accepts as ``metric`` (those of
     :func:`~energymeter.analysis.compare`; the ``*_to_target_*`` ones with a target)."""
-    return [key for key, *_ in metric_list(KINDS, per_item=True,
+    return [key for key, *_ in metric_list(KINDS, per_item=True, baseline=True,
                                            target=("metric", 0.0, ">=") if target else None)]
 
 
@@ -266,7 +266,7 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
     _warn(rows)
     kinds = _kinds_of(rows)
     info = {key: (label, unit, div) for key, label, unit, div in
-            metric_list(kinds, per_item=True, target=target,
+            metric_list(kinds, per_item=True, target=target, baseline=True,
                         memory_basis=rows[0].get("memory_basis"), basis=basis)}
     present = [k for k in info if f"{k}_ci_low" in rows[0]]
     if metric not in present or all(row[metric] is None for row in rows):
@@ -283,7 +283,8 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
               if v is not None]
     if unit == "J":
         unit, div = energy_unit(max(highs))
-    estimated = metric.startswith("energy") and "to_target" not in metric
+    estimated = (metric.startswith("energy") and "to_target" not in metric) or metric in (
+        "baseline_idle_j", "baseline_net_j")
     fig, (ax,) = new_figure(width, height)
     hatched = False
     for i, row in enumerate(shown):
@@ -291,7 +292,8 @@ def _compare(pairs: list[tuple[str | None, Report]], by: str, group: bool, neste
         mean = row[metric] / div
         model = estimated and any(("model" in m or "mixed" in m)
                                   for k, m in row["methods"].items()
-                                  if metric in ("energy_total_j", "energy_per_item_j")
+                                  if metric in ("energy_total_j", "energy_per_item_j",
+                                                "baseline_idle_j", "baseline_net_j")
                                   or metric == f"energy_{k}_j")
         hatched |= model
         ax.bar(i, mean, 0.6, color=to_rgba(colour, 0.45), edgecolor=colour, lw=0.8, zorder=1)
