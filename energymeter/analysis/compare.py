@@ -419,20 +419,51 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     or the runs nested in it); each row has ``phase`` and ``phase_missing`` (runs without it,
     left out of its figures, and warned). Phases are on the machine basis."""
     on = _OnBasis(check_basis(basis))
+    _check_phase(phase, basis, target)
+    grouping = group_runs(runs, by=by, group=group, nested=nested)
+    parsed = as_target(target) if target is not None else None
+    compared = [r for g in grouping.groups for r in g.runs]
+    metrics, getters, of = _figures(compared, grouping, on, parsed, phase)
+    targets: dict[str, dict[str, Any]] = {}
+    if parsed is not None:
+        targets = {r.run_id: run_energy_to(r, parsed, grouping.nested.get(r.run_id, ()))
+                   for r in compared}
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, list[float]]] = []
+    for g in grouping.groups:
+        row, values = _group_row(g, grouping.by, metrics, getters, targets, parsed)
+        rows.append(row)
+        samples.append(values)
+    _differences(rows, samples, metrics, confidence)
+    for row, g in zip(rows, grouping.groups, strict=True):
+        _describe_group(row, g, on, phase, of)
+    _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
+    missing = missing_tag(grouping.by, [r for g in grouping.groups
+                                        for r in (*g.runs, *g.warmup_runs)])
+    if missing:
+        for row in rows:
+            row["warnings"].insert(0, missing)
+    return rows
+
+
+def _check_phase(phase: str | None, basis: str, target: Any) -> None:
+    """A per-phase comparison is on the machine basis and reaches no target."""
     if phase is not None and basis != "machine":
         raise ReportError(f"phase {phase!r}: a phase's energy is the machine's (phases are "
                           "not attributed); compare phases on basis machine")
     if phase is not None and target is not None:
         raise ReportError("phase and target cannot be combined: a target is reached over a "
                           "whole run")
-    grouping = group_runs(runs, by=by, group=group, nested=nested)
-    parsed = as_target(target) if target is not None else None
-    compared = [r for g in grouping.groups for r in g.runs]
+
+
+def _figures(compared: Sequence[Report], grouping: Any, on: _OnBasis, parsed: Target | None,
+             phase: str | None
+             ) -> tuple[list[str], dict[str, Callable[[Report], float | None]],
+                        _PhaseOf | None]:
+    """The figures compared (their keys), how each is read from a run, and the phase looked
+    up (None for whole runs); :class:`ReportError` for a phase no run has."""
     kinds = {k for r in compared for k in r.energy_j["by_kind"]}
-    targets: dict[str, dict[str, Any]] = {}
-    if parsed is not None:
-        targets = {r.run_id: run_energy_to(r, parsed, grouping.nested.get(r.run_id, ()))
-                   for r in compared}
+
     def counted(r: Report) -> float | None:
         return items_of(r, grouping.nested.get(r.run_id, ()))
 
@@ -440,24 +471,23 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
     baseline = any(r.baseline for r in compared)
     metrics = [key for key, *_ in metric_list(kinds, per_item=per_item, target=parsed,
                                               baseline=baseline)]
-    getters = _getters(kinds, on, counted)
-    of = None
-    if phase is not None:
-        of = _PhaseOf(phase, grouping.nested)
-        getters = _phase_getters(kinds, of)
-        metrics = [m for m in metrics if m in getters]
-        if not any(of(r) for r in compared):
-            have = sorted({p.name for r in compared for p in r.phases}
-                          | {p.name for r in compared for n in grouping.nested.get(r.run_id, ())
-                             for p in n.phases})
-            raise ReportError(f"no run has a phase named {phase!r}; the runs' phases are: "
-                              f"{', '.join(have) if have else '(none)'}")
-    rows: list[dict[str, Any]] = []
-    samples: list[dict[str, list[float]]] = []
-    for g in grouping.groups:
-        row, values = _group_row(g, grouping.by, metrics, getters, targets, parsed)
-        rows.append(row)
-        samples.append(values)
+    if phase is None:
+        return metrics, _getters(kinds, on, counted), None
+    of = _PhaseOf(phase, grouping.nested)
+    getters = _phase_getters(kinds, of)
+    if not any(of(r) for r in compared):
+        have = sorted({p.name for r in compared for p in r.phases}
+                      | {p.name for r in compared for n in grouping.nested.get(r.run_id, ())
+                         for p in n.phases})
+        raise ReportError(f"no run has a phase named {phase!r}; the runs' phases are: "
+                          f"{', '.join(have) if have else '(none)'}")
+    return [m for m in metrics if m in getters], getters, of
+
+
+def _differences(rows: list[dict[str, Any]], samples: Sequence[Mapping[str, list[float]]],
+                 metrics: Sequence[str], confidence: float) -> None:
+    """Each row's ratio, relative difference (with its interval) and p-value against the
+    first row, figure by figure; none for a figure whose mean is ≤ 0 (net energy)."""
     for row, values in zip(rows, samples, strict=True):
         for key in metrics:
             first, mean = rows[0][key], row[key]
@@ -473,27 +503,26 @@ def compare(runs: Sequence[Report | tuple[str | None, Report]], *, by: str = "au
             row[f"{key}_rel_diff_ci_low"] = diff.ci_low
             row[f"{key}_rel_diff_ci_high"] = diff.ci_high
             row[f"{key}_p_value"] = diff.p_value
-    for row, g in zip(rows, grouping.groups, strict=True):
-        row["basis"] = on.basis
-        if of is not None:
-            row["phase"] = phase
-            row["phase_missing"] = [r.run_id for r in g.runs if of(r) is None]
-        row["bases_used"] = sorted({on.used(r) for r in g.runs})
-        row["not_positive"] = [r.run_id for r in g.runs if on.basis != "machine"
-                               and on(r).basis == on.basis and on(r).total_j <= 0]
-        others = [float(v) for r in g.runs
-                  if isinstance(v := (r.cpu_attribution or {}).get("other_share"), (int, float))]
-        row["other_cpu_share"] = sum(others) / len(others) if others else None
-        row["baselines_under_load"] = [r.run_id for r in g.runs
-                                       if (r.baseline or {}).get("under_load")]
-        row["mixed"] = _mixed(g.runs, on)
-    _add_warnings(rows, [g.runs for g in grouping.groups], grouped=grouping.by != "run")
-    missing = missing_tag(grouping.by, [r for g in grouping.groups
-                                        for r in (*g.runs, *g.warmup_runs)])
-    if missing:
-        for row in rows:
-            row["warnings"].insert(0, missing)
-    return rows
+
+
+def _describe_group(row: dict[str, Any], g: Group, on: _OnBasis, phase: str | None,
+                    of: _PhaseOf | None) -> None:
+    """What a row's warnings are drawn from: its basis and the bases its runs are on, the
+    phase and the runs without it, runs with energy ≤ 0, the other load its runs saw,
+    baselines taken under load, and what its runs differ in."""
+    row["basis"] = on.basis
+    if of is not None:
+        row["phase"] = phase
+        row["phase_missing"] = [r.run_id for r in g.runs if of(r) is None]
+    row["bases_used"] = sorted({on.used(r) for r in g.runs})
+    row["not_positive"] = [r.run_id for r in g.runs if on.basis != "machine"
+                           and on(r).basis == on.basis and on(r).total_j <= 0]
+    others = [float(v) for r in g.runs
+              if isinstance(v := (r.cpu_attribution or {}).get("other_share"), (int, float))]
+    row["other_cpu_share"] = sum(others) / len(others) if others else None
+    row["baselines_under_load"] = [r.run_id for r in g.runs
+                                   if (r.baseline or {}).get("under_load")]
+    row["mixed"] = _mixed(g.runs, on)
 
 
 def missing_tag(by: str, runs: Sequence[Report]) -> str | None:
@@ -591,18 +620,32 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
     """One group's warnings: runs not completed, too few, noisy, not significantly different
     from the first, mixing what must not be mixed, estimated, dropped or nested runs, and
     its target."""
-    label, n = row["label"], row["n"]
-    w: list[str] = []
+    label = row["label"]
+    return [f"{label}{text}" for text in (
+        *_count_warnings(row, grouped), *_spread_warnings(row, first),
+        *_mix_warnings(row), *_basis_warnings(row), *_method_warnings(row),
+        *_left_out_warnings(row), *_target_warnings(row))]
+
+
+def _count_warnings(row: dict[str, Any], grouped: bool) -> list[str]:
+    """Runs that did not complete; a group with no run, or too few for an interval."""
+    n, w = row["n"], []
     bad = {s: k for s, k in row["statuses"].items() if s != "completed"}
     if bad:
         shown = ", ".join(f"{k} {s}" for s, k in bad.items())
-        w.append(f"{label}: {shown} of {_plural(n, 'run')}")
+        w.append(f": {shown} of {_plural(n, 'run')}")
     if grouped and n == 0:
-        w.append(f"{label}: no run to compare (its {_plural(row['warmup'], 'run')} "
-                 "are warm-up runs)")
+        w.append(f": no run to compare (its {_plural(row['warmup'], 'run')} are warm-up "
+                 "runs)")
     elif grouped and n < MIN_RUNS:
-        w.append(f"{label}: n={n}: too few runs for a confidence interval to mean much "
-                 f"(repeat {MIN_RUNS} or more times; 5 or more is better)")
+        w.append(f": n={n}: too few runs for a confidence interval to mean much (repeat "
+                 f"{MIN_RUNS} or more times; 5 or more is better)")
+    return w
+
+
+def _spread_warnings(row: dict[str, Any], first: dict[str, Any]) -> list[str]:
+    """Noisy energy (with the other load the runs saw), a difference that is not real."""
+    w = []
     cv = row.get("energy_total_j_cv")
     if cv is not None and cv > MAX_CV:
         others = row.get("other_cpu_share")
@@ -610,66 +653,96 @@ def _row_warnings(row: dict[str, Any], first: dict[str, Any], grouped: bool) -> 
                 f"{100 * others:.0f} % of the machine's busy CPU time: --basis attributed "
                 "compares the runs' own share" if others is not None and others > 0.25
                 and row.get("basis", "machine") == "machine" else "")
-        w.append(f"{label}: energy total varies by {100 * cv:.0f} % between runs (CV > "
+        w.append(f": energy total varies by {100 * cv:.0f} % between runs (CV > "
                  f"{100 * MAX_CV:.0f} %): noisy; look for other load on the machine, "
                  f"thermal or clock changes, or add warm-up runs{hint}")
     p = row.get("energy_total_j_p_value")
     if row is not first and p is not None and p >= ALPHA:
         rel = row["energy_total_j_rel_diff"]
-        w.append(f"{label} vs {first['label']}: energy total differs by {percent(rel)}, not "
+        w.append(f" vs {first['label']}: energy total differs by {percent(rel)}, not "
                  f"significant ({p_text(p)}): these runs do not show a real difference")
+    return w
+
+
+def _mix_warnings(row: dict[str, Any]) -> list[str]:
+    """What the group's runs differ in (region, PUE, hardware, host, model, basis...)."""
+    w = []
     for name, values in row["mixed"].items():
         (common, ids), *others = values.items()
         shown = "; ".join(f"{v} ({_plural(len(i), 'run')}: {_runs_text(i)})"
                           for v, i in others)
-        w.append(f"{label}: runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
+        w.append(f": runs differ in {name}: {common} ({_plural(len(ids), 'run')}); "
                  f"{shown}; their figures are averaged together")
+    return w
+
+
+def _basis_warnings(row: dict[str, Any]) -> list[str]:
+    """Runs without the phase compared, energy ≤ 0 on a net basis, loaded baselines."""
+    w = []
     if row.get("phase_missing"):
         gone = row["phase_missing"]
-        w.append(f"{label}: {_plural(len(gone), 'run')} ({_runs_text(gone)}) had no phase "
+        w.append(f": {_plural(len(gone), 'run')} ({_runs_text(gone)}) had no phase "
                  f"{row['phase']!r}: left out of its figures")
     if row.get("not_positive"):
         low = row["not_positive"]
-        w.append(f"{label}: {_plural(len(low), 'run')} ({_runs_text(low)}) "
+        w.append(f": {_plural(len(low), 'run')} ({_runs_text(low)}) "
                  f"{'has' if len(low) == 1 else 'have'} {row['basis']} energy ≤ 0 (an idle "
                  "baseline that drew at least what the run did: it was not idle); relative "
                  "differences of such means are not shown")
     loaded = row.get("baselines_under_load") or []
     if loaded:
-        w.append(f"{label}: the idle baseline of {_plural(len(loaded), 'run')} "
+        w.append(f": the idle baseline of {_plural(len(loaded), 'run')} "
                  f"({_runs_text(loaded)}) was measured while other processes kept the machine "
                  "busy: its idle power is overstated and net energy understated")
+    return w
+
+
+def _method_warnings(row: dict[str, Any]) -> list[str]:
+    """Energy a model estimated, whole or in part."""
+    w = []
     for kind, method in row["methods"].items():
         if "model" in method:
-            w.append(f"{label}: {kind} energy is estimated by a model, not measured")
+            w.append(f": {kind} energy is estimated by a model, not measured")
         elif "mixed" in method:
-            w.append(f"{label}: {kind} energy is partly estimated by a model (a channel's "
-                     "source stopped answering; see each report's estimated_j)")
+            w.append(f": {kind} energy is partly estimated by a model (a channel's source "
+                     "stopped answering; see each report's estimated_j)")
+    return w
+
+
+def _left_out_warnings(row: dict[str, Any]) -> list[str]:
+    """Runs left out or replaced: retried attempts, duplicates, nested runs, parents."""
+    w = []
     if row.get("retried_excluded"):
-        w.append(f"{label}: {_plural(row['retried_excluded'], 'attempt')} of a sweep's runs "
-                 "that did not complete left out: a later attempt of the same run completed "
-                 "(the sweep was resumed)")
+        w.append(f": {_plural(row['retried_excluded'], 'attempt')} of a sweep's runs that "
+                 "did not complete left out: a later attempt of the same run completed (the "
+                 "sweep was resumed)")
     if row["duplicates_dropped"]:
-        w.append(f"{label}: {_plural(row['duplicates_dropped'], 'duplicate run')} dropped "
-                 "(a run reached twice counts once)")
+        w.append(f": {_plural(row['duplicates_dropped'], 'duplicate run')} dropped (a run "
+                 "reached twice counts once)")
     if row["nested_excluded"]:
-        w.append(f"{label}: {_plural(row['nested_excluded'], 'nested run')} left out "
-                 "(measured inside a run compared here, they are part of it; --nested "
-                 "compares them instead)")
+        w.append(f": {_plural(row['nested_excluded'], 'nested run')} left out (measured "
+                 "inside a run compared here, they are part of it; --nested compares them "
+                 "instead)")
     if row["parents_replaced"]:
-        w.append(f"{label}: {_plural(row['parents_replaced'], 'run')} compared through "
-                 "the runs nested in them (--nested)")
-    if "target" in row:
-        reached = row["target_reached"]
-        if reached < n:
-            w.append(f"{label}: {reached} of {_plural(n, 'run')} reached {row['target']}")
-        nested = [note for note in row["target_notes"] if note.startswith("from nested run")]
-        if nested:  # one line for them all (the JSON rows keep each note)
-            w.append(f"{label}: {row['target']}: for {_plural(len(nested), 'run')}, from the "
-                     "run nested in each (the script's own measure() logged the metric), "
-                     "plus what each spent before its nested run started")
-        w += [f"{label}: {row['target']}: {note}" for note in row["target_notes"]
-              if note not in nested]
+        w.append(f": {_plural(row['parents_replaced'], 'run')} compared through the runs "
+                 "nested in them (--nested)")
+    return w
+
+
+def _target_warnings(row: dict[str, Any]) -> list[str]:
+    """Runs that did not reach the target; figures taken from nested runs; target notes."""
+    if "target" not in row:
+        return []
+    w = []
+    reached, n = row["target_reached"], row["n"]
+    if reached < n:
+        w.append(f": {reached} of {_plural(n, 'run')} reached {row['target']}")
+    nested = [note for note in row["target_notes"] if note.startswith("from nested run")]
+    if nested:  # one line for them all (the JSON rows keep each note)
+        w.append(f": {row['target']}: for {_plural(len(nested), 'run')}, from the run nested "
+                 "in each (the script's own measure() logged the metric), plus what each "
+                 "spent before its nested run started")
+    w += [f": {row['target']}: {note}" for note in row["target_notes"] if note not in nested]
     return w
 
 
