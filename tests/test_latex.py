@@ -7,6 +7,9 @@ compiled in a two-column `article` whose log must hold no overfull box (every ta
 its column, or with ``width="page"`` the text width). Markdown tables: the same cells on
 every row, text left and numbers right, data escaped. Numbers with a confidence interval:
 the half-width to two significant digits, the mean to the same place (hypothesis).
+Every float fits the page's height too: the compiled log holds no "Float too large" and no
+error; a table too tall for one float is set shorter, then split among continued floats
+(labels ``LABEL``, ``LABEL-2``..., the header in each), no row left out.
 """
 
 from __future__ import annotations
@@ -22,24 +25,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energymeter.analysis import compare, format_comparison, format_targets, target_results
+from energymeter.analysis.render import _paper_table
 from energymeter.errors import ReportError
 from energymeter.probes.base import Channel
 from energymeter.report import ChannelEnergy, Phase, Report
 from energymeter.report.render import format_reports
 from energymeter.report.tables import (
+    HEIGHT_PT,
+    WIDTH_PT,
     WIDTHS,
+    caption_height_pt,
     check_label,
     ci_decimals,
     format_ci,
     latex_cell,
+    line_height_pt,
     markdown_code,
     markdown_escape,
     render_booktabs,
+    render_fitted,
     scaled_unit,
     split_headers,
     text_width_pt,
     wrap_text,
 )
+from energymeter.report.values import baseline_block
 from tests.test_cli import invoke, make_run
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -179,7 +189,8 @@ needs_tex = pytest.mark.skipif(not _tex_available(),
 
 def compile_latex(tmp_path: Path, *parts: str) -> str:
     """Compile ``parts`` (each \\input into a two-column article with booktabs, one
-    pdflatex run); return the log, asserting that no box is overfull."""
+    pdflatex run); return the log, asserting that no box is overfull, no float is too
+    large for the page and TeX gave no error (``!``)."""
     names = []
     for i, part in enumerate(parts):
         (tmp_path / f"part{i}.tex").write_text(part, encoding="utf-8")
@@ -195,6 +206,10 @@ def compile_latex(tmp_path: Path, *parts: str) -> str:
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     overfull = re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)[^\n]*", log)
     assert not overfull, overfull
+    too_tall = re.findall(r"Float too large for page by ([\d.]+)pt", log)
+    assert not too_tall, too_tall
+    errors = re.findall(r"^! .*", log, re.M)
+    assert not errors, errors
     return log
 
 
@@ -436,9 +451,10 @@ def test_one_float_per_table_kind_for_many_runs_with_stable_labels() -> None:
 
 def test_many_groups_are_transposed_or_split_and_say_so() -> None:
     six = format_comparison(compare(_study(6)), "latex")
-    assert six.count(r"\begin{table}") == 1
     assert "% energymeter: 6 columns do not fit the column width" in six
     assert six.count(r"\begin{tabular}") >= 2
+    # blocks of columns, then (too tall for one float) continued floats
+    assert six.count(r"\begin{table}") > 1 and "do not fit the page height" in six
     assert format_comparison(compare(_study(6)), "latex", width="page").count(
         r"\begin{tabular}") < six.count(r"\begin{tabular}")
     # few figures (one phase: energy, duration, power), many groups: a row per group
@@ -447,6 +463,182 @@ def test_many_groups_are_transposed_or_split_and_say_so() -> None:
     assert "transposed (a row per group" in text and text.count(r"\begin{tabular}") == 1
     with pytest.raises(ReportError, match="accepted: column, page"):
         format_comparison(phase, "latex", width="wide")
+
+
+def _tagged_run(i: int, phases: int = 8, logs: int = 10, group: str = "select") -> Report:
+    """Run ``i`` with ``phases`` phases, ``logs`` logs and an idle baseline (a real
+    :func:`baseline_block`), tagged ``select=<group>``."""
+    report = full_report(
+        f"train method=sparse seed={i}", minute=i, cpu=CPU_MODEL if i % 5 == 0 else CPU,
+        phases=tuple(Phase(f"epoch {j}", float(j), float(j + 1), {"cpu0": 10.0 + j})
+                     for j in range(phases)),
+        logs=tuple({"t_s": float(j), "energy_j": 10.0 * j,
+                    "metrics": {"epoch": j, "val_acc": 0.1 * j, "loss": 1.0 / (j + 1)}}
+                   for j in range(logs)),
+        tags={"select": group})
+    baseline = baseline_block({"source": "measured", "duration_s": 5.0,
+                               "power_w": {"cpu0": 2.0 + i % 3, "gpu0": 30.0}},
+                              [c.channel for c in report.channels],
+                              {c.channel.id: c.energy_j for c in report.channels}, 10.0)
+    return Report(**{**{f: getattr(report, f) for f in report.__dataclass_fields__},
+                     "baseline": baseline})
+
+
+def _baseline_study(groups: int, per: int = 4) -> list:
+    """``groups`` groups of runs with idle baselines (the comparison's baseline rows)."""
+    names = ["dense", "sparse_&%", "EL2N-30 % data selection", "random-30%", "baseline",
+             "x#y long_variant_name_without_spaces"]
+    found = []
+    for g in range(groups):
+        for i in range(per):
+            r = _tagged_run(10 * g + i, phases=2, logs=3)
+            found.append((f"runs/{names[g]}/", Report(**{
+                **{f: getattr(r, f) for f in r.__dataclass_fields__},
+                "channels": tuple(ChannelEnergy(c.channel, c.energy_j * (1 - 0.05 * g + 0.01 * i),
+                                                c.mean_power_w, c.peak_power_w)
+                                  for c in r.channels)})))
+    return found
+
+
+def _tall_outputs(width: str) -> dict[str, str]:
+    """The outputs that were too tall for one page (issue 26, item 4): compare of 2, 3 and 6
+    groups with baseline rows, --phase, report of 12 and 30 runs with phases and logs, and
+    a --by report."""
+    out = {f"compare {k}": format_comparison(compare(_baseline_study(k)), "latex", width=width)
+           for k in (2, 3, 6)}
+    out["compare --phase"] = format_comparison(compare(_study(3), phase="fwd"), "latex",
+                                               width=width)
+    for n in (12, 30):
+        out[f"report {n}"] = format_reports([_tagged_run(i) for i in range(n)], "latex",
+                                            width=width)
+    by = sorted((_tagged_run(i, group="ab"[i % 2]) for i in range(14)),
+                key=lambda r: r.tags["select"])
+    out["report --by"] = format_reports(by, "latex", width=width, label="tab:by")
+    return out
+
+
+def _floats(text: str) -> list[str]:
+    return re.findall(r"\\begin\{table\*?\}.*?\\end\{table\*?\}", text, re.S)
+
+
+@needs_tex
+@pytest.mark.parametrize("width", WIDTHS)
+def test_tall_tables_fit_the_page_height(tmp_path: Path, width: str) -> None:
+    outputs = _tall_outputs(width)
+    for name, text in outputs.items():
+        check_latex(text)
+        assert (r"\begin{table*}" in text) == (width == "page"), name
+    compile_latex(tmp_path, *outputs.values())  # no float too large, no overfull box
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_split_floats_continue_with_the_header_and_every_row(width: str) -> None:
+    """A report of 30 runs: the floats of each kind hold every row once, in order, each with
+    the header; labels LABEL, LABEL-2...; the later captions say (continued)."""
+    reports = [_tagged_run(i) for i in range(30)]
+    text = format_reports(reports, "latex", width=width)
+    floats = _floats(text)
+    labels = [re.search(r"\\label\{([^}]*)\}", f).group(1) for f in floats]  # type: ignore[union-attr]
+    for stem in ("tab:energymeter-runs", "tab:energymeter-runs-phases",
+                 "tab:energymeter-runs-logs"):
+        mine = [f for f, label in zip(floats, labels, strict=True)
+                if re.fullmatch(re.escape(stem) + r"(-\d+)?", label)]
+        assert [re.search(r"\\label\{([^}]*)\}", f).group(1) for f in mine] == [  # type: ignore[union-attr]
+            stem, *[f"{stem}-{k}" for k in range(2, len(mine) + 1)]]
+        assert "(continued)" not in mine[0]
+        for k, f in enumerate(mine[1:], 2):
+            assert r"\caption{Table \ref{" + stem + "} (continued).}" in f, (stem, k)
+        first = {cells[0][0].strip() for f in mine for _, cells in check_latex(f)}
+        assert len(first) == 1  # the header in every float (of each block of columns)
+    runs = [f for f, label in zip(floats, labels, strict=True)
+            if re.fullmatch(r"tab:energymeter-runs(-\d+)?", label)]
+    assert len(runs) > 1 or width == "page"
+    names: dict[tuple[str, ...], list[str]] = {}  # per block of columns (its header)
+    for f in runs:
+        for _, cells in check_latex(f):
+            names.setdefault(tuple(cells[0]), []).extend(plain(r[0]) for r in cells[2:])
+    for shown in names.values():  # every run once in each block, in order (words cut)
+        assert [n.replace(" ", "") for n in shown] == [f"trainmethod=sparseseed={i}"
+                                                       for i in range(30)]
+    logs = [f for f, label in zip(floats, labels, strict=True) if "-logs" in label]
+    rows = [[plain(c) for c in row] for f in logs for _, cells in check_latex(f)
+            for row in cells[2:]]
+    assert sum(1 for r in rows if r[0].startswith("train method")) == 30
+    assert sum(1 for r in rows if not r[0].startswith("train method")) == 60  # 2 per run
+    # a run's label never ends a float: its rows follow it
+    for f in logs:
+        _, cells = check_latex(f)[0]
+        assert not plain(cells[-1][0]).startswith("train method")
+    assert "2 logs of each run evenly spaced (30 runs have more, up to 10)" in text
+    assert text.count("evenly spaced") == 1  # one clause, not one per run
+    assert "do not fit the page height in one float" in text
+
+
+def test_a_comparison_too_tall_is_set_shorter_then_split_its_differences_kept() -> None:
+    rows = compare(_baseline_study(3))
+    column = format_comparison(rows, "latex", label="tab:c")
+    floats = _floats(column)
+    assert len(floats) >= 2 and r"\label{tab:c}" in floats[0]
+    assert [re.search(r"\\label\{([^}]*)\}", f).group(1) for f in floats[1:]] == [  # type: ignore[union-attr]
+        f"tab:c-{k}" for k in range(2, len(floats) + 1)]
+    # no row lost (a word of the first column may be cut where the column is narrow)
+    cells = [[plain(c).replace(" ", "") for c in row] for f in floats
+             for _, t in check_latex(f) for row in t[2:]]
+    headers, table, _ = _paper_table(rows)
+    assert [r[0] for r in cells] == [r[0].replace(" ", "") for r in table]
+    assert any(r[0].startswith("idlebaselinepower") for r in cells)  # the baseline rows
+    for f in floats:  # a difference stays in the float of its figure
+        _, t = check_latex(f)[0]
+        assert plain(t[2][0]).replace(" ", "") != "difference"
+    # at the page width set shorter: one float (table*), each difference in at most 2 lines
+    # (the 4 of the column's narrowest wrapping: "-4.9 %", "[-7.1, -2.8],", "p = 0.71,",
+    # "not significant")
+    page = format_comparison(rows, "latex", width="page", label="tab:c")
+
+    def lines(text: str) -> int:
+        return max(c.count("\\\\") + 1 for f in _floats(text) for _, t in check_latex(f)
+                   for r in t if plain(r[0]).replace(" ", "") == "difference" for c in r[1:])
+
+    assert len(_floats(page)) == 1 and r"\begin{table*}" in page
+    assert lines(page) == 2 and lines(column) == 4
+    phase = format_comparison(compare(_study(3), phase="fwd"), "latex")
+    assert len(_floats(phase)) == 1
+
+
+def test_render_fitted_splits_by_height_and_keeps_rows_together() -> None:
+    headers = ["name", "value (J)"]
+    rows = [[f"row {i}", f"{i}.0"] for i in range(120)]
+    text = render_fitted(headers, rows, caption="Many rows & more", label="tab:many",
+                         rules_before=[0, 40, 80], keep_with_previous=[41, 81])
+    floats = _floats(text)
+    assert len(floats) > 1
+    shown = [plain(r[0]) for f in floats for _, cells in check_latex(f) for r in cells[2:]]
+    assert shown == [f"row {i}" for i in range(120)]  # in order, none lost, none twice
+    for f in floats:
+        first = plain(check_latex(f)[0][1][2][0])
+        assert first not in ("row 41", "row 81")  # kept with the row before
+        assert plain(check_latex(f)[0][1][-1][0]) not in ("row 40", "row 80")  # never last
+    assert r"\caption{Many rows \& more}" in floats[0]
+    assert text.startswith("% energymeter: the 120 rows do not fit the page height")
+    assert render_fitted(headers, rows, height_pt=None).count(r"\begin{table}") == 1
+    unlabelled = render_fitted(headers, rows, caption="X")
+    assert r"\caption{X (continued)}" in unlabelled
+
+
+def test_height_estimates() -> None:
+    r"""The estimates against pdflatex's measures (10 pt article, brackets in every line):
+    a row of one line is the size's baselineskip (+0.63 pt), a \shortstack of n lines n em
+    and 3 pt between lines; a caption is set in the normal size whatever the table's."""
+    assert pytest.approx(522.5) == HEIGHT_PT
+    for size, one, four in (("", 12.63, 50.73), (r"\small", 11.63, 46.68),
+                            (r"\footnotesize", 10.13, 42.48)):
+        assert one <= line_height_pt(1, size) <= one + 0.5
+        assert four <= line_height_pt(4, size) <= four + 0.5
+    assert caption_height_pt("Short.", WIDTH_PT["column"]) == pytest.approx(11 + 12)
+    long = "word " * 200  # about 1000 pt wide: 5 lines of a column, 3 of the page
+    assert caption_height_pt(long, WIDTH_PT["column"]) > caption_height_pt(long,
+                                                                           WIDTH_PT["page"])
+    assert caption_height_pt(r"\textbf{a}" * 3, 100) == caption_height_pt("aaa", 100)
 
 
 # -- digits ------------------------------------------------------------------------------------

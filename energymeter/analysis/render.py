@@ -13,6 +13,7 @@ from typing import Any
 from ..report.bases import BASIS_MEANING
 from ..report.render import check_caption_options, check_format
 from ..report.tables import (
+    HEIGHT_PT,
     LATEX_NOTE,
     WIDTH_PT,
     check_width,
@@ -20,6 +21,7 @@ from ..report.tables import (
     format_ci,
     format_number,
     latex_comment,
+    latex_escape,
     markdown_escape,
     render,
     render_csv,
@@ -244,26 +246,33 @@ def _comparison_latex(rows: Sequence[Mapping[str, Any]], caption: str | None,
     """The LaTeX table of the comparison, fitted to ``width``: the groups side by side (each
     difference under its figure, wrapped where the column is narrow) in the largest size
     that fits; else transposed (a row per group) where that fits; else the groups in blocks
-    one under the other (said in a comment)."""
+    one under the other (said in a comment). Fitted to the page's height too
+    (:data:`~energymeter.report.tables.HEIGHT_PT`): the way with the differences on the
+    fewest lines where one float is too tall, then the rows split among floats, each
+    difference in the float of its figure (:func:`render_fitted`)."""
     limit = WIDTH_PT[check_width(width)]
     headers, table, text_from = _paper_table(rows, lines=2)
     align = ["l"] + ["r"] * len(rows)
-    fitted = fit_table(headers, table, limit, split=False)
-    note = None
+    caption_tex = latex_escape(caption or comparison_caption(rows))
     rules = [text_from]
+    fitted = fit_table(headers, table, limit, split=False, height_pt=HEIGHT_PT,
+                       caption_tex=caption_tex, rules_before=rules)
+    note = None
+    keep = [i for i, r in enumerate(table) if r[0] == DIFF_LABEL]
     if fitted is None:
         t_headers, t_table = _transposed(rows)
         text = {i for i, h in enumerate(t_headers) if h in ("methods", "status")}
         t_align = ["l" if i in text or not i else "r" for i in range(len(t_headers))]
-        fitted = fit_table(t_headers, t_table, limit, text_columns={0, *text}, split=False)
+        fitted = fit_table(t_headers, t_table, limit, text_columns={0, *text}, split=False,
+                           height_pt=HEIGHT_PT, caption_tex=caption_tex)
         if fitted is not None:
-            headers, table, align, rules = t_headers, t_table, t_align, []
+            headers, table, align, rules, keep = t_headers, t_table, t_align, [], []
             note = (f"energymeter: {len(rows)} groups side by side do not fit the {width} "
                     "width: transposed (a row per group, each difference in its cell)")
     text = render_fitted(headers, table, align, width=width, fitted=fitted, note=note,
-                              caption=caption or comparison_caption(rows),
-                              label=label or "tab:energymeter-compare", rules_before=rules,
-                              text_columns=[0])
+                         caption=caption_tex, raw_caption=True,
+                         label=label or "tab:energymeter-compare", rules_before=rules,
+                         text_columns=[0], keep_with_previous=keep)
     warnings = comparison_warnings(rows)
     parts = [LATEX_NOTE, text]
     if warnings:

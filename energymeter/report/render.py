@@ -743,15 +743,20 @@ def _latex_phases(reports: Sequence[Report], labels: Sequence[str], caption: str
     each = max(1, MAX_PHASE_ROWS // len(chosen))  # one float: the rows shared out
     parts, notes = [], []
     short = 0
+    capped = []
     for r, label in chosen:
         rows = phase_rows(r)
         if len(rows) > each:
-            notes.append(f"{label}: the first {each} of {len(r.phases)} phases")
+            capped.append(f"{label}: the first {each} of {len(r.phases)} phases")
             rows = rows[:each]
         short += sum(1 for p in r.phases[:each] if p.below_resolution)
         parts.append((label, rows))
-    if notes:
-        notes.append("json and csv have all")
+    if len(capped) > 2:  # one clause, not one per run: the caption stays short
+        most = max(len(r.phases) for r, _ in chosen)
+        capped = [f"the first {each} phases of each run ({len(capped)} runs have more, up "
+                  f"to {most})"]
+    if capped:
+        notes += [*capped, "json and csv have all"]
     if short:
         notes.append(f"{short} shorter than the energy counter's update period, so their "
                      "energy is uncertain")
@@ -781,18 +786,23 @@ def _latex_logs(reports: Sequence[Report], labels: Sequence[str], caption: str |
                      + ", ".join(keys[MAX_LOG_METRICS:]))
         keys = keys[:MAX_LOG_METRICS]
     parts = []
+    spaced = []
     for r, label in chosen:
         logs = list(r.logs)
         if len(logs) > each:
             step = (len(logs) - 1) / (each - 1)
             logs = [logs[round(i * step)] for i in range(each)]
-            notes.append(f"{label}: {each} of {len(r.logs)} logs evenly spaced"
-                         if len(chosen) > 1 else f"{each} of {len(r.logs)} logs evenly spaced")
+            spaced.append(f"{label}: {each} of {len(r.logs)} logs evenly spaced"
+                          if len(chosen) > 1 else f"{each} of {len(r.logs)} logs evenly spaced")
         parts.append((label, [[format_number(e.get("t_s")), format_number(e.get("energy_j")),
                                *[_metric_cell(e.get("metrics", {}).get(k)) for k in keys]]
                               for e in logs]))
-    if any("logs evenly spaced" in n for n in notes):
-        notes.append("json and csv have all")
+    if len(spaced) > 2:  # one clause, not one per run: the caption stays short
+        most = max(len(r.logs) for r, _ in chosen)
+        spaced = [f"{each} logs of each run evenly spaced ({len(spaced)} runs have more, up "
+                  f"to {most})"]
+    if spaced:
+        notes += [*spaced, "json and csv have all"]
     headers = ["Time (s)", "Energy (J)", *keys]
     rows, rules = _grouped_rows(parts, len(headers))
     data = [r for i, r in enumerate(rows) if i not in rules]

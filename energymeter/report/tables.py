@@ -320,9 +320,84 @@ class Fitted:
     when it is split; ``width_pt`` its estimated width (the widest block)."""
 
     def __init__(self, size: str, tabcolsep_pt: float, headers: list[list[str]],
-                 rows: list[list[list[str]]], blocks: list[list[int]], width_pt: float) -> None:
+                 rows: list[list[list[str]]], blocks: list[list[int]], width_pt: float,
+                 units: Sequence[str] = ()) -> None:
         self.size, self.tabcolsep_pt = size, tabcolsep_pt
         self.headers, self.rows, self.blocks, self.width_pt = headers, rows, blocks, width_pt
+        self.units = list(units) or [""] * len(headers)
+
+    def row_height_pt(self, cells: Sequence[Sequence[str]], block: Sequence[int]) -> float:
+        """The height (pt) of a row of ``cells`` (each a list of lines) in ``block``."""
+        return line_height_pt(max(len(cells[i]) for i in block), self.size)
+
+    def tabular_height_pt(self, block: Sequence[int], rows: Sequence[int],
+                          rules: int = 0) -> float:
+        """The height (pt) of the tabular of ``block`` holding ``rows`` (indices) and
+        ``rules`` midrules between them: its header lines, rows and booktabs rules."""
+        head = self.row_height_pt(self.headers, block)
+        if any(self.units[i] for i in block):
+            head += line_height_pt(1, self.size)
+        return (_RULES_PT + rules * _MIDRULE_PT + head
+                + sum(self.row_height_pt(self.rows[r], block) for r in rows))
+
+    def float_height_pt(self, pieces: Sequence[Piece] | None = None,
+                        caption_tex: str | None = None, hsize_pt: float = 0.0,
+                        rules_before: Iterable[int] = ()) -> float:
+        """The height (pt) of the float holding ``pieces`` (default: every block with every
+        row) one under the other, under ``caption_tex`` (LaTeX) set ``hsize_pt`` wide, with a
+        midrule before the rows of ``rules_before`` (but a piece's first)."""
+        if pieces is None:
+            pieces = [(b, list(range(len(self.rows)))) for b in range(len(self.blocks))]
+        before = set(rules_before)
+        height = sum(self.tabular_height_pt(self.blocks[b], rows,
+                                            len(before & set(rows[1:])))
+                     for b, rows in pieces)
+        height += _BLOCK_SKIP_PT * (len(pieces) - 1)
+        if caption_tex:
+            height += caption_height_pt(caption_tex, hsize_pt)
+        return height
+
+
+#: Part of a float: a block of columns (its index in :attr:`Fitted.blocks`) and the rows of
+#: it shown (indices).
+Piece = tuple[int, list[int]]
+
+
+# -- heights: fitting a LaTeX float to the page's height -----------------------------------------
+#: The height (pt) a float may take: the ``\textheight`` of the standard ``article`` class in
+#: two columns (10 pt, letter paper: 550 pt, measured with pdflatex; A4's, ACM's and IEEE's
+#: are taller), less 5 % for the estimate's error.
+HEIGHT_PT = 550.0 * 0.95
+#: Per size of :data:`LATEX_SIZES`: its font size and ``\baselineskip`` (pt) in the 10 pt
+#: article (normal 10/12, ``\small`` 9/11, ``\footnotesize`` 8/9.5).
+_SIZE_PT = {"": (10.0, 12.0), r"\small": (9.0, 11.0), r"\footnotesize": (8.0, 9.5)}
+#: booktabs' rules of a tabular (top, mid under the header, bottom, with their separations)
+#: and one more midrule between rows; the \par\medskip between blocks; measured.
+_RULES_PT, _MIDRULE_PT, _BLOCK_SKIP_PT = 9.0, 5.1, 8.0
+#: A caption's \abovecaptionskip and the line's skip to the tabular under it.
+_CAPTION_SKIP_PT = 11.0
+_TEX_REF = LazyPattern(r"\\(?:ref|pageref)\{[^{}]*\}")
+_TEX_COMMAND = LazyPattern(r"\\[A-Za-z]+\*?|\\(?=[^A-Za-z])|[{}$]")
+
+
+def line_height_pt(lines: int, size: str = "") -> float:
+    r"""The height (pt) of a tabular row whose tallest cell has ``lines`` lines in ``size``
+    (:data:`LATEX_SIZES`): a line is the size's ``\baselineskip``; a ``\shortstack``'s lines
+    are 1 em (a bracket's height and depth) and ``\lineskip`` (3 pt) apart (measured with
+    pdflatex, brackets included)."""
+    font, skip = _SIZE_PT.get(size, _SIZE_PT[""])
+    one = skip + 0.7
+    return one if lines <= 1 else max(one, lines * font + (lines - 1) * 3.0 + 1.8)
+
+
+def caption_height_pt(caption_tex: str, hsize_pt: float) -> float:
+    r"""The height (pt) ``\caption{caption_tex}`` takes in a float ``hsize_pt`` wide: its
+    skip and its lines (``Table 10: `` and the text, commands left out, wrapped at spaces),
+    in the normal size whatever the float's (LaTeX sets a caption ``\normalsize``)."""
+    _, skip = _SIZE_PT[""]
+    text = "Table 10: " + _TEX_COMMAND.sub("", _TEX_REF.sub("10", caption_tex))
+    lines = len(wrap_text(text, hsize_pt or WIDTH_PT["column"]))
+    return _CAPTION_SKIP_PT + lines * skip
 
 
 def _column_widths(headers: list[list[str]], rows: list[list[list[str]]], units: list[str],
@@ -332,33 +407,103 @@ def _column_widths(headers: list[list[str]], rows: list[list[list[str]]], units:
             for i in range(len(units))]
 
 
+def _wrapped(names: list[str], units: list[str], rows: Sequence[Sequence[str]],
+             limit_pt: float, size: str, scale: float, sep: float,
+             share: float | str | None, cut: bool, text: set[int]) -> Fitted | None:
+    """The table in ``size`` with its cells wrapped to ``share`` of ``limit_pt`` (None: not
+    wrapped; ``"fair"``: the first column to 0.4, the others to their share of the rest, a
+    column narrower than an even share giving what it leaves to the wider ones; None where
+    a share is narrower than 0.12), its width estimated."""
+    columns = len(names)
+    cap = math.inf if share is None else 0.4 * limit_pt if share == "fair" else (
+        float(share) * limit_pt)
+    head = [wrap_text(n, cap, scale, cut=False) for n in names]
+    body = [[wrap_text(c, cap, scale, words=i in text, cut=cut) for i, c in enumerate(r)]
+            for r in rows]
+    if share == "fair" and columns > 1:
+        first = _column_widths([head[0]], [[r[0]] for r in body], units[:1], scale)[0]
+        caps = _fair_caps([[n] for n in names[1:]], [[[c] for c in r[1:]] for r in rows],
+                          units[1:], scale, limit_pt - first - 2 * sep * (columns - 1))
+        if min(caps) < 0.12 * limit_pt:
+            return None
+        head = [head[0], *[wrap_text(n, c, scale, cut=False)
+                           for n, c in zip(names[1:], caps, strict=True)]]
+        body = [[r[0], *[wrap_text(c, caps[i - 1], scale, words=i in text, cut=cut)
+                         for i, c in enumerate(row[1:], 1)]]
+                for r, row in zip(body, rows, strict=True)]
+    widths = _column_widths(head, body, units, scale)
+    total = sum(widths) + 2 * sep * (columns - 1)
+    return Fitted(size, sep, head, body, [list(range(columns))], total, units)
+
+
+def _fair_caps(headers: list[list[str]], rows: list[list[list[str]]], units: list[str],
+               scale: float, room_pt: float) -> list[float]:
+    """Each column's cap out of ``room_pt``: an even share, but a column whose cells are
+    narrower (figures unwrapped, text to its longest word) takes only their width and
+    leaves the rest to the others."""
+    def demand(cell: list[str]) -> list[str]:
+        text = cell[0]
+        return text.split(" ") if text[:1].isalpha() else cell
+
+    natural = _column_widths([demand(h) for h in headers],
+                             [[demand(c) for c in r] for r in rows], units, scale)
+    caps = [0.0] * len(natural)
+    pending = set(range(len(natural)))
+    while pending:
+        even = room_pt / len(pending)
+        narrow = [i for i in pending if natural[i] <= even]
+        if not narrow:
+            for i in pending:
+                caps[i] = even
+            break
+        for i in narrow:
+            caps[i] = natural[i]
+            room_pt -= natural[i]
+            pending.discard(i)
+    return caps
+
+
 def fit_table(headers: Sequence[str], rows: Sequence[Sequence[str]], limit_pt: float, *,
-              text_columns: Iterable[int] = (0,), split: bool = True) -> Fitted | None:
+              text_columns: Iterable[int] = (0,), split: bool = True,
+              height_pt: float | None = None, caption_tex: str | None = None,
+              rules_before: Iterable[int] = ()) -> Fitted | None:
     """The largest of :data:`LATEX_SIZES` in which ``headers`` and ``rows`` fit ``limit_pt``
     with long cells wrapped: header names and the cells of ``text_columns`` at any space,
     figures' cells where a figure may break (:func:`wrap_text`), each column to no less than
-    its longest word (a text cell's word cut only where nothing else fits). If none fits,
-    the columns after the first split into blocks set one under the other (``split``; else
-    None)."""
+    its longest word (a text cell's word cut only where nothing else fits). With
+    ``height_pt``, the first way that also fits that height (the float under
+    ``caption_tex``, :meth:`Fitted.float_height_pt`), else the shortest way that fits the
+    width (cells in fewer lines, a smaller size; a word cut only where nothing else fits
+    the width): the rows are then split among floats
+    (:func:`render_fitted`). If nothing fits the width, the columns after the first split
+    into blocks set one under the other (``split``; else None)."""
     names, units = split_headers(headers)
     text = set(text_columns)
     columns = len(headers)
+    before = list(rules_before)
+    shortest: tuple[bool, float, Fitted] | None = None
     for size, scale, sep in LATEX_SIZES:
         # the widest a wrapped cell may be (a share of the width) and whether a word wider
-        # than that is cut; narrowest, and cut at last, in the smallest size
-        shares = [(None, False), (0.4, False), (0.3, False)]
+        # than that is cut; narrowest, and cut at last, in the smallest size; "fair": the
+        # figures' columns share what the first leaves (fewer lines where the width allows)
+        shares: list[tuple[float | str | None, bool]] = [(None, False), ("fair", False),
+                                                          (0.4, False), (0.3, False)]
         if size == LATEX_SIZES[-1][0]:
             shares += [(0.22, False), (0.16, False), (0.12, False), (0.22, True), (0.16, True),
                        (0.12, True)]
         for share, cut in shares:
-            cap = math.inf if share is None else share * limit_pt
-            head = [wrap_text(n, cap, scale, cut=False) for n in names]
-            body = [[wrap_text(c, cap, scale, words=i in text, cut=cut)
-                     for i, c in enumerate(r)] for r in rows]
-            widths = _column_widths(head, body, units, scale)
-            total = sum(widths) + 2 * sep * (columns - 1)
-            if total <= limit_pt:
-                return Fitted(size, sep, head, body, [list(range(columns))], total)
+            fit = _wrapped(names, units, rows, limit_pt, size, scale, sep, share, cut, text)
+            if fit is None or fit.width_pt > limit_pt:
+                continue
+            if height_pt is None:
+                return fit
+            height = fit.float_height_pt(None, caption_tex, limit_pt, before)
+            if height <= height_pt:
+                return fit
+            if shortest is None or (cut, height) < (shortest[0], shortest[1] - 0.01):
+                shortest = (cut, height, fit)  # a word cut only where nothing else fits
+    if shortest is not None:
+        return shortest[2]
     if not split or columns < 3:
         return None
     size, scale, sep = LATEX_SIZES[-1]
@@ -384,7 +529,7 @@ def fit_table(headers: Sequence[str], rows: Sequence[Sequence[str]], limit_pt: f
     if len(even) == len(blocks) and all(block_width(b) <= limit_pt for b in even):
         blocks = even
     width = max(block_width(b) for b in blocks)
-    return Fitted(size, sep, head, body, blocks, width)
+    return Fitted(size, sep, head, body, blocks, width, units)
 
 
 def _stack(lines: Sequence[str], align: str, numeric: bool, header: bool = False) -> str:
@@ -401,7 +546,8 @@ def render_fitted(headers: Sequence[str], rows: Sequence[Sequence[str]],
                   caption: str | None = None, label: str | None = None,
                   rules_before: Iterable[int] = (), raw_caption: bool = False,
                   text_columns: Iterable[int] | None = None, fitted: Fitted | None = None,
-                  note: str | None = None) -> str:
+                  note: str | None = None, height_pt: float | None = HEIGHT_PT,
+                  keep_with_previous: Iterable[int] = ()) -> str:
     """A booktabs table of escaped cells that fits ``width`` (:data:`WIDTHS`: one column of a
     two-column paper, in a ``table`` float, or the page, in ``table*``): set in the largest
     of :data:`LATEX_SIZES` that fits, long cells in lines (``\\shortstack``), and split into
@@ -409,35 +555,114 @@ def render_fitted(headers: Sequence[str], rows: Sequence[Sequence[str]],
     the float, with ``note``). Headers are a name and its unit (``energy (J)``) on two lines,
     figures right-aligned (``align``: ``l``/``r`` per column, default the first ``l``);
     ``text_columns`` (default: the ``l`` columns) wrap at any space, figures only between
-    their parts. Needs only booktabs."""
+    their parts. A float taller than ``height_pt`` (default :data:`HEIGHT_PT`; None: no
+    limit) is first set shorter (:func:`fit_table`), then its rows are split among floats,
+    each with the header: the first keeps ``caption`` and ``label``, the next are
+    ``LABEL-2``, ``LABEL-3``... captioned ``Table N (continued)`` (said in the comment); no
+    row is left out, none of ``keep_with_previous`` opens a float (a figure's difference
+    stays under it) and a row that opens a group (``rules_before``) never ends one. Needs
+    only booktabs."""
     check_width(width)
     align = list(align or ["l"] + ["r"] * (len(headers) - 1))
     if text_columns is None:
         text_columns = [i for i, a in enumerate(align) if a == "l"]
-    fit = fitted or fit_table(headers, rows, WIDTH_PT[width], text_columns=text_columns)
-    assert fit is not None  # fit_table splits rather than fail
-    _, units = split_headers(headers)
     before = set(rules_before)
-    env = "table*" if width == "page" else "table"
-    out = []
+    caption_tex = None
+    if caption:
+        caption_tex = caption if raw_caption else latex_escape(caption)
+    limit = WIDTH_PT[width]
+    fit = fitted or fit_table(headers, rows, limit, text_columns=text_columns,
+                              height_pt=height_pt, caption_tex=caption_tex,
+                              rules_before=before)
+    assert fit is not None  # fit_table splits rather than fail
+    if label:
+        check_label(label)
+    floats = _floats(fit, caption_tex, limit, before, height_pt, label,
+                     set(keep_with_previous))
     comments = [note] if note else []
     if len(fit.blocks) > 1:
         comments.append(f"energymeter: {len(headers) - 1} columns do not fit the {width} "
                         f"width side by side: set in {len(fit.blocks)} blocks, one under the "
                         "other, each with the first column")
-    if comments:
-        out.append(latex_comment("\n".join(comments)))
-    out += [r"\begin{" + env + "}[htbp]", r"\centering"]
+    if len(floats) > 1:
+        labels = ", ".join(_continued_label(label, k) for k in range(len(floats))) if label \
+            else "unlabelled"
+        comments.append(f"energymeter: the {len(rows)} rows do not fit the page height in one "
+                        f"float: split among {len(floats)} floats ({labels}), each with the "
+                        "header")
+    out = [latex_comment("\n".join(comments))] if comments else []
+    for k, pieces in enumerate(floats):
+        text = caption_tex if k == 0 else _continued_caption(caption_tex, label)
+        out.append(_float(fit, align, width, pieces, before, text,
+                          _continued_label(label, k) if label else None))
+    return "\n".join(out)
+
+
+def _continued_label(label: str, k: int) -> str:
+    """The label of the ``k``-th float (from 0) of a table split among floats."""
+    return label if k == 0 else f"{label}-{k + 1}"
+
+
+def _continued_caption(caption_tex: str | None, label: str | None) -> str:
+    """The caption of the floats after the first of a split table: ``Table N (continued).``
+    by reference to the first (its caption, continued, without a label)."""
+    if label:
+        return r"Table \ref{" + label + "} (continued)."
+    return (caption_tex or "Table") + " (continued)"
+
+
+def _floats(fit: Fitted, caption_tex: str | None, limit_pt: float, before: set[int],
+            height_pt: float | None, label: str | None, keep: set[int]
+            ) -> list[list[Piece]]:
+    """The pieces of each float of ``fit``: one float of every block and row where it fits
+    ``height_pt`` (the first float under ``caption_tex``, the next under a continued
+    caption); else block after block, rows in order, each float filled as far as it fits
+    (a block starts in a float only where all of it fits there), every row of every block
+    shown once. A row of ``keep`` never opens a piece and a row that opens a group (a rule
+    before it) never ends one (where the piece has other rows)."""
+    if height_pt is None or fit.float_height_pt(None, caption_tex, limit_pt,
+                                                before) <= height_pt:
+        return [[(b, list(range(len(fit.rows)))) for b in range(len(fit.blocks))]]
+    floats: list[list[Piece]] = []
+    last = list(range(len(fit.rows)))
+
+    def fits(pieces: list[Piece]) -> bool:
+        caption = caption_tex if len(floats) == 1 else _continued_caption(caption_tex, label)
+        return fit.float_height_pt(pieces, caption, limit_pt, before) <= height_pt
+
+    for b in range(len(fit.blocks)):
+        if not floats or not fits([*floats[-1], (b, last)]):
+            floats.append([])
+        floats[-1].append((b, []))
+        for r in last:
+            rows = floats[-1][-1][1]
+            if not rows or fits([*floats[-1][:-1], (b, [*rows, r])]):
+                rows.append(r)
+                continue
+            opening = [r]
+            while len(rows) > 1 and (opening[0] in keep or rows[-1] in before):
+                opening.insert(0, rows.pop())
+            floats.append([(b, opening)])
+    return floats
+
+
+def _float(fit: Fitted, align: Sequence[str], width: str, pieces: Sequence[Piece],
+           before: set[int], caption_tex: str | None, label: str | None) -> str:
+    """One float of ``fit`` holding ``pieces``, one tabular each, one under the other."""
+    env = "table*" if width == "page" else "table"
+    out = [r"\begin{" + env + "}[htbp]", r"\centering"]
     if fit.size:
         out.append(fit.size)
     if fit.tabcolsep_pt != LATEX_SIZES[0][2]:
         out.append(r"\setlength{\tabcolsep}{" + f"{fit.tabcolsep_pt:g}pt" + "}")
-    if caption:
-        out.append(r"\caption{" + (caption if raw_caption else latex_escape(caption)) + "}")
+    if caption_tex:
+        out.append(r"\caption{" + caption_tex + "}")
     if label:
-        out.append(r"\label{" + check_label(label) + "}")
-    for b, block in enumerate(fit.blocks):
-        if b:
+        out.append(r"\label{" + label + "}")
+    units = fit.units
+    for k, (b, rows) in enumerate(pieces):
+        block = fit.blocks[b]
+        if k:
             out.append(r"\par\medskip")
         out += [r"\begin{tabular}{@{}" + "".join(align[i] for i in block) + "@{}}",
                 r"\toprule",
@@ -446,10 +671,10 @@ def render_fitted(headers: Sequence[str], rows: Sequence[Sequence[str]],
         if any(units[i] for i in block):
             out.append(" & ".join(latex_header(units[i]) for i in block) + r" \\")
         out.append(r"\midrule")
-        for r, row in enumerate(fit.rows):
-            if r in before and r:
+        for n, r in enumerate(rows):
+            if r in before and n:
                 out.append(r"\midrule")
-            cells = [_stack(row[i], align[i], align[i] == "r") for i in block]
+            cells = [_stack(fit.rows[r][i], align[i], align[i] == "r") for i in block]
             cells[0] = cells[0].replace("CO2e", r"CO\textsubscript{2}e")
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
