@@ -173,40 +173,8 @@ class Attribution:
         few = self._cpu_intervals < MIN_CPU_INTERVALS
         if tree_cpu_s is not None and self.sampled_tree_cpu_s > 0:
             scale = max(1.0, tree_cpu_s / self.sampled_tree_cpu_s)
-        channels: dict[str, dict[str, Any]] = {}
-        for cid, rule in self._rules.items():
-            if cid not in energy_j:
-                continue
-            sums, total = self._sums[cid], float(energy_j[cid])
-            if few and rule != "gpu" and run_share is not None:
-                sums = _Sums()  # all of it at the run-wide share
-            covered = min(sums.covered_j, total)
-            attributed = sums.attributed_j * (scale if rule != "gpu" else 1.0)
-            attributed = min(covered, attributed)
-            rest = total - covered
-            rest_share = (run_share if rule != "gpu" else
-                          (sums.attributed_j / sums.covered_j if sums.covered_j > 0 else None))
-            if rest > 0 and rest_share is None and cid in self._mig and not sums.intervals:
-                attributed = total * self._mig[cid]
-                channels[cid] = {"energy_j": attributed, "share": self._mig[cid],
-                                 "intervals": 0, "method": "the MIG instance's share of the GPU's "
-                                 "capacity (no per-process figure)"}
-                continue
-            if rest > 0 and rest_share is None:
-                channels[cid] = {"energy_j": None, "share": None, "intervals": sums.intervals,
-                                 "method": _method(rule),
-                                 "why": ("no per-process figure for this device"
-                                         if rule == "gpu" else
-                                         "the machine's busy CPU time was not read")}
-                continue
-            attributed += rest * (rest_share or 0.0)
-            attributed *= self._mig.get(cid, 1.0)
-            share = attributed / total if total > 0 else None
-            channels[cid] = {"energy_j": attributed, "share": share,
-                             "intervals": sums.intervals,
-                             "method": (_method(rule) if sums.intervals or rule == "gpu" else
-                                        "process-tree CPU time / machine busy CPU time over "
-                                        "the whole run")}
+        channels = {cid: self._channel(cid, rule, float(energy_j[cid]), run_share, scale, few)
+                    for cid, rule in self._rules.items() if cid in energy_j}
         return {"channels": channels, "run_share": run_share, "cpu_time_scale": scale,
                 "cpu_time_placed_at_end_s": placed,
                 "cpu_intervals": self._cpu_intervals,
@@ -214,6 +182,35 @@ class Attribution:
                              f"{MIN_CPU_INTERVALS} intervals)" if few else "per interval"),
                 "sampled_tree_cpu_s": self.sampled_tree_cpu_s,
                 "sampled_busy_cpu_s": self.sampled_busy_cpu_s}
+
+    def _channel(self, cid: str, rule: str, total: float, run_share: float | None,
+                 scale: float, few: bool) -> dict[str, Any]:
+        """One channel's attributed energy: its covered intervals (CPU ones scaled for the
+        CPU time sampling missed), the rest at the run-wide share (CPU) or the covered
+        intervals' share (GPU); a MIG instance without figures keeps its capacity share; a
+        channel with energy no share can be given for has none (``energy_j`` None)."""
+        sums = self._sums[cid]
+        if few and rule != "gpu" and run_share is not None:
+            sums = _Sums()  # all of it at the run-wide share
+        covered = min(sums.covered_j, total)
+        attributed = min(covered, sums.attributed_j * (scale if rule != "gpu" else 1.0))
+        rest = total - covered
+        rest_share = (run_share if rule != "gpu" else
+                      (sums.attributed_j / sums.covered_j if sums.covered_j > 0 else None))
+        if rest > 0 and rest_share is None and cid in self._mig and not sums.intervals:
+            return {"energy_j": total * self._mig[cid], "share": self._mig[cid],
+                    "intervals": 0, "method": "the MIG instance's share of the GPU's "
+                    "capacity (no per-process figure)"}
+        if rest > 0 and rest_share is None:
+            return {"energy_j": None, "share": None, "intervals": sums.intervals,
+                    "method": _method(rule),
+                    "why": ("no per-process figure for this device" if rule == "gpu" else
+                            "the machine's busy CPU time was not read")}
+        attributed = (attributed + rest * (rest_share or 0.0)) * self._mig.get(cid, 1.0)
+        return {"energy_j": attributed, "share": attributed / total if total > 0 else None,
+                "intervals": sums.intervals,
+                "method": (_method(rule) if sums.intervals or rule == "gpu" else
+                           "process-tree CPU time / machine busy CPU time over the whole run")}
 
 
 def _method(rule: str) -> str:
