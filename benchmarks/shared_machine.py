@@ -46,7 +46,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from workload import spin  # noqa: E402
+from workload import calibrate  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "ENERGYMETER_REGION": "SE"}
 LOADS = ("alone", "hog")
@@ -78,14 +78,7 @@ while True:
 def calibrate_cpu(seconds: float, probe_s: float = 0.3) -> int:
     """Iterations of ``workload.spin`` that take about ``seconds`` of CPU time here (timed on
     the process's CPU clock, so that a busy machine does not shrink N as wall time would)."""
-    n = 200_000
-    while True:
-        t0 = time.process_time()
-        spin(n)
-        dt = time.process_time() - t0
-        if dt > probe_s:
-            return int(n * seconds / dt)
-        n *= 2
+    return calibrate(seconds, probe_s, clock=time.process_time)
 
 
 def loadavg() -> list[float]:

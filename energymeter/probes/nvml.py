@@ -78,7 +78,7 @@ from .base import Channel, DiscoveryContext, PartialRead, Probe, Unavailable, op
 from .counter import CumulativeCounter, outcome_warning
 from .integrate import TrapezoidIntegrator
 from .presence import NVIDIA_DRIVER_PATHS, nvml_missing
-from .proc import process_tree_pids
+from .proc import process_tree_pids, read_text
 from .visible import HIDES_EVERY_GPU, GpuIdentity, Selection, VisibleGpu, select_visible
 
 log = LazyLogger("energymeter")
@@ -166,15 +166,6 @@ def _nspid(status_text: str) -> tuple[int, ...]:
     return ()
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError as exc:
-        log.debug("cannot read %s: %r", path, exc)
-        return ""
-
-
 def pid_namespace(proc_root: str = "/proc") -> PidNamespace:
     """Whether this process runs in a PID namespace other than the host's.
 
@@ -184,7 +175,7 @@ def pid_namespace(proc_root: str = "/proc") -> PidNamespace:
     ``NSpid`` has one field (fs/proc/array.c starts at the procfs's level), so the namespace
     itself is also read: ``<proc_root>/self/ns/pid`` links to ``pid:[<inode>]``, and the initial
     namespace's inode is :data:`PROC_PID_INIT_INO`."""
-    fields = _nspid(_read_text(f"{proc_root}/self/status"))
+    fields = _nspid(read_text(f"{proc_root}/self/status"))
     if len(fields) > 1:
         return PidNamespace(True, fields[0], "NSpid " + " ".join(map(str, fields)))
     try:
@@ -556,7 +547,7 @@ class NvmlProbe(Probe):
         for pid in process_tree_pids(root, include_root=self._include_root,
                                      proc_root=self._proc_root):
             out.add(pid)
-            out.update(_nspid(_read_text(f"{self._proc_root}/{pid}/status")))
+            out.update(_nspid(read_text(f"{self._proc_root}/{pid}/status")))
         return out
 
     def _running_processes(self, g: _Gpu) -> dict[int, int | None] | None:

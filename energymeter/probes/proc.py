@@ -23,14 +23,19 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 # -- /proc/cpuinfo ---------------------------------------------------------------------------------
-def read_cpuinfo(path: Path | str = CPUINFO) -> str:
-    """The text of ``/proc/cpuinfo`` (or ``path``); empty when it cannot be read."""
+def read_text(path: Path | str) -> str:
+    """The text of a ``/proc`` (or ``/sys``) file; empty when it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
     except OSError as exc:
         log.debug("cannot read %s: %r", path, exc)
         return ""
+
+
+def read_cpuinfo(path: Path | str = CPUINFO) -> str:
+    """The text of ``/proc/cpuinfo`` (or ``path``); empty when it cannot be read."""
+    return read_text(path)
 
 
 def cpuinfo_processors(cpuinfo_text: str) -> list[dict[str, str]]:
