@@ -4,7 +4,6 @@ tags and groups ``compare`` reads, resuming after a crash, and a changed plan re
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -14,13 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import energymeter
 from energymeter.analysis import compare, find_runs, group_runs
-from energymeter.cli import cli
 from energymeter.errors import ConfigError
 from energymeter.report import Report
 from energymeter.session.command import CommandNotFoundError
@@ -37,18 +34,11 @@ from energymeter.session.sweep import (
     plan,
     sweep,
 )
+from tests.test_cli import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FAST = {"region": "SE", "interval_s": 0.01}
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters \
-        else {}
-    result = CliRunner(**kwargs).invoke(cli, list(args), prog_name="energymeter",
-                                        catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def reports_in(out: Path) -> list[Report]:
