@@ -1,4 +1,4 @@
-"""Honest baselines on GPUs (issue 25, item 3): each GPU's utilisation over the idle baseline's
+"""Honest baselines on GPUs: each GPU's utilisation over the idle baseline's
 windows is recorded (``gpu_utilization_pct``) and a baseline taken while a GPU was busy is
 flagged (``under_load``) with a warning that names the GPU and says what to do.
 

@@ -417,7 +417,7 @@ def test_audit_hook_sees_a_configured_provider(tmp_path: Path,
     assert result["carbon"]["provider"] == "gb"
 
 
-# -- credentials and redirects (issue 10, item 26) ---------------------------------------------
+# -- credentials and redirects ---------------------------------------------
 class Redirector:
     """A second local server: ``/v3/...`` answers 302 to ``target(path)``; anything else
     answers an intensity of 42. Every request's credential headers are recorded."""
@@ -468,8 +468,8 @@ def redirector() -> Iterator[Redirector]:
 
 def test_a_redirect_to_another_origin_is_refused(grid: tuple[FakeGrid, str],
                                                  redirector: Redirector) -> None:
-    """Issue 23, item 7: the value of another host was taken and labelled as the provider's
-    live figure (and, before issue 10, the token went with the request)."""
+    """The value of another host was taken and labelled as the provider's
+    live figure (and, once, the token went with the request)."""
     state, other = grid  # another port on 127.0.0.1: another origin
     redirector.target = lambda path: other + path
     with pytest.raises(LiveError) as info:

@@ -1,5 +1,5 @@
-"""Faults are per channel, suspended channels are retried, and warnings stay bounded
-(issue 23, items 5 and 6a). Reads are driven explicitly on a simulated clock: no sleeps."""
+"""Faults are per channel, suspended channels are retried, and warnings stay bounded. Reads
+are driven explicitly on a simulated clock: no sleeps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`energymeter cite` (issue 12): the methods paragraph built from reports, the citation of
+"""`energymeter cite`: the methods paragraph built from reports, the citation of
 energymeter and CITATION.cff."""
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def _run_cli(env: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_run_with_an_out_it_cannot_write_still_runs_the_command(env: Path,
                                                                 tmp_path: Path) -> None:
-    """Issue 23, item 1: --out that cannot hold a run (here in a file; a full or read-only
+    """--out that cannot hold a run (here in a file; a full or read-only
     disk in test_full_disk.py) was exit 2 and the command never ran. Now it runs, measured in
     memory; its output and exit code pass untouched; one line says why nothing is saved."""
     a_file = tmp_path / "a-file"
@@ -221,7 +221,7 @@ def test_run_with_an_out_it_cannot_write_still_runs_the_command(env: Path,
 
 
 def test_run_whose_report_cannot_be_written_names_no_missing_report_json(env: Path) -> None:
-    """Issue 23, item 6c: the run directory vanishes during the run. stderr had
+    """The run directory vanishes during the run. stderr had
     "energymeter: error: energymeter: ...", advice for library users (Meter.report) and the
     path of the report.json that was not written."""
     done = _run_cli(env, "--", sys.executable, "-c",
@@ -427,7 +427,7 @@ def test_monitor_stops_on_sigint(env: Path, tmp_path: Path) -> None:
     assert Report.load(run_dir).status == "completed"
 
 
-# -- report --save and rebuilt runs (issue 10, item 29) ------------------------------------------
+# -- report --save and rebuilt runs ------------------------------------------
 def test_report_of_a_missing_report_json_rebuilds_the_run(env: Path) -> None:
     from tests.test_hostile_input import write_run
 

@@ -250,7 +250,7 @@ def test_number_formatting_and_tables() -> None:
         r"a\_b \& 100\% \{x\} \textbackslash{} \textasciitilde{}"
 
 
-# -- issue 11: grouping, exclusions, statistics, warnings ---------------------------------------
+# -- grouping, exclusions, statistics, warnings ---------------------------------------
 def _series(name: str, energies: list[float], source: str | None = None,
             **fields: object) -> list:
     runs = [fake_report(name, cpu_j=e, minute=i, **fields) for i, e in enumerate(energies)]

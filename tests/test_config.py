@@ -54,7 +54,7 @@ def test_unknown_pyproject_key(tmp_path: Path) -> None:
         resolve_settings(env={}, cwd=tmp_path)
 
 
-# -- issue 10, item 20: bad pyproject files, bounds, types, misspelled variables ---------------
+# -- bad pyproject files, bounds, types, misspelled variables ---------------
 def test_pyproject_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_bytes(b"[tool.energymeter]\nregion = '\xff\xfe'\n")
     with pytest.raises(ConfigError, match="UTF-8") as info:

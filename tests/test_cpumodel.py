@@ -238,7 +238,7 @@ def test_candidate_filter_agrees_with_the_whole_table() -> None:
     assert match_tdp("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz") is not None
 
 
-# -- virtual machines and the cpu_tdp_w override (issue 10 item 10) -------------------------------
+# -- virtual machines and the cpu_tdp_w override -------------------------------
 def _vm_cpuinfo(model: str, cpus: int = 2) -> str:
     return "\n\n".join(f"processor\t: {i}\nmodel name\t: {model}\nphysical id\t: 0\n"
                        f"flags\t\t: fpu vme sse2 hypervisor avx2\n" for i in range(cpus)) + "\n"

@@ -1,4 +1,4 @@
-"""The daemon's bounded resources (issue 23): a burst of clients is served, idle connections
+"""The daemon's bounded resources: a burst of clients is served, idle connections
 cost no thread, a cap with a readable refusal, idle and send timeouts, refusals that arrive
 before the request is sent, and a bounded ``/metrics``."""
 

@@ -1,5 +1,5 @@
 """Experiment metadata and helpers of a run: tags, values set after the fact, items counted,
-repeats with warm-up, the idle baseline and early estimates (issue 11)."""
+repeats with warm-up, the idle baseline and early estimates."""
 
 from __future__ import annotations
 
@@ -285,7 +285,7 @@ def test_estimate_total_projects_with_an_interval(rapl40: FakePowercap) -> None:
 
 @pytest.mark.slow
 def test_dense_against_pruned_example_runs_compared_in_one_command(tmp_path: Path) -> None:
-    """Issue 11's acceptance: two groups of 5 runs of examples/train_mlp.py (dense, pruned) in
+    """The acceptance case: two groups of 5 runs of examples/train_mlp.py (dense, pruned) in
     one out dir; one compare gives mean ± CI per group and the difference with its CI and
     p-value; the same runs given twice count once; --target reads the example's logs."""
     out = tmp_path / "runs"

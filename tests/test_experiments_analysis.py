@@ -1,4 +1,4 @@
-"""Issue 11 end to end: folders of report.json files compared through `energymeter compare`
+"""End to end: folders of report.json files compared through `energymeter compare`
 and `energymeter report --target` (grouping by argument and tag, duplicates, warm-up and nested
 runs, the statistics printed, energy-to-target through a nested run's logs)."""
 

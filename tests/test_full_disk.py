@@ -1,4 +1,4 @@
-"""A real full disk and a real read-only file system (issue 23, items 1 and 6): a small tmpfs
+"""A real full disk and a real read-only file system: a small tmpfs
 filled up gives ENOSPC, one remounted read-only gives EROFS. Mounting needs root (CI runs as
 root); elsewhere these tests are skipped, saying why.
 
@@ -222,7 +222,7 @@ def test_run_on_a_disk_that_fills_during_the_run(small_fs: Path, tmp_path: Path)
 
 
 def test_a_summary_never_names_a_report_json_that_was_not_written(tmp_path: Path) -> None:
-    """Issue 23, item 6c, in the library: the summary of a run whose files could not be
+    """In the library: the summary of a run whose files could not be
     written named its report.json all the same."""
     with measure("vanish", out=tmp_path / "out", powercap_root=tmp_path / "absent",
                  region="SE") as m:

@@ -1,4 +1,4 @@
-"""The run's share of a shared GPU (issue 25, item 2): ``<channel>_own_share`` of the NVML probe
+"""The run's share of a shared GPU: ``<channel>_own_share`` of the NVML probe
 and :meth:`NvmlProbe.attribution`, against the fake NVML's per-process utilisation samples.
 
 The fake follows nvml.h ``nvmlDeviceGetProcessUtilization``: samples of processes with non-zero

@@ -1,4 +1,4 @@
-"""Hostile and damaged run files (issue 10, item 19): every reader (``Report.load``,
+"""Hostile and damaged run files: every reader (``Report.load``,
 ``Report.from_dict``, ``read_events``, ``iter_samples``, the rebuild) turns bad input into a
 :class:`ReportError` naming the file and what is expected, never another exception; a report it
 does accept serialises again as strict JSON; a line far longer than any real one costs bounded

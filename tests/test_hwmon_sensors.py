@@ -413,7 +413,7 @@ def test_energymeter_probes_lists_why_a_meter_is_not_used(tmp_path: Path) -> Non
         p.close()
 
 
-# -- review fixes (issue 24 review: findings 3, 6, 7, 8, 9) --------------------------------------
+# -- review fixes --------------------------------------
 def test_fake_writes_exactly_what_the_kernel_prints(tmp_path: Path) -> None:
     """show_power prints "%llu\\n": no padding, and the probe's open fd sees each new value."""
     fake = FakeHwmon(tmp_path)

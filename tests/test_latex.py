@@ -501,7 +501,7 @@ def _baseline_study(groups: int, per: int = 4) -> list:
 
 
 def _tall_outputs(width: str) -> dict[str, str]:
-    """The outputs that were too tall for one page (issue 26, item 4): compare of 2, 3 and 6
+    """The outputs that were too tall for one page: compare of 2, 3 and 6
     groups with baseline rows, --phase, report of 12 and 30 runs with phases and logs, and
     a --by report."""
     out = {f"compare {k}": format_comparison(compare(_baseline_study(k)), "latex", width=width)

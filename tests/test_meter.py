@@ -170,7 +170,7 @@ def test_probe_error_mid_run_becomes_warning(rapl40: FakePowercap) -> None:
         time.sleep(0.2)
     r = m.report
     assert r.status == "completed"
-    # The zone alone is out, and the report says since when (issue 23, item 5); DRAM goes on.
+    # The zone alone is out, and the report says since when; DRAM goes on.
     about = [w for w in r.warnings if w.startswith("channel cpu0 (rapl)")]
     assert any("garbage" in w for w in about)
     assert any("suspended" in w for w in about)
@@ -581,7 +581,7 @@ def test_a_sync_that_fails_at_a_phase_end_never_replaces_the_users_exception(
 
 
 def test_a_boundary_read_racing_a_stop_is_dropped_not_raised(tmp_path: Path) -> None:
-    """Issue 23, item 8: SIGTERM's thread began the stop between log()'s look at the run's
+    """SIGTERM's thread began the stop between log()'s look at the run's
     state and its boundary read; log() raised "meter is stopping" into the program, which
     then died before the report was written. Here the stop is held inside its final sync
     (after the state became "stopping"), exactly in that window."""

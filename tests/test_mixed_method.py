@@ -1,4 +1,4 @@
-"""Method ``mixed``: a channel measured in part and estimated in part (issue 25, item 5).
+"""Method ``mixed``: a channel measured in part and estimated in part.
 
 The daemon probe (``energymeter daemon`` serving root-only RAPL) loses its daemon mid-run: the
 CPU then goes on with the estimated model (or in-process RAPL counters where readable), and the

@@ -1,4 +1,4 @@
-"""Processes a measured command leaves running when it exits (issue 23): ``energymeter run --
+"""Processes a measured command leaves running when it exits: ``energymeter run --
 sh -c '(sleep 6)& exit 5'`` used to measure 0.02 s and say nothing. They are now found (this
 process is their subreaper), named in a warning, reaped, and with ``wait_orphans`` measured
 until they end. No tuned sleeps: every wait is a deadline with polls."""

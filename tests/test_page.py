@@ -1,4 +1,4 @@
-"""The study page (issue 26, item 6): ``energymeter.analysis.page.study_page`` and
+"""The study page: ``energymeter.analysis.page.study_page`` and
 ``energymeter page``: one self-contained HTML file (no network, no scripts, no external
 styles or fonts) with the comparison table, inline SVG figures, the runs table, the warnings
 and the methods paragraph; everything from the runs escaped. A system test opens it in

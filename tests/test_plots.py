@@ -1,4 +1,4 @@
-"""Figures (issue 12): ``Report.plot``, ``energymeter.plot`` and ``energymeter plot``, drawn
+"""Figures: ``Report.plot``, ``energymeter.plot`` and ``energymeter plot``, drawn
 from real runs of ``examples/train_mlp.py`` under ``energymeter run`` (made once for the
 module: 3 dense and 3 pruned runs, each with the run nested in it that logged the metrics), and
 from a fake RAPL run with a sub-zone, DRAM and psys. matplotlib draws with the Agg backend."""

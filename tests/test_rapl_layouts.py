@@ -1,4 +1,4 @@
-"""RAPL against the layouts and counters the kernel really has (issue 24).
+"""RAPL against the layouts and counters the kernel really has.
 
 Upstream read for these (linux): drivers/powercap/powercap_sys.c (zone names "%s:%x", file
 modes), drivers/powercap/intel_rapl_common.c (32-bit ENERGY_STATUS_MASK, energy units,

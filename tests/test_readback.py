@@ -1,4 +1,4 @@
-"""Every number read back is checked as strictly as on the way in (issue 23, item 2).
+"""Every number read back is checked as strictly as on the way in.
 
 The sampler refuses a probe's energy that is not a finite number >= 0 of joules and counts
 nothing for an interval where a channel goes back. A run rebuilt from ``samples.csv``, a

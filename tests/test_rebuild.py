@@ -1,4 +1,4 @@
-"""The rebuild of a run without ``report.json`` (issue 10, items 27-30): a live run shows as
+"""The rebuild of a run without ``report.json``: a live run shows as
 ``running``, a phase open at a kill is kept (ended at the last flushed sample, marked), the
 rebuilt summary names what exists, and the run's own recorded settings alone decide its
 carbon and cost."""

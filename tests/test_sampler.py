@@ -169,7 +169,7 @@ def test_non_numbers_and_undeclared_channels_from_a_probe_never_reach_the_user()
     assert not any("dropped" in w for w in s.warnings)
 
 
-# -- issue 10: stamps, gauges, bad values, hung probes, flush lag, skipped ticks -------------------
+# -- stamps, gauges, bad values, hung probes, flush lag, skipped ticks -------------------
 class _SlowGaugeProbe(ConstantPowerProbe):
     """100 W of energy whose gauges take ``gauge_s`` to read (a slow psutil walk, say)."""
 

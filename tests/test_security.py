@@ -1,4 +1,4 @@
-"""Security and privacy (issue 10, items 21-26): output paths checked before a command runs,
+"""Security and privacy: output paths checked before a command runs,
 secrets redacted from what is recorded, file modes that follow the umask, no writing through
 symbolic links, control characters escaped in CLI output. (Credentials across redirects:
 tests/test_carbon_live.py.)"""
