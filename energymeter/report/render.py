@@ -285,11 +285,6 @@ ESTIMATED_NOTE = ("est.: includes energy estimated by a model (CPU utilisation Ã
 def estimated_in_total(report: Report) -> bool:
     """Whether the total of ``report`` includes energy estimated by a model (a channel whose
     method is ``model``, or ``mixed``: estimated in part)."""
-    return _estimated(report)
-
-
-def _estimated(report: Report) -> bool:
-    """Whether the total of ``report`` includes a channel estimated by a model."""
     return any(c.channel.method in ("model", "mixed") and c.channel.in_total
                for c in report.channels)
 
@@ -344,7 +339,7 @@ def runs_table(reports: Sequence[Report], basis: str = "machine"
     rows = []
     for r, label in zip(reports, run_labels(reports), strict=True):
         energy = r.energy_on(basis) or r.energy_on("machine")
-        marks = [m for m in ("est." if _estimated(r) else "",
+        marks = [m for m in ("est." if estimated_in_total(r) else "",
                              "machine" if energy.basis != basis else "") if m]
         total = energy.total_j
         row = [label, *([r.status] if status else []), format_number(r.duration_s),
@@ -484,7 +479,7 @@ def markdown(report: Report, *, caption: str | None = None, heading: bool = True
     if len(report.energy_bases) > 1:
         lines += ["", "Energy bases:", "", render_markdown(BASES_HEADERS, bases_rows(report),
                                                           ("l", "r", "r", "l"))]
-    if _estimated(report):
+    if estimated_in_total(report):
         lines += ["", "Channels with method `model (estimated)`: energy estimated from CPU "
                       "utilisation Ã— TDP, not measured."]
     if report.carbon:
@@ -663,7 +658,7 @@ def _latex_channels(reports: Sequence[Report], labels: Sequence[str], caption: s
     text = f"Energy and power per channel of {whose}, with the total."
     if devices:
         text += _tex(" Devices: " + "; ".join(f"{k}: {v}" for k, v in devices.items()) + ".")
-    if any(_estimated(r) for r in reports):
+    if any(estimated_in_total(r) for r in reports):
         text += (" Method \\emph{model (estimated)}: estimated from CPU utilisation "
                  r"$\times$ TDP, not measured.")
     return render_fitted(headers, rows, ["l"] * (len(headers) - 3) + ["r"] * 3,
@@ -875,7 +870,7 @@ def markdown_reports(reports: Sequence[Report], *, caption: str | None = None,
     headers, rows, align = runs_table(reports, basis)
     head = [f"## {markdown_escape(caption) if caption else 'energymeter runs'}", "",
             render_markdown(headers, rows, align)]
-    if any(_estimated(r) for r in reports):
+    if any(estimated_in_total(r) for r in reports):
         head += ["", markdown_escape(ESTIMATED_NOTE[0].upper() + ESTIMATED_NOTE[1:] + ".")]
     return "\n".join(head) + "\n\n" + "\n".join(markdown(r) for r in reports)
 
