@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,16 +65,22 @@ def _channel(report: Report, cid: str) -> ChannelEnergy:
     return next(c for c in report.channels if c.channel.id == cid)
 
 
+
+def _run_killing_the_daemon(folder: Path, powercap: Any, tmp_path: Path) -> tuple[Any, ...]:
+    """:func:`_run` against a daemon started for it (stopped after): the report, the reads
+    before and after, the last answered read's time, and the daemon's socket."""
+    sock = folder / "d.sock"
+    proc = _start_daemon(sock, powercap, "--allow-all")
+    try:
+        return (*_run(sock, tmp_path / "runs", proc), sock)
+    finally:
+        _stop(proc)
+
 def test_a_daemon_that_dies_without_rapl_makes_the_cpu_channel_mixed(
         shared_dir: Path, rapl: FakePowercap, tmp_path: Path,  # noqa: F811 - fixtures
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENERGYMETER_POWERCAP_ROOT", str(tmp_path / "none"))  # no RAPL here
-    sock = shared_dir / "d.sock"
-    proc = _start_daemon(sock, rapl, "--allow-all")
-    try:
-        report, before, after, before_t_s = _run(sock, tmp_path / "runs", proc)
-    finally:
-        _stop(proc)
+    report, before, after, before_t_s, _ = _run_killing_the_daemon(shared_dir, rapl, tmp_path)
     cpu, dram = _channel(report, "cpu0"), _channel(report, "dram0")
     assert cpu.channel.method == "mixed" and cpu.channel.source == "rapl via daemon"
     part = cpu.estimated
@@ -161,12 +168,7 @@ def test_fallback_to_in_process_rapl_estimates_only_the_gap(
         shared_dir: Path, rapl: FakePowercap, tmp_path: Path,  # noqa: F811 - fixtures
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENERGYMETER_POWERCAP_ROOT", str(rapl.root))  # root: RAPL readable
-    sock = shared_dir / "d.sock"
-    proc = _start_daemon(sock, rapl, "--allow-all")
-    try:
-        report, before, after, before_t_s = _run(sock, tmp_path / "runs", proc)
-    finally:
-        _stop(proc)
+    report, before, after, before_t_s, _ = _run_killing_the_daemon(shared_dir, rapl, tmp_path)
     cpu = _channel(report, "cpu0")
     assert cpu.channel.method == "mixed" and cpu.estimated is not None
     # Only the gap between the daemon's last answer and the in-process counters' first read.
@@ -190,12 +192,7 @@ def test_a_later_run_on_the_model_is_estimated_whole(
     """Estimates are per run: the next run of the process on the same (cached) probe, whose
     CPU the model estimates from its start, is ``model`` (all of it estimated), not mixed."""
     monkeypatch.setenv("ENERGYMETER_POWERCAP_ROOT", str(tmp_path / "none"))
-    sock = shared_dir / "d.sock"
-    proc = _start_daemon(sock, rapl, "--allow-all")
-    try:
-        _run(sock, tmp_path / "runs", proc)
-    finally:
-        _stop(proc)
+    sock = _run_killing_the_daemon(shared_dir, rapl, tmp_path)[4]
     with energymeter.measure("next", daemon=str(sock), region="SE", out=tmp_path / "runs",
                              interval_s=60) as m:
         time.sleep(0.2)
